@@ -1,0 +1,48 @@
+# InfiniteFlow — newcomers need two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status demo test test-unit test-integration lint bench clean-run
+
+help:
+	@echo "make demo   start everything and run the main job"
+	@echo "make test   lint, type-check and run the whole suite against the real servers"
+	@echo "more: setup up down status lint test-unit test-integration bench clean-run"
+
+setup:  ## install Debian packages, Kafka jars, the MinIO server and the Python venv (idempotent)
+	@scripts/setup.sh
+
+up: setup  ## start Kafka, MinIO, PostgreSQL, Prometheus on 127.0.0.1 and bootstrap them (idempotent)
+	@infra/stack.sh up
+
+down:  ## stop the stack (data stays in .run/)
+	@infra/stack.sh down
+
+status:
+	@infra/stack.sh status
+
+clean-run: down  ## stop the stack and delete its data
+	rm -rf .run
+
+demo: up  ## the main job (the pipeline issue completes it): bring the stack up and show where it is
+	@scripts/demo.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-unit: setup
+	$(BIN)/pytest tests/unit tests/contract -q $(PYTEST_ARGS)
+
+test-integration: up
+	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
+
+test: up lint  ## everything, against the real servers
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: setup  ## engine quality/speed benchmark → docs/benchmarks.md (not part of make test)
+	$(BIN)/python -m services.gpu_interp.bench

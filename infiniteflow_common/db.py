@@ -1,0 +1,152 @@
+"""PostgreSQL state through SQLModel + asyncpg. The schema itself is owned by Alembic migrations.
+
+Natural keys make replays harmless: a job is unique by its source object (bucket, key, etag), a chunk by
+(job_id, chunk_index), a webhook attempt by (webhook_id, attempt).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the state uses."""
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class JobStatus(StrEnum):
+    """Life of a job; `completed` and `failed` are final."""
+
+    PENDING = "pending"
+    SPLITTING = "splitting"
+    INTERPOLATING = "interpolating"
+    MUXING = "muxing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ChunkStatus(StrEnum):
+    """Life of a chunk; a claim carries a lease epoch that fences late results of evicted workers."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Job(SQLModel, table=True):
+    """One user request: a source object turned into a higher-frame-rate output."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("source_bucket", "source_key", "source_etag", name="uq_jobs_source_object"),
+        Index("ix_jobs_status", "status"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    source: str = Field(sa_column=Column(String(16), nullable=False))
+    source_bucket: str = Field(sa_column=Column(Text, nullable=False))
+    source_key: str = Field(sa_column=Column(Text, nullable=False))
+    source_etag: str = Field(sa_column=Column(Text, nullable=False))
+    source_version: str | None = Field(default=None, sa_column=Column(Text))
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(default=JobStatus.PENDING.value, sa_column=Column(String(16), nullable=False))
+    progress: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    chunks_total: int | None = Field(default=None, sa_column=Column(Integer))
+    chunks_done: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    error_code: str | None = Field(default=None, sa_column=Column(String(64)))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    output_bucket: str | None = Field(default=None, sa_column=Column(Text))
+    output_key: str | None = Field(default=None, sa_column=Column(Text))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    split_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+
+
+class Chunk(SQLModel, table=True):
+    """One scene-aware slice of a job, interpolated by one worker under a renewable lease."""
+
+    __tablename__ = "chunks"
+
+    job_id: uuid.UUID = Field(foreign_key="jobs.id", primary_key=True, ondelete="CASCADE")
+    chunk_index: int = Field(primary_key=True)
+    first_frame: int = Field(sa_column=Column(Integer, nullable=False))
+    frame_count: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(default=ChunkStatus.PENDING.value, sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    worker: str | None = Field(default=None, sa_column=Column(Text))
+    lease_epoch: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    lease_expires_at: datetime | None = _ts()
+    output_key: str | None = Field(default=None, sa_column=Column(Text))
+    frames_out: int | None = Field(default=None, sa_column=Column(Integer))
+    interp_seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """Every attempt to deliver a webhook, successful or not."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "attempt", name="uq_webhook_attempt"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    webhook_id: str = Field(sa_column=Column(Text, nullable=False))
+    job_id: uuid.UUID = Field(sa_column=Column(nullable=False, index=True))
+    event_type: str = Field(sa_column=Column(String(32), nullable=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    status_code: int | None = Field(default=None, sa_column=Column(Integer))
+    outcome: str = Field(sa_column=Column(String(16), nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    latency_ms: float | None = None
+    attempted_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """Idempotency keys of events a consumer has already acted on (consumer, natural key)."""
+
+    __tablename__ = "processed_events"
+
+    consumer: str = Field(sa_column=Column(String(64), primary_key=True))
+    event_key: str = Field(sa_column=Column(Text, primary_key=True))
+    processed_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+    """An asyncpg engine with pre-ping, so a restarted PostgreSQL costs one retry, not a crash."""
+    return create_async_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5, **kwargs)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: committed when the block exits cleanly, rolled back otherwise."""
+    async with factory() as session, session.begin():
+        yield session

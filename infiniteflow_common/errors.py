@@ -1,0 +1,48 @@
+"""The two kinds of failure every consumer distinguishes, each with a stable code.
+
+`InvalidMessage` (and its subclasses) is permanent: retrying cannot help, so the message goes to the
+topic's DLQ with the code and reason, and the consumer commits past it. `TransientError` is worth
+retrying with backoff (broker, object store, database, GPU memory); after the bounded retries the
+consumer stops without committing so a restart resumes from the same offset.
+"""
+
+from __future__ import annotations
+
+
+class InfiniteFlowError(Exception):
+    """Base error: a stable machine-readable `code` and a message a person can act on."""
+
+    code: str = "E_INTERNAL"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidMessage(InfiniteFlowError):  # noqa: N818 - the name of the concept, as in arroyo
+    """A message that can never be processed: it goes to the DLQ and the consumer commits past it."""
+
+    code = "E_INVALID_MESSAGE"
+
+
+class UnknownSchemaError(InvalidMessage):
+    """The payload names a writer schema this build does not know."""
+
+    code = "E_UNKNOWN_SCHEMA"
+
+
+class DecodeError(InvalidMessage):
+    """The payload could not be decoded with its declared writer schema."""
+
+    code = "E_DECODE"
+
+
+class TransientError(InfiniteFlowError):
+    """A failure of something outside the message (a server, the GPU); worth retrying later."""
+
+    code = "E_TRANSIENT"

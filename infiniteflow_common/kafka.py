@@ -1,0 +1,362 @@
+"""Kafka building blocks: the broker factory, topic bootstrap and the reliable consumer.
+
+faststream's own ack policies do not fit an at-least-once pipeline: `ACK` commits even when the handler
+raises, and `NACK` seeks back at once so a poison message loops hot. Every subscriber here therefore
+uses `AckPolicy.MANUAL` and `ReliableConsumer` decides, per message:
+
+* success → commit that offset synchronously (the handler's output is already durable);
+* `InvalidMessage` → publish a `DeadLetter` to `<topic>.dlq` (acks=all) with origin headers, then commit;
+* anything else → back off (exponential, full jitter) and seek back to re-read the same message; after
+  `retry_max_attempts` the consumer turns fatal: it never commits again and asks its process to stop,
+  so a restart resumes from the last committed offset.
+
+A DLQ circuit breaker turns the consumer fatal instead of dead-lettering when most recent messages were
+invalid (a bad deploy must not drain a topic into its DLQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from faststream.confluent import KafkaBroker
+from faststream.confluent import KafkaMessage as KafkaMessageParam
+from faststream.confluent.message import KafkaMessage
+from faststream.middlewares import AckPolicy
+
+from infiniteflow_common import metrics
+from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
+from infiniteflow_common.observability import get_logger
+from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.topics import TopicSpec, dlq_of
+
+if TYPE_CHECKING:
+    from infiniteflow_common.avro import SchemaCatalog
+
+log = get_logger()
+
+# Headers put on every dead letter so an operator can find the original without decoding the envelope.
+H_ORIGIN_TOPIC = "x-origin-topic"
+H_ORIGIN_PARTITION = "x-origin-partition"
+H_ORIGIN_OFFSET = "x-origin-offset"
+H_ERROR_CODE = "x-error-code"
+H_ERROR_REASON = "x-error-reason"
+H_SERVICE = "x-service"
+
+
+def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> KafkaBroker:
+    """A broker whose producer is idempotent with acks=all, named after the service."""
+    config: dict[str, Any] = {"linger.ms": 5, "message.timeout.ms": 60_000}
+    config.update(extra_config)
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=service,
+        enable_idempotence=True,
+        acks="all",
+        config=config,  # type: ignore[arg-type]
+    )
+
+
+# --- topic bootstrap ----------------------------------------------------------------------------------
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create every topic and its DLQ twin as the manifests say; grow partitions that are too few.
+
+    Idempotent. Returns the names of topics it created or grew.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted: dict[str, tuple[int, int]] = {}
+    for spec in specs:
+        wanted[spec.name] = (spec.partitions, spec.retention_hours)
+        wanted[spec.dlq] = (1, spec.dlq_retention_hours)
+    to_create = [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            config={"retention.ms": str(hours * 3_600_000), "cleanup.policy": "delete"},
+        )
+        for name, (partitions, hours) in wanted.items()
+        if name not in existing
+    ]
+    to_grow = [
+        NewPartitions(name, partitions)
+        for name, (partitions, _hours) in wanted.items()
+        if name in existing and len(existing[name].partitions) < partitions
+    ]
+    changed: list[str] = []
+    for futures in (
+        admin.create_topics(to_create, operation_timeout=timeout_s) if to_create else {},
+        admin.create_partitions(to_grow, operation_timeout=timeout_s) if to_grow else {},
+    ):
+        for name, future in futures.items():
+            try:
+                future.result()
+                changed.append(name)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+    return changed
+
+
+# --- the reliable consumer ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One Kafka record as a handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+    timestamp_ms: int | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the record sits, in the form operators search for: `topic[partition]@offset`."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(attempt-1))]."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(0, ceiling)
+
+
+@dataclass
+class DlqCircuitBreaker:
+    """Trips when more than `max_invalid_ratio` of the last `window` messages were invalid."""
+
+    max_invalid_ratio: float
+    window: int
+    min_messages: int
+    _outcomes: deque[bool] = field(default_factory=deque)
+
+    def record(self, invalid: bool) -> bool:
+        """Record an outcome; True when the breaker is now open (the consumer must stop)."""
+        self._outcomes.append(invalid)
+        while len(self._outcomes) > self.window:
+            self._outcomes.popleft()
+        if len(self._outcomes) < self.min_messages:
+            return False
+        return sum(self._outcomes) / len(self._outcomes) > self.max_invalid_ratio
+
+
+class ConsumerStopped(InfiniteFlowError):  # noqa: N818 - a state, not a failure of this message
+    """The consumer gave up (retries exhausted or DLQ breaker open) and commits nothing more."""
+
+    code = "E_CONSUMER_STOPPED"
+
+
+class ReliableConsumer:
+    """Runs one handler per message with the commit, retry and DLQ policy described in the module doc."""
+
+    def __init__(
+        self,
+        *,
+        broker: KafkaBroker,
+        catalog: SchemaCatalog,
+        service: str,
+        topic: str,
+        handler: Handler,
+        settings: CommonSettings,
+        on_fatal: Callable[[ConsumerStopped], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.broker = broker
+        self.catalog = catalog
+        self.service = service
+        self.topic = topic
+        self.handler = handler
+        self.settings = settings
+        self.on_fatal = on_fatal
+        self.rng = rng or random.Random()
+        self.breaker = DlqCircuitBreaker(
+            settings.dlq_max_invalid_ratio, settings.dlq_breaker_window, settings.dlq_breaker_min_messages
+        )
+        self.fatal: ConsumerStopped | None = None
+        self._attempts: dict[tuple[int, int], int] = {}
+
+    async def __call__(self, message: KafkaMessage) -> None:
+        """Process one raw faststream message (registered with `AckPolicy.MANUAL`)."""
+        delivery = to_delivery(message)
+        if self.fatal is not None:
+            # Never commit past a message we could not process; wait for the process to stop.
+            await message.nack()
+            await asyncio.sleep(1.0)
+            return
+        started = time.perf_counter()
+        try:
+            await self.handler(delivery)
+        except InvalidMessage as exc:
+            await self._dead_letter(message, delivery, exc)
+        except Exception as exc:  # anything not known to be permanent is worth retrying
+            await self._retry_or_stop(message, delivery, exc)
+        else:
+            await commit(message)
+            self._attempts.pop((delivery.partition, delivery.offset), None)
+            self.breaker.record(invalid=False)
+            metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
+        finally:
+            metrics.HANDLER_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, message: KafkaMessage, delivery: Delivery, exc: InvalidMessage) -> None:
+        if self.breaker.record(invalid=True):
+            metrics.DLQ_BREAKER_TRIPS.labels(self.service, self.topic).inc()
+            await message.nack()
+            self._stop(
+                ConsumerStopped(
+                    f"more than {self.settings.dlq_max_invalid_ratio:.0%} of the last "
+                    f"{self.settings.dlq_breaker_window} messages on {self.topic} were invalid "
+                    f"(latest at {delivery.where}: {exc}); refusing to drain the topic into its DLQ"
+                )
+            )
+            return
+        attempts = self._attempts.pop((delivery.partition, delivery.offset), 0) + 1
+        await publish_dead_letter(
+            self.broker, self.catalog, delivery, service=self.service, code=exc.code,
+            reason=exc.message, attempts=attempts,
+        )
+        await commit(message)
+        metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
+        log.warning(
+            "message dead-lettered", where=delivery.where, code=exc.code, reason=exc.message,
+            dlq=dlq_of(delivery.topic),
+        )
+
+    async def _retry_or_stop(self, message: KafkaMessage, delivery: Delivery, exc: Exception) -> None:
+        position = (delivery.partition, delivery.offset)
+        attempts = self._attempts.get(position, 0) + 1
+        self._attempts[position] = attempts
+        code = exc.code if isinstance(exc, InfiniteFlowError) else type(exc).__name__
+        if attempts >= self.settings.retry_max_attempts:
+            await message.nack()
+            self._stop(
+                ConsumerStopped(
+                    f"handling {delivery.where} failed {attempts} times, last with {code}: {exc}; "
+                    "stopping without committing so a restart resumes here"
+                )
+            )
+            return
+        delay = backoff_delay(attempts, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s, self.rng)
+        metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "retried").inc()
+        log.warning(
+            "transient failure, retrying", where=delivery.where, attempt=attempts, code=code,
+            error=str(exc), retry_in_s=round(delay, 3),
+        )
+        await asyncio.sleep(delay)
+        await message.nack()  # seek back: the same record is read again
+
+    def _stop(self, reason: ConsumerStopped) -> None:
+        self.fatal = reason
+        log.error("consumer stopped", topic=self.topic, reason=reason.message)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
+
+def to_delivery(message: KafkaMessage) -> Delivery:
+    """The handler's view of a faststream Kafka message."""
+    raw = message.raw_message
+    record = raw[0] if isinstance(raw, tuple) else raw
+    headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for k, v in (record.headers() or [])}
+    ts_type, ts = record.timestamp()
+    key = record.key()
+    return Delivery(
+        topic=str(record.topic()),
+        partition=int(record.partition() or 0),
+        offset=int(record.offset() or 0),
+        key=key if isinstance(key, bytes) or key is None else str(key).encode(),
+        value=bytes(record.value() or b""),
+        headers=headers,
+        timestamp_ms=ts if ts_type else None,
+    )
+
+
+async def commit(message: KafkaMessage) -> None:
+    """Commit this message's offset synchronously (faststream's own ack commits asynchronously)."""
+    consumer = message.consumer
+    commit_fn = consumer.commit
+    try:
+        await commit_fn(asynchronous=False)  # type: ignore[call-arg]
+    except KafkaException as exc:
+        if "NO_OFFSET" not in str(exc):
+            raise
+    message.committed = message.committed or True  # type: ignore[assignment]
+
+
+async def publish_dead_letter(
+    broker: KafkaBroker,
+    catalog: SchemaCatalog,
+    delivery: Delivery,
+    *,
+    service: str,
+    code: str,
+    reason: str,
+    attempts: int,
+    job_id: str | None = None,
+) -> None:
+    """Publish the `DeadLetter` envelope of `delivery` to its topic's DLQ and wait for acks=all."""
+    envelope = {
+        "origin_topic": delivery.topic,
+        "origin_partition": delivery.partition,
+        "origin_offset": delivery.offset,
+        "key": delivery.key,
+        "payload": delivery.value,
+        "headers": delivery.headers,
+        "error_code": code,
+        "reason": reason,
+        "service": service,
+        "attempts": attempts,
+        "failed_at": datetime.now(UTC),
+        "job_id": job_id,
+    }
+    headers = {
+        H_ORIGIN_TOPIC: delivery.topic,
+        H_ORIGIN_PARTITION: str(delivery.partition),
+        H_ORIGIN_OFFSET: str(delivery.offset),
+        H_ERROR_CODE: code,
+        H_ERROR_REASON: reason[:1000],
+        H_SERVICE: service,
+    }
+    await broker.publish(
+        catalog.encode("DeadLetter", envelope), topic=dlq_of(delivery.topic), key=delivery.key, headers=headers
+    )
+    metrics.DLQ_MESSAGES.labels(service, delivery.topic, code).inc()
+
+
+def subscribe(
+    broker: KafkaBroker,
+    consumer: ReliableConsumer,
+    *,
+    group_id: str,
+    max_poll_interval_ms: int = 300_000,
+    auto_offset_reset: str = "earliest",
+) -> None:
+    """Register `consumer` on its topic in `group_id` with manual commits."""
+
+    async def on_message(message: KafkaMessageParam) -> None:
+        await consumer(message)
+
+    broker.subscriber(
+        consumer.topic,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset=auto_offset_reset,  # type: ignore[arg-type]
+        max_poll_interval_ms=max_poll_interval_ms,
+    )(on_message)

@@ -1,0 +1,45 @@
+"""JSON logs (one line per event, with job_id where known) and the per-process /metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+_configured = False
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Route structlog and stdlib logging to JSON lines on stderr, tagged with the service name."""
+    global _configured
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
+    for noisy in ("faststream", "aiokafka", "confluent_kafka", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    _configured = True
+
+
+def get_logger(**initial: Any) -> Any:
+    """A structlog logger; bind `job_id=` (and `chunk_index=`, `stage=`) to follow a job across services."""
+    return structlog.get_logger(**initial)
+
+
+def start_metrics_server(port: int, registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve Prometheus /metrics on 127.0.0.1:`port` (0 picks a free port); returns the bound port."""
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return int(server.server_port)

@@ -1,0 +1,48 @@
+"""Configuration shared by every service, read from the environment with `infra/local.env` as defaults.
+
+Only `config.py` modules (and this one) read the environment. Each service subclasses
+`CommonSettings` with its own knobs; the objects are frozen so configuration cannot drift at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCAL_ENV = REPO_ROOT / "infra" / "local.env"
+
+
+class CommonSettings(BaseSettings):
+    """Endpoints and credentials every service needs (names match `infra/local.env`)."""
+
+    model_config = SettingsConfigDict(
+        env_file=LOCAL_ENV, env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_access_key: str = "infiniteflow"
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_region: str = "us-east-1"
+    incoming_bucket: str = "incoming"
+    output_bucket: str = "outputs"
+    work_bucket: str = "work"
+    models_bucket: str = "models"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://infiniteflow:infiniteflow@127.0.0.1:5433/infiniteflow")
+    webhook_secret: SecretStr = SecretStr("")
+    api_url: str = "http://127.0.0.1:8000"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    log_level: str = "INFO"
+    # Port of this process's Prometheus /metrics endpoint; 0 lets the OS pick (tests), None disables it.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Retry policy for a message whose handling failed transiently, before the consumer gives up.
+    retry_max_attempts: int = Field(default=6, ge=1)
+    retry_base_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0)
+    # DLQ circuit breaker: stop the consumer when more than this share of recent messages were invalid.
+    dlq_max_invalid_ratio: float = Field(default=0.5, gt=0, le=1)
+    dlq_breaker_window: int = Field(default=20, ge=1)
+    dlq_breaker_min_messages: int = Field(default=10, ge=1)

@@ -1,0 +1,37 @@
+"""The `infiniteflow` command: run a service, operate the stack, and the user-facing tools."""
+
+from __future__ import annotations
+
+import importlib
+from enum import StrEnum
+
+import typer
+
+from services.admin import admin_app
+from services.gpu_interp.commands import register as register_engine_commands
+
+app = typer.Typer(no_args_is_help=True, help="InfiniteFlow: raise the frame rate of videos.")
+app.add_typer(admin_app, name="admin")
+register_engine_commands(app)
+
+
+class Service(StrEnum):
+    """The five services; each is `services/<name>/app.py` with a `main()`."""
+
+    INGEST = "ingest"
+    SPLITTER = "splitter"
+    GPU_INTERP = "gpu_interp"
+    MUXER = "muxer"
+    NOTIFIER = "notifier"
+
+
+@app.command()
+def run(service: Service) -> None:
+    """Start one service in the foreground (configured from the environment / infra/local.env)."""
+    module = importlib.import_module(f"services.{service.value}.app")
+    module.main()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

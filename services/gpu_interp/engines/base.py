@@ -1,0 +1,107 @@
+"""The engine interface: batches of frame pairs and timesteps in, interpolated frames out.
+
+Frames are numpy arrays, `(N, H, W, 3)` (or one `(H, W, 3)` frame), RGB, `uint8` or `uint16`
+(the result has the input's dtype and size), or torch tensors `(N, 3, H, W)` of floats in [0, 1]
+already on the engine's device (the result is the same kind), so a GPU decoder can skip the host.
+`t` is the position of each output between its two frames: 0 is `first`, 1 is `second`.
+Engines are stateful (a loaded model), not thread-safe, and cheap to call many times.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from infiniteflow_common.errors import InfiniteFlowError
+
+if TYPE_CHECKING:
+    import torch
+
+FrameArray: TypeAlias = npt.NDArray[Any]
+Frames: TypeAlias = "FrameArray | torch.Tensor"
+Timestep: TypeAlias = float | Fraction
+Timesteps: TypeAlias = Timestep | Sequence[Timestep]
+
+
+class InterpolationEngine(ABC):
+    """Interpolates frames between pairs; subclasses implement `_interpolate_times`."""
+
+    name: str = "engine"
+
+    def interpolate(self, first: Frames, second: Frames, timesteps: Timesteps = 0.5) -> Frames:
+        """One output per pair: at `timesteps` (one value for all pairs, or one per pair)."""
+        n = _count(first)
+        ts = [timesteps] * n if isinstance(timesteps, float | int | Fraction) else list(timesteps)
+        if len(ts) != n:
+            raise InfiniteFlowError(f"{len(ts)} timesteps for {n} pairs", code="E_INTERP_BAD_INPUT")
+        distinct = sorted(set(ts))
+        if len(distinct) == 1:
+            return self.interpolate_times(first, second, distinct)[0]
+        # Mixed timesteps: group pairs by t so each engine call stays a batch.
+        out: Frames | None = None
+        for t in distinct:
+            idx = [i for i, v in enumerate(ts) if v == t]
+            part = self.interpolate_times(first[idx], second[idx], [t])[0]
+            if out is None:
+                out = part.new_empty((n, *part.shape[1:])) if not isinstance(part, np.ndarray) else (
+                    np.empty((n, *part.shape[1:]), part.dtype)
+                )
+            out[idx] = part
+        assert out is not None
+        return out
+
+    def interpolate_times(self, first: Frames, second: Frames, times: Sequence[Timestep]) -> list[Frames]:
+        """For every time in `times`, the frames at that time between each pair (shared work reused)."""
+        single = isinstance(first, np.ndarray) and first.ndim == 3
+        if single:
+            first, second = first[None], second[None]
+        _check_pair(first, second)
+        for t in times:
+            if not 0 <= float(t) <= 1:
+                raise InfiniteFlowError(f"timestep {t} is outside [0, 1]", code="E_INTERP_BAD_INPUT")
+        result = self._interpolate_times(first, second, [Fraction(t).limit_denominator(1 << 20) for t in times])
+        return [r[0] for r in result] if single else result
+
+    @abstractmethod
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        """Batched form: `first`/`second` are 4-D and checked; one result batch per time."""
+
+
+def _count(frames: Frames) -> int:
+    return 1 if isinstance(frames, np.ndarray) and frames.ndim == 3 else int(frames.shape[0])
+
+
+def _check_pair(first: Frames, second: Frames) -> None:
+    if tuple(first.shape) != tuple(second.shape):
+        raise InfiniteFlowError(
+            f"frame pairs differ in shape: {tuple(first.shape)} vs {tuple(second.shape)}",
+            code="E_INTERP_BAD_INPUT",
+        )
+    if isinstance(first, np.ndarray):
+        if first.ndim != 4 or first.shape[-1] != 3:
+            raise InfiniteFlowError(
+                f"frames must be (N, H, W, 3) RGB arrays, got {first.shape}", code="E_INTERP_BAD_INPUT"
+            )
+        if first.dtype not in (np.uint8, np.uint16):
+            raise InfiniteFlowError(f"frames must be uint8 or uint16, got {first.dtype}", code="E_INTERP_BAD_INPUT")
+
+
+def peak(dtype: np.dtype[Any]) -> float:
+    """The value of full white for an integer frame dtype."""
+    return float(np.iinfo(dtype).max)
+
+
+def to_unit_float(frames: FrameArray) -> npt.NDArray[np.float32]:
+    """Integer frames → float32 in [0, 1]."""
+    return frames.astype(np.float32) * np.float32(1.0 / peak(frames.dtype))
+
+
+def from_unit_float(values: npt.NDArray[np.float32], dtype: np.dtype[Any]) -> FrameArray:
+    """Float frames in [0, 1] → rounded, clipped integers of `dtype`."""
+    top = peak(dtype)
+    return np.clip(np.rint(values * np.float32(top)), 0, top).astype(dtype)

@@ -1,0 +1,271 @@
+"""The `rife` engine: our IFNet on the published HDv3 weights, batched, padded, with quality modes.
+
+Quality modes (dev-set figures in docs/benchmarks.md):
+- `fast`: one pass, identical to the published inference code.
+- `tta`: original + horizontal flip + vertical flip, averaged (3 passes).
+- `best`: all eight flips/transpositions of the frame (the dihedral group), averaged (8 passes).
+
+Timesteps other than 0.5 (the HDv3 weights know only the middle): powers of two by recursive
+bisection (exact); any other t by `flowscale` — scale the middle flows to t and weight the mask by
+distance — or by bisection to the nearest dyadic time (`timestep_method`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+
+from infiniteflow_common.errors import InfiniteFlowError
+from services.gpu_interp.engines import weights as weights_mod
+from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.ifnet import IFNet, remap_published_keys
+
+Quality = Literal["fast", "tta", "best"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+TimestepMethod = Literal["auto", "bisect", "flowscale"]
+
+# An augmentation maps (N, C, H, W) → (N, C, H', W') and is its own inverse (flips, transpose).
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(3)
+
+
+def _vflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(2)
+
+
+def _hvflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(2, 3)
+
+
+def _transpose(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(2, 3)
+
+
+def _transpose_hflip(x: torch.Tensor) -> torch.Tensor:  # its own inverse only with the flip inside
+    return x.flip(2, 3).transpose(2, 3)
+
+
+AUGMENTS: dict[Quality, tuple[tuple[Augment, Augment], ...]] = {
+    "fast": ((_identity, _identity),),
+    "tta": ((_identity, _identity), (_hflip, _hflip), (_vflip, _vflip)),
+    "best": (
+        (_identity, _identity),
+        (_hflip, _hflip),
+        (_vflip, _vflip),
+        (_hvflip, _hvflip),
+        (_transpose, _transpose),
+        (lambda x: x.transpose(2, 3).flip(3), lambda x: x.flip(3).transpose(2, 3)),
+        (lambda x: x.transpose(2, 3).flip(2), lambda x: x.flip(2).transpose(2, 3)),
+        (_transpose_hflip, _transpose_hflip),
+    ),
+}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+def auto_scale(height: int, width: int) -> float:
+    """Flow-estimation scale by frame size: 1.0 up to about 1080p, 0.5 above (4K motion is larger)."""
+    return 1.0 if height * width <= 2560 * 1440 else 0.5
+
+
+@dataclass(frozen=True)
+class RifeSettings:
+    """How the engine runs; every field has a default that suits the machine it lands on."""
+
+    quality: Quality = "fast"
+    scale: float | None = None  # None: by resolution (auto_scale)
+    device: str | None = None  # None: cuda when available, else cpu
+    precision: Precision = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
+    batch_size: int = 4  # pairs per forward pass
+    threads: int | None = None  # CPU threads; None: the cores this process may use
+    timestep_method: TimestepMethod = "auto"  # auto: bisection for dyadic t, flowscale otherwise
+    bisect_depth: int = 3  # deepest bisection level (1/8) for dyadic t and for `bisect` on other t
+
+
+class RifeEngine(InterpolationEngine):
+    """RIFE HDv3 interpolation; the model is built and loaded once, in the constructor."""
+
+    name = "rife"
+
+    def __init__(
+        self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
+    ) -> None:
+        self.settings = settings or RifeSettings()
+        s = self.settings
+        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(s.threads or len(os.sched_getaffinity(0)))
+        self.dtype = self._choose_dtype(s.precision)
+        net = IFNet()
+        source = weights or weights_mod.resolve()
+        net.load_state_dict(remap_published_keys(weights_mod.load_state_dict(source)))
+        net.eval().requires_grad_(False)
+        # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels.
+        self.net = net.to(self.device, memory_format=torch.channels_last)
+        if self.device.type == "cuda" and self.dtype == torch.float16:
+            self.net = self.net.half()
+
+    def _choose_dtype(self, precision: Precision) -> torch.dtype:
+        if precision == "auto":
+            if self.device.type == "cuda":
+                return torch.float16
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+    # -- frames in and out -------------------------------------------------------------------------
+
+    def _to_tensor(self, frames: Frames) -> torch.Tensor:
+        if isinstance(frames, torch.Tensor):
+            return frames.to(self.device, torch.float32)
+        top = float(np.iinfo(frames.dtype).max)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        # The published model was trained on BGR frames (OpenCV); give it what it knows.
+        return x.permute(0, 3, 1, 2).flip(1).float().div_(top)
+
+    def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
+        if isinstance(like, torch.Tensor):
+            return x.clamp_(0, 1)
+        top = float(np.iinfo(like.dtype).max)
+        out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
+        return out.to("cpu", torch.int32).numpy().astype(like.dtype)
+
+    # -- the model ---------------------------------------------------------------------------------
+
+    def _scale(self, height: int, width: int) -> float:
+        return self.settings.scale or auto_scale(height, width)
+
+    @torch.inference_mode()
+    def _estimate(
+        self, img0: torch.Tensor, img1: torch.Tensor, scale: float
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Augment]]:
+        """Per augmentation: the padded augmented frames, flows and mask, and the inverse transform."""
+        _, _, h, w = img0.shape
+        multiple = max(32, int(32 / scale))
+        out = []
+        for forward, inverse in AUGMENTS[self.settings.quality]:
+            a, b = forward(img0), forward(img1)
+            ah, aw = a.shape[2:]
+            pad = (0, -aw % multiple, 0, -ah % multiple)
+            a = F.pad(a, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
+            b = F.pad(b, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
+            a, b = a.to(self.dtype), b.to(self.dtype)
+            flow, mask = self._run(a, b, scale)
+            out.append((a, b, flow, mask, inverse))
+        return out
+
+    def _run(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        shrinks = tuple(s / scale for s in (4, 2, 1))
+        autocast = self.dtype == torch.bfloat16 and self.device.type == "cpu"
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            flow, mask = self.net.estimate(a, b, shrinks)
+        return flow, mask
+
+    @torch.inference_mode()
+    def _synth(
+        self,
+        estimates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Augment]],
+        t: Fraction,
+        size: tuple[int, int],
+    ) -> torch.Tensor:
+        """The frame at `t` from the middle-frame estimates, averaged over augmentations, cropped."""
+        h, w = size
+        total: torch.Tensor | None = None
+        for a, b, flow, mask, inverse in estimates:
+            if t == Fraction(1, 2):
+                frame = self.net.blend(a, b, flow, mask)
+            else:
+                # Linear motion: the middle flows, scaled to reach t; the mask leans to the nearer frame.
+                scaled = torch.cat((flow[:, :2] * float(2 * t), flow[:, 2:] * float(2 * (1 - t))), 1)
+                logit = mask + float(np.log((1 - t) / t))
+                frame = self.net.blend(a, b, scaled, logit)
+            frame = inverse(frame.float())[:, :, :h, :w]
+            total = frame if total is None else total + frame
+        assert total is not None
+        return total / len(estimates)
+
+    def _middle(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+        h, w = img0.shape[2:]
+        return self._synth(self._estimate(img0, img1, self._scale(h, w)), Fraction(1, 2), (h, w))
+
+    # -- timesteps ---------------------------------------------------------------------------------
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        n = int(first.shape[0])
+        bs = max(1, self.settings.batch_size)
+        parts: list[list[torch.Tensor]] = [[] for _ in times]
+        for start in range(0, n, bs):
+            a = self._to_tensor(first[start : start + bs])
+            b = self._to_tensor(second[start : start + bs])
+            for k, frame in enumerate(self._times_for_batch(a, b, times)):
+                parts[k].append(frame)
+        return [self._from_tensor(torch.cat(p, 0), first) for p in parts]
+
+    def _times_for_batch(self, a: torch.Tensor, b: torch.Tensor, times: Sequence[Fraction]) -> list[torch.Tensor]:
+        method = self.settings.timestep_method
+        depth = self.settings.bisect_depth
+        known: dict[Fraction, torch.Tensor] = {Fraction(0): a, Fraction(1): b}
+        flowscale_needed = [
+            t for t in times
+            if t not in known and (method == "flowscale" or (method == "auto" and not _dyadic(t, depth)))
+        ]
+        if flowscale_needed:
+            h, w = a.shape[2:]
+            estimates = self._estimate(a, b, self._scale(h, w))
+            for t in flowscale_needed:
+                known[t] = self._synth(estimates, t, (h, w))
+        return [known[t] if t in known else self._bisect(known, t, depth) for t in times]
+
+    def _bisect(self, known: dict[Fraction, torch.Tensor], t: Fraction, depth: int) -> torch.Tensor:
+        """Halve [lo, hi] around t, reusing every midpoint already made, until t or `depth` is reached."""
+        lo, hi = Fraction(0), Fraction(1)
+        for _ in range(depth):
+            mid = (lo + hi) / 2
+            if mid not in known:
+                known[mid] = self._middle(known[lo], known[hi])
+            if mid == t:
+                return known[mid]
+            lo, hi = (lo, mid) if t < mid else (mid, hi)
+        nearest = lo if t - lo <= hi - t else hi
+        return known[nearest]
+
+
+def _dyadic(t: Fraction, depth: int) -> bool:
+    return (t.denominator & (t.denominator - 1)) == 0 and t.denominator <= (1 << depth)
+
+
+def load_engine(
+    settings: RifeSettings | None = None,
+    weights_path: str | Path | None = None,
+    weights_sha256: str | None = None,
+    download: weights_mod.Downloader | None = None,
+) -> RifeEngine:
+    """Resolve and verify the weights (packaged, a path, or s3 via `download`), then build the engine."""
+    source = weights_mod.resolve(weights_path, weights_sha256, download=download)
+    if settings is not None and settings.batch_size < 1:
+        raise InfiniteFlowError("batch_size must be at least 1", code="E_INTERP_BAD_SETTINGS")
+    return RifeEngine(settings, source)
