@@ -165,9 +165,9 @@ class SchemaCatalog:
     def encode(self, record: str, datum: Mapping[str, Any], *, version: int | None = None) -> bytes:
         """Single-object-encode `datum` with `record`'s newest version (or `version`).
 
-        The datum must give every field of that version (nullable ones included) and nothing else. A datum
-        that does not fit the schema raises `InfiniteFlowError` with code `E_ENCODE`: that is a
-        bug in the producer, so it must not be treated as a bad *input* message.
+        The datum must give every field of that version (nullable ones included) and nothing else, and
+        must read back (e.g. uuid fields hold UUIDs). A datum that does not fit raises `InfiniteFlowError`
+        with code `E_ENCODE`: a bug in the producer, never to be treated as a bad *input* message.
         """
         writer = self.latest(record) if version is None else self.get(record, version)
         buffer = io.BytesIO()
@@ -175,9 +175,13 @@ class SchemaCatalog:
         try:
             # strict: every field given, no unknown keys, so a misspelt optional field cannot become null.
             schemaless_writer(buffer, writer.parsed, datum, strict=True)
-        except Exception as exc:  # fastavro's writer raises several types for a bad datum
+            # fastavro writes some bad values without complaint (a uuid field holding "abc"); reading the
+            # body back (~20 µs) makes sure no producer emits what its own consumers would dead-letter.
+            buffer.seek(len(writer.header))
+            schemaless_reader(buffer, writer.parsed, None)
+        except Exception as exc:  # fastavro raises several types for a bad datum
             raise InfiniteFlowError(
-                f"cannot encode {record} v{writer.version}: {exc}", code="E_ENCODE"
+                f"cannot encode {record} v{writer.version}: {type(exc).__name__}: {exc}", code="E_ENCODE"
             ) from exc
         return buffer.getvalue()
 

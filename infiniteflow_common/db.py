@@ -75,8 +75,12 @@ class Job(SQLModel, table=True):
     output_bucket: str | None = Field(default=None, sa_column=Column(Text))
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
     split_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
 
@@ -98,7 +102,9 @@ class Chunk(SQLModel, table=True):
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     frames_out: int | None = Field(default=None, sa_column=Column(Integer))
     interp_seconds: float | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
 
@@ -119,7 +125,9 @@ class WebhookDelivery(SQLModel, table=True):
     outcome: str = Field(sa_column=Column(String(16), nullable=False))
     error: str | None = Field(default=None, sa_column=Column(Text))
     latency_ms: float | None = None
-    attempted_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    attempted_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
@@ -230,13 +231,21 @@ class ReliableConsumer:
             return
         attempts = self._attempts.pop((delivery.partition, delivery.offset), 0) + 1
         await publish_dead_letter(
-            self.broker, self.catalog, delivery, service=self.service, code=exc.code,
-            reason=exc.message, attempts=attempts,
+            self.broker,
+            self.catalog,
+            delivery,
+            service=self.service,
+            code=exc.code,
+            reason=exc.message,
+            attempts=attempts,
         )
         await commit(message)
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
         log.warning(
-            "message dead-lettered", where=delivery.where, code=exc.code, reason=exc.message,
+            "message dead-lettered",
+            where=delivery.where,
+            code=exc.code,
+            reason=exc.message,
             dlq=dlq_of(delivery.topic),
         )
 
@@ -254,11 +263,17 @@ class ReliableConsumer:
                 )
             )
             return
-        delay = backoff_delay(attempts, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s, self.rng)
+        delay = backoff_delay(
+            attempts, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s, self.rng
+        )
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "retried").inc()
         log.warning(
-            "transient failure, retrying", where=delivery.where, attempt=attempts, code=code,
-            error=str(exc), retry_in_s=round(delay, 3),
+            "transient failure, retrying",
+            where=delivery.where,
+            attempt=attempts,
+            code=code,
+            error=str(exc),
+            retry_in_s=round(delay, 3),
         )
         await asyncio.sleep(delay)
         await message.nack()  # seek back: the same record is read again
@@ -274,7 +289,10 @@ def to_delivery(message: KafkaMessage) -> Delivery:
     """The handler's view of a faststream Kafka message."""
     raw = message.raw_message
     record = raw[0] if isinstance(raw, tuple) else raw
-    headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for k, v in (record.headers() or [])}
+    headers = {
+        k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+        for k, v in (record.headers() or [])
+    }
     ts_type, ts = record.timestamp()
     key = record.key()
     return Delivery(
@@ -316,6 +334,9 @@ async def publish_dead_letter(
         "origin_topic": delivery.topic,
         "origin_partition": delivery.partition,
         "origin_offset": delivery.offset,
+        "origin_timestamp": (
+            datetime.fromtimestamp(delivery.timestamp_ms / 1000, UTC) if delivery.timestamp_ms else None
+        ),
         "key": delivery.key,
         "payload": delivery.value,
         "headers": delivery.headers,
@@ -324,7 +345,7 @@ async def publish_dead_letter(
         "service": service,
         "attempts": attempts,
         "failed_at": datetime.now(UTC),
-        "job_id": job_id,
+        "job_id": job_id or _job_id_from_key(delivery.key),
     }
     headers = {
         H_ORIGIN_TOPIC: delivery.topic,
@@ -335,9 +356,20 @@ async def publish_dead_letter(
         H_SERVICE: service,
     }
     await broker.publish(
-        catalog.encode("DeadLetter", envelope), topic=dlq_of(delivery.topic), key=delivery.key, headers=headers
+        catalog.encode("DeadLetter", envelope),
+        topic=dlq_of(delivery.topic),
+        key=delivery.key,
+        headers=headers,
     )
     metrics.DLQ_MESSAGES.labels(service, delivery.topic, code).inc()
+
+
+def _job_id_from_key(key: bytes | None) -> str | None:
+    # Pipeline records are keyed by job_id; recover it when the key is one.
+    try:
+        return str(uuid.UUID(key.decode())) if key else None
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def subscribe(
@@ -346,7 +378,7 @@ def subscribe(
     *,
     group_id: str,
     max_poll_interval_ms: int = 300_000,
-    auto_offset_reset: str = "earliest",
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest",
 ) -> None:
     """Register `consumer` on its topic in `group_id` with manual commits."""
 
@@ -357,6 +389,6 @@ def subscribe(
         consumer.topic,
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset=auto_offset_reset,  # type: ignore[arg-type]
+        auto_offset_reset=auto_offset_reset,
         max_poll_interval_ms=max_poll_interval_ms,
     )(on_message)

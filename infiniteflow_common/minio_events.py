@@ -58,7 +58,7 @@ def parse_notification(payload: bytes) -> list[ObjectCreated | Ignored]:
         raise MalformedSourceEvent(f"notification is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise MalformedSourceEvent("notification is not a JSON object")
-    if document.get("Event") == "s3:TestEvent" or "Records" not in document and "Event" in document:
+    if document.get("Event") == "s3:TestEvent" or ("Records" not in document and "Event" in document):
         return [Ignored(reason="test_event")]
     records = document.get("Records")
     if not isinstance(records, list) or not records:

@@ -31,7 +31,9 @@ class CommonSettings(BaseSettings):
     work_bucket: str = "work"
     models_bucket: str = "models"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    database_url: SecretStr = SecretStr("postgresql+asyncpg://infiniteflow:infiniteflow@127.0.0.1:5433/infiniteflow")
+    database_url: SecretStr = SecretStr(
+        "postgresql+asyncpg://infiniteflow:infiniteflow@127.0.0.1:5433/infiniteflow"
+    )
     webhook_secret: SecretStr = SecretStr("")
     api_url: str = "http://127.0.0.1:8000"
     prometheus_url: str = "http://127.0.0.1:9090"

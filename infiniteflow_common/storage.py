@@ -39,6 +39,8 @@ def ensure_buckets(client: Minio, names: list[str]) -> list[str]:
 def ensure_kafka_notification(client: Minio, bucket: str) -> None:
     """Make `bucket` publish every s3:ObjectCreated:* event to MinIO's Kafka target (idempotent)."""
     config = NotificationConfig(
-        queue_config_list=[QueueConfig([OBJECT_CREATED], config_id="infiniteflow-ingest", queue=KAFKA_TARGET_ARN)]
+        queue_config_list=[
+            QueueConfig([OBJECT_CREATED], config_id="infiniteflow-ingest", queue=KAFKA_TARGET_ARN)
+        ]
     )
     client.set_bucket_notification(bucket, config)

@@ -22,7 +22,8 @@ def _retry(what: str, fn: object, deadline_s: float = 60.0) -> object:
             return fn()  # type: ignore[operator]
         except Exception as exc:
             if time.monotonic() - started > deadline_s:
-                raise typer.Exit(f"{what} failed: {exc}") from exc
+                typer.echo(f"{what} failed: {exc}", err=True)
+                raise typer.Exit(1) from exc
             time.sleep(1.0)
 
 
@@ -37,8 +38,10 @@ def bootstrap() -> None:
     buckets = [settings.incoming_bucket, settings.work_bucket, settings.output_bucket, settings.models_bucket]
     created = _retry("bucket creation", lambda: ensure_buckets(client, buckets))
     _retry("bucket notification", lambda: ensure_kafka_notification(client, settings.incoming_bucket))
-    typer.echo(f"buckets: {', '.join(buckets)}; created: {created or 'none'}; "
-               f"{settings.incoming_bucket} → minio.events")
+    typer.echo(
+        f"buckets: {', '.join(buckets)}; created: {created or 'none'}; "
+        f"{settings.incoming_bucket} → minio.events"
+    )
     _retry("migrations", lambda: migrate.upgrade(settings.database_url.get_secret_value()))
     typer.echo("database: migrated to head")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +93,17 @@ def auto_scale(height: int, width: int) -> float:
     return 1.0 if height * width <= 2560 * 1440 else 0.5
 
 
+class Estimate(NamedTuple):
+    """One augmentation's middle-frame estimate: padded frames, flows, mask logit, unpadded size."""
+
+    img0: torch.Tensor
+    img1: torch.Tensor
+    flow: torch.Tensor
+    mask: torch.Tensor
+    size: tuple[int, int]
+    inverse: Augment
+
+
 @dataclass(frozen=True)
 class RifeSettings:
     """How the engine runs; every field has a default that suits the machine it lands on."""
@@ -162,9 +173,8 @@ class RifeEngine(InterpolationEngine):
     @torch.inference_mode()
     def _estimate(
         self, img0: torch.Tensor, img1: torch.Tensor, scale: float
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Augment]]:
+    ) -> list[Estimate]:
         """Per augmentation: the padded augmented frames, flows and mask, and the inverse transform."""
-        _, _, h, w = img0.shape
         multiple = max(32, int(32 / scale))
         out = []
         for forward, inverse in AUGMENTS[self.settings.quality]:
@@ -175,7 +185,7 @@ class RifeEngine(InterpolationEngine):
             b = F.pad(b, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
             a, b = a.to(self.dtype), b.to(self.dtype)
             flow, mask = self._run(a, b, scale)
-            out.append((a, b, flow, mask, inverse))
+            out.append(Estimate(a, b, flow, mask, (ah, aw), inverse))
         return out
 
     def _run(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,14 +198,12 @@ class RifeEngine(InterpolationEngine):
     @torch.inference_mode()
     def _synth(
         self,
-        estimates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Augment]],
+        estimates: list[Estimate],
         t: Fraction,
-        size: tuple[int, int],
     ) -> torch.Tensor:
-        """The frame at `t` from the middle-frame estimates, averaged over augmentations, cropped."""
-        h, w = size
+        """The frame at `t` from the middle-frame estimates, cropped and averaged over augmentations."""
         total: torch.Tensor | None = None
-        for a, b, flow, mask, inverse in estimates:
+        for a, b, flow, mask, (h, w), inverse in estimates:
             if t == Fraction(1, 2):
                 frame = self.net.blend(a, b, flow, mask)
             else:
@@ -203,14 +211,14 @@ class RifeEngine(InterpolationEngine):
                 scaled = torch.cat((flow[:, :2] * float(2 * t), flow[:, 2:] * float(2 * (1 - t))), 1)
                 logit = mask + float(np.log((1 - t) / t))
                 frame = self.net.blend(a, b, scaled, logit)
-            frame = inverse(frame.float())[:, :, :h, :w]
+            frame = inverse(frame[:, :, :h, :w].float())
             total = frame if total is None else total + frame
         assert total is not None
         return total / len(estimates)
 
     def _middle(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
         h, w = img0.shape[2:]
-        return self._synth(self._estimate(img0, img1, self._scale(h, w)), Fraction(1, 2), (h, w))
+        return self._synth(self._estimate(img0, img1, self._scale(h, w)), Fraction(1, 2))
 
     # -- timesteps ---------------------------------------------------------------------------------
 
@@ -237,7 +245,7 @@ class RifeEngine(InterpolationEngine):
             h, w = a.shape[2:]
             estimates = self._estimate(a, b, self._scale(h, w))
             for t in flowscale_needed:
-                known[t] = self._synth(estimates, t, (h, w))
+                known[t] = self._synth(estimates, t)
         return [known[t] if t in known else self._bisect(known, t, depth) for t in times]
 
     def _bisect(self, known: dict[Fraction, torch.Tensor], t: Fraction, depth: int) -> torch.Tensor:
