@@ -1,0 +1,99 @@
+"""Job state transitions shared by the services, each one idempotent under replays.
+
+Status only moves forward (pending → splitting → interpolating → muxing → completed | failed); a final
+status never changes; progress never decreases. A replayed event therefore cannot move a job backwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from infiniteflow_common.db import Job, JobStatus, utcnow
+
+ORDER = {
+    JobStatus.PENDING: 0,
+    JobStatus.SPLITTING: 1,
+    JobStatus.INTERPOLATING: 2,
+    JobStatus.MUXING: 3,
+    JobStatus.COMPLETED: 4,
+    JobStatus.FAILED: 4,
+}
+FINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
+
+
+async def create_job(session: AsyncSession, **fields: Any) -> tuple[Job, bool]:
+    """Insert a job unless its source object (bucket, key, etag) already has one.
+
+    Returns the job and whether this call created it; a replayed upload event gets the existing job.
+    """
+    job_id = fields.pop("id", None) or uuid.uuid4()
+    statement = (
+        insert(Job)
+        .values(id=job_id, **fields)
+        .on_conflict_do_nothing(constraint="uq_jobs_source_object")
+        .returning(col(Job.id))
+    )
+    created = (await session.execute(statement)).scalar_one_or_none()
+    job = (
+        await session.execute(
+            select(Job).where(
+                col(Job.source_bucket) == fields["source_bucket"],
+                col(Job.source_key) == fields["source_key"],
+                col(Job.source_etag) == fields["source_etag"],
+            )
+        )
+    ).scalar_one()
+    return job, created is not None
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """The job, or None when unknown."""
+    return await session.get(Job, job_id)
+
+
+async def advance(
+    session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *, progress: int | None = None, **fields: Any
+) -> bool:
+    """Move a job forward to `status` (never backwards, never out of a final status).
+
+    `progress` only ever grows. Extra `fields` are written with the transition. Returns whether the
+    job was updated.
+    """
+    rank = ORDER[status]
+    current_rank = case(
+        *[(col(Job.status) == s.value, r) for s, r in ORDER.items()],
+        else_=0,
+    )
+    values: dict[str, Any] = {"status": status.value, "updated_at": utcnow(), **fields}
+    if progress is not None:
+        values["progress"] = func.greatest(Job.progress, progress)
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .where(col(Job.status).not_in(FINAL))
+        .where(current_rank <= rank)
+        .values(**values)
+    )
+    result = await session.execute(statement)
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def set_progress(session: AsyncSession, job_id: uuid.UUID, progress: int) -> None:
+    """Raise a job's progress to `progress` (0–100); lower values are ignored."""
+    await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .where(col(Job.status).not_in(FINAL))
+        .values(progress=func.greatest(Job.progress, min(100, max(0, progress))), updated_at=utcnow())
+    )
+
+
+async def fail(session: AsyncSession, job_id: uuid.UUID, code: str, message: str) -> bool:
+    """Mark a job failed with a stable code and a message a person can act on (once; final)."""
+    return await advance(session, job_id, JobStatus.FAILED, error_code=code, error_message=message)

@@ -1,0 +1,130 @@
+"""The composition root every service shares: broker, schema catalog, database, object store, metrics.
+
+A service's `app.py` builds one `Runtime` from its settings, registers its consumers, and calls
+`run()`. Nothing is opened at import time; `run()` opens, serves until SIGTERM/SIGINT (or until a
+consumer gives up), then closes in reverse order. A consumer that gives up makes the process exit
+non-zero without committing, so a supervisor restarts it where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from functools import cached_property
+from typing import Any
+
+from faststream.confluent import KafkaBroker
+from minio import Minio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from infiniteflow_common.avro import SchemaCatalog
+from infiniteflow_common.db import make_engine, session_factory
+from infiniteflow_common.events import Event, encode_event
+from infiniteflow_common.kafka import ConsumerStopped, Handler, ReliableConsumer, make_broker, subscribe
+from infiniteflow_common.observability import configure_logging, get_logger, start_metrics_server
+from infiniteflow_common.settings import CommonSettings
+
+log = get_logger()
+
+
+class Runtime:
+    """Shared resources of one service process, created lazily and closed by `run()`."""
+
+    def __init__(self, settings: CommonSettings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.consumers: list[ReliableConsumer] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    @cached_property
+    def broker(self) -> KafkaBroker:
+        """The service's Kafka broker (idempotent producer, acks=all)."""
+        return make_broker(self.settings, self.service)
+
+    @cached_property
+    def catalog(self) -> SchemaCatalog:
+        """Every Avro schema version in `schemas/avro`."""
+        return SchemaCatalog.load()
+
+    @cached_property
+    def engine(self) -> AsyncEngine:
+        """The asyncpg engine."""
+        return make_engine(self.settings.database_url.get_secret_value())
+
+    @cached_property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Factory of database sessions."""
+        return session_factory(self.engine)
+
+    @cached_property
+    def storage(self) -> Minio:
+        """The object store client."""
+        from infiniteflow_common.storage import make_client
+
+        return make_client(self.settings)
+
+    async def publish(self, topic: str, event: Event, **kwargs: Any) -> None:
+        """Publish an event keyed by its job_id and wait until Kafka has it (acks=all)."""
+        job_id = getattr(event, "job_id", None)
+        await self.broker.publish(
+            encode_event(self.catalog, event), topic=topic, key=str(job_id) if job_id else None, **kwargs
+        )
+
+    def consume(
+        self, topic: str, handler: Handler, *, max_poll_interval_ms: int = 300_000
+    ) -> ReliableConsumer:
+        """Register `handler` on `topic` in the consumer group named after the service."""
+        consumer = ReliableConsumer(
+            broker=self.broker,
+            catalog=self.catalog,
+            service=self.service,
+            topic=topic,
+            handler=handler,
+            settings=self.settings,
+            on_fatal=self._on_fatal,
+        )
+        subscribe(self.broker, consumer, group_id=self.service, max_poll_interval_ms=max_poll_interval_ms)
+        self.consumers.append(consumer)
+        return consumer
+
+    def background(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `task` alongside the consumers (an HTTP server, a sweeper); it ends the process when it ends."""
+        self._background.append(task)
+
+    def _on_fatal(self, reason: ConsumerStopped) -> None:
+        self.exit_code = 1
+        self.stopping.set()
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        configure_logging(self.service, self.settings.log_level)
+        if self.settings.metrics_port is not None:
+            port = start_metrics_server(self.settings.metrics_port)
+            log.info("metrics endpoint", url=f"http://127.0.0.1:{port}/metrics")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        async with AsyncExitStack() as stack:
+            if self.consumers or "broker" in self.__dict__:
+                await self.broker.start()
+                stack.push_async_callback(self.broker.stop)
+            if "engine" in self.__dict__:
+                stack.push_async_callback(self.engine.dispose)
+            tasks: list[asyncio.Task[None]] = [
+                asyncio.create_task(task(), name=f"{self.service}-bg") for task in self._background
+            ]
+            log.info("service started", consumers=[c.topic for c in self.consumers])
+            stop_wait = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task in done and task.exception() is not None:
+                    log.error("background task failed", error=repr(task.exception()))
+                    self.exit_code = 1
+                task.cancel()
+            stop_wait.cancel()
+        log.info("service stopped", exit_code=self.exit_code)
+        return self.exit_code
