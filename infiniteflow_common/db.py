@@ -75,6 +75,8 @@ class Job(SQLModel, table=True):
     output_bucket: str | None = Field(default=None, sa_column=Column(Text))
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # The split: output rate and count, scene starts, whether VFR input was made constant.
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -102,6 +104,8 @@ class Chunk(SQLModel, table=True):
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     frames_out: int | None = Field(default=None, sa_column=Column(Integer))
     interp_seconds: float | None = None
+    # The ChunkReady event that announced this chunk, so a replay can re-announce it unchanged.
+    spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -1,0 +1,56 @@
+"""Reporting a failed job: the state in PostgreSQL and the `job.failed` event the notifier turns into a webhook."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infiniteflow_common import jobs
+from infiniteflow_common.db import transaction
+from infiniteflow_common.events import Event, JobFailed, JobParams
+from infiniteflow_common.observability import get_logger
+from infiniteflow_common.topics import Topic
+
+log = get_logger()
+Publish = Callable[[str, Event], Awaitable[None]]
+
+
+async def report_failure(
+    sessions: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    *,
+    job_id: uuid.UUID,
+    stage: str,
+    code: str,
+    message: str,
+    chunk_index: int | None = None,
+) -> None:
+    """Fail the job (once) and announce it. Replays re-announce only if the job was not failed before."""
+    async with transaction(sessions) as session:
+        changed = await jobs.fail(session, job_id, code, message)
+        job = await jobs.get_job(session, job_id)
+    if job is None:
+        log.error("failure for unknown job", job_id=str(job_id), code=code)
+        return
+    if not changed and job.error_code != code:
+        log.info("job already final; failure not re-announced", job_id=str(job_id), status=job.status)
+        return
+    params = JobParams.model_validate(job.params) if job.params else None
+    await publish(
+        Topic.JOB_FAILED,
+        JobFailed(
+            job_id=job_id,
+            bucket=job.source_bucket,
+            key=job.source_key,
+            params=params,
+            stage=stage,
+            chunk_index=chunk_index,
+            error_code=code,
+            error_message=message,
+            failed_at=datetime.now(UTC),
+        ),
+    )
+    log.warning("job failed", job_id=str(job_id), stage=stage, code=code, error=message)

@@ -1,0 +1,3 @@
+from services.gpu_interp.app import main
+
+main()

@@ -1,0 +1,32 @@
+"""gpu_interp composition root: `infiniteflow run gpu_interp`. Run several; they share chunk.ready."""
+
+from __future__ import annotations
+
+import asyncio
+
+from infiniteflow_common.runtime import Runtime
+from infiniteflow_common.topics import Topic
+from services.gpu_interp.config import WorkerSettings
+from services.gpu_interp.engine_registry import EngineCache
+from services.gpu_interp.handlers import ChunkHandler
+
+
+def build(settings: WorkerSettings | None = None) -> Runtime:
+    """A worker: one consumer in the `gpu_interp` group on chunk.ready, engines kept resident."""
+    settings = settings or WorkerSettings()
+    runtime = Runtime(settings, "gpu_interp")
+    handler = ChunkHandler(
+        settings=settings,
+        sessions=runtime.sessions,
+        storage=runtime.storage,
+        catalog=runtime.catalog,
+        publish=runtime.publish,
+        engines=EngineCache(settings),
+    )
+    runtime.consume(Topic.CHUNK_READY, handler, max_poll_interval_ms=settings.max_poll_interval_ms)
+    return runtime
+
+
+def main() -> None:
+    """Run the worker until SIGTERM."""
+    raise SystemExit(asyncio.run(build().run()))

@@ -1,0 +1,88 @@
+"""Interpolating one chunk file: decode, run the engine on the pairs that need it, encode losslessly.
+
+Slots with t = 0 are written from the decoded source frame itself, so copies (scene ends, the last
+frame, every source position) are bit-exact. Pairs that share the same set of timesteps are batched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rgb_format, to_rgb
+from services.gpu_interp.engines.base import InterpolationEngine
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """One output frame: `t` of the way from chunk frame `offset` to the next."""
+
+    offset: int
+    t: Fraction
+
+
+def exact_t(value: float) -> Fraction:
+    """The rational timestep a float on the wire stands for (denominators stay small)."""
+    return Fraction(value).limit_denominator(1 << 16)
+
+
+def interpolate_chunk(
+    engine: InterpolationEngine,
+    source: Path,
+    output: Path,
+    slots: Sequence[SlotSpec],
+    *,
+    expected_frames: int,
+    out_rate: Fraction,
+    batch_size: int = 4,
+) -> int:
+    """Write the chunk's output frames to `output` (FFV1, the source's pixel format); returns the count."""
+    frames: list[Any] = list(decode_video(source))
+    if len(frames) != expected_frames:
+        raise MediaError(
+            f"chunk has {len(frames)} frames, its plan says {expected_frames}", code="E_CHUNK_FRAME_COUNT"
+        )
+    first = frames[0]
+    layout = rgb_format(first.format.name)
+    # pair index → timesteps needed between it and the next frame
+    wanted: dict[int, list[Fraction]] = defaultdict(list)
+    for slot in slots:
+        if slot.t != 0:
+            if slot.offset + 1 >= len(frames):
+                raise MediaError(f"slot at frame {slot.offset} has no right neighbour", code="E_CHUNK_PLAN")
+            wanted[slot.offset].append(slot.t)
+    results: dict[tuple[int, Fraction], np.ndarray[Any, Any]] = {}
+    rgb_cache: dict[int, np.ndarray[Any, Any]] = {}
+
+    def rgb(index: int) -> np.ndarray[Any, Any]:
+        if index not in rgb_cache:
+            rgb_cache[index] = to_rgb(frames[index], layout)
+        return rgb_cache[index]
+
+    by_times: dict[tuple[Fraction, ...], list[int]] = defaultdict(list)
+    for pair, pair_times in wanted.items():
+        by_times[tuple(sorted(set(pair_times)))].append(pair)
+    for times, pairs in by_times.items():
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            left = np.stack([rgb(i) for i in batch])
+            right = np.stack([rgb(i + 1) for i in batch])
+            outputs = engine.interpolate_times(left, right, list(times))
+            for t, out in zip(times, outputs, strict=True):
+                for row, pair in enumerate(batch):
+                    results[(pair, t)] = np.asarray(out[row])
+    with LosslessWriter(
+        output, width=first.width, height=first.height, pix_fmt=first.format.name, rate=out_rate
+    ) as writer:
+        for slot in slots:
+            if slot.t == 0:
+                writer.write(frames[slot.offset])
+            else:
+                writer.write_rgb(results[(slot.offset, slot.t)])
+        return writer.count

@@ -1,0 +1,28 @@
+"""gpu_interp worker settings (environment, with infra/local.env defaults)."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+
+from pydantic import Field
+
+from infiniteflow_common.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    """How a worker claims and interpolates chunks."""
+
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}")
+    # A claimed chunk is this worker's for `lease_seconds`, renewed every third of it while it works.
+    lease_seconds: float = Field(default=60.0, gt=1)
+    # Chunk work runs inside the handler; this bounds it (chunks are kept short by the splitter).
+    max_poll_interval_ms: int = Field(default=1_800_000, ge=60_000)
+    batch_size: int = Field(default=4, ge=1)
+    device: str | None = None
+    rife_scale: float | None = None
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+    scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
+    metrics_port: int | None = 9103

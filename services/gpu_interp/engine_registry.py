@@ -1,0 +1,47 @@
+"""Engines by name, built once per worker process and kept resident."""
+
+from __future__ import annotations
+
+from services.gpu_interp.config import WorkerSettings
+from services.gpu_interp.engines.base import InterpolationEngine
+
+ENGINES = ("rife", "flow")
+
+
+class EngineCache:
+    """Builds each (engine, quality) the first time a chunk asks for it, then reuses it."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._engines: dict[tuple[str, str], InterpolationEngine] = {}
+
+    def get(self, name: str, quality: str) -> InterpolationEngine:
+        """The engine for `name` at `quality`."""
+        key = (name, quality)
+        if key not in self._engines:
+            self._engines[key] = self._build(name, quality)
+        return self._engines[key]
+
+    def _build(self, name: str, quality: str) -> InterpolationEngine:
+        if name == "rife":
+            from services.gpu_interp.engines.rife import RifeSettings, load_engine
+
+            return load_engine(
+                RifeSettings(
+                    quality=quality,  # type: ignore[arg-type]
+                    scale=self.settings.rife_scale,
+                    device=self.settings.device,
+                    batch_size=self.settings.batch_size,
+                ),
+                weights_path=self.settings.weights_path,
+                weights_sha256=self.settings.weights_sha256,
+            )
+        if name == "flow":
+            from services.gpu_interp.engines import flow
+
+            return flow.FlowEngine()  # type: ignore[attr-defined,no-any-return]
+        from infiniteflow_common.errors import InvalidMessage
+
+        raise InvalidMessage(
+            f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}", code="E_ENGINE_UNKNOWN"
+        )

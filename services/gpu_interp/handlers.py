@@ -1,0 +1,232 @@
+"""`chunk.ready` → an interpolated chunk in the work bucket and `chunk.interpolated`.
+
+A worker claims the chunk in PostgreSQL with a lease (epoch + expiry) and renews it while it works.
+Another worker can take the chunk over only once the lease has expired; it then gets a higher epoch.
+Results carry their epoch and are written under an epoch-specific key, so a late result from an
+evicted worker neither overwrites nor counts: the muxer accepts only the current epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+from minio import Minio
+from sqlalchemy import or_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from infiniteflow_common import jobs
+from infiniteflow_common.avro import SchemaCatalog
+from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction, utcnow
+from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, decode_event
+from infiniteflow_common.failures import report_failure
+from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.media import MediaError
+from infiniteflow_common.observability import get_logger
+from infiniteflow_common.topics import Topic
+from services.gpu_interp import metrics
+from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_chunk
+from services.gpu_interp.config import WorkerSettings
+from services.gpu_interp.engine_registry import EngineCache
+
+log = get_logger()
+Publish = Callable[[str, Event], Awaitable[None]]
+
+
+def result_key(job_id: uuid.UUID, index: int, epoch: int) -> str:
+    """Object key of an interpolated chunk; the epoch keeps a fenced worker from overwriting it."""
+    return f"{job_id}/interp/{index:05d}-e{epoch}.mkv"
+
+
+class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class name
+    """Another worker took the chunk over; this worker's result must be discarded."""
+
+    code = "E_LEASE_LOST"
+
+
+class ChunkHandler:
+    """Claims, interpolates and reports one chunk."""
+
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Minio,
+        catalog: SchemaCatalog,
+        publish: Publish,
+        engines: EngineCache,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.storage = storage
+        self.catalog = catalog
+        self.publish = publish
+        self.engines = engines
+
+    async def __call__(self, delivery: Delivery) -> None:
+        """Handle one `chunk.ready` record."""
+        spec = decode_event(self.catalog, delivery.value, ChunkReady)
+        bound = log.bind(job_id=str(spec.job_id), chunk_index=spec.chunk_index, stage="gpu_interp")
+        async with transaction(self.sessions) as session:
+            job = await jobs.get_job(session, spec.job_id)
+        if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+            bound.info("chunk of a finished job skipped", status=job.status if job else None)
+            return
+        epoch = await self._claim(spec)
+        if epoch is None:
+            bound.info("chunk already done; skipped")
+            return
+        try:
+            await self._work(spec, epoch, bound)
+        except (MediaError, InfiniteFlowError) as exc:
+            if isinstance(exc, TransientError):
+                raise
+            await report_failure(
+                self.sessions,
+                self.publish,
+                job_id=spec.job_id,
+                stage="gpu_interp",
+                code=exc.code,
+                message=exc.message,
+                chunk_index=spec.chunk_index,
+            )
+
+    async def _claim(self, spec: ChunkReady) -> int | None:
+        """Take the chunk's lease; None when it is done. Raises TransientError while another holds it."""
+        now = utcnow()
+        async with transaction(self.sessions) as session:
+            result = await session.execute(
+                update(Chunk)
+                .where(col(Chunk.job_id) == spec.job_id, col(Chunk.chunk_index) == spec.chunk_index)
+                .where(
+                    or_(
+                        col(Chunk.status) == ChunkStatus.PENDING.value,
+                        (col(Chunk.status) == ChunkStatus.CLAIMED.value)
+                        & (col(Chunk.lease_expires_at) < now),
+                        (col(Chunk.status) == ChunkStatus.CLAIMED.value)
+                        & (col(Chunk.worker) == self.settings.worker_id),
+                    )
+                )
+                .values(
+                    status=ChunkStatus.CLAIMED.value,
+                    worker=self.settings.worker_id,
+                    lease_epoch=col(Chunk.lease_epoch) + 1,
+                    lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=col(Chunk.attempts) + 1,
+                    started_at=now,
+                )
+                .returning(col(Chunk.lease_epoch))
+            )
+            epoch = result.scalar_one_or_none()
+            if epoch is not None:
+                return int(epoch)
+            row = await session.get(Chunk, (spec.job_id, spec.chunk_index))
+        if row is None:
+            raise TransientError(f"chunk {spec.chunk_index} of job {spec.job_id} is not recorded yet")
+        if row.status == ChunkStatus.DONE.value:
+            return None
+        raise TransientError(
+            f"chunk {spec.chunk_index} is leased by {row.worker} until {row.lease_expires_at}; retrying later"
+        )
+
+    async def _renew(self, spec: ChunkReady, epoch: int) -> bool:
+        async with transaction(self.sessions) as session:
+            result = await session.execute(
+                update(Chunk)
+                .where(col(Chunk.job_id) == spec.job_id, col(Chunk.chunk_index) == spec.chunk_index)
+                .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_seconds))
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    async def _keep_lease(self, spec: ChunkReady, epoch: int, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                if not await self._renew(spec, epoch):
+                    lost.set()
+                    return
+            except Exception as exc:  # a database hiccup: the lease has slack for the next try
+                log.warning("lease renewal failed", job_id=str(spec.job_id), error=str(exc))
+
+    async def _work(self, spec: ChunkReady, epoch: int, bound: object) -> None:
+        workdir = self.settings.scratch_dir / f"{spec.job_id}-{spec.chunk_index}-{epoch}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
+        try:
+            source, output = workdir / "chunk.mkv", workdir / "interp.mkv"
+            await asyncio.to_thread(
+                self.storage.fget_object, self.settings.work_bucket, spec.object_key, str(source)
+            )
+            engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
+            started = time.perf_counter()
+            slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
+            frames_out = await asyncio.to_thread(
+                interpolate_chunk,
+                engine,
+                source,
+                output,
+                slots,
+                expected_frames=spec.frame_count,
+                # intermediates carry frames in order; the muxer stamps the exact output rate
+                out_rate=Fraction(1),
+                batch_size=self.settings.batch_size,
+            )
+            seconds = time.perf_counter() - started
+            if lost.is_set() or not await self._renew(spec, epoch):
+                metrics.CHUNKS.labels("fenced").inc()
+                raise LeaseLost(
+                    f"lease of chunk {spec.chunk_index} (epoch {epoch}) was taken over; result discarded"
+                )
+            key = result_key(spec.job_id, spec.chunk_index, epoch)
+            await asyncio.to_thread(
+                self.storage.fput_object,
+                self.settings.work_bucket,
+                key,
+                str(output),
+                content_type="video/x-matroska",
+            )
+            await self.publish(
+                Topic.CHUNK_INTERPOLATED,
+                ChunkInterpolated(
+                    job_id=spec.job_id,
+                    chunk_index=spec.chunk_index,
+                    object_key=key,
+                    frames_out=frames_out,
+                    worker_id=self.settings.worker_id,
+                    lease_epoch=epoch,
+                    attempt=spec.attempt,
+                    engine=spec.engine,
+                    device=str(getattr(engine, "device", "cpu")),
+                    scale=float(getattr(getattr(engine, "settings", None), "scale", None) or 1.0),
+                    interp_seconds=seconds,
+                    finished_at=datetime.now(UTC),
+                ),
+            )
+            metrics.CHUNKS.labels("done").inc()
+            metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
+            metrics.FRAMES.labels(spec.engine).inc(frames_out)
+            log.info(
+                "chunk interpolated",
+                job_id=str(spec.job_id),
+                chunk_index=spec.chunk_index,
+                epoch=epoch,
+                frames_out=frames_out,
+                seconds=round(seconds, 3),
+            )
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            shutil.rmtree(workdir, ignore_errors=True)

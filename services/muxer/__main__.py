@@ -1,0 +1,3 @@
+from services.muxer.app import main
+
+main()

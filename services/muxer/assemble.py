@@ -1,0 +1,128 @@
+"""The final encode: interpolated chunks in order + the source's audio and subtitles, untouched.
+
+FFmpeg does the muxing: it interleaves, keeps audio priming and edit lists right, and copies the audio
+packets bit-exact. Every path it sees is a file name we chose inside our scratch folder, every input is
+restricted to the file protocol, and the arguments are a list (no shell).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from infiniteflow_common.errors import InfiniteFlowError
+
+# Pixel formats libx264 encodes as they are; others map to the nearest by depth and chroma.
+X264_FORMATS = {
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv16", "nv21",
+    "yuv420p10le", "yuv422p10le", "yuv444p10le", "nv20le", "gray", "gray10le",
+}  # fmt: skip
+TEXT_SUBTITLES = {"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "text"}
+
+
+class MuxError(InfiniteFlowError):
+    """FFmpeg could not assemble the output."""
+
+    code = "E_MUX_FAILED"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the output must look like."""
+
+    rate: Fraction
+    pix_fmt: str
+    rotation: int
+    color_range: str | None
+    color_space: str | None
+    color_transfer: str | None
+    color_primaries: str | None
+    crf: int
+    preset: str
+
+
+def encoder_pix_fmt(source: str) -> str:
+    """The source's pixel format when libx264 takes it, else the closest one it does."""
+    if source in X264_FORMATS:
+        return source
+    deep = any(tag in source for tag in ("10", "12", "16", "48", "64"))
+    return "yuv420p10le" if deep else "yuv420p"
+
+
+def track_timescale(rate: Fraction) -> int:
+    """An MP4 timescale in which every frame lasts a whole number of ticks (exact rational rate)."""
+    factor = max(1, math.ceil(10_000 / rate.numerator))
+    return rate.numerator * factor
+
+
+def probe_streams(path: Path, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """The streams of a local media file (ffprobe, file protocol only)."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-of", "json", "-show_streams", "file:" + str(path)],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise MuxError(f"ffprobe could not read the source again: {result.stderr.strip()[-300:]}")
+    streams: list[dict[str, Any]] = json.loads(result.stdout).get("streams", [])
+    return streams
+
+
+def build_command(
+    concat_list: Path, source: Path, output: Path, spec: OutputSpec, source_streams: list[dict[str, Any]]
+) -> list[str]:
+    """The ffmpeg argument list for the final encode."""
+    rate = f"{spec.rate.numerator}/{spec.rate.denominator}"
+    command = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "-f", "concat", "-safe", "0", "-protocol_whitelist", "file", "-i", "file:" + str(concat_list),
+        "-protocol_whitelist", "file", "-i", "file:" + str(source),
+        "-map", "0:v:0", "-map", "1:a?",
+    ]  # fmt: skip
+    subtitle_codecs = [s.get("codec_name") for s in source_streams if s.get("codec_type") == "subtitle"]
+    if subtitle_codecs and all(codec in TEXT_SUBTITLES for codec in subtitle_codecs):
+        command += ["-map", "1:s?"]
+        command += ["-c:s", "copy"] if all(c == "mov_text" for c in subtitle_codecs) else ["-c:s", "mov_text"]
+    command += [
+        "-map_metadata", "1", "-map_chapters", "1",
+        # frame n shows at n / rate exactly, whatever the intermediates' timestamps were
+        "-vf", f"setpts=N*{spec.rate.denominator}/({spec.rate.numerator}*TB)",
+        "-r", rate, "-video_track_timescale", str(track_timescale(spec.rate)),
+        "-c:v", "libx264", "-preset", spec.preset, "-crf", str(spec.crf), "-pix_fmt", encoder_pix_fmt(spec.pix_fmt),
+        "-c:a", "copy",
+        "-movflags", "+faststart",
+    ]  # fmt: skip
+    for flag, value in (
+        ("-color_range", spec.color_range),
+        ("-colorspace", spec.color_space),
+        ("-color_trc", spec.color_transfer),
+        ("-color_primaries", spec.color_primaries),
+    ):
+        if value and value != "unknown":
+            command += [flag, value]
+    if spec.rotation % 360:
+        command += ["-metadata:s:v:0", f"rotate={spec.rotation % 360}"]
+    command.append("file:" + str(output))
+    return command
+
+
+def write_concat_list(path: Path, chunks: list[Path]) -> None:
+    """An ffconcat script naming our own chunk files, in order."""
+    lines = ["ffconcat version 1.0"]
+    for chunk in chunks:
+        lines.append("file '" + str(chunk).replace("'", "'\\''") + "'")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_ffmpeg(command: list[str], timeout_s: float) -> None:
+    """Run ffmpeg; a non-zero exit or a timeout becomes a MuxError with ffmpeg's last words."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MuxError(f"ffmpeg did not finish within {timeout_s:.0f} s", code="E_MUX_TIMEOUT") from exc
+    if result.returncode != 0:
+        raise MuxError(f"ffmpeg failed: {result.stderr.strip()[-500:]}")

@@ -1,0 +1,20 @@
+"""Muxer settings (environment, with infra/local.env defaults)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import Field
+
+from infiniteflow_common.settings import CommonSettings
+
+
+class MuxerSettings(CommonSettings):
+    """How a finished job is assembled and encoded."""
+
+    x264_preset: str = "medium"
+    x264_crf: int = Field(default=16, ge=0, le=51)
+    ffmpeg_timeout_s: float = Field(default=3600.0, gt=0)
+    scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "muxer"
+    metrics_port: int | None = 9104

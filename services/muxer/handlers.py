@@ -1,0 +1,265 @@
+"""`chunk.interpolated` and `job.split` → when every chunk is in, the output and `job.completed`.
+
+Each chunk result is recorded at most once, and only for the chunk's current lease epoch (a late
+result of an evicted worker is fenced off). Progress only grows. All of a job's records share a
+partition (keyed by job_id), so one muxer instance sees them in order; the transition to `muxing`
+happens once, and a crash mid-assembly is resumed by the redelivered record (the output key is
+deterministic, so a second upload replaces the first with the same content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import PurePosixPath
+from typing import Any
+
+from minio import Minio
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from infiniteflow_common import jobs
+from infiniteflow_common.avro import SchemaCatalog
+from infiniteflow_common.db import Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.events import (
+    ChunkInterpolated,
+    Event,
+    JobCompleted,
+    JobParams,
+    JobSplit,
+    decode_event,
+)
+from infiniteflow_common.failures import report_failure
+from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.observability import get_logger
+from infiniteflow_common.topics import Topic
+from services.muxer import metrics
+from services.muxer.assemble import (
+    MuxError,
+    OutputSpec,
+    build_command,
+    probe_streams,
+    run_ffmpeg,
+    write_concat_list,
+)
+from services.muxer.config import MuxerSettings
+
+log = get_logger()
+Publish = Callable[[str, Event], Awaitable[None]]
+SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
+
+
+def output_key(job: Job, rate: Fraction) -> str:
+    """`{job_id}/{source stem}_{rate}fps.mp4`, the stem reduced to safe characters."""
+    stem = PurePosixPath(job.source_key).stem
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "video"
+    fps = f"{float(rate):.3f}".rstrip("0").rstrip(".")
+    return f"{job.id}/{safe}_{fps}fps.mp4"
+
+
+class MuxHandler:
+    """Records chunk results and assembles complete jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: MuxerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Minio,
+        catalog: SchemaCatalog,
+        publish: Publish,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.storage = storage
+        self.catalog = catalog
+        self.publish = publish
+
+    async def on_chunk(self, delivery: Delivery) -> None:
+        """Handle one `chunk.interpolated` record."""
+        event = decode_event(self.catalog, delivery.value, ChunkInterpolated)
+        async with transaction(self.sessions) as session:
+            recorded = await session.execute(
+                update(Chunk)
+                .where(col(Chunk.job_id) == event.job_id, col(Chunk.chunk_index) == event.chunk_index)
+                .where(
+                    col(Chunk.lease_epoch) == event.lease_epoch, col(Chunk.status) != ChunkStatus.DONE.value
+                )
+                .values(
+                    status=ChunkStatus.DONE.value,
+                    output_key=event.object_key,
+                    frames_out=event.frames_out,
+                    interp_seconds=event.interp_seconds,
+                    worker=event.worker_id,
+                    finished_at=event.finished_at,
+                )
+            )
+            if getattr(recorded, "rowcount", 0):
+                metrics.CHUNK_RESULTS.labels("recorded").inc()
+            else:
+                chunk = await session.get(Chunk, (event.job_id, event.chunk_index))
+                outcome = "replayed" if chunk and chunk.lease_epoch == event.lease_epoch else "fenced"
+                metrics.CHUNK_RESULTS.labels(outcome).inc()
+                log.info(
+                    "chunk result not counted",
+                    job_id=str(event.job_id),
+                    chunk_index=event.chunk_index,
+                    epoch=event.lease_epoch,
+                    outcome=outcome,
+                )
+        await self._maybe_assemble(event.job_id)
+
+    async def on_split(self, delivery: Delivery) -> None:
+        """Handle one `job.split` record (chunks may all be in already when it arrives late)."""
+        event = decode_event(self.catalog, delivery.value, JobSplit)
+        await self._maybe_assemble(event.job_id)
+
+    async def _maybe_assemble(self, job_id: uuid.UUID) -> None:
+        async with transaction(self.sessions) as session:
+            done = (
+                await session.execute(
+                    select(func.count())
+                    .select_from(Chunk)
+                    .where(col(Chunk.job_id) == job_id, col(Chunk.status) == ChunkStatus.DONE.value)
+                )
+            ).scalar_one()
+            job = await session.get(Job, job_id, with_for_update=True)
+            if (
+                job is None
+                or job.chunks_total is None
+                or job.status in (JobStatus.COMPLETED, JobStatus.FAILED)
+            ):
+                return
+            progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
+            await session.execute(
+                update(Job)
+                .where(col(Job.id) == job_id)
+                .values(chunks_done=func.greatest(col(Job.chunks_done), done), updated_at=utcnow())
+            )
+            await jobs.set_progress(session, job_id, progress)
+            if done < job.chunks_total:
+                return
+            await jobs.advance(session, job_id, JobStatus.MUXING, progress=MUX_PROGRESS)
+        try:
+            await self._assemble(job_id)
+        except MuxError as exc:
+            await report_failure(
+                self.sessions, self.publish, job_id=job_id, stage="muxer", code=exc.code, message=exc.message
+            )
+
+    async def _assemble(self, job_id: uuid.UUID) -> None:
+        started = time.perf_counter()
+        async with transaction(self.sessions) as session:
+            job = await session.get(Job, job_id)
+            chunks = (
+                (
+                    await session.execute(
+                        select(Chunk).where(col(Chunk.job_id) == job_id).order_by(col(Chunk.chunk_index))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if job is None or job.plan is None:
+            raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
+        plan: dict[str, Any] = job.plan
+        probe: dict[str, Any] = job.probe or {}
+        rate = Fraction(plan["out_rate"])
+        workdir = self.settings.scratch_dir / str(job_id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            paths = []
+            for chunk in chunks:
+                path = workdir / f"{chunk.chunk_index:05d}.mkv"
+                await asyncio.to_thread(
+                    self.storage.fget_object, self.settings.work_bucket, str(chunk.output_key), str(path)
+                )
+                paths.append(path)
+            source = workdir / "source"
+            await asyncio.to_thread(self.storage.fget_object, job.source_bucket, job.source_key, str(source))
+            concat = workdir / "chunks.ffconcat"
+            write_concat_list(concat, paths)
+            output = workdir / "output.mp4"
+            spec = OutputSpec(
+                rate=rate,
+                pix_fmt=str(probe.get("pix_fmt") or "yuv420p"),
+                rotation=int(probe.get("rotation") or 0),
+                color_range=probe.get("color_range"),
+                color_space=probe.get("color_space"),
+                color_transfer=probe.get("color_transfer"),
+                color_primaries=probe.get("color_primaries"),
+                crf=self.settings.x264_crf,
+                preset=self.settings.x264_preset,
+            )
+            streams = await asyncio.to_thread(probe_streams, source)
+            command = build_command(concat, source, output, spec, streams)
+            await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
+            key = output_key(job, rate)
+            size = output.stat().st_size
+            await asyncio.to_thread(
+                self.storage.fput_object,
+                self.settings.output_bucket,
+                key,
+                str(output),
+                content_type="video/mp4",
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        in_rate = Fraction(plan["in_rate"])
+        out_frames = int(plan["out_frames"])
+        completed_at = datetime.now(UTC)
+        result = {
+            "output_bucket": self.settings.output_bucket,
+            "output_key": key,
+            "output_size_bytes": size,
+            "in_fps": plan["in_rate"],
+            "out_fps": plan["out_rate"],
+            "in_frames": plan["source_frames"],
+            "out_frames": out_frames,
+            "duration_s": out_frames / float(rate),
+            "scene_starts": plan["scene_starts"],
+            "vfr_converted": plan["vfr_converted"],
+            "mux_seconds": round(time.perf_counter() - started, 3),
+        }
+        async with transaction(self.sessions) as session:
+            await jobs.advance(
+                session,
+                job_id,
+                JobStatus.COMPLETED,
+                progress=100,
+                output_bucket=self.settings.output_bucket,
+                output_key=key,
+                completed_at=completed_at,
+                result=result,
+            )
+        await self.publish(
+            Topic.JOB_COMPLETED,
+            JobCompleted(
+                job_id=job_id,
+                bucket=job.source_bucket,
+                key=job.source_key,
+                params=JobParams.model_validate(job.params),
+                output_bucket=self.settings.output_bucket,
+                output_key=key,
+                output_size_bytes=size,
+                in_fps_num=in_rate.numerator,
+                in_fps_den=in_rate.denominator,
+                out_fps_num=rate.numerator,
+                out_fps_den=rate.denominator,
+                in_frame_count=int(plan["source_frames"]),
+                out_frame_count=out_frames,
+                duration_s=out_frames / float(rate),
+                processing_seconds=(completed_at - job.created_at).total_seconds(),
+                completed_at=completed_at,
+            ),
+        )
+        metrics.MUX_SECONDS.observe(time.perf_counter() - started)
+        log.info("job completed", job_id=str(job_id), output_key=key, out_frames=out_frames, size_bytes=size)

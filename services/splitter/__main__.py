@@ -1,0 +1,3 @@
+from services.splitter.app import main
+
+main()

@@ -1,0 +1,34 @@
+"""Variable-frame-rate input → constant frame rate at its average rate (like FFmpeg's fps filter)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from fractions import Fraction
+
+
+def cfr_sources(timestamps: Sequence[Fraction], rate: Fraction) -> list[int]:
+    """For each CFR output frame, the index of the source frame shown then.
+
+    Each source frame lands in the slot nearest its timestamp; a later frame in the same slot
+    replaces an earlier one (dropped), an empty slot repeats the previous frame (duplicated).
+    """
+    if not timestamps:
+        return []
+    start = timestamps[0]
+    count = round((timestamps[-1] - start) * rate) + 1
+    slots: list[int | None] = [None] * count
+    for index, ts in enumerate(timestamps):
+        slot = round((ts - start) * rate)
+        if 0 <= slot < count:
+            slots[slot] = index
+    filled: list[int] = []
+    for slot_source in slots:
+        filled.append(slot_source if slot_source is not None else (filled[-1] if filled else 0))
+    return filled
+
+
+def is_variable(timestamps: Sequence[Fraction], tolerance: Fraction = Fraction(1, 1000)) -> bool:
+    """Whether the frame intervals differ by more than `tolerance` seconds."""
+    deltas = [b - a for a, b in itertools.pairwise(timestamps)]
+    return bool(deltas) and max(deltas) - min(deltas) > tolerance

@@ -1,0 +1,150 @@
+"""Chunk planning: which source frames go in which chunk, and which output frame each chunk makes.
+
+Pure logic, no I/O. Time is exact rational arithmetic. Output frame j sits at time j / out_rate; its
+source position is p = j · in_rate / out_rate, between source frames i = ⌊p⌋ and i + 1 at t = p − i.
+Rules (DESIGN.md):
+
+* chunks never cross a scene cut, and hold at most `max_frames` source frames of their own;
+* inside a scene, chunk k also carries the first frame of chunk k + 1 (`shares_last_frame`) so the
+  frames between them can be interpolated; its output leaves that shared frame out;
+* a slot whose left neighbour is the last frame of a scene (or of the video) has nothing to
+  interpolate towards: it repeats that frame (t = 0), so no output frame blends two scenes and the
+  timing stays exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from math import floor
+
+from infiniteflow_common.errors import InfiniteFlowError
+
+
+class PlanError(InfiniteFlowError):
+    """The requested output cannot be planned (bad rate, nothing to do)."""
+
+    code = "E_PLAN_INVALID"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One output frame: `t` of the way from source frame `source_index` to the next (0 = a copy)."""
+
+    source_index: int
+    t: Fraction
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One chunk: source frames [first_frame, first_frame + frame_count), output slots in order."""
+
+    index: int
+    first_frame: int
+    frame_count: int
+    shares_last_frame: bool
+    ends_scene: bool
+    first_output_frame: int
+    slots: tuple[Slot, ...]
+
+    @property
+    def own_frames(self) -> int:
+        """Source frames this chunk is responsible for (the shared trailing frame excluded)."""
+        return self.frame_count - (1 if self.shares_last_frame else 0)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The whole job: output rate and count, scene starts, and the chunks in order."""
+
+    in_rate: Fraction
+    out_rate: Fraction
+    source_frames: int
+    out_frames: int
+    scene_starts: tuple[int, ...]
+    chunks: tuple[ChunkPlan, ...]
+
+
+def output_rate(in_rate: Fraction, multiplier: int | None, target_fps: Fraction | None) -> Fraction:
+    """The exact output frame rate: input × multiplier, or the target."""
+    if in_rate <= 0:
+        raise PlanError(f"input frame rate {in_rate} is not positive")
+    if multiplier is not None:
+        return in_rate * multiplier
+    if target_fps is None or target_fps <= 0:
+        raise PlanError("a multiplier or a positive target frame rate is required")
+    return target_fps
+
+
+def output_count(source_frames: int, in_rate: Fraction, out_rate: Fraction) -> int:
+    """Output frames covering the input's duration (source_frames / in_rate) at `out_rate`."""
+    return max(1, floor(Fraction(source_frames) * out_rate / in_rate))
+
+
+def slots(source_frames: int, in_rate: Fraction, out_rate: Fraction) -> Iterator[Slot]:
+    """Every output frame's source position, in order (before scene rules)."""
+    step = in_rate / out_rate
+    for j in range(output_count(source_frames, in_rate, out_rate)):
+        position = j * step
+        index = floor(position)
+        if index >= source_frames - 1:
+            yield Slot(source_frames - 1, Fraction(0))
+        else:
+            yield Slot(index, position - index)
+
+
+def plan_job(
+    source_frames: int,
+    in_rate: Fraction,
+    out_rate: Fraction,
+    scene_starts: Sequence[int],
+    max_frames: int,
+) -> JobPlan:
+    """Split a job into chunks. `scene_starts` are source indices where a new scene begins."""
+    if source_frames < 2:
+        raise PlanError(f"{source_frames} frame(s): at least two are needed to interpolate")
+    if max_frames < 2:
+        raise PlanError("chunks need room for at least two frames")
+    starts = sorted({s for s in scene_starts if 0 < s < source_frames})
+    scene_bounds = list(zip([0, *starts], [*starts, source_frames], strict=True))
+    # [begin, end) of each chunk's own frames, and whether it shares its last frame with the next chunk
+    ranges: list[tuple[int, int, bool]] = []
+    for begin, end in scene_bounds:
+        cursor = begin
+        while cursor < end:
+            stop = cursor + max_frames - 1 if end - cursor > max_frames else end
+            # inside a scene a chunk owns max_frames - 1 frames plus the next chunk's first
+            ranges.append((cursor, stop, stop < end))
+            cursor = stop
+    all_slots = list(slots(source_frames, in_rate, out_rate))
+    last_of_scene = {end - 1 for _, end in scene_bounds}
+    chunks: list[ChunkPlan] = []
+    position = 0
+    for index, (begin, end, shares) in enumerate(ranges):
+        mine: list[Slot] = []
+        while position < len(all_slots) and all_slots[position].source_index < end:
+            slot = all_slots[position]
+            if slot.source_index in last_of_scene and slot.t != 0:
+                slot = Slot(slot.source_index, Fraction(0))  # never blend across a cut
+            mine.append(Slot(slot.source_index - begin, slot.t))
+            position += 1
+        chunks.append(
+            ChunkPlan(
+                index=index,
+                first_frame=begin,
+                frame_count=end - begin + (1 if shares else 0),
+                shares_last_frame=shares,
+                ends_scene=not shares,
+                first_output_frame=position - len(mine),
+                slots=tuple(mine),
+            )
+        )
+    return JobPlan(
+        in_rate=in_rate,
+        out_rate=out_rate,
+        source_frames=source_frames,
+        out_frames=len(all_slots),
+        scene_starts=tuple(starts),
+        chunks=tuple(chunks),
+    )
