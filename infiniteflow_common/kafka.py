@@ -55,14 +55,13 @@ H_SERVICE = "x-service"
 
 def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> KafkaBroker:
     """A broker whose producer is idempotent with acks=all, named after the service."""
-    config: dict[str, Any] = {"linger.ms": 5, "message.timeout.ms": 60_000}
-    config.update(extra_config)
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=service,
         enable_idempotence=True,
         acks="all",
-        config=config,  # type: ignore[arg-type]
+        linger_ms=5,
+        config=extra_config or None,  # type: ignore[arg-type]
     )
 
 
@@ -365,9 +364,9 @@ async def publish_dead_letter(
 
 
 def _job_id_from_key(key: bytes | None) -> str | None:
-    # Pipeline records are keyed by job_id; recover it when the key is one.
+    # Pipeline records are keyed by job_id (chunk.ready by job_id/chunk_index); recover it.
     try:
-        return str(uuid.UUID(key.decode())) if key else None
+        return str(uuid.UUID(key.decode().split("/", 1)[0])) if key else None
     except (ValueError, UnicodeDecodeError):
         return None
 

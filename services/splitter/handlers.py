@@ -10,12 +10,12 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from minio import Minio
 from sqlalchemy import select
@@ -39,7 +39,12 @@ from services.splitter.plan import JobPlan, PlanError, output_rate, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
 
 log = get_logger()
-Publish = Callable[[str, Event], Awaitable[None]]
+
+
+class Publish(Protocol):
+    """Publishes an event to a topic (optionally with an explicit key) and waits for the broker."""
+
+    def __call__(self, topic: str, event: Event, *, key: str | None = None) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,8 @@ class SplitHandler:
         self, event: VideoUploaded, specs: list[ChunkReady], plan_doc: dict[str, Any]
     ) -> None:
         for spec in specs:
-            await self.publish(Topic.CHUNK_READY, spec)
+            # keyed per chunk, not per job: one job's chunks spread over partitions, hence over workers
+            await self.publish(Topic.CHUNK_READY, spec, key=f"{spec.job_id}/{spec.chunk_index}")
         if not plan_doc:
             return
         in_rate, out_rate = Fraction(plan_doc["in_rate"]), Fraction(plan_doc["out_rate"])
