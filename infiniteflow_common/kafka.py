@@ -17,6 +17,7 @@ invalid (a bad deploy must not drain a topic into its DLQ).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -61,6 +62,8 @@ def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> 
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
+        # faststream's records then go through our JSON log handler (observability.configure_logging)
+        logger=logging.getLogger(f"faststream.{service}"),
         config=extra_config or None,  # type: ignore[arg-type]
     )
 

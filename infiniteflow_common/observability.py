@@ -15,14 +15,30 @@ _configured = False
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging to JSON lines on stderr, tagged with the service name."""
     global _configured
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
-    for noisy in ("faststream", "aiokafka", "confluent_kafka", "httpx", "urllib3"):
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Library records (faststream, uvicorn, alembic) go through the same JSON renderer as ours.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+        )
+    )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # faststream installs its own colourised stderr handler and stops propagation; route it to ours.
+    for name in ("faststream", "faststream.access", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+    for noisy in ("confluent_kafka", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],

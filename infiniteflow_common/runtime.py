@@ -9,10 +9,13 @@ non-zero without committing, so a supervisor restarts it where it stopped.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from faststream.confluent import KafkaBroker
@@ -95,6 +98,17 @@ class Runtime:
         """Run `task` alongside the consumers (an HTTP server, a sweeper); it ends the process when it ends."""
         self._background.append(task)
 
+    def _register_target(self, port: int) -> Path | None:
+        """Announce this process's /metrics to Prometheus (file-based service discovery)."""
+        directory = self.settings.prometheus_targets_dir
+        if directory is None:
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.service}-{os.getpid()}.json"
+        labels = {"service": self.service, "pid": str(os.getpid())}
+        path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]), encoding="utf-8")
+        return path
+
     def _on_fatal(self, reason: ConsumerStopped) -> None:
         self.exit_code = 1
         self.stopping.set()
@@ -102,9 +116,11 @@ class Runtime:
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         configure_logging(self.service, self.settings.log_level)
+        target: Path | None = None
         if self.settings.metrics_port is not None:
             port = start_metrics_server(self.settings.metrics_port)
             log.info("metrics endpoint", url=f"http://127.0.0.1:{port}/metrics")
+            target = self._register_target(port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -126,5 +142,7 @@ class Runtime:
                     self.exit_code = 1
                 task.cancel()
             stop_wait.cancel()
+        if target is not None:
+            target.unlink(missing_ok=True)
         log.info("service stopped", exit_code=self.exit_code)
         return self.exit_code

@@ -40,6 +40,8 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Port of this process's Prometheus /metrics endpoint; 0 lets the OS pick (tests), None disables it.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where Prometheus' file-based discovery looks for this process's /metrics target.
+    prometheus_targets_dir: Path | None = REPO_ROOT / ".run" / "prometheus" / "targets"
     # Retry policy for a message whose handling failed transiently, before the consumer gives up.
     retry_max_attempts: int = Field(default=6, ge=1)
     retry_base_delay_s: float = Field(default=0.5, gt=0)

@@ -124,7 +124,8 @@ prom_up() {
   mkdir -p "$run/prometheus/data"
   local addr; addr=$(host_port "$PROMETHEUS_URL")
   if alive "$run/prometheus/pid" && curl -fsS "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1; then
-    log "prometheus already running"; return
+    curl -fsS -X POST "$PROMETHEUS_URL/-/reload" >/dev/null 2>&1 || true
+    log "prometheus already running (configuration reloaded)"; return
   fi
   log "starting prometheus on $addr"
   start_daemon prometheus "$run/prometheus/prometheus.log" \
