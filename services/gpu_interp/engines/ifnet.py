@@ -8,9 +8,9 @@ frame 1, 4 channels) and for the fusion-mask logit. It runs in both directions �
 the model symmetric in time. The result is the two frames backward-warped to the middle and blended
 with a sigmoid mask.
 
-Differences from the published code, all with identical arithmetic: both directions run as one batch,
-the flow and mask heads share one transposed convolution, and the no-op resampling at scale 1 is
-skipped. `remap_published_keys` translates the published state-dict names to this layout.
+Differences from the published code, all with identical arithmetic: channels are zero-padded from 90
+to 96, both directions run as one batch, the flow and mask heads share one transposed convolution,
+and the no-op resampling at scale 1 and the unused last-level warps are skipped. `remap_published_keys` translates the published state-dict names to this layout.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 
 LEVELS = 3
-WIDTH = 90  # feature channels of every level in HDv3
+PUBLISHED_WIDTH = 90  # feature channels of every level in the HDv3 weights
+# We run 96 channels, the extra ones zero: oneDNN's AVX2/AVX-512 kernels work in blocks of 8/16
+# channels and fall back to slow paths at 90 (measured ~3× per convolution on a 2-core EPYC).
+WIDTH = 96
 LEVEL_INPUTS = 3 + 3 + 1 + 4  # warped frame 0, warped frame 1, mask logit, flows (t→0, t→1)
 
 
@@ -44,11 +47,11 @@ class Level(nn.Module):
         half = width // 2
         self.down = nn.Sequential(ConvAct(cin, half, 2), ConvAct(half, width, 2))
         self.res = nn.ModuleList(nn.Sequential(ConvAct(width, width), ConvAct(width, width)) for _ in range(4))
-        # Flow head (4 channels) and mask head (1 channel) fused: their first layers side by side,
-        # their second layers as one block-diagonal transposed convolution.
-        self.head_up = nn.ConvTranspose2d(width, 2 * half, 4, 2, 1)
-        self.head_act = nn.PReLU(2 * half)
-        self.head_out = nn.ConvTranspose2d(2 * half, 5, 4, 2, 1)
+        # Flow head (4 channels) and mask head (1 channel) fused: their first layers side by side
+        # (one half of the channels each), their second layers as one block-diagonal convolution.
+        self.head_up = nn.ConvTranspose2d(width, width, 4, 2, 1)
+        self.head_act = nn.PReLU(width)
+        self.head_out = nn.ConvTranspose2d(width, 5, 4, 2, 1)
 
     def forward(self, x: torch.Tensor, flow: torch.Tensor, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual (flow, mask logit) at the input's resolution; `shrink` is the working downscale."""
@@ -107,13 +110,15 @@ class IFNet(nn.Module):
         flow = img0.new_zeros((n, 4, *img0.shape[2:]))
         mask = img0.new_zeros((n, 1, *img0.shape[2:]))
         warped0, warped1 = img0, img1
-        for level, shrink in zip(self.levels, shrinks, strict=True):
+        for index, (level, shrink) in enumerate(zip(self.levels, shrinks, strict=True)):
             both = torch.cat(
                 (torch.cat((warped0, warped1, mask), 1), torch.cat((warped1, warped0, -mask), 1)), 0
             )
             d_flow, d_mask = level(both, torch.cat((flow, swap_directions(flow)), 0), shrink)
             flow = flow + (d_flow[:n] + swap_directions(d_flow[n:])) / 2
             mask = mask + (d_mask[:n] - d_mask[n:]) / 2
+            if index == LEVELS - 1:
+                break  # the blend warps with the final flows itself
             warped0 = self.warp(img0, flow[:, :2])
             warped1 = self.warp(img1, flow[:, 2:4])
         return flow, mask
@@ -136,39 +141,59 @@ class IFNet(nn.Module):
 _PUBLISHED = re.compile(r"^block(\d)\.(.+)$")
 
 
-def remap_published_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Published HDv3 names (`block0.convblock1.0.0.weight`, …) → this module's, heads fused.
+def _padded(value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """`value` in the top-left corner of a zero tensor of `shape`."""
+    out = value.new_zeros(tuple(shape))
+    out[tuple(slice(0, n) for n in value.shape)] = value
+    return out
 
-    The teacher block (`block_tea`, used only in training) is dropped.
+
+def remap_published_keys(state: dict[str, torch.Tensor], width: int = WIDTH) -> dict[str, torch.Tensor]:
+    """Published HDv3 tensors (`block0.convblock1.0.0.weight`, …) → this module's names and widths.
+
+    Channels beyond the published 90 (45 in the half-width layers) get zero weights, so they stay
+    zero and change nothing. The flow head (`conv1`) and mask head (`conv2`) are fused side by side,
+    each in its own half of the channels. The teacher block (`block_tea`, training only) is dropped.
     """
+    half = width // 2
     out: dict[str, torch.Tensor] = {}
     heads: dict[tuple[int, str], torch.Tensor] = {}
     for key, value in state.items():
         match = _PUBLISHED.match(key)
         if match is None:
             continue  # block_tea.* and anything else the inference model does not have
-        level, rest = int(match.group(1)), match.group(2)
-        parts = rest.split(".")
+        level, parts = int(match.group(1)), match.group(2).split(".")
         prefix = f"levels.{level}."
         if parts[0] == "conv0":  # conv0.{i}.{0 conv | 1 prelu}.param
-            out[prefix + f"down.{parts[1]}.{'conv' if parts[2] == '0' else 'act'}.{parts[3]}"] = value
-        elif parts[0].startswith("convblock"):  # convblock{k}.{j}.{0|1}.param
-            k = parts[0].removeprefix("convblock")
-            out[prefix + f"res.{k}.{parts[1]}.{'conv' if parts[2] == '0' else 'act'}.{parts[3]}"] = value
-        elif parts[0] in ("conv1", "conv2"):  # conv1 = flow head, conv2 = mask head
+            role = "conv" if parts[2] == "0" else "act"
+            cout = half if parts[1] == "0" else width
+            shape = (cout, value.shape[1] if parts[1] == "0" else half, 3, 3) if value.ndim == 4 else (cout,)
+            out[prefix + f"down.{parts[1]}.{role}.{parts[3]}"] = _padded(value, shape)
+        elif parts[0].startswith("convblock"):  # convblock{k}.{j}.{0 conv | 1 prelu}.param
+            k, role = parts[0].removeprefix("convblock"), "conv" if parts[2] == "0" else "act"
+            shape = (width, width, 3, 3) if value.ndim == 4 else (width,)
+            out[prefix + f"res.{k}.{parts[1]}.{role}.{parts[3]}"] = _padded(value, shape)
+        elif parts[0] in ("conv1", "conv2"):  # conv1: flow head, conv2: mask head
             heads[(level, ".".join(parts))] = value
         else:
             raise KeyError(f"unexpected key in RIFE weights: {key}")
     for level in sorted({lvl for lvl, _ in heads}):
         h = {name: v for (lvl, name), v in heads.items() if lvl == level}
         prefix = f"levels.{level}."
-        out[prefix + "head_up.weight"] = torch.cat((h["conv1.0.weight"], h["conv2.0.weight"]), 1)
-        out[prefix + "head_up.bias"] = torch.cat((h["conv1.0.bias"], h["conv2.0.bias"]), 0)
-        out[prefix + "head_act.weight"] = torch.cat((h["conv1.1.weight"], h["conv2.1.weight"]), 0)
-        flow_w, mask_w = h["conv1.2.weight"], h["conv2.2.weight"]  # (in, out, k, k) for transposed convs
-        fused = flow_w.new_zeros((flow_w.shape[0] + mask_w.shape[0], 5, *flow_w.shape[2:]))
-        fused[: flow_w.shape[0], :4] = flow_w
-        fused[flow_w.shape[0] :, 4:] = mask_w
-        out[prefix + "head_out.weight"] = fused
+        up_w = h["conv1.0.weight"].new_zeros((width, width, 4, 4))  # (in, out, k, k): transposed conv
+        up_b = up_w.new_zeros(width)
+        act = up_w.new_zeros(width)
+        out_w = up_w.new_zeros((width, 5, 4, 4))
+        for head, offset, channels in (("conv1", 0, slice(0, 4)), ("conv2", half, slice(4, 5))):
+            w_up = h[f"{head}.0.weight"]
+            inner = slice(offset, offset + w_up.shape[1])
+            up_w[: w_up.shape[0], inner] = w_up
+            up_b[inner] = h[f"{head}.0.bias"]
+            act[inner] = h[f"{head}.1.weight"]
+            out_w[inner, channels] = h[f"{head}.2.weight"]
+        out[prefix + "head_up.weight"] = up_w
+        out[prefix + "head_up.bias"] = up_b
+        out[prefix + "head_act.weight"] = act
+        out[prefix + "head_out.weight"] = out_w
         out[prefix + "head_out.bias"] = torch.cat((h["conv1.2.bias"], h["conv2.2.bias"]), 0)
     return out

@@ -1,0 +1,419 @@
+"""The HTTP API (FastAPI; OpenAPI at /docs): upload, status, download, health.
+
+Paths are the ones users of the first version know. Every error body is
+`{"error": {"code": "E_…", "message": "…"}}`. An upload is streamed to the incoming bucket under a key
+our code chooses and started at once through the same `JobStarter` the bucket events use; the MinIO
+event that upload causes names the same (bucket, key, etag), so it finds the job instead of making one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from minio import Minio
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infiniteflow_common.db import Job, JobStatus
+from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.jobs import get_job
+from infiniteflow_common.observability import get_logger
+from services.ingest import metrics
+from services.ingest.config import IngestSettings
+from services.ingest.keys import upload_key
+from services.ingest.params import InvalidParams, format_fps, normalise_keys, output_fps, parse_params
+from services.ingest.start import JobStarter, object_record, param_defaults
+
+log = get_logger()
+
+OPTION_FIELDS = ("multiplier", "target_fps", "engine", "quality", "webhook_url")
+FORM_OVERHEAD = 64 * 1024
+"""Room for multipart headers and the option fields on top of the file size limit."""
+HEALTH_TIMEOUT_S = 3.0
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message"}}` with an HTTP status."""
+
+    def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
+
+
+class _BodyTooLarge(Exception):  # noqa: N818 - internal signal, never leaves this module
+    pass
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    """What the API needs; the Runtime's lazy resources fit (nothing here connects on creation)."""
+
+    settings: IngestSettings
+    sessions: async_sessionmaker[AsyncSession]
+    storage: Minio
+    starter: JobStarter
+    kafka_check: HealthCheck
+
+
+def kafka_admin_check(bootstrap: str) -> HealthCheck:
+    """A health check that lists the cluster's topics through a (reused) admin client."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000})
+
+    async def check() -> None:
+        await asyncio.to_thread(admin.list_topics, timeout=HEALTH_TIMEOUT_S)
+
+    return check
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one error shape of the API."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+_STATUS_CODES = {
+    400: "E_REQUEST_INVALID",
+    404: "E_NOT_FOUND",
+    405: "E_METHOD_NOT_ALLOWED",
+    413: "E_UPLOAD_TOO_LARGE",
+    422: "E_REQUEST_INVALID",
+}
+
+
+class RequestMetrics:
+    """Counts requests by route template and status (ASGI middleware; raw paths would be unbounded)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            metrics.API_REQUESTS.labels(getattr(route, "path", "unmatched"), str(status)).inc()
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as `GET /api/status` shows it (pure)."""
+    params = _model(JobParams, job.params)
+    probe = _model(MediaProbe, job.probe)
+    out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
+    if out_fps is None and params is not None and probe is not None:
+        out_fps = format_fps(output_fps(params, probe))
+    return {
+        "job_id": str(job.id),
+        "status": job.status,
+        "progress": max(0, min(100, job.progress)),
+        "source": {"type": job.source, "bucket": job.source_bucket, "key": job.source_key},
+        "chunks": {"done": job.chunks_done, "total": job.chunks_total},
+        "error": (
+            {"code": job.error_code, "message": job.error_message or ""}
+            if job.status == JobStatus.FAILED.value or job.error_code
+            else None
+        ),
+        "params": job.params,
+        "probe": (
+            {
+                "width": probe.width,
+                "height": probe.height,
+                "fps": format_fps(Fraction(probe.fps_num, probe.fps_den)),
+                "frame_count": probe.frame_count,
+                "duration_s": probe.duration_s,
+                "pix_fmt": probe.pix_fmt,
+                "bit_depth": probe.bit_depth,
+                "is_vfr": probe.is_vfr,
+                "rotation": probe.rotation,
+                "has_audio": probe.has_audio,
+            }
+            if probe is not None
+            else None
+        ),
+        "output_fps": out_fps,
+        "timings": {
+            "created_at": _iso(job.created_at),
+            "updated_at": _iso(job.updated_at),
+            "split_at": _iso(job.split_at),
+            "completed_at": _iso(job.completed_at),
+        },
+        "download_url": f"/api/download/{job.id}" if job.status == JobStatus.COMPLETED.value else None,
+    }
+
+
+def _model(model: type[JobParams] | type[MediaProbe], data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def create_api(deps: ApiDeps) -> FastAPI:
+    """The ingest HTTP API over `deps` (works with uvicorn or an httpx `ASGITransport`)."""
+    settings = deps.settings
+    defaults = param_defaults(settings)
+    app = FastAPI(
+        title="InfiniteFlow",
+        summary="Raise the frame rate of videos: upload, follow the job, download the result.",
+        version="1.0.0",
+    )
+    app.add_middleware(RequestMetrics)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "E_HTTP")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return JSONResponse(error_body("E_REQUEST_INVALID", details or "invalid request"), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("api request failed", path=request.url.path, error=repr(exc))
+        return JSONResponse(error_body("E_INTERNAL", "internal error; try again later"), status_code=500)
+
+    @app.post(
+        "/api/upload",
+        status_code=202,
+        summary="Upload a video and start a job",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "multiplier": {"type": "integer", "enum": [2, 4, 8]},
+                                "target_fps": {"type": "string", "example": "60000/1001"},
+                                "engine": {"type": "string", "enum": list(settings.allowed_engines)},
+                                "quality": {"type": "string", "enum": list(settings.allowed_qualities)},
+                                "webhook_url": {"type": "string", "format": "uri"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+        responses={
+            413: {"description": "over the size limit"},
+            422: {"description": "bad options or form"},
+        },
+    )
+    async def upload(request: Request) -> JSONResponse:
+        """Stream the file to the incoming bucket and start its job; 202 with the job's URLs."""
+        limit = settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+            raise ApiError(413, "E_UPLOAD_TOO_LARGE", _too_large(limit))
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await request.receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit + FORM_OVERHEAD:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            form = await Request(request.scope, limited_receive).form(max_files=1, max_fields=16)
+        except _BodyTooLarge:
+            metrics.UPLOAD_BYTES.inc(received)
+            raise ApiError(413, "E_UPLOAD_TOO_LARGE", _too_large(limit)) from None
+        except (MultiPartException, AssertionError, KeyError) as exc:
+            raise ApiError(
+                422, "E_REQUEST_INVALID", f"send multipart/form-data with a 'file' ({exc})"
+            ) from None
+        try:
+            metrics.UPLOAD_BYTES.inc(received)
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise ApiError(422, "E_REQUEST_INVALID", "send the video as the multipart field 'file'")
+            size = file.size or 0
+            if size > limit:
+                raise ApiError(413, "E_UPLOAD_TOO_LARGE", _too_large(limit))
+            options = {name: value for name in OPTION_FIELDS if isinstance(value := form.get(name), str)}
+            try:
+                params = parse_params(options, defaults)
+            except InvalidParams as exc:
+                raise ApiError(422, exc.code, exc.message) from None
+            metadata = _params_metadata(params)
+            key = upload_key(file.filename)
+            file.file.seek(0)
+            written = await asyncio.to_thread(
+                deps.storage.put_object,
+                settings.incoming_bucket,
+                key,
+                file.file,
+                size,
+                content_type=file.content_type or "application/octet-stream",
+                metadata=metadata,  # type: ignore[arg-type]
+            )
+        finally:
+            await form.close()
+        record = object_record(
+            bucket=settings.incoming_bucket,
+            key=key,
+            etag=str(written.etag),
+            size=size,
+            metadata=metadata,
+            version_id=written.version_id,
+            created_at=datetime.now(UTC),
+        )
+        job, _created = await deps.starter.create(record, source="api")
+        status = job.status
+        try:
+            status = (await deps.starter.process(job.id, record, source="api")).status
+        except Exception as exc:
+            # The row exists; the upload's own MinIO event (or the sweeper) finishes the start.
+            log.warning("api start deferred to the bucket event", job_id=str(job.id), error=repr(exc))
+        return JSONResponse(
+            {
+                "job_id": str(job.id),
+                "status": status,
+                "key": key,
+                "status_url": f"/api/status/{job.id}",
+                "download_url": f"/api/download/{job.id}",
+            },
+            status_code=202,
+        )
+
+    @app.get("/api/status/{job_id}", summary="A job's status, progress, error and timings")
+    async def status(job_id: uuid.UUID) -> dict[str, Any]:
+        """404 for an unknown job, 422 for a malformed id."""
+        return job_view(await _job_or_404(job_id))
+
+    @app.get(
+        "/api/download/{job_id}",
+        status_code=307,
+        summary="Redirect to the finished output",
+        responses={409: {"description": "not completed (or failed)"}, 404: {"description": "unknown"}},
+    )
+    async def download(job_id: uuid.UUID) -> RedirectResponse:
+        """A 307 to a presigned URL of the output; 409 while not completed, with the failure if failed."""
+        job = await _job_or_404(job_id)
+        if job.status == JobStatus.FAILED.value:
+            raise ApiError(
+                409,
+                "E_JOB_FAILED",
+                f"the job failed, there is no output: {job.error_code}: {job.error_message}",
+                job_error={"code": job.error_code, "message": job.error_message},
+            )
+        if job.status != JobStatus.COMPLETED.value or not job.output_key:
+            raise ApiError(
+                409,
+                "E_JOB_NOT_READY",
+                f"the job is {job.status} ({job.progress}%); try again when it is completed",
+                status=job.status,
+                progress=job.progress,
+            )
+        url = await asyncio.to_thread(
+            deps.storage.presigned_get_object,
+            job.output_bucket or settings.output_bucket,
+            job.output_key,
+            expires=timedelta(seconds=settings.presign_expiry_s),
+        )
+        return RedirectResponse(url, status_code=307)
+
+    @app.get("/health", summary="Kafka, MinIO and PostgreSQL reachability")
+    async def health() -> JSONResponse:
+        """200 when every component answers, else 503; each component's status either way."""
+        checks: dict[str, Callable[[], Awaitable[Any]]] = {
+            "kafka": deps.kafka_check,
+            "minio": lambda: asyncio.to_thread(deps.storage.bucket_exists, settings.incoming_bucket),
+            "postgres": lambda: _select_one(deps.sessions),
+        }
+        results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
+        components = dict(zip(checks, results, strict=True))
+        healthy = all(c["status"] == "ok" for c in components.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "components": components},
+            status_code=200 if healthy else 503,
+        )
+
+    async def _job_or_404(job_id: uuid.UUID) -> Job:
+        async with deps.sessions() as session:
+            job = await get_job(session, job_id)
+        if job is None:
+            raise ApiError(404, "E_JOB_NOT_FOUND", f"no job {job_id}")
+        return job
+
+    return app
+
+
+async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        await session.execute(text("select 1"))
+
+
+async def _check(fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        result = await asyncio.wait_for(fn(), timeout=HEALTH_TIMEOUT_S)
+    except Exception as exc:
+        return {"status": "down", "error": repr(exc)[:200]}
+    if result is False:  # bucket_exists: reachable, but the bucket is missing
+        return {"status": "down", "error": "the incoming bucket does not exist"}
+    return {"status": "ok", "latency_ms": round((loop.time() - started) * 1000, 1)}
+
+
+def _params_metadata(params: JobParams) -> dict[str, str]:
+    """The effective options as object user metadata, so the bucket event derives the same params."""
+    options = {
+        "multiplier": str(params.multiplier) if params.multiplier is not None else None,
+        "target-fps": params.target_fps,
+        "engine": params.engine,
+        "quality": params.quality,
+        "webhook-url": params.webhook_url,
+    }
+    return normalise_keys(options)
+
+
+def _too_large(limit: int) -> str:
+    return f"the upload is over the limit of {limit} bytes; send a smaller file"

@@ -1,0 +1,36 @@
+"""Ingest's Prometheus metrics. Labels are bounded: source, error code, route template, status class."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+# New job rows, by how the object reached us (bucket, api, sweeper); replays do not count.
+JOBS_CREATED = Counter("infiniteflow_ingest_jobs_created_total", "Jobs created, by source.", ["source"])
+# Jobs ingest refused, by stable error code (E_PROBE_*, E_PARAM_INVALID, E_UPLOAD_TOO_LARGE, E_SOURCE_*).
+JOBS_REJECTED = Counter(
+    "infiniteflow_ingest_jobs_rejected_total", "Jobs failed at ingest, by error code.", ["code"]
+)
+# Jobs handed to the splitter (VideoUploaded published).
+JOBS_STARTED = Counter(
+    "infiniteflow_ingest_jobs_started_total", "VideoUploaded events published.", ["source"]
+)
+# Start attempts that found the job already handled (MinIO repeats, Kafka replays, API + event races).
+REPLAYS = Counter(
+    "infiniteflow_ingest_replays_total", "Start attempts on an already handled job.", ["source"]
+)
+# Time spent in the safe probe (all ffprobe runs of one file).
+PROBE_SECONDS = Histogram(
+    "infiniteflow_ingest_probe_seconds",
+    "Wall time of probing one upload.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+# Bytes received through POST /api/upload (accepted or not).
+UPLOAD_BYTES = Counter("infiniteflow_ingest_upload_bytes_total", "Bytes received by the upload API.")
+# Bytes downloaded from the bucket for probing.
+DOWNLOAD_BYTES = Counter("infiniteflow_ingest_download_bytes_total", "Bytes read from the bucket to probe.")
+# HTTP API requests, by route template (not the raw path: ids would explode the label set) and status.
+API_REQUESTS = Counter(
+    "infiniteflow_ingest_api_requests_total", "HTTP API requests, by route and status.", ["route", "status"]
+)
+# Orphaned objects the sweeper started (their MinIO event was lost), and sweeps that failed.
+SWEPT = Counter("infiniteflow_ingest_swept_total", "Objects the sweeper started, by outcome.", ["outcome"])

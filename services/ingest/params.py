@@ -1,0 +1,164 @@
+"""User options → `JobParams` (pure).
+
+Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `webhook-url`,
+already lower-cased by the event parser) or as API form fields (`target_fps`, `webhook_url`). Absent
+options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
+allowed, so the user can fix the upload. Unknown metadata keys are ignored: other tools set their own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from urllib.parse import urlsplit
+
+from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.events import JobParams, MediaProbe
+
+MULTIPLIERS = (2, 4, 8)
+MAX_URL_LENGTH = 2048
+_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_RATIONAL = re.compile(r"^([0-9]+)/([0-9]+)$")
+
+
+class InvalidParams(InfiniteFlowError):  # noqa: N818 - the name the other services know
+    """An option the user set cannot be honoured (permanent: the job fails, the message is done)."""
+
+    code = "E_PARAM_INVALID"
+
+
+@dataclass(frozen=True)
+class ParamDefaults:
+    """What an absent option means, and which values are allowed."""
+
+    multiplier: int = 2
+    engine: str = "rife"
+    quality: str = "fast"
+    engines: tuple[str, ...] = ("rife", "flow")
+    qualities: tuple[str, ...] = ("fast", "tta", "best")
+    max_fps: float = 480.0
+
+
+def normalise_keys(options: Mapping[str, str | None]) -> dict[str, str]:
+    """Lower-case names with `_` → `-`, values stripped; empty values count as absent."""
+    out: dict[str, str] = {}
+    for name, value in options.items():
+        if value is None or not str(value).strip():
+            continue
+        out[name.strip().lower().replace("_", "-")] = str(value).strip()
+    return out
+
+
+def parse_fps(text: str, *, key: str = "target-fps", max_fps: float = 480.0) -> Fraction:
+    """`60`, `59.94` (exactly 2997/50) or `60000/1001` → a positive Fraction no higher than `max_fps`."""
+    value: Fraction | None = None
+    if _DECIMAL.match(text):
+        value = Fraction(text)
+    elif match := _RATIONAL.match(text):
+        numerator, denominator = int(match[1]), int(match[2])
+        if denominator != 0:
+            value = Fraction(numerator, denominator)
+    if value is None or value <= 0 or value > max_fps:
+        raise InvalidParams(
+            f"{key}={text[:40]!r} is not a frame rate: use an integer, a decimal or a rational "
+            f"num/den greater than 0 and at most {max_fps:g} (e.g. 60 or 60000/1001)"
+        )
+    return value
+
+
+def format_fps(value: Fraction) -> str:
+    """The wire form of an exact rate: '60' or '60000/1001'."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> JobParams:
+    """Build the job's parameters from user options; raises `InvalidParams` on any bad value."""
+    opts = normalise_keys(options)
+    multiplier: int | None = None
+    target_fps: str | None = None
+    if "multiplier" in opts and "target-fps" in opts:
+        raise InvalidParams("set either multiplier or target-fps, not both")
+    if "multiplier" in opts:
+        raw = opts["multiplier"].lower().removeprefix("x")
+        if not raw.isdigit() or int(raw) not in MULTIPLIERS:
+            raise InvalidParams(
+                f"multiplier={opts['multiplier'][:40]!r} is not allowed: use one of "
+                + ", ".join(map(str, MULTIPLIERS))
+            )
+        multiplier = int(raw)
+    elif "target-fps" in opts:
+        target_fps = format_fps(parse_fps(opts["target-fps"], max_fps=defaults.max_fps))
+    else:
+        multiplier = defaults.multiplier
+    engine = opts.get("engine", defaults.engine).lower()
+    if engine not in defaults.engines:
+        raise InvalidParams(
+            f"engine={engine[:40]!r} is not allowed: use one of {', '.join(defaults.engines)}"
+        )
+    quality = opts.get("quality", defaults.quality).lower()
+    if quality not in defaults.qualities:
+        raise InvalidParams(
+            f"quality={quality[:40]!r} is not allowed: use one of {', '.join(defaults.qualities)}"
+        )
+    webhook_url = opts.get("webhook-url")
+    if webhook_url is not None:
+        check_webhook_url(webhook_url)
+    return JobParams(
+        multiplier=multiplier,  # checked against MULTIPLIERS above
+        target_fps=target_fps,
+        engine=engine,
+        quality=quality,
+        webhook_url=webhook_url,
+    )
+
+
+def check_webhook_url(url: str) -> None:
+    """An absolute http(s) URL with a host, no credentials, whitespace or control characters."""
+    problem = None
+    if len(url) > MAX_URL_LENGTH:
+        problem = f"longer than {MAX_URL_LENGTH} characters"
+    elif not url.isascii():
+        problem = "not ASCII (percent-encode the path and use the punycode form of the host)"
+    elif any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        problem = "contains whitespace or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            _ = parts.port  # raises on a bad port
+        except ValueError:
+            parts, host = None, None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+            problem = "not an absolute http:// or https:// URL"
+        elif parts.username or parts.password:
+            problem = "must not carry credentials"
+    if problem:
+        raise InvalidParams(f"webhook-url={url[:80]!r} is {problem}; use http(s)://host/path")
+
+
+def output_fps(params: JobParams, probe: MediaProbe) -> Fraction:
+    """The exact output rate: input (average rate when VFR) × multiplier, or the target rate."""
+    if params.target_fps is not None:
+        return Fraction(params.target_fps)
+    return input_fps(probe) * (params.multiplier or 1)
+
+
+def input_fps(probe: MediaProbe) -> Fraction:
+    """The rate the pipeline treats the input as: the average rate for VFR input, else the nominal one."""
+    if probe.is_vfr and probe.avg_fps_num > 0 and probe.avg_fps_den > 0:
+        return Fraction(probe.avg_fps_num, probe.avg_fps_den)
+    return Fraction(probe.fps_num, probe.fps_den)
+
+
+def check_against_probe(params: JobParams, probe: MediaProbe) -> None:
+    """A target rate must raise the frame rate, by at most ×8 (what the engines interpolate)."""
+    if params.target_fps is None:
+        return
+    source, target = input_fps(probe), Fraction(params.target_fps)
+    if target <= source or target > source * max(MULTIPLIERS):
+        raise InvalidParams(
+            f"target-fps={params.target_fps} must be above the input's {format_fps(source)} fps and at "
+            f"most {max(MULTIPLIERS)}× it ({format_fps(source * max(MULTIPLIERS))})"
+        )

@@ -1,0 +1,433 @@
+"""Safe ffprobe of an uploaded file, mapped to `MediaProbe` or a `ProbeError` with a stable code.
+
+The threat model is a hostile upload. ffprobe therefore only ever sees a LOCAL file whose name our code
+chose (`file:` + an absolute path, so no key can become an option or a protocol), runs as an argument
+list (never a shell) with `-protocol_whitelist file` and a demuxer whitelist (an HLS playlist or an
+ffconcat script cannot open other files or URLs), bounded `probesize`/`analyzeduration`, a wall-clock
+timeout, and rlimits on CPU time, memory and file writes. Limits (pixels, frames × multiplier, streams,
+frame rate) are checked on the cheap header probe before the packets are counted.
+
+`map_probe` (pure) turns ffprobe's JSON into the checked `MediaProbe`; `probe_file` runs ffprobe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import re
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.events import MediaProbe
+
+FFPROBE = "ffprobe"
+
+
+class ProbeError(InfiniteFlowError):
+    """The upload is not a video we can process; `code` says why (permanent: the job fails)."""
+
+    code = "E_PROBE_UNREADABLE"
+
+
+@dataclass(frozen=True)
+class ProbeLimits:
+    """What ingest accepts and how hard ffprobe may work (see `IngestSettings`)."""
+
+    allowed_formats: tuple[str, ...]
+    max_width: int = 8192
+    max_height: int = 8192
+    max_output_frames: int = 2_000_000
+    max_streams: int = 32
+    min_fps: float = 1.0
+    max_fps: float = 480.0
+    timeout_s: float = 60.0
+    probesize: int = 50_000_000
+    analyzeduration_us: int = 20_000_000
+    cpu_seconds: int = 120
+    memory_bytes: int = 2 * 1024**3
+    vfr_packets: int = 600
+
+
+# --- pure mapping ------------------------------------------------------------------------------------
+
+
+def parse_rate(text: object) -> Fraction | None:
+    """ffprobe's 'num/den' (or a plain number) → Fraction; None for '0/0', garbage or non-positive."""
+    if not isinstance(text, str):
+        return None
+    num, _, den = text.partition("/")
+    try:
+        value = Fraction(int(num), int(den or "1"))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def bit_depth_of(pix_fmt: str, bits_per_raw_sample: object = None) -> int:
+    """Bits per component of a pixel format (yuv420p10le → 10, p010le → 10, rgb48le → 16, nv12 → 8)."""
+    if match := re.search(r"p(\d{1,2})(le|be)$", pix_fmt):
+        return int(match[1])
+    if match := re.match(r"^[pP]0?(\d\d)(le|be)?$", pix_fmt):
+        return int(match[1])
+    if re.match(r"^(rgb|bgr)48|^(rgba|bgra)64|^gray16|^ya16|^gbrap?16", pix_fmt):
+        return 16
+    if match := re.match(r"^gray(\d{1,2})(le|be)$", pix_fmt):
+        return int(match[1])
+    with contextlib.suppress(TypeError, ValueError):
+        raw = int(str(bits_per_raw_sample))
+        if 1 <= raw <= 32:
+            return raw
+    return 8
+
+
+def rotation_of(stream: dict[str, Any]) -> int:
+    """Display rotation in degrees (0, 90, 180, 270), counter-clockwise.
+
+    This is the display matrix's angle exactly as ffprobe reports it (and as ffmpeg's
+    `-display_rotation` sets it), normalised to 0–359; a legacy `rotate` tag (clockwise) without a
+    display matrix is converted to the same convention.
+    """
+    degrees: float | None = None
+    for side in stream.get("side_data_list") or []:
+        if isinstance(side, dict) and "rotation" in side:
+            with contextlib.suppress(TypeError, ValueError):
+                degrees = float(side["rotation"])
+    if degrees is None:
+        with contextlib.suppress(TypeError, ValueError):
+            degrees = -float((stream.get("tags") or {}).get("rotate", 0))
+    if degrees is None or not math.isfinite(degrees):
+        return 0
+    return round(degrees / 90.0) * 90 % 360
+
+
+def _tag(stream: dict[str, Any], name: str) -> str | None:
+    value = stream.get(name)
+    return str(value) if value not in (None, "", "unknown", "reserved", "unspecified") else None
+
+
+def _float(*values: object) -> float | None:
+    for value in values:
+        with contextlib.suppress(TypeError, ValueError):
+            number = float(str(value))
+            if math.isfinite(number):
+                return number
+    return None
+
+
+def _int(value: object) -> int | None:
+    with contextlib.suppress(TypeError, ValueError):
+        return int(str(value))
+    return None
+
+
+def primary_video_stream(doc: dict[str, Any], limits: ProbeLimits) -> dict[str, Any]:
+    """The first real video stream (cover art excluded), after the container-level checks."""
+    streams = [s for s in doc.get("streams") or [] if isinstance(s, dict)]
+    fmt = doc.get("format") or {}
+    format_name = str(fmt.get("format_name") or "")
+    if not set(format_name.split(",")) & set(limits.allowed_formats):
+        raise ProbeError(
+            f"container format {format_name[:60]!r} is not accepted; upload one of: "
+            + ", ".join(limits.allowed_formats),
+            code="E_PROBE_FORMAT_NOT_ALLOWED",
+        )
+    if len(streams) > limits.max_streams:
+        raise ProbeError(
+            f"the file has {len(streams)} streams; at most {limits.max_streams} are accepted",
+            code="E_PROBE_TOO_MANY_STREAMS",
+        )
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    if not videos:
+        cover = any((s.get("disposition") or {}).get("attached_pic") for s in streams)
+        kinds = sorted(
+            {
+                str(s.get("codec_type"))
+                for s in streams
+                if not (s.get("disposition") or {}).get("attached_pic")
+            }
+        ) or ["nothing else"]
+        raise ProbeError(
+            "the file has no video stream to interpolate (found: "
+            + ", ".join(kinds)
+            + (", cover art only" if cover else "")
+            + "); upload a video",
+            code="E_PROBE_NO_VIDEO",
+        )
+    video = videos[0]
+    width, height = _int(video.get("width")) or 0, _int(video.get("height")) or 0
+    if width <= 0 or height <= 0:
+        raise ProbeError(
+            "the video stream has no frame size; the file may be damaged", code="E_PROBE_UNREADABLE"
+        )
+    if width > limits.max_width or height > limits.max_height:
+        raise ProbeError(
+            f"the video is {width}×{height}; at most {limits.max_width}×{limits.max_height} is accepted",
+            code="E_PROBE_TOO_LARGE",
+        )
+    nominal_fps(video, limits)
+    return video
+
+
+def nominal_fps(video: dict[str, Any], limits: ProbeLimits) -> tuple[Fraction, Fraction | None]:
+    """(nominal rate, average rate or None); the nominal one falls back to the average when unusable."""
+    r_rate, avg_rate = parse_rate(video.get("r_frame_rate")), parse_rate(video.get("avg_frame_rate"))
+
+    def plausible(rate: Fraction | None) -> bool:
+        return rate is not None and limits.min_fps <= rate <= limits.max_fps
+
+    rate = r_rate if plausible(r_rate) else avg_rate if plausible(avg_rate) else None
+    if rate is None:
+        raise ProbeError(
+            f"the frame rate {video.get('r_frame_rate')!r} (average {video.get('avg_frame_rate')!r}) is "
+            f"missing or outside {limits.min_fps:g}–{limits.max_fps:g} fps; re-encode at a constant rate",
+            code="E_PROBE_BAD_FRAME_RATE",
+        )
+    return rate, avg_rate if plausible(avg_rate) else None
+
+
+def detect_vfr(pts: Sequence[int], tolerance: float = 0.01) -> bool | None:
+    """Whether presentation timestamps (in stream time-base ticks) are unevenly spaced.
+
+    Sorted first (B-frames arrive out of order); a one-tick jitter is rounding, not VFR. None when there
+    are too few timestamps to tell.
+    """
+    ordered = sorted(set(pts))
+    if len(ordered) < 3:
+        return None
+    deltas = [b - a for a, b in itertools.pairwise(ordered)]
+    median = sorted(deltas)[len(deltas) // 2]
+    return max(deltas) - min(deltas) > 1 + tolerance * median
+
+
+def estimated_frames(video: dict[str, Any], fmt: dict[str, Any], rate: Fraction) -> int | None:
+    """The header's frame count, or duration × rate; None when the header says neither."""
+    frames = _int(video.get("nb_frames"))
+    if frames is not None and frames > 0:
+        return frames
+    duration = _float(video.get("duration"), fmt.get("duration"))
+    return math.ceil(duration * rate) if duration is not None and duration > 0 else None
+
+
+def check_frame_budget(frames: int, factor: Fraction, limits: ProbeLimits) -> None:
+    """Refuse jobs whose output (frames × multiplier) would exceed the budget: frame-count bombs."""
+    out = math.ceil(frames * factor)
+    if out > limits.max_output_frames:
+        raise ProbeError(
+            f"{frames} frames × {float(factor):g} = {out} output frames is over the limit of "
+            f"{limits.max_output_frames}; upload a shorter clip or use a lower multiplier",
+            code="E_PROBE_TOO_MANY_FRAMES",
+        )
+
+
+def map_probe(
+    doc: dict[str, Any], limits: ProbeLimits, *, frame_count: int | None, pts: Sequence[int] = ()
+) -> MediaProbe:
+    """ffprobe's `-show_streams -show_format` JSON (+ counted packets, sampled pts) → checked MediaProbe."""
+    video = primary_video_stream(doc, limits)
+    fmt = doc.get("format") or {}
+    streams = [s for s in doc.get("streams") or [] if isinstance(s, dict)]
+    rate, avg_rate = nominal_fps(video, limits)
+    frames = frame_count if frame_count is not None else estimated_frames(video, fmt, rate) or 0
+    if frames < 2:
+        raise ProbeError(
+            f"the video has {frames} frame(s); interpolation needs at least 2", code="E_PROBE_SINGLE_FRAME"
+        )
+    vfr = detect_vfr(pts)
+    if vfr is None:  # too few timestamps: the rates' disagreement is the only hint left
+        vfr = avg_rate is not None and abs(float(avg_rate - rate)) > 0.01 * float(rate)
+    duration = _float(video.get("duration"), fmt.get("duration"))
+    if duration is None or duration <= 0:
+        duration = float(frames / (avg_rate or rate))
+    average = avg_rate or Fraction(0)
+    audio = sum(1 for s in streams if s.get("codec_type") == "audio")
+    return MediaProbe(
+        format_name=str(fmt.get("format_name")),
+        video_codec=str(video.get("codec_name") or "unknown"),
+        width=int(video["width"]),
+        height=int(video["height"]),
+        pix_fmt=str(video.get("pix_fmt") or "unknown"),
+        bit_depth=bit_depth_of(str(video.get("pix_fmt") or ""), video.get("bits_per_raw_sample")),
+        fps_num=rate.numerator,
+        fps_den=rate.denominator,
+        avg_fps_num=average.numerator if average else 0,
+        avg_fps_den=average.denominator if average else 0,
+        frame_count=frames,
+        duration_s=round(duration, 6),
+        start_time_s=_float(video.get("start_time"), fmt.get("start_time")) or 0.0,
+        is_vfr=vfr,
+        rotation=rotation_of(video),
+        color_range=_tag(video, "color_range"),
+        color_space=_tag(video, "color_space"),
+        color_transfer=_tag(video, "color_transfer"),
+        color_primaries=_tag(video, "color_primaries"),
+        has_audio=audio > 0,
+        audio_streams=audio,
+        subtitle_streams=sum(1 for s in streams if s.get("codec_type") == "subtitle"),
+    )
+
+
+def classify_failure(stderr: str) -> ProbeError:
+    """A failed ffprobe run → the most specific error its log supports."""
+    refused = re.search(r"\[([A-Za-z0-9_,]{1,40}) @ [^\]]*\] Format not on whitelist", stderr)
+    if refused:
+        return ProbeError(
+            f"the file is a {refused[1]!r} file, which is not accepted; upload a video container "
+            "(MP4/MOV, Matroska/WebM, AVI, MPEG-TS, FLV or Ogg)",
+            code="E_PROBE_FORMAT_NOT_ALLOWED",
+        )
+    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no details")
+    # Our own scratch path is in ffprobe's log; the user only needs the reason after it.
+    reason = last.rsplit(": ", 1)[-1][:200]
+    return ProbeError(
+        f"the file is not a readable video ({reason}); check that the upload is complete and a video",
+        code="E_PROBE_UNREADABLE",
+    )
+
+
+# --- running ffprobe ---------------------------------------------------------------------------------
+
+
+def _limit_resources(limits: ProbeLimits) -> None:
+    # Runs in the child between fork and exec: only async-signal-safe work (setrlimit is).
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+async def run_ffprobe(path: Path, extra: Sequence[str], limits: ProbeLimits) -> dict[str, Any]:
+    """Run ffprobe on `path` with the safety options and `extra`; its JSON, or a `ProbeError`."""
+    args = [
+        FFPROBE,
+        "-hide_banner",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        ",".join(limits.allowed_formats),
+        "-probesize",
+        str(limits.probesize),
+        "-analyzeduration",
+        str(limits.analyzeduration_us),
+        "-of",
+        "json",
+        *extra,
+        f"file:{path}",  # absolute (checked by probe_file): never an option, never a protocol
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: _limit_resources(limits),
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=limits.timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise ProbeError(
+            f"probing took longer than {limits.timeout_s:g} s; the file may be damaged or built to "
+            "stall readers",
+            code="E_PROBE_TIMEOUT",
+        ) from None
+    text = stderr.decode("utf-8", "replace")
+    if process.returncode != 0:
+        if process.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the rlimits
+            raise ProbeError(
+                "probing exceeded its CPU or memory limit; the file may be built to exhaust readers",
+                code="E_PROBE_TIMEOUT",
+            )
+        raise classify_failure(text)
+    try:
+        doc = json.loads(stdout or b"{}")
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"ffprobe gave unparseable output ({exc})", code="E_PROBE_UNREADABLE") from exc
+    if not isinstance(doc, dict):
+        raise ProbeError("ffprobe gave unexpected output", code="E_PROBE_UNREADABLE")
+    return doc
+
+
+async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction | None = None) -> MediaProbe:
+    """Probe a local file safely; `frame_factor` (the multiplier) bounds frames × factor when known.
+
+    Three ffprobe runs: the header (cheap: all structural limits are checked here, including an estimate
+    of the frame budget), the counted packets of the video stream, and the first packets' timestamps for
+    VFR detection.
+    """
+    if not path.is_absolute():
+        raise ValueError(f"probe_file needs an absolute path, got {path}")
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if size == 0:
+        raise ProbeError("the file is empty (0 bytes); upload the video again", code="E_PROBE_EMPTY")
+    doc = await run_ffprobe(path, ["-show_streams", "-show_format"], limits)
+    if not doc.get("format"):
+        raise ProbeError("ffprobe found no container in the file", code="E_PROBE_UNREADABLE")
+    video = primary_video_stream(doc, limits)
+    rate, _ = nominal_fps(video, limits)
+    estimate = estimated_frames(video, doc.get("format") or {}, rate)
+    if frame_factor is not None and estimate is not None:
+        check_frame_budget(estimate, frame_factor, limits)
+    index = str(int(video.get("index", 0)))
+    counted = await run_ffprobe(
+        path, ["-select_streams", index, "-count_packets", "-show_entries", "stream=nb_read_packets"], limits
+    )
+    frame_count = next(
+        (
+            _int(s.get("nb_read_packets"))
+            for s in counted.get("streams") or []
+            if _int(s.get("nb_read_packets")) is not None
+        ),
+        None,
+    )
+    packets = await run_ffprobe(
+        path,
+        [
+            "-select_streams",
+            index,
+            "-show_entries",
+            "packet=pts",
+            "-read_intervals",
+            f"%+#{limits.vfr_packets}",
+        ],
+        limits,
+    )
+    pts = [p for p in (_int(x.get("pts")) for x in packets.get("packets") or []) if p is not None]
+    probe = map_probe(doc, limits, frame_count=frame_count, pts=pts)
+    if frame_factor is not None:
+        check_frame_budget(probe.frame_count, frame_factor, limits)
+    return probe
+
+
+def limits_from(settings: Any) -> ProbeLimits:
+    """`ProbeLimits` from `IngestSettings` (duck-typed to keep this module free of service config)."""
+    return ProbeLimits(
+        allowed_formats=tuple(settings.allowed_formats),
+        max_width=settings.max_width,
+        max_height=settings.max_height,
+        max_output_frames=settings.max_output_frames,
+        max_streams=settings.max_streams,
+        min_fps=settings.min_fps,
+        max_fps=settings.max_fps,
+        timeout_s=settings.probe_timeout_s,
+        probesize=settings.probe_probesize,
+        analyzeduration_us=settings.probe_analyzeduration_us,
+        cpu_seconds=settings.probe_cpu_seconds,
+        memory_bytes=settings.probe_memory_bytes,
+        vfr_packets=settings.probe_vfr_packets,
+    )

@@ -1,0 +1,316 @@
+"""`JobStarter`: one source object (a bucket event, an API upload, a sweeper find) → a started job.
+
+Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); lock it; unless it
+was already handled, download the object to a scratch file (size limit first), probe it safely, and
+either publish `VideoUploaded` and record the probe, or fail the job and publish `JobFailed`. The event
+is published *before* the transaction that records it commits, so a crash in between republishes (the
+splitter dedupes) rather than losing the job. The row lock serialises the API and the MinIO event of
+the same upload, and two ingest replicas: the second one waits, then sees the job handled.
+
+Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
+job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from minio import Minio
+from minio.error import S3Error
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
+from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
+from infiniteflow_common.jobs import create_job, fail
+from infiniteflow_common.minio_events import ObjectCreated
+from infiniteflow_common.observability import get_logger
+from infiniteflow_common.topics import Topic
+from services.ingest import metrics
+from services.ingest.config import IngestSettings
+from services.ingest.params import InvalidParams, ParamDefaults, check_against_probe, input_fps, parse_params
+from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_file
+
+log = get_logger()
+
+Publish = Callable[[str, Event], Awaitable[None]]
+STARTED_PROGRESS = 2
+"""Progress of a job whose VideoUploaded is out: ingest's share of the bar."""
+_CHUNK = 1024 * 1024
+
+
+class SourceGoneError(InfiniteFlowError):
+    """The object named by the event is gone or was replaced before we could read it (permanent)."""
+
+    code = "E_SOURCE_MISSING"
+
+
+class UploadTooLargeError(InfiniteFlowError):
+    """The object is over the configured size limit (permanent)."""
+
+    code = "E_UPLOAD_TOO_LARGE"
+
+
+PERMANENT = (InvalidParams, ProbeError, SourceGoneError, UploadTooLargeError)
+"""Failures that no retry can fix: the job fails and the user is told."""
+
+
+def param_defaults(settings: IngestSettings) -> ParamDefaults:
+    """The option defaults and allowed values from the settings."""
+    return ParamDefaults(
+        multiplier=settings.default_multiplier,
+        engine=settings.default_engine,
+        quality=settings.default_quality,
+        engines=tuple(settings.allowed_engines),
+        qualities=tuple(settings.allowed_qualities),
+        max_fps=settings.max_fps,
+    )
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What one start attempt did: the job, its status afterwards, and whether it was new."""
+
+    job_id: uuid.UUID
+    status: str
+    created: bool
+    handled_now: bool
+    error_code: str | None = None
+
+
+class JobStarter:
+    """Starts jobs; also the `start_job` callable of `SourceEventHandler` (source "bucket")."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Minio,
+        publish: Publish,
+        settings: IngestSettings,
+        uploaded_topic: str = Topic.VIDEO_UPLOADED.value,
+        failed_topic: str = Topic.JOB_FAILED.value,
+    ) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        self.publish = publish
+        self.settings = settings
+        self.uploaded_topic = uploaded_topic
+        self.failed_topic = failed_topic
+        self.defaults = param_defaults(settings)
+        self.limits: ProbeLimits = limits_from(settings)
+
+    async def __call__(self, record: ObjectCreated) -> None:
+        """Start the job of a bucket notification."""
+        await self.start(record, source="bucket")
+
+    async def start(self, record: ObjectCreated, *, source: UploadSource) -> StartResult:
+        """Create (or find) the job of `record` and take it through ingest unless already done."""
+        job, created = await self.create(record, source=source)
+        return await self.process(job.id, record, source=source, created=created)
+
+    async def create(self, record: ObjectCreated, *, source: UploadSource) -> tuple[Job, bool]:
+        """The job row of `record` (created when new), by its natural key (bucket, key, etag)."""
+        try:
+            params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
+        except InvalidParams:
+            params = {"requested": dict(record.user_metadata)}
+        async with transaction(self.sessions) as session:
+            job, created = await create_job(
+                session,
+                source=source,
+                source_bucket=record.bucket,
+                source_key=record.key,
+                source_etag=record.etag,
+                source_version=record.version_id,
+                size_bytes=record.size,
+                params=params,
+            )
+        if created:
+            metrics.JOBS_CREATED.labels(source).inc()
+            log.info("job created", job_id=str(job.id), source=source, bucket=record.bucket, key=record.key)
+        return job, created
+
+    async def process(
+        self, job_id: uuid.UUID, record: ObjectCreated, *, source: UploadSource, created: bool = False
+    ) -> StartResult:
+        """Probe and announce the job unless another attempt already did (serialised by a row lock)."""
+        bound = log.bind(job_id=str(job_id), source=source)
+        async with transaction(self.sessions) as session:
+            job = (
+                await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
+            ).scalar_one()
+            if job.status != JobStatus.PENDING.value or job.probe is not None:
+                metrics.REPLAYS.labels(source).inc()
+                bound.info("job already handled", status=job.status)
+                return StartResult(job.id, job.status, created, handled_now=False)
+            params: JobParams | None = None
+            try:
+                params = parse_params(record.user_metadata, self.defaults)
+                probe = await self._fetch_and_probe(job_id, record, params)
+                check_against_probe(params, probe)
+            except PERMANENT as exc:
+                await self._reject(session, job, record, params, exc)
+                bound.warning("job rejected at ingest", code=exc.code, reason=exc.message)
+                return StartResult(job.id, JobStatus.FAILED.value, created, True, exc.code)
+            await self.publish(
+                self.uploaded_topic,
+                VideoUploaded(
+                    job_id=job.id,
+                    source=source,
+                    bucket=record.bucket,
+                    key=record.key,
+                    etag=record.etag,
+                    version_id=record.version_id,
+                    size_bytes=record.size,
+                    params=params,
+                    probe=probe,
+                    uploaded_at=record.event_time or datetime.now(UTC),
+                ),
+            )
+            await session.execute(
+                update(Job)
+                .where(col(Job.id) == job_id)
+                .values(
+                    params=params.to_avro(),
+                    probe=probe.to_avro(),
+                    progress=func.greatest(Job.progress, STARTED_PROGRESS),
+                    updated_at=utcnow(),
+                )
+            )
+        metrics.JOBS_STARTED.labels(source).inc()
+        bound.info(
+            "job started",
+            width=probe.width,
+            height=probe.height,
+            frames=probe.frame_count,
+            fps=f"{probe.fps_num}/{probe.fps_den}",
+            vfr=probe.is_vfr,
+        )
+        return StartResult(job_id, JobStatus.PENDING.value, created, True)
+
+    async def _reject(
+        self,
+        session: AsyncSession,
+        job: Job,
+        record: ObjectCreated,
+        params: JobParams | None,
+        exc: InfiniteFlowError,
+    ) -> None:
+        # Publish first: a crash before the commit replays the rejection (and its webhook) rather
+        # than leaving a failed job nobody was told about.
+        await self.publish(
+            self.failed_topic,
+            JobFailed(
+                job_id=job.id,
+                bucket=record.bucket,
+                key=record.key,
+                params=params,
+                stage="ingest",
+                chunk_index=None,
+                error_code=exc.code,
+                error_message=exc.message,
+                failed_at=datetime.now(UTC),
+            ),
+        )
+        await fail(session, job.id, exc.code, exc.message)
+        metrics.JOBS_REJECTED.labels(exc.code).inc()
+
+    async def _fetch_and_probe(
+        self, job_id: uuid.UUID, record: ObjectCreated, params: JobParams
+    ) -> MediaProbe:
+        limit = self.settings.max_upload_bytes
+        if record.size > limit:
+            raise UploadTooLargeError(_too_large(record.size, limit))
+        self.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.settings.scratch_dir, prefix=f"{job_id}-") as scratch:
+            # Our own file name: the user's key never reaches the file system or ffprobe's arguments.
+            path = Path(scratch) / "source"
+            await asyncio.to_thread(self._download, record, path, limit)
+            started = time.perf_counter()
+            try:
+                # A target rate's factor is only known after the probe; it is checked below.
+                factor = Fraction(params.multiplier) if params.multiplier is not None else None
+                probe = await probe_file(path, self.limits, frame_factor=factor)
+            finally:
+                metrics.PROBE_SECONDS.observe(time.perf_counter() - started)
+        if params.target_fps is not None:
+            check_frame_budget(probe.frame_count, Fraction(params.target_fps) / input_fps(probe), self.limits)
+        return probe
+
+    def _download(self, record: ObjectCreated, path: Path, limit: int) -> None:
+        """Stream the exact object version of the event (If-Match on its ETag) into `path`."""
+        try:
+            response = self.storage.get_object(
+                record.bucket,
+                record.key,
+                version_id=record.version_id,
+                request_headers={"If-Match": f'"{record.etag}"'} if record.etag else None,
+            )
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchVersion", "NoSuchBucket"):
+                raise SourceGoneError(
+                    f"the object {record.key!r} no longer exists in {record.bucket!r}; upload it again"
+                ) from exc
+            if exc.code == "PreconditionFailed":
+                raise SourceGoneError(
+                    f"the object {record.key!r} was replaced before it was read; the new upload is a "
+                    "job of its own",
+                    code="E_SOURCE_CHANGED",
+                ) from exc
+            raise
+        written = 0
+        try:
+            with path.open("wb") as out:
+                for chunk in response.stream(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise UploadTooLargeError(_too_large(written, limit))
+                    out.write(chunk)
+        finally:
+            metrics.DOWNLOAD_BYTES.inc(written)
+            with contextlib.suppress(Exception):
+                response.close()
+                response.release_conn()
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the upload is {size} bytes; the limit is {limit} bytes ({limit / 1024**3:.2f} GiB)"
+
+
+def object_record(
+    *,
+    bucket: str,
+    key: str,
+    etag: str,
+    size: int,
+    metadata: Mapping[str, str],
+    version_id: str | None = None,
+    created_at: datetime | None = None,
+    event_name: str = "s3:ObjectCreated:Put",
+) -> ObjectCreated:
+    """An `ObjectCreated` for an object we learnt about without an event (API, sweeper)."""
+    return ObjectCreated(
+        event_name=event_name,
+        event_time=created_at,
+        bucket=bucket,
+        key=key,
+        size=size,
+        etag=etag.strip('"'),
+        version_id=version_id,
+        content_type=None,
+        user_metadata=dict(metadata),
+        sequencer=None,
+    )

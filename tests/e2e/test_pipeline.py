@@ -1,0 +1,196 @@
+"""A user drops a video (or uploads it) and gets a higher-frame-rate copy and a signed webhook.
+
+These run the five services as processes against the real Kafka, MinIO, PostgreSQL and FFmpeg.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from standardwebhooks import Webhook
+
+from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import make_client
+from tests.e2e.conftest import wait_for_job
+from tests.e2e.pipeline import ServiceProcess, WebhookReceiver
+from tests.fixtures.media import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
+
+pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg, pytest.mark.slow]
+
+
+def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
+    make_client(settings).fput_object(settings.incoming_bucket, key, str(path), metadata=metadata)
+
+
+def _download(settings: CommonSettings, job: dict, dest: Path) -> Path:  # type: ignore[type-arg]
+    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(dest))
+    return dest
+
+
+def _rate(stream: dict) -> Fraction:  # type: ignore[type-arg]
+    return Fraction(stream["r_frame_rate"])
+
+
+async def test_a_bucket_drop_doubles_the_frame_rate_keeps_audio_and_never_blends_a_cut(
+    pipeline: list[ServiceProcess], webhooks: WebhookReceiver, settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    clip = panning_clip(workdir / "in.mp4", seconds=2, cut_at=31)
+    key = f"e2e/{unique}/my clip+ü %.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", (job["error_code"], job["error_message"])
+    assert job["progress"] == 100
+    out = _download(settings, job, workdir / "out.mp4")
+    source, result = video_stream(probe(clip.path)), video_stream(probe(out))
+    assert _rate(result) == 2 * _rate(source)
+    assert int(result["nb_read_frames"]) == 2 * clip.frames
+    assert (result["width"], result["height"], result["pix_fmt"]) == (source["width"], source["height"], source["pix_fmt"])
+    assert decoded_audio_md5(out) == decoded_audio_md5(clip.path), "audio must be copied bit-exact"
+
+    frames = frames_rgb(out)
+    cut = clip.scene_starts[0]
+    last_of_scene, slot_after = frames[2 * (cut - 1)], frames[2 * (cut - 1) + 1]
+    assert psnr(slot_after, last_of_scene) > 40, "the slot after a scene's last frame repeats it"
+    assert psnr(slot_after, frames[2 * cut]) < 25, "and shows nothing of the next scene"
+    inside = [psnr(frames[2 * i + 1], frames[2 * i]) for i in range(3, cut - 2)]
+    assert max(inside) < 40, "inside a scene the in-between frames are new, not repeats"
+
+    [delivery] = webhooks.for_job(str(job["id"]))
+    secret = settings.webhook_secret.get_secret_value()
+    payload = Webhook(secret).verify(delivery["body"], delivery["headers"])
+    assert payload["type"] == "job.completed"
+    assert payload["data"]["source"]["key"] == key
+
+
+async def test_seams_between_chunks_have_no_missing_duplicated_or_jumping_frame(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    clip = panning_clip(workdir / "pan.mp4", seconds=1.5, shift_px=2, audio=False)
+    key = f"e2e/{unique}/pan.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    source = frames_rgb(clip.path)
+    result = frames_rgb(_download(settings, job, workdir / "out.mp4"))
+    assert len(result) == 2 * len(source)
+    for i in range(len(source)):
+        assert psnr(result[2 * i], source[i]) > 35, f"output frame {2 * i} is source frame {i}"
+    # every in-between frame sits between its neighbours: closer to their average than either is
+    for i in range(len(source) - 1):
+        middle = result[2 * i + 1]
+        average = ((source[i].astype(np.float32) + source[i + 1]) / 2).astype(np.uint8)
+        assert psnr(middle, average) > min(psnr(middle, source[i]), psnr(middle, source[i + 1])), f"slot {2 * i + 1}"
+
+
+async def test_an_upload_through_the_api_quadruples_the_frame_rate(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path
+) -> None:
+    clip = panning_clip(workdir / "up.mp4", width=160, height=96, seconds=1)
+    async with httpx.AsyncClient(base_url=settings.api_url, timeout=60) as client:
+        with clip.path.open("rb") as file:
+            response = await client.post(
+                "/api/upload", files={"file": ("holiday.mp4", file, "video/mp4")}, data={"multiplier": "4", "engine": "flow"}
+            )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        early = await client.get(f"/api/download/{job_id}")
+        job = await wait_for_job(settings, job_id=job_id)
+        status = (await client.get(f"/api/status/{job_id}")).json()
+        download = await client.get(f"/api/download/{job_id}")
+    assert early.status_code in (307, 409)
+    assert job["status"] == "completed", job["error_message"]
+    assert status["status"] == "completed"
+    assert status["progress"] == 100
+    assert download.status_code == 307
+    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    assert _rate(result) == 4 * clip.rate
+    assert int(result["nb_read_frames"]) == 4 * clip.frames
+
+
+async def test_a_target_fps_that_is_no_multiple_is_exact(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    clip = panning_clip(workdir / "film.mp4", width=160, height=96, rate=Fraction(24000, 1001), seconds=1)
+    key = f"e2e/{unique}/film.mp4"
+    _drop(settings, clip.path, key, **{"target-fps": "60", "engine": "flow"})
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    assert _rate(result) == 60
+    duration_in = Fraction(clip.frames) / clip.rate
+    assert abs(int(result["nb_read_frames"]) / Fraction(60) - duration_in) < Fraction(1, 60)
+
+
+@pytest.mark.parametrize(("pix_fmt", "size"), [("yuv420p10le", (160, 96)), ("yuv444p", (161, 97))])
+async def test_bit_depth_and_odd_sizes_are_kept(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str, pix_fmt: str, size: tuple[int, int]
+) -> None:
+    clip = panning_clip(workdir / "deep.mp4", width=size[0], height=size[1], seconds=0.5, pix_fmt=pix_fmt, audio=False)
+    key = f"e2e/{unique}/deep.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    assert (result["width"], result["height"], result["pix_fmt"]) == (size[0], size[1], pix_fmt)
+
+
+async def test_two_workers_share_the_chunks_of_one_job(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    import asyncpg
+
+    clip = panning_clip(workdir / "long.mp4", width=160, height=96, seconds=4, audio=False)
+    key = f"e2e/{unique}/long.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
+    try:
+        workers = await connection.fetch("select distinct worker from chunks where job_id = $1", job["id"])
+    finally:
+        await connection.close()
+    assert job["chunks_total"] >= 8
+    assert len(workers) == 2, "both gpu_interp instances took chunks of the job"
+
+
+async def test_a_duplicate_minio_event_gives_one_job(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    import asyncpg
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from infiniteflow_common.minio_events import ObjectCreated, parse_notification
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"dup-{unique}"})
+    topic = "minio.events"
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1]) for p in partitions])
+    clip = panning_clip(workdir / "dup.mp4", width=160, height=96, seconds=0.5, audio=False)
+    key = f"e2e/{unique}/dup.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    original = None
+    while original is None:
+        message = consumer.poll(1.0)
+        if message is not None and not message.error():
+            records = parse_notification(message.value())
+            if any(isinstance(r, ObjectCreated) and r.key == key for r in records):
+                original = message
+    consumer.close()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(topic, original.value(), key=original.key())  # MinIO repeating itself
+    producer.flush(10)
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed"
+    connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
+    try:
+        count = await connection.fetchval("select count(*) from jobs where source_key = $1", key)
+    finally:
+        await connection.close()
+    assert count == 1
+    listed = list(make_client(settings).list_objects(settings.output_bucket, prefix=f"{job['id']}/", recursive=True))
+    assert len(listed) == 1, "one output"

@@ -1,0 +1,141 @@
+"""Helpers for the ingest tests on the real stack: a started runtime, topic reads, MinIO events."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import select
+from sqlmodel import col
+
+from infiniteflow_common.db import Job
+from infiniteflow_common.minio_events import ObjectCreated, parse_notification
+from infiniteflow_common.runtime import Runtime
+from infiniteflow_common.settings import CommonSettings
+from services.ingest.config import IngestSettings
+from services.ingest.start import JobStarter, object_record
+from services.ingest.sweeper import user_metadata
+
+
+@asynccontextmanager
+async def started_runtime(settings: IngestSettings) -> AsyncIterator[Runtime]:
+    """A Runtime whose broker is started (for publishing), closed afterwards."""
+    runtime = Runtime(settings, f"ingest-test-{uuid.uuid4().hex[:6]}")
+    await runtime.broker.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.broker.stop()
+        await runtime.engine.dispose()
+
+
+def starter_for(runtime: Runtime, settings: IngestSettings, uploaded: str, failed: str) -> JobStarter:
+    """A JobStarter publishing to the given (private) topics."""
+    return JobStarter(
+        sessions=runtime.sessions,
+        storage=runtime.storage,
+        publish=runtime.publish,
+        settings=settings,
+        uploaded_topic=uploaded,
+        failed_topic=failed,
+    )
+
+
+def records_keyed(settings: CommonSettings, topic: str, key: str) -> list[Any]:
+    """Every record of `topic` (up to its current end) whose key is `key`; no waiting needed after acks."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        positions = {p: 0 for p in partitions}
+        found = []
+        deadline = time.monotonic() + 30
+        while any(positions[p] < ends[p] for p in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            positions[message.partition()] = message.offset() + 1
+            if message.key() == key.encode():
+                found.append(message)
+        return found
+    finally:
+        consumer.close()
+
+
+def upload(
+    runtime: Runtime, settings: IngestSettings, key: str, source: Path | bytes, metadata: dict[str, str]
+) -> ObjectCreated:
+    """Put an object in the incoming bucket; the ObjectCreated the bucket event would carry."""
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    runtime.storage.put_object(
+        settings.incoming_bucket, key, io.BytesIO(data), len(data), metadata=metadata  # type: ignore[arg-type]
+    )
+    stat = runtime.storage.stat_object(settings.incoming_bucket, key)
+    return object_record(
+        bucket=settings.incoming_bucket,
+        key=key,
+        etag=str(stat.etag),
+        size=len(data),
+        metadata=user_metadata(stat.metadata or {}),
+        version_id=stat.version_id,
+    )
+
+
+async def jobs_for(runtime: Runtime, bucket: str, key: str) -> list[Job]:
+    """Every job row of an object key."""
+    async with runtime.sessions() as session:
+        rows = await session.execute(
+            select(Job).where(col(Job.source_bucket) == bucket, col(Job.source_key) == key)
+        )
+        return list(rows.scalars().all())
+
+
+class MinioEventTail:
+    """Reads `minio.events` from its current end, to catch the event of one upload."""
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"tail-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        topic = "minio.events"
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign(
+            [
+                TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+                for p in partitions
+            ]
+        )
+
+    def wait_for(self, key: str, timeout_s: float = 20.0) -> tuple[bytes, ObjectCreated]:
+        """The raw notification and parsed record of the event for `key`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = self.consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            for record in parse_notification(message.value()):
+                if isinstance(record, ObjectCreated) and record.key == key:
+                    return bytes(message.value()), record
+        raise AssertionError(f"no MinIO event for {key!r} within {timeout_s}s")
+
+    def close(self) -> None:
+        """Leave without committing."""
+        self.consumer.close()

@@ -1,0 +1,244 @@
+"""The HTTP API against the real stack: upload → 202 → status; every error path has its code."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlmodel import col
+
+from infiniteflow_common.db import Job
+from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.runtime import Runtime
+from services.ingest.api import ApiDeps, create_api, kafka_admin_check
+from services.ingest.config import IngestSettings
+from services.ingest.source_events import SourceEventHandler
+from tests.integration.ingest_support import MinioEventTail, jobs_for, records_keyed, starter_for, started_runtime
+from tests.integration.kafka_support import private_topic
+from tests.unit.ingest.media import video
+
+pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
+
+SETTINGS = IngestSettings(metrics_port=None)
+
+
+@pytest.fixture(scope="module")
+def topics() -> Iterator[tuple[str, str]]:
+    unique = uuid.uuid4().hex[:8]
+    with (
+        private_topic(SETTINGS, f"test.api.uploaded.{unique}") as uploaded,
+        private_topic(SETTINGS, f"test.api.failed.{unique}") as failed,
+    ):
+        yield uploaded, failed
+
+
+@pytest.fixture(scope="module")
+async def runtime() -> AsyncIterator[Runtime]:
+    async with started_runtime(SETTINGS) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return video(tmp_path_factory.mktemp("api") / "clip.mp4", seconds=1)
+
+
+def _client(runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS, **deps: Any) -> httpx.AsyncClient:
+    api = create_api(
+        ApiDeps(
+            settings=settings,
+            sessions=runtime.sessions,
+            storage=runtime.storage,
+            starter=starter_for(runtime, settings, *topics),
+            kafka_check=deps.get("kafka_check") or kafka_admin_check(settings.kafka_bootstrap),
+        )
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")
+
+
+@pytest.fixture
+async def client(runtime: Runtime, topics: tuple[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(runtime, topics) as c:
+        yield c
+
+
+async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
+    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: Path
+) -> None:
+    response = await client.post(
+        "/api/upload",
+        files={"file": ("../../my holiday $(id).mp4", clip.read_bytes(), "video/mp4")},
+        data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook"},
+    )
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    job_id = body["job_id"]
+    assert body["status_url"] == f"/api/status/{job_id}"
+    assert body["download_url"] == f"/api/download/{job_id}"
+    assert body["key"].startswith("api/") and body["key"].endswith("/my_holiday_id_.mp4")
+    status = (await client.get(body["status_url"])).json()
+    assert status["status"] == "pending"
+    assert 0 <= status["progress"] <= 100
+    assert status["error"] is None
+    assert status["params"]["target_fps"] == "60000/1001"
+    assert status["params"]["webhook_url"] == "http://127.0.0.1:1/hook"
+    assert status["probe"]["width"] == 320 and status["probe"]["fps"] == "30"
+    assert status["output_fps"] == "60000/1001"
+    assert status["source"] == {"type": "api", "bucket": "incoming", "key": body["key"]}
+    assert status["chunks"] == {"done": 0, "total": None}
+    assert status["timings"]["created_at"] and status["timings"]["completed_at"] is None
+    assert len(records_keyed(SETTINGS, topics[0], job_id)) == 1
+
+
+async def test_the_minio_event_of_an_api_upload_finds_the_same_job(
+    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: Path
+) -> None:
+    tail = MinioEventTail(SETTINGS)
+    try:
+        response = await client.post("/api/upload", files={"file": ("c.mp4", clip.read_bytes())})
+        assert response.status_code == 202, response.text
+        key = response.json()["key"]
+        raw, record = tail.wait_for(key)
+    finally:
+        tail.close()
+    handler = SourceEventHandler(
+        incoming_bucket=SETTINGS.incoming_bucket, start_job=starter_for(runtime, SETTINGS, *topics)
+    )
+    await handler(Delivery("minio.events", 0, 0, None, raw, {}))
+
+    [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
+    assert str(job.id) == response.json()["job_id"]
+    assert job.source == "api" and job.source_etag == record.etag
+    assert len(records_keyed(SETTINGS, topics[0], str(job.id))) == 1
+
+
+async def test_download_is_409_until_completed_then_a_redirect(
+    client: httpx.AsyncClient, runtime: Runtime, clip: Path
+) -> None:
+    job_id = (await client.post("/api/upload", files={"file": ("c.mp4", clip.read_bytes())})).json()["job_id"]
+
+    pending = await client.get(f"/api/download/{job_id}")
+    assert pending.status_code == 409
+    assert pending.json()["error"]["code"] == "E_JOB_NOT_READY"
+
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(col(Job.id) == uuid.UUID(job_id))
+            .values(status="completed", progress=100, output_bucket="outputs", output_key=f"{job_id}/out.mp4")
+        )
+    done = await client.get(f"/api/download/{job_id}")
+    assert done.status_code == 307
+    assert f"/outputs/{job_id}/out.mp4?" in done.headers["location"]
+    assert "X-Amz-Signature=" in done.headers["location"]
+    assert (await client.get(f"/api/status/{job_id}")).json()["download_url"] == f"/api/download/{job_id}"
+
+
+async def test_a_refused_file_is_accepted_as_a_failed_job_with_a_clear_download_error(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/api/upload", files={"file": ("x.mp4", b"not a video at all")})
+    assert response.status_code == 202
+    assert response.json()["status"] == "failed"
+    job_id = response.json()["job_id"]
+    status = (await client.get(f"/api/status/{job_id}")).json()
+    assert status["error"]["code"] == "E_PROBE_UNREADABLE"
+    download = await client.get(f"/api/download/{job_id}")
+    assert download.status_code == 409
+    assert download.json()["error"]["code"] == "E_JOB_FAILED"
+    assert download.json()["error"]["job_error"]["code"] == "E_PROBE_UNREADABLE"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"multiplier": "3"}, "multiplier"), ({"engine": "dain"}, "engine"), ({"webhook_url": "ftp://x"}, "webhook-url")],
+)
+async def test_bad_options_are_422_before_anything_is_stored(
+    client: httpx.AsyncClient, clip: Path, data: dict[str, str], field: str
+) -> None:
+    response = await client.post("/api/upload", files={"file": ("c.mp4", b"x")}, data=data)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "E_PARAM_INVALID"
+    assert field in response.json()["error"]["message"]
+
+
+async def test_a_form_without_a_file_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/upload", data={"multiplier": "2"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "E_REQUEST_INVALID"
+
+
+async def test_an_upload_over_the_limit_is_413(runtime: Runtime, topics: tuple[str, str]) -> None:
+    small = IngestSettings(metrics_port=None, max_upload_bytes=100_000)
+    async with _client(runtime, topics, small) as client:
+        response = await client.post("/api/upload", files={"file": ("big.mp4", b"\0" * 300_000)})
+        ok_size = await client.post("/api/upload", files={"file": ("small.mp4", b"\0" * 1000)})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "E_UPLOAD_TOO_LARGE"
+    assert ok_size.status_code == 202
+
+
+async def test_an_upload_over_the_limit_without_content_length_is_cut_off_while_streaming(
+    runtime: Runtime, topics: tuple[str, str]
+) -> None:
+    small = IngestSettings(metrics_port=None, max_upload_bytes=100_000)
+    boundary = "b0undary"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.mp4"\r\n\r\n'.encode()
+        for _ in range(100):  # 6.4 MB, far past the limit
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    async with _client(runtime, topics, small) as client:
+        response = await client.post(
+            "/api/upload", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "E_UPLOAD_TOO_LARGE"
+
+
+async def test_unknown_jobs_are_404_and_malformed_ids_422(client: httpx.AsyncClient) -> None:
+    for path in (f"/api/status/{uuid.uuid4()}", f"/api/download/{uuid.uuid4()}"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "E_JOB_NOT_FOUND"
+    for path in ("/api/status/not-a-uuid", "/api/download/1%20OR%201=1"):
+        response = await client.get(path)
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "E_REQUEST_INVALID"
+    missing = await client.get("/api/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "E_NOT_FOUND"
+
+
+async def test_health_checks_every_component(runtime: Runtime, topics: tuple[str, str]) -> None:
+    async with _client(runtime, topics) as client:
+        healthy = await client.get("/health")
+    assert healthy.status_code == 200, healthy.text
+    assert {name: c["status"] for name, c in healthy.json()["components"].items()} == {
+        "kafka": "ok",
+        "minio": "ok",
+        "postgres": "ok",
+    }
+
+    async def kafka_down() -> None:
+        raise ConnectionError("broker unreachable")
+
+    async with _client(runtime, topics, kafka_check=kafka_down) as client:
+        degraded = await client.get("/health")
+    assert degraded.status_code == 503
+    assert degraded.json()["components"]["kafka"]["status"] == "down"
+    assert degraded.json()["components"]["postgres"]["status"] == "ok"
+
+
+async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert {"/api/upload", "/api/status/{job_id}", "/api/download/{job_id}", "/health"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/api/upload"]["post"]["requestBody"]["content"]
+    assert (await client.get("/docs")).status_code == 200
