@@ -18,7 +18,8 @@ setup:  ## install Debian packages, Kafka jars, the MinIO server and the Python 
 up: setup  ## start Kafka, MinIO, PostgreSQL, Prometheus on 127.0.0.1 and bootstrap them (idempotent)
 	@infra/stack.sh up
 
-down:  ## stop the stack (data stays in .run/)
+down:  ## stop the services and the stack (data stays in .run/)
+	@if [ -x $(BIN)/infiniteflow ]; then $(BIN)/infiniteflow services down; fi
 	@infra/stack.sh down
 
 status:

@@ -142,6 +142,8 @@ class Runtime:
                     self.exit_code = 1
                 task.cancel()
             stop_wait.cancel()
+            # let cancelled tasks finish their cleanup before the broker and the database close
+            await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
         if target is not None:
             target.unlink(missing_ok=True)
         log.info("service stopped", exit_code=self.exit_code)

@@ -133,6 +133,7 @@ def demo(multiplier: int = 2, engine: str = "rife") -> None:
     console.print(table)
     console.print(f"output URL (presigned): [link={url}]{url}[/link]")
     console.print(f"local copy: {output}")
+    console.print("the services keep running (logs in .run/logs/); stop everything with [bold]make down[/]")
     server.shutdown()
 
 

@@ -37,9 +37,9 @@ class EngineCache:
                 weights_sha256=self.settings.weights_sha256,
             )
         if name == "flow":
-            from services.gpu_interp.engines import flow
+            from services.gpu_interp.engines.flow import FlowEngine
 
-            return flow.FlowEngine()  # type: ignore[attr-defined,no-any-return]
+            return FlowEngine()
         from infiniteflow_common.errors import InvalidMessage
 
         raise InvalidMessage(

@@ -34,15 +34,33 @@ def build(settings: IngestSettings) -> Runtime:
             kafka_check=kafka_admin_check(settings.kafka_bootstrap),
         )
     )
+    # No lifespan: the API's resources belong to the Runtime, which opens and closes them.
     server = uvicorn.Server(
-        uvicorn.Config(api, host=settings.api_host, port=settings.api_port, log_config=None)
+        uvicorn.Config(
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
     )
-    # uvicorn captures SIGTERM/SIGINT while serving and re-raises them when it stops, so the Runtime's
-    # own handlers still see the signal; the server finishing also ends `Runtime.run`.
     sweeper = Sweeper(sessions=runtime.sessions, storage=runtime.storage, starter=starter, settings=settings)
-    runtime.background(server.serve)
+    runtime.background(lambda: serve_until_cancelled(server))
     runtime.background(sweeper.run_forever)
     return runtime
+
+
+async def serve_until_cancelled(server: uvicorn.Server) -> None:
+    """Serve the API; when the Runtime cancels us (SIGTERM, a fatal consumer), shut uvicorn down
+    gracefully (in-flight requests finish, the lifespan ends) instead of cancelling it mid-request."""
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await asyncio.wait([serving], timeout=15)
+        raise
 
 
 def main() -> None:

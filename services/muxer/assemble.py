@@ -105,7 +105,8 @@ def build_command(
         if value and value != "unknown":
             command += [flag, value]
     if spec.rotation % 360:
-        command += ["-metadata:s:v:0", f"rotate={spec.rotation % 360}"]
+        # probe.rotation is the display matrix angle (counter-clockwise); the mp4 `rotate` tag is clockwise
+        command += ["-metadata:s:v:0", f"rotate={(-spec.rotation) % 360}"]
     command.append("file:" + str(output))
     return command
 

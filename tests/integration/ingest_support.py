@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from minio.deleteobjects import DeleteObject
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -18,9 +19,36 @@ from infiniteflow_common.db import Job
 from infiniteflow_common.minio_events import ObjectCreated, parse_notification
 from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import ensure_buckets, ensure_kafka_notification, make_client
 from services.ingest.config import IngestSettings
 from services.ingest.start import JobStarter, object_record
 from services.ingest.sweeper import user_metadata
+
+
+def isolated_settings(**overrides: Any) -> IngestSettings:
+    """Settings whose incoming bucket is private to one test module.
+
+    A live ingest (`make demo`, e2e runs) consumes the real `incoming` bucket's events; a private bucket
+    keeps these tests from racing it (it ignores other buckets' events).
+    """
+    fields: dict[str, Any] = {"metrics_port": None, "incoming_bucket": f"ingest-test-{uuid.uuid4().hex[:12]}"}
+    return IngestSettings(**(fields | overrides))
+
+
+@contextmanager
+def private_bucket(settings: IngestSettings) -> Iterator[str]:
+    """Create the settings' incoming bucket with MinIO's Kafka notification; empty and delete it after."""
+    client = make_client(settings)
+    bucket = settings.incoming_bucket
+    ensure_buckets(client, [bucket])
+    ensure_kafka_notification(client, bucket)
+    try:
+        yield bucket
+    finally:
+        names = [o.object_name for o in client.list_objects(bucket, recursive=True)]
+        errors = list(client.remove_objects(bucket, [DeleteObject(str(n)) for n in names]))
+        assert not errors, errors
+        client.remove_bucket(bucket)
 
 
 @asynccontextmanager
@@ -58,7 +86,9 @@ def records_keyed(settings: CommonSettings, topic: str, key: str) -> list[Any]:
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         positions = {p: 0 for p in partitions}
         found = []
@@ -82,7 +112,11 @@ def upload(
     """Put an object in the incoming bucket; the ObjectCreated the bucket event would carry."""
     data = source if isinstance(source, bytes) else source.read_bytes()
     runtime.storage.put_object(
-        settings.incoming_bucket, key, io.BytesIO(data), len(data), metadata=metadata  # type: ignore[arg-type]
+        settings.incoming_bucket,
+        key,
+        io.BytesIO(data),
+        len(data),
+        metadata=metadata,  # type: ignore[arg-type]
     )
     stat = runtime.storage.stat_object(settings.incoming_bucket, key)
     return object_record(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,13 +17,21 @@ from infiniteflow_common.runtime import Runtime
 from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
 from services.ingest.source_events import SourceEventHandler
-from tests.integration.ingest_support import MinioEventTail, jobs_for, records_keyed, starter_for, started_runtime
+from tests.integration.ingest_support import (
+    MinioEventTail,
+    isolated_settings,
+    jobs_for,
+    private_bucket,
+    records_keyed,
+    started_runtime,
+    starter_for,
+)
 from tests.integration.kafka_support import private_topic
 from tests.unit.ingest.media import video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 
-SETTINGS = IngestSettings(metrics_port=None)
+SETTINGS = isolated_settings()
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +46,19 @@ def topics() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 async def runtime() -> AsyncIterator[Runtime]:
-    async with started_runtime(SETTINGS) as rt:
-        yield rt
+    with private_bucket(SETTINGS):
+        async with started_runtime(SETTINGS) as rt:
+            yield rt
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return video(tmp_path_factory.mktemp("api") / "clip.mp4", seconds=1)
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return video(tmp_path_factory.mktemp("api") / "clip.mp4", seconds=1).read_bytes()
 
 
-def _client(runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS, **deps: Any) -> httpx.AsyncClient:
+def _client(
+    runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS, **deps: Any
+) -> httpx.AsyncClient:
     api = create_api(
         ApiDeps(
             settings=settings,
@@ -68,11 +78,11 @@ async def client(runtime: Runtime, topics: tuple[str, str]) -> AsyncIterator[htt
 
 
 async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
-    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: Path
+    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: bytes
 ) -> None:
     response = await client.post(
         "/api/upload",
-        files={"file": ("../../my holiday $(id).mp4", clip.read_bytes(), "video/mp4")},
+        files={"file": ("../../my holiday $(id).mp4", clip, "video/mp4")},
         data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook"},
     )
 
@@ -81,27 +91,30 @@ async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
     job_id = body["job_id"]
     assert body["status_url"] == f"/api/status/{job_id}"
     assert body["download_url"] == f"/api/download/{job_id}"
-    assert body["key"].startswith("api/") and body["key"].endswith("/my_holiday_id_.mp4")
+    assert body["key"].startswith("api/")
+    assert body["key"].endswith("/my_holiday_id_.mp4")
     status = (await client.get(body["status_url"])).json()
     assert status["status"] == "pending"
     assert 0 <= status["progress"] <= 100
     assert status["error"] is None
     assert status["params"]["target_fps"] == "60000/1001"
     assert status["params"]["webhook_url"] == "http://127.0.0.1:1/hook"
-    assert status["probe"]["width"] == 320 and status["probe"]["fps"] == "30"
+    assert status["probe"]["width"] == 320
+    assert status["probe"]["fps"] == "30"
     assert status["output_fps"] == "60000/1001"
-    assert status["source"] == {"type": "api", "bucket": "incoming", "key": body["key"]}
+    assert status["source"] == {"type": "api", "bucket": SETTINGS.incoming_bucket, "key": body["key"]}
     assert status["chunks"] == {"done": 0, "total": None}
-    assert status["timings"]["created_at"] and status["timings"]["completed_at"] is None
+    assert status["timings"]["created_at"]
+    assert status["timings"]["completed_at"] is None
     assert len(records_keyed(SETTINGS, topics[0], job_id)) == 1
 
 
 async def test_the_minio_event_of_an_api_upload_finds_the_same_job(
-    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: Path
+    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: bytes
 ) -> None:
     tail = MinioEventTail(SETTINGS)
     try:
-        response = await client.post("/api/upload", files={"file": ("c.mp4", clip.read_bytes())})
+        response = await client.post("/api/upload", files={"file": ("c.mp4", clip)})
         assert response.status_code == 202, response.text
         key = response.json()["key"]
         raw, record = tail.wait_for(key)
@@ -114,14 +127,15 @@ async def test_the_minio_event_of_an_api_upload_finds_the_same_job(
 
     [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
     assert str(job.id) == response.json()["job_id"]
-    assert job.source == "api" and job.source_etag == record.etag
+    assert job.source == "api"
+    assert job.source_etag == record.etag
     assert len(records_keyed(SETTINGS, topics[0], str(job.id))) == 1
 
 
 async def test_download_is_409_until_completed_then_a_redirect(
-    client: httpx.AsyncClient, runtime: Runtime, clip: Path
+    client: httpx.AsyncClient, runtime: Runtime, clip: bytes
 ) -> None:
-    job_id = (await client.post("/api/upload", files={"file": ("c.mp4", clip.read_bytes())})).json()["job_id"]
+    job_id = (await client.post("/api/upload", files={"file": ("c.mp4", clip)})).json()["job_id"]
 
     pending = await client.get(f"/api/download/{job_id}")
     assert pending.status_code == 409
@@ -157,10 +171,14 @@ async def test_a_refused_file_is_accepted_as_a_failed_job_with_a_clear_download_
 
 @pytest.mark.parametrize(
     ("data", "field"),
-    [({"multiplier": "3"}, "multiplier"), ({"engine": "dain"}, "engine"), ({"webhook_url": "ftp://x"}, "webhook-url")],
+    [
+        ({"multiplier": "3"}, "multiplier"),
+        ({"engine": "dain"}, "engine"),
+        ({"webhook_url": "ftp://x"}, "webhook-url"),
+    ],
 )
 async def test_bad_options_are_422_before_anything_is_stored(
-    client: httpx.AsyncClient, clip: Path, data: dict[str, str], field: str
+    client: httpx.AsyncClient, clip: bytes, data: dict[str, str], field: str
 ) -> None:
     response = await client.post("/api/upload", files={"file": ("c.mp4", b"x")}, data=data)
     assert response.status_code == 422
@@ -175,7 +193,7 @@ async def test_a_form_without_a_file_is_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_upload_over_the_limit_is_413(runtime: Runtime, topics: tuple[str, str]) -> None:
-    small = IngestSettings(metrics_port=None, max_upload_bytes=100_000)
+    small = isolated_settings(incoming_bucket=SETTINGS.incoming_bucket, max_upload_bytes=100_000)
     async with _client(runtime, topics, small) as client:
         response = await client.post("/api/upload", files={"file": ("big.mp4", b"\0" * 300_000)})
         ok_size = await client.post("/api/upload", files={"file": ("small.mp4", b"\0" * 1000)})
@@ -187,7 +205,7 @@ async def test_an_upload_over_the_limit_is_413(runtime: Runtime, topics: tuple[s
 async def test_an_upload_over_the_limit_without_content_length_is_cut_off_while_streaming(
     runtime: Runtime, topics: tuple[str, str]
 ) -> None:
-    small = IngestSettings(metrics_port=None, max_upload_bytes=100_000)
+    small = isolated_settings(incoming_bucket=SETTINGS.incoming_bucket, max_upload_bytes=100_000)
     boundary = "b0undary"
 
     async def body() -> AsyncIterator[bytes]:
@@ -198,7 +216,9 @@ async def test_an_upload_over_the_limit_without_content_length_is_cut_off_while_
 
     async with _client(runtime, topics, small) as client:
         response = await client.post(
-            "/api/upload", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+            "/api/upload",
+            content=body(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
         )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "E_UPLOAD_TOO_LARGE"
@@ -214,7 +234,8 @@ async def test_unknown_jobs_are_404_and_malformed_ids_422(client: httpx.AsyncCli
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "E_REQUEST_INVALID"
     missing = await client.get("/api/nope")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "E_NOT_FOUND"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "E_NOT_FOUND"
 
 
 async def test_health_checks_every_component(runtime: Runtime, topics: tuple[str, str]) -> None:
@@ -239,6 +260,8 @@ async def test_health_checks_every_component(runtime: Runtime, topics: tuple[str
 
 async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
-    assert {"/api/upload", "/api/status/{job_id}", "/api/download/{job_id}", "/health"} <= set(schema["paths"])
+    assert {"/api/upload", "/api/status/{job_id}", "/api/download/{job_id}", "/health"} <= set(
+        schema["paths"]
+    )
     assert "multipart/form-data" in schema["paths"]["/api/upload"]["post"]["requestBody"]["content"]
     assert (await client.get("/docs")).status_code == 200

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from infiniteflow_common.events import MediaProbe
 from services.ingest.config import IngestSettings
 from services.ingest.probe import ProbeError, ProbeLimits, limits_from, probe_file
 from tests.unit.ingest.media import hostile, video
@@ -27,12 +28,17 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = hostile(directory)
     files["clip"] = video(directory / "clip.mp4")
     files["ten_bit_odd"] = video(
-        directory / "odd.mp4", size="321x181", rate="24000/1001", seconds=1, pix_fmt="yuv444p10le", audio=False
+        directory / "odd.mp4",
+        size="321x181",
+        rate="24000/1001",
+        seconds=1,
+        pix_fmt="yuv444p10le",
+        audio=False,
     )
     return files
 
 
-async def _probe(source: Path, tmp_path: Path, limits: ProbeLimits = LIMITS, factor: int = 2) -> object:
+async def _probe(source: Path, tmp_path: Path, limits: ProbeLimits = LIMITS, factor: int = 2) -> MediaProbe:
     scratch = tmp_path / "source"
     shutil.copyfile(source, scratch)
     return await probe_file(scratch.resolve(), limits, frame_factor=Fraction(factor))
@@ -46,7 +52,7 @@ async def _code(source: Path, tmp_path: Path, limits: ProbeLimits = LIMITS) -> s
 
 async def test_a_clip_with_audio_is_probed_exactly(media: dict[str, Path], tmp_path: Path) -> None:
     probe = await _probe(media["clip"], tmp_path)
-    assert probe.model_dump() | {"duration_s": round(probe.duration_s, 2)} == {  # type: ignore[attr-defined]
+    assert probe.model_dump() | {"duration_s": round(probe.duration_s, 2)} == {
         "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
         "video_codec": "h264",
         "width": 320,
@@ -74,13 +80,13 @@ async def test_a_clip_with_audio_is_probed_exactly(media: dict[str, Path], tmp_p
 
 async def test_ten_bit_and_odd_sizes_are_reported_as_they_are(media: dict[str, Path], tmp_path: Path) -> None:
     probe = await _probe(media["ten_bit_odd"], tmp_path)
-    assert (probe.width, probe.height, probe.pix_fmt, probe.bit_depth) == (  # type: ignore[attr-defined]
+    assert (probe.width, probe.height, probe.pix_fmt, probe.bit_depth) == (
         321,
         181,
         "yuv444p10le",
         10,
     )
-    assert (probe.fps_num, probe.fps_den, probe.frame_count) == (24000, 1001, 24)  # type: ignore[attr-defined]
+    assert (probe.fps_num, probe.fps_den, probe.frame_count) == (24000, 1001, 24)
 
 
 @pytest.mark.parametrize(

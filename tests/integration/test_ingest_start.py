@@ -5,25 +5,27 @@ Each test uploads under its own key and publishes to this module's private topic
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.events import JobFailed, VideoUploaded, decode_event
+from infiniteflow_common.events import JobFailed, UploadSource, VideoUploaded, decode_event
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.runtime import Runtime
-from services.ingest.config import IngestSettings
 from services.ingest.source_events import SourceEventHandler
 from services.ingest.sweeper import Sweeper
 from tests.integration.ingest_support import (
     MinioEventTail,
+    isolated_settings,
     jobs_for,
+    private_bucket,
     records_keyed,
-    starter_for,
     started_runtime,
+    starter_for,
     upload,
 )
 from tests.integration.kafka_support import private_topic
@@ -31,7 +33,7 @@ from tests.unit.ingest.media import hostile, video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 
-SETTINGS = IngestSettings(metrics_port=None)
+SETTINGS = isolated_settings()
 CATALOG = SchemaCatalog.load()
 
 
@@ -47,8 +49,9 @@ def topics() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 async def runtime() -> AsyncIterator[Runtime]:
-    async with started_runtime(SETTINGS) as rt:
-        yield rt
+    with private_bucket(SETTINGS):
+        async with started_runtime(SETTINGS) as rt:
+            yield rt
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +70,20 @@ async def test_an_upload_becomes_a_pending_job_and_one_video_uploaded(
 
     result = await starter.start(record, source="bucket")
 
-    assert result.created and result.handled_now
+    assert result.created
+    assert result.handled_now
     [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
-    assert (job.id, job.status, job.source, job.source_etag) == (result.job_id, "pending", "bucket", record.etag)
+    assert (job.id, job.status, job.source, job.source_etag) == (
+        result.job_id,
+        "pending",
+        "bucket",
+        record.etag,
+    )
     assert job.progress == 2
-    assert job.params["multiplier"] == 4 and job.params["webhook_url"] == "http://h/x"
-    assert job.probe is not None and job.probe["frame_count"] == 30
+    assert job.params["multiplier"] == 4
+    assert job.params["webhook_url"] == "http://h/x"
+    assert job.probe is not None
+    assert job.probe["frame_count"] == 30
     [message] = records_keyed(SETTINGS, uploaded, str(job.id))
     event = decode_event(CATALOG, message.value(), VideoUploaded)
     assert (event.job_id, event.key, event.etag, event.source) == (job.id, key, record.etag, "bucket")
@@ -138,8 +149,13 @@ async def test_refused_uploads_fail_the_job_and_announce_it(
     event = decode_event(CATALOG, message.value(), JobFailed)
     assert (event.stage, event.error_code, event.key) == ("ingest", code, key)
     if code != "E_PARAM_INVALID" and "webhook-url" in metadata:
-        assert event.params is not None and event.params.webhook_url == metadata["webhook-url"]
-    assert not Path("pwned").exists()
+        assert event.params is not None
+        assert event.params.webhook_url == metadata["webhook-url"]
+    assert _nothing_written_by_the_key()
+
+
+def _nothing_written_by_the_key() -> bool:
+    return not Path("pwned").exists()
 
 
 async def test_an_object_gone_before_it_is_read_fails_with_source_missing(
@@ -157,7 +173,7 @@ async def test_an_object_gone_before_it_is_read_fails_with_source_missing(
 async def test_an_object_over_the_size_limit_is_refused_before_download(
     runtime: Runtime, topics: tuple[str, str], unique: str
 ) -> None:
-    small = IngestSettings(metrics_port=None, max_upload_bytes=1000)
+    small = isolated_settings(incoming_bucket=SETTINGS.incoming_bucket, max_upload_bytes=1000)
     key = f"tests/{unique}/big.mp4"
     record = upload(runtime, small, key, b"x" * 5000, {})
 
@@ -185,3 +201,23 @@ async def test_the_sweeper_starts_an_object_whose_event_nobody_handled(
     assert second == []
     assert (job.source, job.status, job.params["multiplier"]) == ("sweeper", "pending", 8)
     assert len(records_keyed(SETTINGS, uploaded, str(job.id))) == 1
+
+
+async def test_racing_starts_of_one_object_publish_once(
+    runtime: Runtime, topics: tuple[str, str], media: dict[str, Path], unique: str
+) -> None:
+    """The API and the bucket event (or two replicas) starting the same upload at once."""
+    uploaded, _ = topics
+    key = f"tests/{unique}/race.mp4"
+    record = upload(runtime, SETTINGS, key, media["clip"], {})
+    starters = [starter_for(runtime, SETTINGS, *topics) for _ in range(3)]
+    sources: tuple[UploadSource, ...] = ("api", "bucket", "sweeper")
+
+    results = await asyncio.gather(
+        *(s.start(record, source=source) for s, source in zip(starters, sources, strict=True))
+    )
+
+    assert len({r.job_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert sum(r.handled_now for r in results) == 1
+    assert len(records_keyed(SETTINGS, uploaded, str(results[0].job_id))) == 1

@@ -12,6 +12,7 @@ distance — or by bisection to the nearest dyadic time (`timestep_method`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ class RifeEngine(InterpolationEngine):
         top = float(np.iinfo(frames.dtype).max)
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         # The published model was trained on BGR frames (OpenCV); give it what it knows.
-        return x.permute(0, 3, 1, 2).flip(1).float().div_(top)
+        return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
 
     def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
         if isinstance(like, torch.Tensor):
@@ -209,7 +210,7 @@ class RifeEngine(InterpolationEngine):
             else:
                 # Linear motion: the middle flows, scaled to reach t; the mask leans to the nearer frame.
                 scaled = torch.cat((flow[:, :2] * float(2 * t), flow[:, 2:] * float(2 * (1 - t))), 1)
-                logit = mask + float(np.log((1 - t) / t))
+                logit = mask + math.log((1 - t) / t)
                 frame = self.net.blend(a, b, scaled, logit)
             frame = inverse(frame[:, :, :h, :w].float())
             total = frame if total is None else total + frame

@@ -52,7 +52,17 @@ def hostile(directory: Path) -> dict[str, Path]:
     files["concat"].write_text("ffconcat version 1.0\nfile /etc/passwd\nfile http://127.0.0.1:1/x\n")
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", str(files["image"]))
     ffmpeg("-f", "lavfi", "-i", "sine", "-t", "1", "-c:a", "aac", str(files["audio"]))
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5", "-frames:v", "1", "-c:v", "libx264", str(files["single"]))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x64:rate=5",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "libx264",
+        str(files["single"]),
+    )
     whole = video(directory / "whole.mp4").read_bytes()
     files["truncated"].write_bytes(whole[: len(whole) // 2])  # moov (at the end) is gone
     return files

@@ -43,6 +43,8 @@ def test_keys_stay_under_their_own_unique_prefix(name: str) -> None:
     prefix = f"api/{upload_id}/"
     assert key.startswith(prefix)
     rest = key.removeprefix(prefix)
-    assert rest and "/" not in rest and ".." not in rest
+    assert rest
+    assert "/" not in rest
+    assert ".." not in rest
     assert not rest.startswith(("-", "."))
     assert all(ch.isprintable() and not ch.isspace() for ch in rest)

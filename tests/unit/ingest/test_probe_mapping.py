@@ -34,7 +34,8 @@ LIMITS = ProbeLimits(allowed_formats=DEFAULT_ALLOWED_FORMATS)
 
 
 def _sample(name: str) -> dict[str, Any]:
-    return json.loads((SAMPLES / f"{name}.json").read_text())
+    doc: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text())
+    return doc
 
 
 def _pts(name: str) -> list[int]:

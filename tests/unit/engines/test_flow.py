@@ -1,0 +1,50 @@
+"""The `flow` engine: known motion lands where it should, with no weights at all."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from services.gpu_interp.engines.flow import FlowEngine
+from tests.unit.engines.conftest import mse, panned, square_scene
+
+
+@pytest.fixture
+def engine() -> FlowEngine:
+    return FlowEngine()
+
+
+def test_a_known_shift_is_halved_at_the_middle(engine: FlowEngine) -> None:
+    first, second, truth = panned(96, 128, 0), panned(96, 128, 6, -2), panned(96, 128, 3, -1)
+    f01, f10 = engine.flows(first, second)
+    inner = (slice(16, -16), slice(16, -16))
+    assert np.allclose(np.median(f01[inner], axis=0), [6, -2], atol=0.5)
+    assert np.allclose(np.median(f10[inner], axis=0), [-6, 2], atol=0.5)
+    out = engine.interpolate(first, second)
+    blend = (first.astype(np.float64) + second) / 2
+    assert mse(out[inner], truth[inner]) < mse(blend[inner], truth[inner]) / 4
+
+
+@pytest.mark.parametrize("t", [Fraction(1, 4), Fraction(2, 5), Fraction(3, 4)])
+def test_any_time_between_the_frames_follows_the_motion(engine: FlowEngine, t: Fraction) -> None:
+    first, second = panned(96, 128, 0), panned(96, 128, 8)
+    truth = panned(96, 128, 8 * float(t))
+    (out,) = engine.interpolate_times(first, second, [t])
+    inner = (slice(16, -16), slice(16, -16))
+    assert mse(out[inner], truth[inner]) < mse(panned(96, 128, 4)[inner], truth[inner]) / 2
+
+
+def test_a_moving_object_over_a_background_beats_blending(engine: FlowEngine) -> None:
+    first, second, truth = (square_scene(96, 128, shift, size=24) for shift in (0, 8, 4))
+    out = engine.interpolate(first, second)
+    blend = (first.astype(np.float64) + second) / 2
+    assert mse(out, truth) < mse(blend, truth) / 2
+
+
+def test_batches_and_dtypes_are_kept(engine: FlowEngine) -> None:
+    firsts = np.stack([panned(40, 56, 0)] * 3).astype(np.uint16) * 257
+    seconds = np.stack([panned(40, 56, 2)] * 3).astype(np.uint16) * 257
+    out = engine.interpolate(firsts, seconds)
+    assert out.shape == firsts.shape and out.dtype == np.uint16

@@ -1,0 +1,105 @@
+"""The `rife` engine: any frame size, batches, timesteps, and motion better than blending."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from infiniteflow_common.errors import InfiniteFlowError
+from tests.unit.engines.conftest import mse, panned, square_scene
+
+
+@pytest.mark.parametrize(("height", "width"), [(37, 53), (64, 64), (33, 130)])
+def test_frames_of_any_size_come_back_at_their_own_size(rife_engine: Any, height: int, width: int) -> None:
+    frame = panned(height, width, 0)
+    out = rife_engine.interpolate(frame, frame)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    # Padding to a multiple of 32 is cropped away: between two equal frames nothing moves.
+    assert np.abs(out.astype(int) - frame).max() <= 2
+
+
+def test_a_moving_square_is_drawn_halfway_not_blended(rife_engine: Any) -> None:
+    first, second, truth = (square_scene(64, 96, shift) for shift in (0, 8, 4))
+    out = rife_engine.interpolate(first, second)
+    blend = ((first.astype(np.float64) + second) / 2).round()
+    assert mse(out, truth) < mse(blend, truth) / 4
+
+
+def test_a_batch_gives_the_same_frames_as_one_pair_at_a_time(rife_engine: Any) -> None:
+    firsts = np.stack([panned(40, 56, 0), panned(40, 56, 1, 1)])
+    seconds = np.stack([panned(40, 56, 4), panned(40, 56, -3, 2)])
+    batch = rife_engine.interpolate(firsts, seconds)
+    singles = np.stack([rife_engine.interpolate(f, s) for f, s in zip(firsts, seconds, strict=True)])
+    assert np.abs(batch.astype(int) - singles).max() <= 1
+
+
+def test_times_zero_and_one_are_the_input_frames(rife_engine: Any) -> None:
+    first, second = panned(32, 32, 0), panned(32, 32, 4)
+    at0, at1 = rife_engine.interpolate_times(first, second, [0, 1])
+    assert np.array_equal(at0, first) and np.array_equal(at1, second)
+
+
+@pytest.mark.parametrize("t", [Fraction(1, 4), Fraction(3, 4), Fraction(2, 5)])
+def test_other_times_follow_the_motion(rife_engine: Any, t: Fraction) -> None:
+    first, second = panned(48, 64, 0), panned(48, 64, 8)
+    truth = panned(48, 64, 8 * float(t))
+    (out,) = rife_engine.interpolate_times(first, second, [t])
+    middle = panned(48, 64, 4)
+    assert mse(out, truth) < mse(middle, truth) / 2
+
+
+def test_sixteen_bit_frames_keep_their_depth(rife_engine: Any) -> None:
+    first = panned(32, 48, 0).astype(np.uint16) * 257
+    second = panned(32, 48, 4).astype(np.uint16) * 257
+    out = rife_engine.interpolate(first, second)
+    assert out.dtype == np.uint16
+    assert mse(out / 257, panned(32, 48, 2)) < 8.0
+
+
+def test_mismatched_pairs_are_refused(rife_engine: Any) -> None:
+    with pytest.raises(InfiniteFlowError) as err:
+        rife_engine.interpolate(panned(32, 32, 0), panned(32, 40, 0))
+    assert err.value.code == "E_INTERP_BAD_INPUT"
+
+
+def test_flip_averaging_stays_close_to_the_plain_pass() -> None:
+    from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
+
+    first, second, truth = (square_scene(64, 96, shift) for shift in (0, 8, 4))
+    fast = RifeEngine(RifeSettings(device="cpu", precision="fp32")).interpolate(first, second)
+    tta = RifeEngine(RifeSettings(device="cpu", precision="fp32", quality="tta")).interpolate(first, second)
+    assert mse(tta, truth) < 2 * mse(fast, truth) + 1.0
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it() -> None:
+    from services.gpu_interp.engines.rife import cpu_has_native_bf16
+
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        text = handle.read()
+    if "avx512_bf16" in text or "amx_bf16" in text:
+        assert cpu_has_native_bf16()
+    else:
+        assert not cpu_has_native_bf16()
+
+
+def test_the_resolution_picks_the_flow_scale() -> None:
+    from services.gpu_interp.engines.rife import auto_scale
+
+    assert auto_scale(1080, 1920) == 1.0
+    assert auto_scale(2160, 3840) == 0.5
+
+
+@pytest.mark.gpu
+def test_on_cuda_fp16_matches_cpu_fp32() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
+
+    first, second = panned(96, 160, 0), panned(96, 160, 6)
+    gpu = RifeEngine(RifeSettings(device="cuda", precision="fp16")).interpolate(first, second)
+    cpu = RifeEngine(RifeSettings(device="cpu", precision="fp32")).interpolate(first, second)
+    assert mse(gpu, cpu) < 1.0
