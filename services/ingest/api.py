@@ -158,6 +158,9 @@ def job_view(job: Job) -> dict[str, Any]:
             else None
         ),
         "output_fps": out_fps,
+        # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
+        "plan": job.plan,
+        "result": job.result,
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),

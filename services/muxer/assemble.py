@@ -104,11 +104,22 @@ def build_command(
     ):
         if value and value != "unknown":
             command += [flag, value]
-    if spec.rotation % 360:
-        # probe.rotation is the display matrix angle (counter-clockwise); the mp4 `rotate` tag is clockwise
-        command += ["-metadata:s:v:0", f"rotate={(-spec.rotation) % 360}"]
     command.append("file:" + str(output))
     return command
+
+
+def rotation_command(encoded: Path, output: Path, rotation: int) -> list[str]:
+    """Remux `encoded` with the source's display rotation (FFmpeg 5.1 sets it only when stream-copying).
+
+    `rotation` is the display-matrix angle ffprobe reports; the `rotate` tag written here reads back
+    as that same angle.
+    """
+    return [
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "-protocol_whitelist", "file", "-i", "file:" + str(encoded),
+        "-map", "0", "-c", "copy", "-map_metadata", "0",
+        "-metadata:s:v:0", f"rotate={rotation % 360}", "-movflags", "+faststart", "file:" + str(output),
+    ]  # fmt: skip
 
 
 def write_concat_list(path: Path, chunks: list[Path]) -> None:

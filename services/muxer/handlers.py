@@ -46,6 +46,7 @@ from services.muxer.assemble import (
     OutputSpec,
     build_command,
     probe_streams,
+    rotation_command,
     run_ffmpeg,
     write_concat_list,
 )
@@ -200,8 +201,12 @@ class MuxHandler:
                 preset=self.settings.x264_preset,
             )
             streams = await asyncio.to_thread(probe_streams, source)
-            command = build_command(concat, source, output, spec, streams)
+            encoded = workdir / "encoded.mp4" if spec.rotation % 360 else output
+            command = build_command(concat, source, encoded, spec, streams)
             await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
+            if encoded != output:
+                rotate = rotation_command(encoded, output, spec.rotation)
+                await asyncio.to_thread(run_ffmpeg, rotate, self.settings.ffmpeg_timeout_s)
             key = output_key(job, rate)
             size = output.stat().st_size
             await asyncio.to_thread(

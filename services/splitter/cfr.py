@@ -32,3 +32,40 @@ def is_variable(timestamps: Sequence[Fraction], tolerance: Fraction = Fraction(1
     """Whether the frame intervals differ by more than `tolerance` seconds."""
     deltas = [b - a for a, b in itertools.pairwise(timestamps)]
     return bool(deltas) and max(deltas) - min(deltas) > tolerance
+
+
+# Rates a VFR source is snapped to when its average is within SNAP_TOLERANCE of one of them.
+STANDARD_RATES = tuple(
+    Fraction(r)
+    for r in (
+        "24000/1001",
+        "24",
+        "25",
+        "30000/1001",
+        "30",
+        "48",
+        "50",
+        "60000/1001",
+        "60",
+        "90",
+        "100",
+        "120",
+    )
+)
+SNAP_TOLERANCE = Fraction(1, 200)
+
+
+def average_rate(timestamps: Sequence[Fraction]) -> Fraction:
+    """The average frame rate of a VFR source: (n − 1) intervals over its time span.
+
+    Snapped to a standard rate within 0.5 % (a phone's 29.96 fps becomes 30000/1001), otherwise a
+    fraction with a small denominator, so the output rate stays one a player shows sensibly.
+    """
+    span = timestamps[-1] - timestamps[0]
+    if len(timestamps) < 2 or span <= 0:
+        raise ValueError("an average rate needs two frames with distinct timestamps")
+    rate = Fraction(len(timestamps) - 1) / span
+    for standard in STANDARD_RATES:
+        if abs(rate - standard) <= standard * SNAP_TOLERANCE:
+            return standard
+    return rate.limit_denominator(1000)

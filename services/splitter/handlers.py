@@ -33,7 +33,7 @@ from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, 
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.splitter import metrics
-from services.splitter.cfr import cfr_sources, is_variable
+from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.config import SplitterSettings
 from services.splitter.plan import JobPlan, PlanError, output_rate, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
@@ -170,6 +170,8 @@ class SplitHandler:
         starts = cuts.finish(index)
         if not is_variable(timestamps):
             return Analysis(rate, list(range(len(timestamps))), starts, vfr_converted=False)
+        # Containers often misreport a VFR stream's average (Matroska says the nominal rate): measure it.
+        rate = average_rate(timestamps)
         source_of = cfr_sources(timestamps, rate)
         first_cfr: dict[int, int] = {}
         for cfr_index, decoded in enumerate(source_of):

@@ -30,7 +30,9 @@ def webhooks() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-async def job_row(settings: CommonSettings, *, key: str | None = None, job_id: str | None = None) -> dict[str, Any] | None:
+async def job_row(
+    settings: CommonSettings, *, key: str | None = None, job_id: str | None = None
+) -> dict[str, Any] | None:
     """The job for a source key (or id), as a dict."""
     connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
     try:

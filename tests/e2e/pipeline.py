@@ -52,7 +52,9 @@ def running_pipeline(logdir: Path, workers: int = 2, **overrides: str) -> Iterat
     env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | overrides
     services = [start_service(name, logdir, env) for name in ("ingest", "splitter", "muxer", "notifier")]
     services += [
-        start_service("gpu_interp", logdir, env | {"WORKER_ID": f"worker-{i}-{uuid.uuid4().hex[:6]}"}, f"-{i}")
+        start_service(
+            "gpu_interp", logdir, env | {"WORKER_ID": f"worker-{i}-{uuid.uuid4().hex[:6]}"}, f"-{i}"
+        )
         for i in range(1, workers + 1)
     ]
     try:
@@ -98,9 +100,11 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
-            receiver.received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            receiver.received.append(
+                {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+            )
             self.send_response(204)
             self.end_headers()
 

@@ -19,7 +19,13 @@ from tests.e2e.conftest import wait_for_job
 from tests.e2e.pipeline import ServiceProcess, WebhookReceiver
 from tests.fixtures.media import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
 
-pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.minio,
+    pytest.mark.postgres,
+    pytest.mark.ffmpeg,
+    pytest.mark.slow,
+]
 
 
 def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
@@ -36,7 +42,11 @@ def _rate(stream: dict) -> Fraction:  # type: ignore[type-arg]
 
 
 async def test_a_bucket_drop_doubles_the_frame_rate_keeps_audio_and_never_blends_a_cut(
-    pipeline: list[ServiceProcess], webhooks: WebhookReceiver, settings: CommonSettings, workdir: Path, unique: str
+    pipeline: list[ServiceProcess],
+    webhooks: WebhookReceiver,
+    settings: CommonSettings,
+    workdir: Path,
+    unique: str,
 ) -> None:
     clip = panning_clip(workdir / "in.mp4", seconds=2, cut_at=31)
     key = f"e2e/{unique}/my clip+ü %.mp4"
@@ -49,7 +59,11 @@ async def test_a_bucket_drop_doubles_the_frame_rate_keeps_audio_and_never_blends
     source, result = video_stream(probe(clip.path)), video_stream(probe(out))
     assert _rate(result) == 2 * _rate(source)
     assert int(result["nb_read_frames"]) == 2 * clip.frames
-    assert (result["width"], result["height"], result["pix_fmt"]) == (source["width"], source["height"], source["pix_fmt"])
+    assert (result["width"], result["height"], result["pix_fmt"]) == (
+        source["width"],
+        source["height"],
+        source["pix_fmt"],
+    )
     assert decoded_audio_md5(out) == decoded_audio_md5(clip.path), "audio must be copied bit-exact"
 
     frames = frames_rgb(out)
@@ -84,7 +98,9 @@ async def test_seams_between_chunks_have_no_missing_duplicated_or_jumping_frame(
     for i in range(len(source) - 1):
         middle = result[2 * i + 1]
         average = ((source[i].astype(np.float32) + source[i + 1]) / 2).astype(np.uint8)
-        assert psnr(middle, average) > min(psnr(middle, source[i]), psnr(middle, source[i + 1])), f"slot {2 * i + 1}"
+        assert psnr(middle, average) > min(psnr(middle, source[i]), psnr(middle, source[i + 1])), (
+            f"slot {2 * i + 1}"
+        )
 
 
 async def test_an_upload_through_the_api_quadruples_the_frame_rate(
@@ -94,7 +110,9 @@ async def test_an_upload_through_the_api_quadruples_the_frame_rate(
     async with httpx.AsyncClient(base_url=settings.api_url, timeout=60) as client:
         with clip.path.open("rb") as file:
             response = await client.post(
-                "/api/upload", files={"file": ("holiday.mp4", file, "video/mp4")}, data={"multiplier": "4", "engine": "flow"}
+                "/api/upload",
+                files={"file": ("holiday.mp4", file, "video/mp4")},
+                data={"multiplier": "4", "engine": "flow"},
             )
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
@@ -128,9 +146,16 @@ async def test_a_target_fps_that_is_no_multiple_is_exact(
 
 @pytest.mark.parametrize(("pix_fmt", "size"), [("yuv420p10le", (160, 96)), ("yuv444p", (161, 97))])
 async def test_bit_depth_and_odd_sizes_are_kept(
-    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str, pix_fmt: str, size: tuple[int, int]
+    pipeline: list[ServiceProcess],
+    settings: CommonSettings,
+    workdir: Path,
+    unique: str,
+    pix_fmt: str,
+    size: tuple[int, int],
 ) -> None:
-    clip = panning_clip(workdir / "deep.mp4", width=size[0], height=size[1], seconds=0.5, pix_fmt=pix_fmt, audio=False)
+    clip = panning_clip(
+        workdir / "deep.mp4", width=size[0], height=size[1], seconds=0.5, pix_fmt=pix_fmt, audio=False
+    )
     key = f"e2e/{unique}/deep.mp4"
     _drop(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
@@ -169,7 +194,12 @@ async def test_a_duplicate_minio_event_gives_one_job(
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"dup-{unique}"})
     topic = "minio.events"
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1]) for p in partitions])
+    consumer.assign(
+        [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+    )
     clip = panning_clip(workdir / "dup.mp4", width=160, height=96, seconds=0.5, audio=False)
     key = f"e2e/{unique}/dup.mp4"
     _drop(settings, clip.path, key, multiplier="2", engine="flow")
@@ -192,5 +222,60 @@ async def test_a_duplicate_minio_event_gives_one_job(
     finally:
         await connection.close()
     assert count == 1
-    listed = list(make_client(settings).list_objects(settings.output_bucket, prefix=f"{job['id']}/", recursive=True))
+    listed = list(
+        make_client(settings).list_objects(settings.output_bucket, prefix=f"{job['id']}/", recursive=True)
+    )
     assert len(listed) == 1, "one output"
+
+
+async def test_variable_frame_rate_input_is_made_constant_and_the_job_says_so(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    from tests.fixtures.media import run
+
+    source = workdir / "vfr.mkv"
+    # 30 fps for half a second, then every other frame kept with its own timestamp (15 fps)
+    run("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=30:duration=2", "-vf", "select='lt(n\\,15)+not(mod(n\\,2))'",
+        "-fps_mode", "vfr", "-c:v", "ffv1", str(source))  # fmt: skip
+    key = f"e2e/{unique}/vfr.mkv"
+    _drop(settings, source, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    async with httpx.AsyncClient(base_url=settings.api_url) as client:
+        status = (await client.get(f"/api/status/{job['id']}")).json()
+    assert status["plan"]["vfr_converted"] is True
+    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    in_rate = Fraction(status["plan"]["in_rate"])
+    assert _rate(result) == 2 * in_rate, "constant output at twice the average input rate"
+    duration = float(Fraction(int(result["nb_read_frames"])) / _rate(result))
+    assert abs(duration - 2.0) < 2 / float(_rate(result))
+
+
+async def test_rotation_colour_metadata_and_subtitles_are_kept(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    from tests.fixtures.media import run
+
+    plain = panning_clip(workdir / "plain.mp4", width=160, height=96, seconds=1)
+    subtitles = workdir / "subs.srt"
+    subtitles.write_text("1\n00:00:00,100 --> 00:00:00,900\nhello from the source\n", encoding="utf-8")
+    source = workdir / "phone.mp4"
+    run("-i", str(plain.path), "-i", str(subtitles), "-map", "0", "-map", "1", "-c:v", "copy", "-c:a", "copy",
+        "-c:s", "mov_text", "-metadata:s:v:0", "rotate=90", "-color_primaries", "bt709", "-color_trc", "bt709",
+        "-colorspace", "bt709", str(source))  # fmt: skip
+    key = f"e2e/{unique}/phone.mp4"
+    _drop(settings, source, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    out = _download(settings, job, workdir / "out.mp4")
+    before, after = probe(source), probe(out)
+
+    def rotation(info: dict) -> object:  # type: ignore[type-arg]
+        stream = video_stream(info)
+        return [d.get("rotation") for d in stream.get("side_data_list", []) if "rotation" in d]
+
+    assert rotation(after) == rotation(before) != []
+    for field in ("color_space", "color_transfer", "color_primaries"):
+        assert video_stream(after).get(field) == video_stream(before).get(field) == "bt709"
+    assert [s["codec_name"] for s in after["streams"] if s["codec_type"] == "subtitle"] == ["mov_text"]
+    assert decoded_audio_md5(out) == decoded_audio_md5(source)

@@ -48,8 +48,10 @@ class InterpolationEngine(ABC):
             idx = [i for i, v in enumerate(ts) if v == t]
             part = self.interpolate_times(first[idx], second[idx], [t])[0]
             if out is None:
-                out = part.new_empty((n, *part.shape[1:])) if not isinstance(part, np.ndarray) else (
-                    np.empty((n, *part.shape[1:]), part.dtype)
+                out = (
+                    part.new_empty((n, *part.shape[1:]))
+                    if not isinstance(part, np.ndarray)
+                    else (np.empty((n, *part.shape[1:]), part.dtype))
                 )
             out[idx] = part
         assert out is not None
@@ -64,7 +66,9 @@ class InterpolationEngine(ABC):
         for t in times:
             if not 0 <= float(t) <= 1:
                 raise InfiniteFlowError(f"timestep {t} is outside [0, 1]", code="E_INTERP_BAD_INPUT")
-        result = self._interpolate_times(first, second, [Fraction(t).limit_denominator(1 << 20) for t in times])
+        result = self._interpolate_times(
+            first, second, [Fraction(t).limit_denominator(1 << 20) for t in times]
+        )
         return [r[0] for r in result] if single else result
 
     @abstractmethod
@@ -88,7 +92,9 @@ def _check_pair(first: Frames, second: Frames) -> None:
                 f"frames must be (N, H, W, 3) RGB arrays, got {first.shape}", code="E_INTERP_BAD_INPUT"
             )
         if first.dtype not in (np.uint8, np.uint16):
-            raise InfiniteFlowError(f"frames must be uint8 or uint16, got {first.dtype}", code="E_INTERP_BAD_INPUT")
+            raise InfiniteFlowError(
+                f"frames must be uint8 or uint16, got {first.dtype}", code="E_INTERP_BAD_INPUT"
+            )
 
 
 def peak(dtype: np.dtype[Any]) -> float:

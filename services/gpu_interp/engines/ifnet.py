@@ -46,14 +46,18 @@ class Level(nn.Module):
         super().__init__()
         half = width // 2
         self.down = nn.Sequential(ConvAct(cin, half, 2), ConvAct(half, width, 2))
-        self.res = nn.ModuleList(nn.Sequential(ConvAct(width, width), ConvAct(width, width)) for _ in range(4))
+        self.res = nn.ModuleList(
+            nn.Sequential(ConvAct(width, width), ConvAct(width, width)) for _ in range(4)
+        )
         # Flow head (4 channels) and mask head (1 channel) fused: their first layers side by side
         # (one half of the channels each), their second layers as one block-diagonal convolution.
         self.head_up = nn.ConvTranspose2d(width, width, 4, 2, 1)
         self.head_act = nn.PReLU(width)
         self.head_out = nn.ConvTranspose2d(width, 5, 4, 2, 1)
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, flow: torch.Tensor, shrink: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual (flow, mask logit) at the input's resolution; `shrink` is the working downscale."""
         if shrink != 1:
             x = F.interpolate(x, scale_factor=1 / shrink, mode="bilinear", align_corners=False)

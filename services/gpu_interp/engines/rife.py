@@ -172,9 +172,7 @@ class RifeEngine(InterpolationEngine):
         return self.settings.scale or auto_scale(height, width)
 
     @torch.inference_mode()
-    def _estimate(
-        self, img0: torch.Tensor, img1: torch.Tensor, scale: float
-    ) -> list[Estimate]:
+    def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, scale: float) -> list[Estimate]:
         """Per augmentation: the padded augmented frames, flows and mask, and the inverse transform."""
         multiple = max(32, int(32 / scale))
         out = []
@@ -234,12 +232,15 @@ class RifeEngine(InterpolationEngine):
                 parts[k].append(frame)
         return [self._from_tensor(torch.cat(p, 0), first) for p in parts]
 
-    def _times_for_batch(self, a: torch.Tensor, b: torch.Tensor, times: Sequence[Fraction]) -> list[torch.Tensor]:
+    def _times_for_batch(
+        self, a: torch.Tensor, b: torch.Tensor, times: Sequence[Fraction]
+    ) -> list[torch.Tensor]:
         method = self.settings.timestep_method
         depth = self.settings.bisect_depth
         known: dict[Fraction, torch.Tensor] = {Fraction(0): a, Fraction(1): b}
         flowscale_needed = [
-            t for t in times
+            t
+            for t in times
             if t not in known and (method == "flowscale" or (method == "auto" and not _dyadic(t, depth)))
         ]
         if flowscale_needed:

@@ -99,3 +99,14 @@ def times_between(slots: list[Slot]) -> dict[int, list[Fraction]]:
         if not slot.is_source and slot.t not in needed.setdefault(slot.index, []):
             needed[slot.index].append(slot.t)
     return needed
+
+
+def times_after(index: int, in_rate: Fraction, out_rate: Fraction) -> list[Fraction]:
+    """The t of every output frame in [index, index + 1) on the source timeline, in order.
+
+    Streaming form of `plan`: a decoder that has frames `index` and `index + 1` in hand can emit
+    these outputs without knowing the clip's length.
+    """
+    first = -((-index * out_rate) // in_rate)  # ⌈index · out / in⌉
+    end = -((-(index + 1) * out_rate) // in_rate)
+    return [k * in_rate / out_rate - index for k in range(first, end)]

@@ -41,11 +41,11 @@ def square_scene(height: int, width: int, shift: float, size: int = 16) -> Frame
 
 
 def panned(height: int, width: int, dx: float, dy: float = 0.0) -> Frame:
-    """A view of a large texture, shifted by (dx, dy) pixels: the whole frame moves."""
+    """A view of a large texture whose content has moved by (dx, dy) pixels (a camera pan)."""
     import cv2
 
     big = texture(height + 32, width + 32, seed=3)
-    move = np.float32([[1, 0, -16 - dx], [0, 1, -16 - dy]])
+    move = np.float32([[1, 0, -16 + dx], [0, 1, -16 + dy]])
     out = cv2.warpAffine(big, move, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

@@ -42,7 +42,8 @@ def test_inside_a_scene_chunks_share_one_frame_and_output_it_once() -> None:
 def test_no_slot_blends_across_a_scene_cut() -> None:
     plan = plan_job(12, Fraction(24), Fraction(96), [6], max_frames=50)
     assert len(plan.chunks) == 2
-    assert plan.chunks[0].ends_scene and not plan.chunks[0].shares_last_frame
+    assert plan.chunks[0].ends_scene
+    assert not plan.chunks[0].shares_last_frame
     tail = [s for s in plan.chunks[0].slots if s.source_index == 5]
     assert [s.t for s in tail] == [0, 0, 0, 0], "slots after the scene's last frame repeat it"
 
@@ -51,10 +52,19 @@ def test_no_slot_blends_across_a_scene_cut() -> None:
     frames=st.integers(2, 300),
     cuts=st.lists(st.integers(1, 299), max_size=6),
     max_frames=st.integers(2, 40),
-    rate=st.sampled_from([(Fraction(24000, 1001), Fraction(60)), (Fraction(25), Fraction(50)),
-                          (NTSC, Fraction(60000, 1001)), (Fraction(30), Fraction(240)), (Fraction(24), Fraction(60))]),
+    rate=st.sampled_from(
+        [
+            (Fraction(24000, 1001), Fraction(60)),
+            (Fraction(25), Fraction(50)),
+            (NTSC, Fraction(60000, 1001)),
+            (Fraction(30), Fraction(240)),
+            (Fraction(24), Fraction(60)),
+        ]
+    ),
 )
-def test_chunks_cover_every_output_frame_once_in_order(frames: int, cuts: list[int], max_frames: int, rate) -> None:  # type: ignore[no-untyped-def]
+def test_chunks_cover_every_output_frame_once_in_order(
+    frames: int, cuts: list[int], max_frames: int, rate
+) -> None:  # type: ignore[no-untyped-def]
     in_rate, out_rate = rate
     plan = plan_job(frames, in_rate, out_rate, cuts, max_frames)
     positions = [j * in_rate / out_rate for j in range(plan.out_frames)]
