@@ -70,11 +70,16 @@ class Runtime:
 
         return make_client(self.settings)
 
-    async def publish(self, topic: str, event: Event, *, key: str | None = None) -> None:
+    async def publish(
+        self, topic: str, event: Event, *, key: str | None = None, partition: int | None = None
+    ) -> None:
         """Publish an event, keyed by its job_id unless `key` says otherwise; waits for acks=all."""
         job_id = getattr(event, "job_id", None)
         await self.broker.publish(
-            encode_event(self.catalog, event), topic=topic, key=key or (str(job_id) if job_id else None)
+            encode_event(self.catalog, event),
+            topic=topic,
+            key=key or (str(job_id) if job_id else None),
+            partition=partition,
         )
 
     def consume(

@@ -5,7 +5,7 @@ Torch, OpenCV and PyAV are imported inside the commands so `infiniteflow --help`
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from services.gpu_interp.engines.base import InterpolationEngine
 
 
-class EngineName(str, Enum):
+class EngineName(StrEnum):
     """The engines a user can pick."""
 
     rife = "rife"
     flow = "flow"
 
 
-class Quality(str, Enum):
+class Quality(StrEnum):
     """RIFE quality modes (cost: 1, 3 and 8 model passes)."""
 
     fast = "fast"

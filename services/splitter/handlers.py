@@ -31,7 +31,7 @@ from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rational
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.topics import Topic
+from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.config import SplitterSettings
@@ -44,7 +44,9 @@ log = get_logger()
 class Publish(Protocol):
     """Publishes an event to a topic (optionally with an explicit key) and waits for the broker."""
 
-    def __call__(self, topic: str, event: Event, *, key: str | None = None) -> Awaitable[None]: ...
+    def __call__(
+        self, topic: str, event: Event, *, key: str | None = None, partition: int | None = None
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class Analysis:
     source_of: list[int]  # CFR frame index → decoded frame index
     scene_starts: list[int]
     vfr_converted: bool
+
+
+def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
+    """Where a job's first chunk goes, so concurrent jobs do not all start on partition 0."""
+    return job_id.int % partitions
 
 
 def chunk_key(job_id: uuid.UUID, index: int) -> str:
@@ -292,9 +299,17 @@ class SplitHandler:
     async def _announce(
         self, event: VideoUploaded, specs: list[ChunkReady], plan_doc: dict[str, Any]
     ) -> None:
+        partitions = topic_specs()[Topic.CHUNK_READY].partitions
+        offset = spec_offset(event.job_id, partitions)
         for spec in specs:
-            # keyed per chunk, not per job: one job's chunks spread over partitions, hence over workers
-            await self.publish(Topic.CHUNK_READY, spec, key=f"{spec.job_id}/{spec.chunk_index}")
+            # Consecutive chunks go to consecutive partitions (not by key hash), so every worker of the
+            # group gets an even share of a job instead of whatever the hash happens to give it.
+            await self.publish(
+                Topic.CHUNK_READY,
+                spec,
+                key=f"{spec.job_id}/{spec.chunk_index}",
+                partition=(offset + spec.chunk_index) % partitions,
+            )
         if not plan_doc:
             return
         in_rate, out_rate = Fraction(plan_doc["in_rate"]), Fraction(plan_doc["out_rate"])

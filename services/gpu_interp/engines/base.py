@@ -42,20 +42,19 @@ class InterpolationEngine(ABC):
         distinct = sorted(set(ts))
         if len(distinct) == 1:
             return self.interpolate_times(first, second, distinct)[0]
-        # Mixed timesteps: group pairs by t so each engine call stays a batch.
-        out: Frames | None = None
+        # Mixed timesteps: one engine call per distinct t, each still a batch, then back in order.
+        order: list[int] = []
+        parts: list[Any] = []
         for t in distinct:
             idx = [i for i, v in enumerate(ts) if v == t]
-            part = self.interpolate_times(first[idx], second[idx], [t])[0]
-            if out is None:
-                out = (
-                    part.new_empty((n, *part.shape[1:]))
-                    if not isinstance(part, np.ndarray)
-                    else (np.empty((n, *part.shape[1:]), part.dtype))
-                )
-            out[idx] = part
-        assert out is not None
-        return out
+            order += idx
+            parts.append(self.interpolate_times(first[idx], second[idx], [t])[0])
+        inverse = np.argsort(np.array(order))
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)[inverse]
+        import torch
+
+        return torch.cat(parts)[torch.from_numpy(inverse).to(parts[0].device)]
 
     def interpolate_times(self, first: Frames, second: Frames, times: Sequence[Timestep]) -> list[Frames]:
         """For every time in `times`, the frames at that time between each pair (shared work reused)."""
@@ -100,14 +99,3 @@ def _check_pair(first: Frames, second: Frames) -> None:
 def peak(dtype: np.dtype[Any]) -> float:
     """The value of full white for an integer frame dtype."""
     return float(np.iinfo(dtype).max)
-
-
-def to_unit_float(frames: FrameArray) -> npt.NDArray[np.float32]:
-    """Integer frames → float32 in [0, 1]."""
-    return frames.astype(np.float32) * np.float32(1.0 / peak(frames.dtype))
-
-
-def from_unit_float(values: npt.NDArray[np.float32], dtype: np.dtype[Any]) -> FrameArray:
-    """Float frames in [0, 1] → rounded, clipped integers of `dtype`."""
-    top = peak(dtype)
-    return np.clip(np.rint(values * np.float32(top)), 0, top).astype(dtype)

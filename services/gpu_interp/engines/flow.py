@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infiniteflow_common.errors import InfiniteFlowError
-from services.gpu_interp.engines.base import FrameArray, Frames, InterpolationEngine, peak
+from services.gpu_interp.engines.base import FrameArray, Frames, InterpolationEngine
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -51,8 +51,8 @@ class FlowEngine(InterpolationEngine):
         self.settings = settings or FlowSettings()
         if self.settings.threads:
             cv2.setNumThreads(self.settings.threads)
-        self._dis = cv2.DISOpticalFlow_create(PRESETS[self.settings.preset])
-        self._grid: tuple[int, int, Float32Array, Float32Array] | None = None
+        self._dis: Any = cv2.DISOpticalFlow_create(PRESETS[self.settings.preset])  # type: ignore[attr-defined]
+        self._grid: Float32Array | None = None
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         if not isinstance(first, np.ndarray) or not isinstance(second, np.ndarray):
@@ -74,7 +74,6 @@ class FlowEngine(InterpolationEngine):
         # Visibility of each frame's pixels in the other frame, from forward-backward consistency.
         vis0 = self._visibility(f01, f10)
         vis1 = self._visibility(f10, f01)
-        top = peak(a.dtype)
         out: list[FrameArray] = []
         for t in times:
             if t == 0:
@@ -83,41 +82,46 @@ class FlowEngine(InterpolationEngine):
             if t == 1:
                 out.append(b.copy())
                 continue
-            tf = np.float32(t)
-            ft0 = f10 * (tf * tf) - f01 * (tf * (1 - tf))
-            ft1 = f01 * ((1 - tf) * (1 - tf)) - f10 * (tf * (1 - tf))
-            # Frames warp in their own dtype (fast integer remap), weights in float.
-            k0 = self._warp(vis0, ft0) * (1 - tf) + np.float32(1e-3)
-            k1 = self._warp(vis1, ft1) * tf + np.float32(1e-3)
-            weight0 = cv2.divide(k0, k0 + k1)
-            w0 = self._warp(a, ft0).astype(np.float32)
-            w1 = self._warp(b, ft1).astype(np.float32)
-            blended = w1 + (w0 - w1) * weight0[..., None]
-            out.append(np.clip(np.rint(blended), 0, top).astype(a.dtype))
+            tf = float(t)
+            ft0 = cv2.addWeighted(f10, tf * tf, f01, -tf * (1 - tf), 0.0)
+            ft1 = cv2.addWeighted(f01, (1 - tf) * (1 - tf), f10, -tf * (1 - tf), 0.0)
+            # The floor keeps a plain average where both sides look occluded (flow failure).
+            k0 = self._warp(vis0, ft0) * np.float32(1 - tf) + np.float32(1e-3)
+            k1 = self._warp(vis1, ft1) * np.float32(tf) + np.float32(1e-3)
+            out.append(_blend(self._warp(a, ft0), self._warp(b, ft1), k0, k1))
         return out
 
     def _visibility(self, forward: Float32Array, backward: Float32Array) -> Float32Array:
         """exp(−|F(x) + B(x + F(x))|² / occlusion_px2): 1 where the two flows agree, → 0 where not."""
-        loop = forward + self._warp(backward, forward)
+        loop = cv2.add(forward, self._warp(backward, forward))
         err = cv2.magnitude(loop[..., 0], loop[..., 1])
-        vis: Float32Array = cv2.exp(cv2.multiply(err, err, scale=-1.0 / self.settings.occlusion_px2))
-        return vis
+        return np.asarray(
+            cv2.exp(cv2.multiply(err, err, scale=-1.0 / self.settings.occlusion_px2)), np.float32
+        )
 
-    def _warp(self, image: npt.NDArray[Any], flow: Float32Array) -> Float32Array:
+    def _warp(self, image: npt.NDArray[Any], flow: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Backward warp: out(x) = image(x + flow(x)), bilinear, edges replicated."""
         h, w = flow.shape[:2]
-        if self._grid is None or self._grid[:2] != (h, w):
-            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            self._grid = (h, w, gx, gy)
-        gx, gy = self._grid[2], self._grid[3]
-        mx, my = gx + flow[..., 0], gy + flow[..., 1]
-        warped: Float32Array = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return warped
+        if self._grid is None or self._grid.shape[:2] != (h, w):
+            xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            self._grid = np.dstack((xs, ys))
+        where = cv2.add(self._grid, flow)  # absolute sampling positions, one (H, W, 2) map
+        moved = cv2.remap(image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
+        return np.asarray(moved)
+
+
+def _blend(w0: FrameArray, w1: FrameArray, k0: Float32Array, k1: Float32Array) -> FrameArray:
+    """(k0·w0 + k1·w1) / (k0 + k1), rounded, in the frames' dtype (OpenCV's kernel for 8-bit)."""
+    if w0.dtype == np.uint8:
+        return np.asarray(cv2.blendLinear(w0, w1, k0, k1))
+    top = float(np.iinfo(w0.dtype).max)
+    mixed = (w0 * k0[..., None] + w1.astype(np.float32) * k1[..., None]) / (k0 + k1)[..., None]
+    result: FrameArray = np.clip(np.rint(mixed), 0, top).astype(w0.dtype)
+    return result
 
 
 def _luma8(frame: FrameArray) -> npt.NDArray[np.uint8]:
     """8-bit luma for DIS (which takes 8-bit single-channel images only)."""
     if frame.dtype == np.uint16:
         frame = (frame >> 8).astype(np.uint8)
-    luma: npt.NDArray[np.uint8] = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-    return luma
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY), np.uint8)

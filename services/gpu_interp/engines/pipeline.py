@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def probe(path: Path) -> VideoInfo:
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream: Any = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             if not rate:
                 raise InfiniteFlowError(f"{path}: no frame rate in the video stream", code="E_PROBE_NO_RATE")
@@ -134,7 +134,7 @@ def probe(path: Path) -> VideoInfo:
                 fmt,
                 any(x in fmt for x in ("10", "12", "16")),
             )
-    except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, IndexError) as exc:
         raise InfiniteFlowError(f"{path} is not a readable video: {exc}", code="E_PROBE_UNREADABLE") from exc
 
 
@@ -173,12 +173,13 @@ def interpolated_frames(
             if not cut:
                 groups.setdefault(tuple(t for t in times if t != 0), []).append(n)
         made: dict[tuple[int, Fraction], FrameArray] = {}
-        for times, members in groups.items():
-            if not times:
+        for wanted, members in groups.items():
+            if not wanted:
                 continue
             firsts = np.stack([pending[n][0] for n in members])
             seconds = np.stack([pending[n][1] for n in members])
-            for t, batch in zip(times, engine.interpolate_times(firsts, seconds, list(times)), strict=True):
+            for t, batch in zip(wanted, engine.interpolate_times(firsts, seconds, list(wanted)), strict=True):
+                assert isinstance(batch, np.ndarray)
                 for row, n in enumerate(members):
                     made[(n, t)] = batch[row]
         for n, (first, _, times, cut) in enumerate(pending):
@@ -210,7 +211,7 @@ class Encoder:
 
         self.container = av.open(str(path), mode="w")
         codec = "ffv1" if lossless else "libx264"
-        self.stream = self.container.add_stream(codec, rate=rate)
+        self.stream: Any = cast(Any, self.container.add_stream(codec, rate=rate))
         self.stream.width, self.stream.height = info.width, info.height
         self.stream.time_base = 1 / rate
         x264_formats = {"yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"}

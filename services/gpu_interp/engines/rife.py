@@ -138,9 +138,12 @@ class RifeEngine(InterpolationEngine):
         net.load_state_dict(remap_published_keys(weights_mod.load_state_dict(source)))
         net.eval().requires_grad_(False)
         # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels.
-        self.net = net.to(self.device, memory_format=torch.channels_last)
-        if self.device.type == "cuda" and self.dtype == torch.float16:
-            self.net = self.net.half()
+        self.net = net.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # On CUDA the weights and activations take the reduced dtype; on CPU bf16 runs under
+        # autocast (convolutions in bf16, warping and blending in fp32).
+        self.autocast_cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
+        self.work_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        self.net = self.net.to(self.work_dtype)
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
         if precision == "auto":
@@ -152,16 +155,16 @@ class RifeEngine(InterpolationEngine):
     # -- frames in and out -------------------------------------------------------------------------
 
     def _to_tensor(self, frames: Frames) -> torch.Tensor:
+        # The published model was trained on BGR frames (OpenCV); give it what it knows.
         if isinstance(frames, torch.Tensor):
-            return frames.to(self.device, torch.float32)
+            return frames.to(self.device, torch.float32).flip(1)
         top = float(np.iinfo(frames.dtype).max)
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        # The published model was trained on BGR frames (OpenCV); give it what it knows.
         return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
 
     def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
         if isinstance(like, torch.Tensor):
-            return x.clamp_(0, 1)
+            return x.flip(1).clamp_(0, 1)
         top = float(np.iinfo(like.dtype).max)
         out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
         return out.to("cpu", torch.int32).numpy().astype(like.dtype)
@@ -182,15 +185,14 @@ class RifeEngine(InterpolationEngine):
             pad = (0, -aw % multiple, 0, -ah % multiple)
             a = F.pad(a, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
             b = F.pad(b, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
-            a, b = a.to(self.dtype), b.to(self.dtype)
+            a, b = a.to(self.work_dtype), b.to(self.work_dtype)
             flow, mask = self._run(a, b, scale)
             out.append(Estimate(a, b, flow, mask, (ah, aw), inverse))
         return out
 
     def _run(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         shrinks = tuple(s / scale for s in (4, 2, 1))
-        autocast = self.dtype == torch.bfloat16 and self.device.type == "cpu"
-        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_cpu_bf16):
             flow, mask = self.net.estimate(a, b, shrinks)
         return flow, mask
 

@@ -47,4 +47,13 @@ def test_batches_and_dtypes_are_kept(engine: FlowEngine) -> None:
     firsts = np.stack([panned(40, 56, 0)] * 3).astype(np.uint16) * 257
     seconds = np.stack([panned(40, 56, 2)] * 3).astype(np.uint16) * 257
     out = engine.interpolate(firsts, seconds)
-    assert out.shape == firsts.shape and out.dtype == np.uint16
+    assert out.shape == firsts.shape
+    assert out.dtype == np.uint16
+
+
+def test_each_pair_of_a_batch_can_have_its_own_time(engine: FlowEngine) -> None:
+    firsts = np.stack([panned(48, 64, 0), panned(48, 64, 1)])
+    seconds = np.stack([panned(48, 64, 4), panned(48, 64, 7)])
+    out = engine.interpolate(firsts, seconds, [0.75, 0.25])
+    assert np.array_equal(out[0], engine.interpolate(firsts[0], seconds[0], 0.75))
+    assert np.array_equal(out[1], engine.interpolate(firsts[1], seconds[1], 0.25))

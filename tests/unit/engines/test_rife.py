@@ -16,7 +16,8 @@ from tests.unit.engines.conftest import mse, panned, square_scene
 def test_frames_of_any_size_come_back_at_their_own_size(rife_engine: Any, height: int, width: int) -> None:
     frame = panned(height, width, 0)
     out = rife_engine.interpolate(frame, frame)
-    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert out.shape == frame.shape
+    assert out.dtype == np.uint8
     # Padding to a multiple of 32 is cropped away: between two equal frames nothing moves.
     assert np.abs(out.astype(int) - frame).max() <= 2
 
@@ -39,7 +40,8 @@ def test_a_batch_gives_the_same_frames_as_one_pair_at_a_time(rife_engine: Any) -
 def test_times_zero_and_one_are_the_input_frames(rife_engine: Any) -> None:
     first, second = panned(32, 32, 0), panned(32, 32, 4)
     at0, at1 = rife_engine.interpolate_times(first, second, [0, 1])
-    assert np.array_equal(at0, first) and np.array_equal(at1, second)
+    assert np.array_equal(at0, first)
+    assert np.array_equal(at1, second)
 
 
 @pytest.mark.parametrize("t", [Fraction(1, 4), Fraction(3, 4), Fraction(2, 5)])
@@ -102,3 +104,14 @@ def test_on_cuda_fp16_matches_cpu_fp32() -> None:
     gpu = RifeEngine(RifeSettings(device="cuda", precision="fp16")).interpolate(first, second)
     cpu = RifeEngine(RifeSettings(device="cpu", precision="fp32")).interpolate(first, second)
     assert mse(gpu, cpu) < 1.0
+
+
+def test_tensor_frames_give_the_same_picture_as_arrays(rife_engine: Any) -> None:
+    import torch
+
+    first, second = panned(32, 48, 0), panned(32, 48, 4)
+    as_array = rife_engine.interpolate(first, second)
+    to_tensor = lambda f: torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    as_tensor = rife_engine.interpolate(to_tensor(first), to_tensor(second))
+    back = (as_tensor[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(back - as_array).max() <= 1

@@ -20,9 +20,12 @@ from services.gpu_interp.engines.timesteps import (
 
 def test_doubling_puts_one_middle_frame_between_every_pair() -> None:
     assert multiplier_plan(3, 2) == [
-        Slot(0, Fraction(0)), Slot(0, Fraction(1, 2)),
-        Slot(1, Fraction(0)), Slot(1, Fraction(1, 2)),
-        Slot(2, Fraction(0)), Slot(2, Fraction(0)),  # past the last frame: held
+        Slot(0, Fraction(0)),
+        Slot(0, Fraction(1, 2)),
+        Slot(1, Fraction(0)),
+        Slot(1, Fraction(1, 2)),
+        Slot(2, Fraction(0)),
+        Slot(2, Fraction(0)),  # past the last frame: held
     ]
 
 
