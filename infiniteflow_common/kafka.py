@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from faststream.confluent import KafkaBroker
 from faststream.confluent import KafkaMessage as KafkaMessageParam
@@ -44,6 +44,15 @@ if TYPE_CHECKING:
     from infiniteflow_common.avro import SchemaCatalog
 
 log = get_logger()
+
+# Commit errors that mean "this member no longer owns the partition", not "the broker is broken".
+REBALANCE_ERRORS = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._STATE,
+}
 
 # Headers put on every dead letter so an operator can find the original without decoding the envelope.
 H_ORIGIN_TOPIC = "x-origin-topic"
@@ -180,6 +189,7 @@ class ReliableConsumer:
         handler: Handler,
         settings: CommonSettings,
         on_fatal: Callable[[ConsumerStopped], None] | None = None,
+        on_dead_letter: Callable[[Delivery, InvalidMessage], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.broker = broker
@@ -189,6 +199,7 @@ class ReliableConsumer:
         self.handler = handler
         self.settings = settings
         self.on_fatal = on_fatal
+        self.on_dead_letter = on_dead_letter
         self.rng = rng or random.Random()
         self.breaker = DlqCircuitBreaker(
             settings.dlq_max_invalid_ratio, settings.dlq_breaker_window, settings.dlq_breaker_min_messages
@@ -241,6 +252,9 @@ class ReliableConsumer:
             reason=exc.message,
             attempts=attempts,
         )
+        if self.on_dead_letter is not None:
+            # e.g. fail the message's job, so its user hears about it instead of waiting forever
+            await self.on_dead_letter(delivery, exc)
         await commit(message)
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
         log.warning(
@@ -315,8 +329,14 @@ async def commit(message: KafkaMessage) -> None:
     try:
         await commit_fn(asynchronous=False)  # type: ignore[call-arg]
     except KafkaException as exc:
-        if "NO_OFFSET" not in str(exc):
+        code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+        if code == KafkaError._NO_OFFSET:
+            return
+        if code not in REBALANCE_ERRORS:
             raise
+        # The partition moved to another member while we worked (we were too slow or stopped). Its new
+        # owner re-reads this record; the handlers' idempotency makes that harmless.
+        log.warning("commit lost to a rebalance", error=str(exc))
     message.committed = message.committed or True  # type: ignore[assignment]
 
 
@@ -347,7 +367,7 @@ async def publish_dead_letter(
         "service": service,
         "attempts": attempts,
         "failed_at": datetime.now(UTC),
-        "job_id": job_id or _job_id_from_key(delivery.key),
+        "job_id": job_id or job_id_from_key(delivery.key),
     }
     headers = {
         H_ORIGIN_TOPIC: delivery.topic,
@@ -366,8 +386,8 @@ async def publish_dead_letter(
     metrics.DLQ_MESSAGES.labels(service, delivery.topic, code).inc()
 
 
-def _job_id_from_key(key: bytes | None) -> str | None:
-    # Pipeline records are keyed by job_id (chunk.ready by job_id/chunk_index); recover it.
+def job_id_from_key(key: bytes | None) -> str | None:
+    """The job a pipeline record belongs to, from its key (job_id, or job_id/chunk_index); else None."""
     try:
         return str(uuid.UUID(key.decode().split("/", 1)[0])) if key else None
     except (ValueError, UnicodeDecodeError):

@@ -30,3 +30,10 @@ DLQ_BREAKER_TRIPS = Counter(
     "Times the DLQ circuit breaker stopped a consumer because most recent messages were invalid.",
     ["service", "topic"],
 )
+# FFmpeg/libav work that failed, by the service that ran it and the stable error code (E_MUX_*, E_MEDIA_*).
+# Ingest's probe failures are counted by infiniteflow_ingest_jobs_rejected_total{code=~"E_PROBE_.*"}.
+FFMPEG_FAILURES = Counter(
+    "infiniteflow_ffmpeg_failures_total",
+    "FFmpeg/libav failures (decode, encode, mux), by service and error code.",
+    ["service", "code"],
+)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import cached_property
@@ -24,10 +25,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import make_engine, session_factory
+from infiniteflow_common.errors import InvalidMessage
 from infiniteflow_common.events import Event, encode_event
-from infiniteflow_common.kafka import ConsumerStopped, Handler, ReliableConsumer, make_broker, subscribe
+from infiniteflow_common.failures import report_failure
+from infiniteflow_common.kafka import (
+    ConsumerStopped,
+    Delivery,
+    Handler,
+    ReliableConsumer,
+    job_id_from_key,
+    make_broker,
+    subscribe,
+)
 from infiniteflow_common.observability import configure_logging, get_logger, start_metrics_server
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.topics import dlq_of
 
 log = get_logger()
 
@@ -94,6 +106,7 @@ class Runtime:
             handler=handler,
             settings=self.settings,
             on_fatal=self._on_fatal,
+            on_dead_letter=self._fail_job_of,
         )
         subscribe(self.broker, consumer, group_id=self.service, max_poll_interval_ms=max_poll_interval_ms)
         self.consumers.append(consumer)
@@ -113,6 +126,20 @@ class Runtime:
         labels = {"service": self.service, "pid": str(os.getpid())}
         path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]), encoding="utf-8")
         return path
+
+    async def _fail_job_of(self, delivery: Delivery, error: InvalidMessage) -> None:
+        """A dead-lettered pipeline record fails its job (found from the record's key) with the error's code."""
+        job_id = job_id_from_key(delivery.key)
+        if job_id is None:
+            return
+        await report_failure(
+            self.sessions,
+            self.publish,
+            job_id=uuid.UUID(job_id),
+            stage=self.service,
+            code=error.code,
+            message=f"{error.message} (message {delivery.where} was moved to {dlq_of(delivery.topic)})",
+        )
 
     def _on_fatal(self, reason: ConsumerStopped) -> None:
         self.exit_code = 1

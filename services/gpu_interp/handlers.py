@@ -101,7 +101,26 @@ class ChunkHandler:
             )
 
     async def _claim(self, spec: ChunkReady) -> int | None:
-        """Take the chunk's lease; None when it is done. Raises TransientError while another holds it."""
+        """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.
+
+        A chunk re-read after a rebalance is usually still leased by the worker that was evicted (killed,
+        stopped, partitioned away). Its lease stops being renewed, so waiting until it expires — at most
+        one lease period, well inside max.poll.interval.ms — lets this worker take over with a new epoch.
+        """
+        for _ in range(3):
+            epoch, holder = await self._try_claim(spec)
+            if epoch is not None or holder is None:
+                return epoch
+            wait = (holder - utcnow()).total_seconds() + 0.5
+            log.info(
+                "chunk leased by another worker; waiting for its lease", job_id=str(spec.job_id),
+                chunk_index=spec.chunk_index, wait_s=round(wait, 1),
+            )  # fmt: skip
+            await asyncio.sleep(min(max(wait, 0.1), self.settings.lease_seconds + 1))
+        raise TransientError(f"chunk {spec.chunk_index} of job {spec.job_id} is still leased by another worker")
+
+    async def _try_claim(self, spec: ChunkReady) -> tuple[int | None, datetime | None]:
+        """(new epoch, None) when claimed; (None, None) when done; (None, lease expiry) when leased."""
         now = utcnow()
         async with transaction(self.sessions) as session:
             result = await session.execute(
@@ -128,15 +147,13 @@ class ChunkHandler:
             )
             epoch = result.scalar_one_or_none()
             if epoch is not None:
-                return int(epoch)
+                return int(epoch), None
             row = await session.get(Chunk, (spec.job_id, spec.chunk_index))
         if row is None:
             raise TransientError(f"chunk {spec.chunk_index} of job {spec.job_id} is not recorded yet")
         if row.status == ChunkStatus.DONE.value:
-            return None
-        raise TransientError(
-            f"chunk {spec.chunk_index} is leased by {row.worker} until {row.lease_expires_at}; retrying later"
-        )
+            return None, None
+        return None, row.lease_expires_at or utcnow()
 
     async def _renew(self, spec: ChunkReady, epoch: int) -> bool:
         async with transaction(self.sessions) as session:

@@ -38,6 +38,7 @@ from infiniteflow_common.events import (
 )
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
@@ -63,6 +64,18 @@ def output_key(job: Job, rate: Fraction) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "video"
     fps = f"{float(rate):.3f}".rstrip("0").rstrip(".")
     return f"{job.id}/{safe}_{fps}fps.mp4"
+
+
+def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None:
+    """Record a completed job's end-to-end and per-stage latency."""
+    metrics.JOB_SECONDS.observe(max(0.0, (completed_at - job.created_at).total_seconds()))
+    metrics.JOB_STAGE_SECONDS.labels("mux").observe(mux_seconds)
+    if job.split_at is not None:
+        metrics.JOB_STAGE_SECONDS.labels("split").observe(
+            max(0.0, (job.split_at - job.created_at).total_seconds())
+        )
+        interpolate = (completed_at - job.split_at).total_seconds() - mux_seconds
+        metrics.JOB_STAGE_SECONDS.labels("interpolate").observe(max(0.0, interpolate))
 
 
 class MuxHandler:
@@ -151,6 +164,7 @@ class MuxHandler:
         try:
             await self._assemble(job_id)
         except MuxError as exc:
+            FFMPEG_FAILURES.labels("muxer", exc.code).inc()
             await report_failure(
                 self.sessions, self.publish, job_id=job_id, stage="muxer", code=exc.code, message=exc.message
             )
@@ -235,7 +249,7 @@ class MuxHandler:
             "mux_seconds": round(time.perf_counter() - started, 3),
         }
         async with transaction(self.sessions) as session:
-            await jobs.advance(
+            completed = await jobs.advance(
                 session,
                 job_id,
                 JobStatus.COMPLETED,
@@ -267,4 +281,6 @@ class MuxHandler:
             ),
         )
         metrics.MUX_SECONDS.observe(time.perf_counter() - started)
+        if completed:  # a replayed assembly does not count the job twice
+            observe_job(job, completed_at, mux_seconds=result["mux_seconds"])
         log.info("job completed", job_id=str(job_id), output_key=key, out_frames=out_frames, size_bytes=size)

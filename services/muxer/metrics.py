@@ -1,6 +1,8 @@
-"""Muxer metrics (bounded labels)."""
+"""Muxer metrics (bounded labels). The muxer sees every completed job, so job latencies are observed here."""
 
 from prometheus_client import Counter, Histogram
+
+_JOB_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 # Chunk results by what happened to them: recorded (counted), replayed (seen before), fenced (stale epoch).
 CHUNK_RESULTS = Counter(
@@ -12,3 +14,17 @@ MUX_SECONDS = Histogram(
     "Seconds the muxer spent assembling one job.",
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
+# End-to-end latency of a completed job: job row created (upload seen) → output uploaded.
+JOB_SECONDS = Histogram(
+    "infiniteflow_job_seconds", "Seconds from job creation to completion.", buckets=_JOB_BUCKETS
+)
+# Where a completed job's time went: split (created → split done, queueing included), interpolate
+# (split done → every chunk in), mux (every chunk in → output uploaded).
+JOB_STAGE_SECONDS = Histogram(
+    "infiniteflow_job_stage_seconds",
+    "Seconds a completed job spent in each stage (split, interpolate, mux).",
+    ["stage"],
+    buckets=_JOB_BUCKETS,
+)
+for _stage in ("split", "interpolate", "mux"):
+    JOB_STAGE_SECONDS.labels(_stage)  # the series exist (at zero) before the first job completes

@@ -13,7 +13,6 @@ from sqlmodel import col
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
-from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, OutputSlot, encode_event
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.settings import CommonSettings
@@ -76,8 +75,9 @@ async def test_a_live_lease_keeps_other_workers_off_and_an_expired_one_is_taken_
     first, second = _worker(sessions, "worker-a"), _worker(sessions, "worker-b")
     spec = _ready(job_with_chunks, 0)
     assert await first._claim(spec) == 1
-    with pytest.raises(TransientError):
-        await second._claim(spec)
+    epoch, leased_until = await second._try_claim(spec)
+    assert epoch is None
+    assert leased_until is not None, "a live lease keeps other workers off"
     async with transaction(sessions) as session:  # worker-a stalls past its lease (SIGSTOP, GC pause, …)
         await session.execute(
             update(Chunk).where(col(Chunk.job_id) == job_with_chunks, col(Chunk.chunk_index) == 0)
@@ -124,3 +124,21 @@ async def test_the_muxer_counts_a_result_once_and_refuses_a_stale_epoch(
     assert chunk1.status == "claimed"
     assert 15 < job.progress < 90
     assert published == []
+
+
+async def test_a_worker_that_finds_a_chunk_leased_waits_for_the_lease_and_takes_over(
+    sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID
+) -> None:
+    import time
+
+    stalled = _worker(sessions, "worker-a")
+    spec = _ready(job_with_chunks, 1)
+    assert await stalled._claim(spec) == 1
+    async with transaction(sessions) as session:  # its lease runs out in 1.5 s and is never renewed
+        await session.execute(
+            update(Chunk).where(col(Chunk.job_id) == job_with_chunks, col(Chunk.chunk_index) == 1)
+            .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=1.5))
+        )  # fmt: skip
+    started = time.monotonic()
+    assert await _worker(sessions, "worker-b")._claim(spec) == 2
+    assert 1.0 < time.monotonic() - started < 10
