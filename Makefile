@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration lint bench clean-run
+.PHONY: help setup up down status demo test test-unit test-integration test-faults lint bench clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
@@ -42,8 +42,12 @@ test-unit: setup
 test-integration: up
 	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
 
+test-faults: up  ## kill, stop and poison parts of a running pipeline (its own pytest session)
+	$(BIN)/pytest tests/faults -q $(PYTEST_ARGS)
+
 test: up lint  ## everything, against the real servers
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --ignore=tests/faults $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-faults
 
 bench: setup  ## engine quality/speed benchmark → docs/benchmarks.md (not part of make test)
 	$(BIN)/python -m services.gpu_interp.bench

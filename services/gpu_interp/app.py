@@ -9,6 +9,7 @@ from infiniteflow_common.topics import Topic
 from services.gpu_interp.config import WorkerSettings
 from services.gpu_interp.engine_registry import EngineCache
 from services.gpu_interp.handlers import ChunkHandler
+from services.gpu_interp.metrics import register_worker
 
 
 def build(settings: WorkerSettings | None = None) -> Runtime:
@@ -24,6 +25,7 @@ def build(settings: WorkerSettings | None = None) -> Runtime:
         engines=EngineCache(settings),
     )
     runtime.consume(Topic.CHUNK_READY, handler, max_poll_interval_ms=settings.max_poll_interval_ms)
+    register_worker(settings.worker_id, settings.device)
     return runtime
 
 

@@ -30,6 +30,7 @@ from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, dec
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import MediaError
+from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
@@ -86,10 +87,13 @@ class ChunkHandler:
             bound.info("chunk already done; skipped")
             return
         try:
-            await self._work(spec, epoch, bound)
+            with metrics.BUSY.track_inprogress():
+                await self._work(spec, epoch, bound)
         except (MediaError, InfiniteFlowError) as exc:
             if isinstance(exc, TransientError):
                 raise
+            if isinstance(exc, MediaError):
+                FFMPEG_FAILURES.labels("gpu_interp", exc.code).inc()
             await report_failure(
                 self.sessions,
                 self.publish,
@@ -117,7 +121,9 @@ class ChunkHandler:
                 chunk_index=spec.chunk_index, wait_s=round(wait, 1),
             )  # fmt: skip
             await asyncio.sleep(min(max(wait, 0.1), self.settings.lease_seconds + 1))
-        raise TransientError(f"chunk {spec.chunk_index} of job {spec.job_id} is still leased by another worker")
+        raise TransientError(
+            f"chunk {spec.chunk_index} of job {spec.job_id} is still leased by another worker"
+        )
 
     async def _try_claim(self, spec: ChunkReady) -> tuple[int | None, datetime | None]:
         """(new epoch, None) when claimed; (None, None) when done; (None, lease expiry) when leased."""

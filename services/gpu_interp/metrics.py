@@ -1,6 +1,13 @@
-"""gpu_interp worker metrics (bounded labels: engine, outcome)."""
+"""gpu_interp worker metrics (bounded labels: engine, outcome, GPU index, the worker's own id)."""
 
-from prometheus_client import Counter, Histogram
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Chunks finished by outcome: done, or fenced (another worker took over; result discarded).
 CHUNKS = Counter("infiniteflow_worker_chunks_total", "Chunks a worker finished, by outcome.", ["outcome"])
@@ -13,3 +20,62 @@ CHUNK_SECONDS = Histogram(
 )
 # Output frames written by the engine; rate() of it is frames/s per worker.
 FRAMES = Counter("infiniteflow_interpolated_frames_total", "Output frames written by a worker.", ["engine"])
+# Chunks this worker is interpolating right now (0 idle, 1 busy); its average over time is utilisation.
+BUSY = Gauge("infiniteflow_worker_busy", "Chunks being interpolated by this worker now.")
+# Who this worker is: its id and configured device (one series per worker process).
+WORKER = Info("infiniteflow_worker", "This worker's id and device.")
+
+for _outcome in ("done", "fenced"):
+    CHUNKS.labels(_outcome)  # the series exist (at zero) before the first chunk
+
+
+class GpuCollector(Collector):
+    """GPU memory (and utilisation where NVML answers) of every visible CUDA device, at scrape time.
+
+    Reads torch only when the worker has already imported it and CUDA is available, so a CPU-only
+    worker exports nothing and a scrape never initialises CUDA by itself.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return
+        used = GaugeMetricFamily(
+            "infiniteflow_gpu_memory_used_bytes", "Device memory in use (all processes).", labels=["gpu"]
+        )
+        total = GaugeMetricFamily("infiniteflow_gpu_memory_total_bytes", "Device memory.", labels=["gpu"])
+        allocated = GaugeMetricFamily(
+            "infiniteflow_gpu_memory_allocated_bytes",
+            "Device memory held by this worker's tensors.",
+            labels=["gpu"],
+        )
+        utilisation = GaugeMetricFamily(
+            "infiniteflow_gpu_utilization_ratio",
+            "Share of the last sample period the GPU was busy (needs NVML).",
+            labels=["gpu"],
+        )
+        for index in range(torch.cuda.device_count()):
+            free, size = torch.cuda.mem_get_info(index)
+            used.add_metric([str(index)], float(size - free))
+            total.add_metric([str(index)], float(size))
+            allocated.add_metric([str(index)], float(torch.cuda.memory_allocated(index)))
+            try:
+                utilisation.add_metric([str(index)], torch.cuda.utilization(index) / 100.0)
+            except Exception:  # noqa: S112 - NVML missing: utilisation is optional
+                continue
+        yield used
+        yield total
+        yield allocated
+        if utilisation.samples:
+            yield utilisation
+
+
+_gpu_registered: list[CollectorRegistry] = []
+
+
+def register_worker(worker_id: str, device: str | None, registry: CollectorRegistry = REGISTRY) -> None:
+    """Label this process's metrics with its worker id and export GPU gauges when CUDA is in use."""
+    WORKER.info({"worker": worker_id, "device": device or "auto"})
+    if registry not in _gpu_registered:
+        registry.register(GpuCollector())
+        _gpu_registered.append(registry)

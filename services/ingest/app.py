@@ -10,6 +10,7 @@ from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.topics import Topic
 from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
+from services.ingest.monitor import PipelineMonitor
 from services.ingest.source_events import SourceEventHandler
 from services.ingest.start import JobStarter
 from services.ingest.sweeper import Sweeper
@@ -48,6 +49,8 @@ def build(settings: IngestSettings) -> Runtime:
     sweeper = Sweeper(sessions=runtime.sessions, storage=runtime.storage, starter=starter, settings=settings)
     runtime.background(lambda: serve_until_cancelled(server))
     runtime.background(sweeper.run_forever)
+    monitor = PipelineMonitor(sessions=runtime.sessions, kafka_bootstrap=settings.kafka_bootstrap)
+    runtime.background(monitor.run_forever)
     return runtime
 
 

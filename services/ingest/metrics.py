@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # New job rows, by how the object reached us (bucket, api, sweeper); replays do not count.
 JOBS_CREATED = Counter("infiniteflow_ingest_jobs_created_total", "Jobs created, by source.", ["source"])
@@ -34,3 +34,18 @@ API_REQUESTS = Counter(
 )
 # Orphaned objects the sweeper started (their MinIO event was lost), and sweeps that failed.
 SWEPT = Counter("infiniteflow_ingest_swept_total", "Objects the sweeper started, by outcome.", ["outcome"])
+
+# The following are refreshed by services/ingest/monitor.py from PostgreSQL and Kafka, not by events.
+# Every ingest instance exports the same values: aggregate them with max, not sum.
+# Jobs in each status right now (pending, splitting, interpolating, muxing, completed, failed).
+JOBS = Gauge("infiniteflow_jobs", "Jobs per status, counted in PostgreSQL.", ["status"])
+# Messages a pipeline consumer group has not yet committed, per topic (summed over partitions).
+CONSUMER_LAG = Gauge(
+    "infiniteflow_consumer_lag", "Uncommitted messages per consumer group and topic.", ["group", "topic"]
+)
+# Messages retained in each pipeline topic and its DLQ twin (high minus low watermark, all partitions).
+TOPIC_MESSAGES = Gauge("infiniteflow_topic_messages", "Messages retained per topic.", ["topic"])
+# Monitor refreshes that failed (jobs: PostgreSQL, lag: Kafka); the gauges keep their last values.
+MONITOR_ERRORS = Counter(
+    "infiniteflow_monitor_errors_total", "Failed refreshes of the pipeline gauges.", ["part"]
+)

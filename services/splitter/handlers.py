@@ -30,6 +30,7 @@ from infiniteflow_common.events import ChunkReady, Event, JobSplit, OutputSlot, 
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rational
+from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
@@ -101,6 +102,8 @@ class SplitHandler:
         try:
             await self._split(event)
         except (PlanError, MediaError) as exc:
+            if isinstance(exc, MediaError):
+                FFMPEG_FAILURES.labels("splitter", exc.code).inc()
             await report_failure(
                 self.sessions,
                 self.publish,

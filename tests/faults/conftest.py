@@ -1,0 +1,27 @@
+"""Fault tests run the pipeline in their own processes (a fresh one per test) so they can kill parts of it.
+
+They run in a pytest session of their own (`make test-faults`), never beside the e2e session's pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.pipeline import ServiceProcess, running_pipeline
+
+FAULT_SETTINGS = {
+    "CHUNK_FRAMES": "10",
+    # short leases so a takeover happens within seconds; the broker evicts a silent member after 10 s
+    "LEASE_SECONDS": "6",
+    "RETRY_BASE_DELAY_S": "0.2",
+}
+
+
+@pytest.fixture
+def fresh_pipeline(tmp_path: Path) -> Iterator[dict[str, ServiceProcess]]:
+    """All services, two workers, started for this test only; keyed by name (gpu_interp-1, gpu_interp-2)."""
+    with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS) as services:
+        yield {s.name: s for s in services}
