@@ -80,14 +80,6 @@ def _completed_events(settings: CommonSettings, job_id: str) -> int:
     return count
 
 
-def _worker_id(service: ServiceProcess) -> str:
-    return (
-        service.log.read_text().split('"worker_id": "')[1].split('"')[0]
-        if '"worker_id"' in service.log.read_text()
-        else ""
-    )
-
-
 async def _run_job(settings: CommonSettings, workdir: Path, key: str, seconds: float = 3) -> tuple[Any, Path]:
     clip = panning_clip(workdir / "in.mp4", width=320, height=180, seconds=seconds)
     make_client(settings).fput_object(
@@ -114,7 +106,7 @@ async def test_a_worker_killed_mid_chunk_loses_nothing(
     fresh_pipeline: dict[str, ServiceProcess], settings: CommonSettings, tmp_path: Path, unique: str
 ) -> None:
     key = f"faults/{unique}/kill.mp4"
-    clip, _ = await _run_job(settings, tmp_path, key)
+    _clip, _ = await _run_job(settings, tmp_path, key)
     await _claimed_by(settings, key, "worker-1")
     fresh_pipeline["gpu_interp-1"].process.send_signal(signal.SIGKILL)
     job = await wait_for_job(settings, key=key, timeout_s=180)
@@ -133,7 +125,7 @@ async def test_a_stopped_worker_that_wakes_up_late_is_fenced_off(
     fresh_pipeline: dict[str, ServiceProcess], settings: CommonSettings, tmp_path: Path, unique: str
 ) -> None:
     key = f"faults/{unique}/stop.mp4"
-    clip, _ = await _run_job(settings, tmp_path, key)
+    _clip, _ = await _run_job(settings, tmp_path, key)
     await _claimed_by(settings, key, "worker-1")
     stopped = fresh_pipeline["gpu_interp-1"]
     stopped.process.send_signal(signal.SIGSTOP)  # past the session timeout and its lease
@@ -142,7 +134,7 @@ async def test_a_stopped_worker_that_wakes_up_late_is_fenced_off(
     finally:
         stopped.process.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 30
-    while "E_LEASE_LOST" not in stopped.log.read_text() and time.monotonic() < deadline:
+    while "E_LEASE_LOST" not in stopped.log.read_text() and time.monotonic() < deadline:  # noqa: ASYNC110 - a log file, polled with a deadline
         await asyncio.sleep(0.2)
     assert "E_LEASE_LOST" in stopped.log.read_text(), "the late worker noticed it lost the chunk"
     await asyncio.sleep(2)  # anything it would wrongly publish now has had time to land
