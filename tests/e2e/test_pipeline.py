@@ -5,6 +5,8 @@ These run the five services as processes against the real Kafka, MinIO, PostgreS
 
 from __future__ import annotations
 
+import asyncio
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -279,3 +281,43 @@ async def test_rotation_colour_metadata_and_subtitles_are_kept(
         assert video_stream(after).get(field) == video_stream(before).get(field) == "bt709"
     assert [s["codec_name"] for s in after["streams"] if s["codec_type"] == "subtitle"] == ["mov_text"]
     assert decoded_audio_md5(out) == decoded_audio_md5(source)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "code"),
+    [
+        ("empty.mp4", b"", "E_PROBE_EMPTY"),
+        ("notes.mp4", b"these are my holiday notes, not a video\n" * 20, "E_PROBE_UNREADABLE"),
+        ("playlist.mp4", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXTINF:1,\nhttp://169.254.169.254/latest/meta-data\n#EXT-X-ENDLIST\n", "E_PROBE_FORMAT_NOT_ALLOWED"),
+        ("concat.mp4", b"ffconcat version 1.0\nfile '/etc/passwd'\n", "E_PROBE_FORMAT_NOT_ALLOWED"),
+    ],
+)  # fmt: skip
+async def test_hostile_files_fail_with_a_code_and_a_signed_webhook(
+    pipeline: list[ServiceProcess],
+    webhooks: WebhookReceiver,
+    settings: CommonSettings,
+    workdir: Path,
+    unique: str,
+    name: str,
+    content: bytes,
+    code: str,
+) -> None:
+    path = workdir / name
+    path.write_bytes(content)
+    key = f"e2e/{unique}/-rf $(touch pwned) ..{name}"
+    _drop(settings, path, key, **{"webhook-url": webhooks.url})
+    job = await wait_for_job(settings, key=key, timeout_s=60)
+    assert job["status"] == "failed"
+    assert job["error_code"] == code
+    assert job["error_message"]
+    deadline = time.monotonic() + 30
+    while not webhooks.for_job(str(job["id"])) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled with a deadline
+        await asyncio.sleep(0.2)
+    [delivery] = webhooks.for_job(str(job["id"]))
+    payload = Webhook(settings.webhook_secret.get_secret_value()).verify(
+        delivery["body"], delivery["headers"]
+    )
+    assert payload["type"] == "job.failed"
+    assert payload["data"]["error"]["code"] == code
+    assert all(service.alive() for service in pipeline), "no service crashed"
+    assert not (Path.cwd() / "pwned").exists()
