@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI; OpenAPI at /docs): upload, status, download, health.
+"""The HTTP API (FastAPI; OpenAPI at /docs): upload, status, live events, download, health, web page.
 
 Paths are the ones users of the first version know. Every error body is
 `{"error": {"code": "E_…", "message": "…"}}`. An upload is streamed to the incoming bucket under a key
@@ -9,20 +9,26 @@ event that upload causes names the same (bucket, key, etag), so it finds the job
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from minio import Minio
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
@@ -34,6 +40,7 @@ from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
+from services.ingest.job_events import SAFETY_REFRESH_S, JobEventHub
 from services.ingest.keys import upload_key
 from services.ingest.params import InvalidParams, format_fps, normalise_keys, output_fps, parse_params
 from services.ingest.start import JobStarter, object_record, param_defaults
@@ -44,6 +51,8 @@ OPTION_FIELDS = ("multiplier", "target_fps", "engine", "quality", "webhook_url")
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
 HEALTH_TIMEOUT_S = 3.0
+WEB_DIR = Path(__file__).resolve().parent / "web"
+SSE_PING_S = 10
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -69,6 +78,8 @@ class ApiDeps:
     storage: Minio
     starter: JobStarter
     kafka_check: HealthCheck
+    # Pushes job changes to /api/events streams; without it a stream re-reads its job every few seconds.
+    job_events: JobEventHub | None = None
 
 
 def kafka_admin_check(bootstrap: str) -> HealthCheck:
@@ -363,6 +374,45 @@ def create_api(deps: ApiDeps) -> FastAPI:
         )
         return RedirectResponse(url, status_code=307)
 
+    @app.get(
+        "/api/events/{job_id}",
+        summary="Server-sent events of a job's status and progress until it is final",
+        response_class=EventSourceResponse,
+        responses={404: {"description": "unknown job"}},
+    )
+    async def events(job_id: uuid.UUID) -> EventSourceResponse:
+        """`event: status` with the `GET /api/status` body now and at every change; ends when final."""
+        await _job_or_404(job_id)
+        return EventSourceResponse(_job_stream(job_id), ping=SSE_PING_S)
+
+    async def _job_stream(job_id: uuid.UUID) -> AsyncIterator[ServerSentEvent]:
+        hub = deps.job_events
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        async with hub.subscribe(job_id) if hub is not None else _no_events(queue) as queue:
+            sent: tuple[Any, ...] | None = None
+            while True:
+                async with deps.sessions() as session:
+                    job = await get_job(session, job_id)
+                if job is None:
+                    return
+                state = (job.status, job.progress, job.chunks_done, job.chunks_total)
+                if state != sent:
+                    sent = state
+                    yield ServerSentEvent(json.dumps(job_view(job)), event="status", id=str(job.progress))
+                if job.status in (JobStatus.COMPLETED.value, JobStatus.FAILED.value):
+                    return
+                # wait for the next notification; the timeout covers one lost while disconnected
+                refresh_s = SAFETY_REFRESH_S if hub is not None and hub.connected.is_set() else 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.get(), timeout=refresh_s)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The web page: upload, live progress, download, before/after."""
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
     @app.get("/health", summary="Kafka, MinIO and PostgreSQL reachability")
     async def health() -> JSONResponse:
         """200 when every component answers, else 503; each component's status either way."""
@@ -387,6 +437,11 @@ def create_api(deps: ApiDeps) -> FastAPI:
         return job
 
     return app
+
+
+@asynccontextmanager
+async def _no_events(queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+    yield queue  # nothing ever arrives: the stream re-reads on its timeout
 
 
 async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:

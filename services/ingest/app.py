@@ -10,6 +10,7 @@ from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.topics import Topic
 from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
+from services.ingest.job_events import JobEventHub
 from services.ingest.monitor import PipelineMonitor
 from services.ingest.source_events import SourceEventHandler
 from services.ingest.start import JobStarter
@@ -22,6 +23,7 @@ def build(settings: IngestSettings) -> Runtime:
     starter = JobStarter(
         sessions=runtime.sessions, storage=runtime.storage, publish=runtime.publish, settings=settings
     )
+    job_events = JobEventHub(settings.database_url.get_secret_value())
     runtime.consume(
         Topic.MINIO_EVENTS.value,
         SourceEventHandler(incoming_bucket=settings.incoming_bucket, start_job=starter),
@@ -33,6 +35,7 @@ def build(settings: IngestSettings) -> Runtime:
             storage=runtime.storage,
             starter=starter,
             kafka_check=kafka_admin_check(settings.kafka_bootstrap),
+            job_events=job_events,
         )
     )
     # No lifespan: the API's resources belong to the Runtime, which opens and closes them.
@@ -51,6 +54,7 @@ def build(settings: IngestSettings) -> Runtime:
     runtime.background(sweeper.run_forever)
     monitor = PipelineMonitor(sessions=runtime.sessions, kafka_bootstrap=settings.kafka_bootstrap)
     runtime.background(monitor.run_forever)
+    runtime.background(job_events.run_forever)
     return runtime
 
 

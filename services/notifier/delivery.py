@@ -30,6 +30,7 @@ from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import dlq_of
 from services.notifier import metrics
 from services.notifier.config import NotifierSettings
+from services.notifier.egress import DestinationRefused, Resolver, check_destination, system_resolver
 from services.notifier.schedule import RetryPolicy, parse_retry_after
 from services.notifier.store import (
     AttemptRecord,
@@ -100,8 +101,10 @@ class Deliverer:
         only_jobs: Collection[uuid.UUID] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        resolve: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
+        self.resolve = resolve
         self.sessions = sessions
         self.signer = signer
         self.dead_letter = dead_letter
@@ -256,14 +259,22 @@ class Deliverer:
         headers = self.signer.headers(webhook.webhook_id, webhook.body, at)
         timeout_s = self.settings.webhook_timeout_s
         try:
+            target = await asyncio.to_thread(
+                check_destination, webhook.url or "", self.settings.webhook_allowed_destinations, self.resolve
+            )
+        except DestinationRefused as exc:
+            return Response(None, exc.message, "invalid_url")
+        sni = {"sni_hostname": target.host.rsplit(":", 1)[0]} if target.url.startswith("https:") else {}
+        try:
             async with (
                 asyncio.timeout(timeout_s),
                 self.client.stream(
                     "POST",
-                    webhook.url or "",
+                    target.url,  # the address that was checked, so DNS cannot change it after the check
                     content=webhook.body.encode(),
-                    headers=headers,
+                    headers={**headers, "host": target.host},
                     timeout=timeout_s,
+                    extensions=sni,
                 ) as reply,
             ):
                 snippet = await _read_prefix(reply, ERROR_SNIPPET_BYTES)

@@ -51,6 +51,7 @@ async def attempt(url: str, respond: httpx.MockTransport | None) -> Response:
             signer=Signer(SECRET),
             dead_letter=no_dead_letters,
             client=client,
+            resolve=lambda host, port: ["93.184.216.34"],  # a public address: DNS stays out of unit tests
         )
         return await deliverer._post(webhook(url), datetime.now(UTC))
 
@@ -96,7 +97,7 @@ async def test_an_unusable_url_is_a_permanent_failure(url: str) -> None:
     assert response.kind == "invalid_url"
     assert response.permanent
     assert response.error is not None
-    assert response.error.startswith("invalid webhook URL")
+    assert "webhook URL" in response.error
 
 
 async def test_an_error_response_keeps_its_status_retry_after_and_the_start_of_its_body() -> None:
