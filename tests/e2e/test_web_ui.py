@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ from playwright.async_api import BrowserContext, async_playwright
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 from tests.e2e.pipeline import ServiceProcess
-from tests.fixtures.media import panning_clip, probe, video_stream
+from tests.fixtures.media import probe, video_stream
 
 pytestmark = [
     pytest.mark.kafka,
@@ -55,6 +56,22 @@ DROP = """([name, b64]) => {
 }"""
 
 
+def sample_clip(path: Path) -> Path:
+    """One second of FFmpeg's moving test pattern with a tone: recognisable in the screenshot and
+    small once it is a PNG (random textures are not)."""
+    subprocess.run(
+        [
+            "ffmpeg", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=1",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1",
+            "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    return path
+
+
 @pytest.fixture
 def chromium() -> Path:
     """The Debian package's browser binary."""
@@ -71,7 +88,7 @@ async def browser(chromium: Path, tmp_path: Path) -> AsyncIterator[BrowserContex
             executable_path=str(chromium),
             headless=True,
             args=FLAGS,
-            viewport={"width": 1000, "height": 860},
+            viewport={"width": 960, "height": 800},
             device_scale_factor=1,
             accept_downloads=True,
         )
@@ -87,12 +104,12 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     settings: CommonSettings,
     workdir: Path,
 ) -> None:
-    clip = panning_clip(workdir / "holiday.mp4", width=320, height=180, seconds=1)
+    clip = sample_clip(workdir / "holiday.mp4")
     page = await browser.new_page()
     await page.goto(f"{settings.api_url}/")
     await page.wait_for_function("document.body.dataset.state === 'idle'")
 
-    payload = base64.b64encode(clip.path.read_bytes()).decode()
+    payload = base64.b64encode(clip.read_bytes()).decode()
     await page.evaluate(DROP, ["holiday.mp4", payload])
     assert "holiday.mp4" in await page.inner_text("#drop-text")
     await page.select_option("#multiplier", "2")
@@ -105,6 +122,8 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     assert await page.get_attribute("body", "data-state") == "completed", await page.inner_text("#error")
     assert await page.eval_on_selector("#progress", "p => p.value") == 100
     assert await page.inner_text("#progress-text") == "100 %"
+    seen = await page.evaluate("window.progressSeen.filter(p => p > 0)")
+    assert seen == sorted(seen) and len(set(seen)) >= 2, f"progress was not live: {seen}"
     job_id = await page.inner_text("#job-id")
 
     href = await page.get_attribute("#download", "href")
@@ -114,7 +133,7 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     output = workdir / "downloaded.mp4"
     output.write_bytes(await response.body())
     result = video_stream(probe(output))
-    assert Fraction(result["r_frame_rate"]) == 2 * clip.rate
+    assert Fraction(result["r_frame_rate"]) == 2 * Fraction(video_stream(probe(clip))["r_frame_rate"])
 
     # Before/after: both videos loaded and shown at the same moment.
     await page.wait_for_function(

@@ -6,6 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["completed", "failed"]);
 let chosen = null;
+window.progressSeen = []; // every progress value shown, in order (the end-to-end test reads it)
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -48,7 +49,12 @@ function formData() {
   return data;
 }
 
+function fps(rate) {
+  return rate ? `${String(rate).replace(/\/1$/, "")} fps` : "";
+}
+
 function showProgress(percent, stage) {
+  window.progressSeen.push(percent);
   $("progress").value = percent;
   $("progress-text").textContent = `${percent} %`;
   $("stage").textContent = stage;
@@ -123,12 +129,12 @@ function done(jobId, job) {
   $("download").href = url;
   const result = job.result || {};
   $("result-info").textContent = result.out_frames
-    ? ` · ${result.out_frames} frames at ${job.output_fps} fps, ${(result.output_size_bytes / 1e6).toFixed(2)} MB`
+    ? ` · ${result.out_frames} frames at ${fps(job.output_fps)}, ${(result.output_size_bytes / 1e6).toFixed(2)} MB`
     : "";
   $("result").hidden = false;
   $("submit").disabled = false;
-  $("before-fps").textContent = job.probe ? `${job.probe.fps} fps` : "";
-  $("after-fps").textContent = job.output_fps ? `${job.output_fps} fps` : "";
+  $("before-fps").textContent = fps(job.probe && job.probe.fps);
+  $("after-fps").textContent = fps(job.output_fps);
   $("before").src = URL.createObjectURL(chosen);
   $("after").src = url;
   $("compare").hidden = false;
