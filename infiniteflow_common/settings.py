@@ -43,7 +43,8 @@ class CommonSettings(BaseSettings):
     # Where Prometheus' file-based discovery looks for this process's /metrics target.
     prometheus_targets_dir: Path | None = REPO_ROOT / ".run" / "prometheus" / "targets"
     # Retry policy for a message whose handling failed transiently, before the consumer gives up.
-    retry_max_attempts: int = Field(default=6, ge=1)
+    # Defaults ride out about a minute of an unavailable server (0.5 s doubling to 30 s, ≥ 60 s in all).
+    retry_max_attempts: int = Field(default=10, ge=1)
     retry_base_delay_s: float = Field(default=0.5, gt=0)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     # DLQ circuit breaker: stop the consumer when more than this share of recent messages were invalid.

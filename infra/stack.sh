@@ -148,11 +148,24 @@ case "${1:-}" in
     fi
     stop_daemon minio; stop_daemon kafka
     ;;
+  stop)  # stop one component (fault tests): kafka | minio | postgres | prometheus
+    case "${2:-}" in
+      kafka|minio|prometheus) stop_daemon "$2" ;;
+      postgres) as_pg "$pg_bin/pg_ctl" -D "$run/postgres/data" -m fast -w stop >/dev/null; log "postgres stopped" ;;
+      *) die "usage: $0 stop kafka|minio|postgres|prometheus" ;;
+    esac
+    ;;
+  start)  # start one component again, without the bootstrap
+    case "${2:-}" in
+      kafka) kafka_up ;; minio) minio_up ;; postgres) pg_up ;; prometheus) prom_up ;;
+      *) die "usage: $0 start kafka|minio|postgres|prometheus" ;;
+    esac
+    ;;
   status)
     port_open "$KAFKA_BOOTSTRAP" && echo "kafka      up   $KAFKA_BOOTSTRAP" || echo "kafka      down"
     curl -fsS "$S3_ENDPOINT/minio/health/live" >/dev/null 2>&1 && echo "minio      up   $S3_ENDPOINT" || echo "minio      down"
     "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$(pg_port)" && echo "postgres   up   127.0.0.1:$(pg_port)" || echo "postgres   down"
     curl -fsS "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1 && echo "prometheus up   $PROMETHEUS_URL" || echo "prometheus down"
     ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 up|down|status|stop COMPONENT|start COMPONENT" ;;
 esac

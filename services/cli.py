@@ -10,11 +10,13 @@ import typer
 from services.admin import admin_app
 from services.gpu_interp.commands import register as register_engine_commands
 from services.supervisor import services_app
+from services.user_commands import register as register_user_commands
 
 app = typer.Typer(no_args_is_help=True, help="InfiniteFlow: raise the frame rate of videos.")
 app.add_typer(admin_app, name="admin")
 app.add_typer(services_app, name="services")
 register_engine_commands(app)
+register_user_commands(app)
 
 
 class Service(StrEnum):

@@ -1,0 +1,62 @@
+"""A user submits a video from the command line, waits for it, and checks on it later."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infiniteflow_common.settings import CommonSettings
+from tests.e2e.pipeline import ServiceProcess
+from tests.fixtures.media import panning_clip
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.minio,
+    pytest.mark.postgres,
+    pytest.mark.ffmpeg,
+    pytest.mark.slow,
+]
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def infiniteflow(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `infiniteflow` command as a user would (no terminal: plain output)."""
+    command = [sys.executable, "-c", "from services.cli import main; main()", *args]
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_submit_waits_with_progress_and_prints_the_download_url_then_status_shows_it(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path
+) -> None:
+    clip = panning_clip(workdir / "cli clip.mp4", width=160, height=96, seconds=1)
+    submitted = infiniteflow("submit", str(clip.path), "--multiplier", "2", "--engine", "flow", "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(rf"job ({UUID})", submitted.stdout)
+    assert job_id, submitted.stdout
+    assert "completed" in submitted.stdout
+    url = submitted.stdout.strip().splitlines()[-1]
+    assert url.startswith(settings.s3_endpoint), submitted.stdout
+    assert httpx.get(url, timeout=30).content[4:8] == b"ftyp"  # an MP4 file
+
+    shown = infiniteflow("status", job_id.group(1))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "completed (100 %)" in shown.stdout
+
+
+def test_submit_reports_options_the_api_refuses(pipeline: list[ServiceProcess], workdir: Path) -> None:
+    clip = panning_clip(workdir / "bad.mp4", width=160, height=96, seconds=1, audio=False)
+    refused = infiniteflow("submit", str(clip.path), "--multiplier", "3")
+    assert refused.returncode == 2
+    assert "E_PARAM" in refused.stdout
+
+
+def test_status_of_an_unknown_job_says_so(pipeline: list[ServiceProcess]) -> None:
+    shown = infiniteflow("status", "00000000-0000-0000-0000-000000000000")
+    assert shown.returncode == 2
+    assert "E_JOB_NOT_FOUND" in shown.stdout
