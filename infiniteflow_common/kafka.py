@@ -32,7 +32,9 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from faststream.confluent import KafkaBroker
 from faststream.confluent import KafkaMessage as KafkaMessageParam
 from faststream.confluent.message import KafkaMessage
+from faststream.confluent.prometheus import KafkaPrometheusMiddleware
 from faststream.middlewares import AckPolicy
+from prometheus_client import REGISTRY
 
 from infiniteflow_common import metrics
 from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
@@ -74,6 +76,8 @@ def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> 
         # faststream's records then go through our JSON log handler (observability.configure_logging)
         logger=logging.getLogger(f"faststream.{service}"),
         config=extra_config or None,  # type: ignore[arg-type]
+        # faststream's broker metrics (faststream_received_*, faststream_published_*) beside ours
+        middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service),),
     )
 
 
@@ -152,7 +156,7 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random 
     to ride out a restart of the object store or database); the other half spreads consumers apart.
     """
     ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
 
 
 @dataclass

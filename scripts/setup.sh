@@ -15,6 +15,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need_pkgs+
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v mvn >/dev/null || need_pkgs+=(maven)
 command -v java >/dev/null || need_pkgs+=(openjdk-17-jre-headless)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # the web page's end-to-end test drives it headless
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   sudo_if_needed apt-get update -q

@@ -50,6 +50,7 @@ def build_engine(
     weights: str | None = None,
     weights_sha256: str | None = None,
     batch_size: int = 4,
+    compile_model: bool = False,
 ) -> InterpolationEngine:
     """Construct the chosen engine once (for RIFE this loads and verifies the weights)."""
     if engine is EngineName.flow:
@@ -58,7 +59,9 @@ def build_engine(
         return FlowEngine()
     from services.gpu_interp.engines.rife import RifeSettings, load_engine
 
-    settings = RifeSettings(quality=quality.value, scale=scale, device=device, batch_size=batch_size)
+    settings = RifeSettings(
+        quality=quality.value, scale=scale, device=device, batch_size=batch_size, compile=compile_model
+    )
     return load_engine(settings, weights, weights_sha256)
 
 
@@ -140,6 +143,10 @@ def register(app: typer.Typer) -> None:
         lossless: Annotated[bool, typer.Option(help="FFV1 lossless instead of libx264 CRF 16.")] = False,
         scenes: Annotated[bool, typer.Option(help="Detect scene cuts (no interpolation across).")] = True,
         batch_size: Annotated[int, typer.Option(min=1, help="Frame pairs per model call.")] = 4,
+        compile_model: Annotated[
+            bool,
+            typer.Option("--compile", help="rife: torch.compile first (1–2 min; pays off on long videos)."),
+        ] = False,
         weights: WeightsOpt = None,
         weights_sha256: WeightsHashOpt = None,
     ) -> None:
@@ -154,7 +161,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2)
         try:
             target = parse_rate(fps) if fps is not None else None
-            model = build_engine(engine, quality, scale, device, weights, weights_sha256, batch_size)
+            model = build_engine(
+                engine, quality, scale, device, weights, weights_sha256, batch_size, compile_model
+            )
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),

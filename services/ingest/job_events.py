@@ -9,6 +9,7 @@ every `SAFETY_REFRESH_S` seconds, in case a notification was lost while the conn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -75,7 +76,7 @@ class JobEventHub:
             lost = asyncio.Event()
             try:
                 connection = await asyncpg.connect(self.dsn, timeout=10)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("job events: cannot connect", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_S[1])
@@ -89,7 +90,12 @@ class JobEventHub:
                 log.info("job events: listening", channel=CHANNEL)
                 await lost.wait()
                 log.warning("job events: connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # the API keeps serving; streams fall back to re-reading until we are back
+                log.warning("job events: listener failed; reconnecting", error=repr(exc))
+                await asyncio.sleep(delay)
             finally:
                 self.connected.clear()
                 if not connection.is_closed():
-                    await asyncio.shield(connection.close(timeout=5))
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(connection.close(timeout=5))
