@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common import jobs
 from infiniteflow_common.db import transaction
-from infiniteflow_common.events import Event, JobFailed, JobParams
+from infiniteflow_common.deps import Publish
+from infiniteflow_common.events import JobFailed, JobParams
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 
 log = get_logger()
-Publish = Callable[[str, Event], Awaitable[None]]
 
 
 async def report_failure(

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import make_engine, session_factory
+from infiniteflow_common.deps import Deps
 from infiniteflow_common.errors import InvalidMessage
 from infiniteflow_common.events import Event, encode_event
 from infiniteflow_common.failures import report_failure
@@ -81,6 +82,11 @@ class Runtime:
         from infiniteflow_common.storage import make_client
 
         return make_client(self.settings)
+
+    @cached_property
+    def deps(self) -> Deps:
+        """What the pipeline handlers talk to."""
+        return Deps(sessions=self.sessions, storage=self.storage, catalog=self.catalog, publish=self.publish)
 
     async def publish(
         self, topic: str, event: Event, *, key: str | None = None, partition: int | None = None

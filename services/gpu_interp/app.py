@@ -18,10 +18,7 @@ def build(settings: WorkerSettings | None = None) -> Runtime:
     runtime = Runtime(settings, "gpu_interp")
     handler = ChunkHandler(
         settings=settings,
-        sessions=runtime.sessions,
-        storage=runtime.storage,
-        catalog=runtime.catalog,
-        publish=runtime.publish,
+        deps=runtime.deps,
         engines=EngineCache(settings),
     )
     runtime.consume(Topic.CHUNK_READY, handler, max_poll_interval_ms=settings.max_poll_interval_ms)

@@ -13,20 +13,17 @@ import contextlib
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from minio import Minio
 from sqlalchemy import or_, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction, utcnow
+from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import InfiniteFlowError, TransientError
-from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, decode_event
+from infiniteflow_common.events import ChunkInterpolated, ChunkReady, decode_event
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import MediaError
@@ -39,7 +36,6 @@ from services.gpu_interp.config import WorkerSettings
 from services.gpu_interp.engine_registry import EngineCache
 
 log = get_logger()
-Publish = Callable[[str, Event], Awaitable[None]]
 
 
 def result_key(job_id: uuid.UUID, index: int, epoch: int) -> str:
@@ -53,24 +49,12 @@ class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class nam
     code = "E_LEASE_LOST"
 
 
-class ChunkHandler:
+class ChunkHandler(PipelineHandler):
     """Claims, interpolates and reports one chunk."""
 
-    def __init__(
-        self,
-        *,
-        settings: WorkerSettings,
-        sessions: async_sessionmaker[AsyncSession],
-        storage: Minio,
-        catalog: SchemaCatalog,
-        publish: Publish,
-        engines: EngineCache,
-    ) -> None:
+    def __init__(self, *, settings: WorkerSettings, deps: Deps, engines: EngineCache) -> None:
+        super().__init__(deps)
         self.settings = settings
-        self.sessions = sessions
-        self.storage = storage
-        self.catalog = catalog
-        self.publish = publish
         self.engines = engines
 
     async def __call__(self, delivery: Delivery) -> None:

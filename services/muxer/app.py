@@ -16,10 +16,7 @@ def build(settings: MuxerSettings | None = None) -> Runtime:
     runtime = Runtime(settings, "muxer")
     handler = MuxHandler(
         settings=settings,
-        sessions=runtime.sessions,
-        storage=runtime.storage,
-        catalog=runtime.catalog,
-        publish=runtime.publish,
+        deps=runtime.deps,
     )
     runtime.consume(Topic.CHUNK_INTERPOLATED, handler.on_chunk, max_poll_interval_ms=1_800_000)
     runtime.consume(Topic.JOB_SPLIT, handler.on_split, max_poll_interval_ms=1_800_000)

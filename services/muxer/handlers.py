@@ -14,23 +14,19 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import PurePosixPath
 from typing import Any
 
-from minio import Minio
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import (
     ChunkInterpolated,
-    Event,
     JobCompleted,
     JobParams,
     JobSplit,
@@ -54,7 +50,6 @@ from services.muxer.assemble import (
 from services.muxer.config import MuxerSettings
 
 log = get_logger()
-Publish = Callable[[str, Event], Awaitable[None]]
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
 
 
@@ -78,23 +73,12 @@ def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None
         metrics.JOB_STAGE_SECONDS.labels("interpolate").observe(max(0.0, interpolate))
 
 
-class MuxHandler:
+class MuxHandler(PipelineHandler):
     """Records chunk results and assembles complete jobs."""
 
-    def __init__(
-        self,
-        *,
-        settings: MuxerSettings,
-        sessions: async_sessionmaker[AsyncSession],
-        storage: Minio,
-        catalog: SchemaCatalog,
-        publish: Publish,
-    ) -> None:
+    def __init__(self, *, settings: MuxerSettings, deps: Deps) -> None:
+        super().__init__(deps)
         self.settings = settings
-        self.sessions = sessions
-        self.storage = storage
-        self.catalog = catalog
-        self.publish = publish
 
     async def on_chunk(self, delivery: Delivery) -> None:
         """Handle one `chunk.interpolated` record."""

@@ -16,10 +16,7 @@ def build(settings: SplitterSettings | None = None) -> Runtime:
     runtime = Runtime(settings, "splitter")
     handler = SplitHandler(
         settings=settings,
-        sessions=runtime.sessions,
-        storage=runtime.storage,
-        catalog=runtime.catalog,
-        publish=runtime.publish,
+        deps=runtime.deps,
     )
     # Splitting a long source takes a while; allow it well past the default poll interval.
     runtime.consume(Topic.VIDEO_UPLOADED, handler, max_poll_interval_ms=1_800_000)

@@ -10,23 +10,20 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from minio import Minio
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction
-from infiniteflow_common.events import ChunkReady, Event, JobSplit, OutputSlot, VideoUploaded, decode_event
+from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.events import ChunkReady, JobSplit, OutputSlot, VideoUploaded, decode_event
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rational
@@ -40,14 +37,6 @@ from services.splitter.plan import JobPlan, PlanError, output_rate, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
 
 log = get_logger()
-
-
-class Publish(Protocol):
-    """Publishes an event to a topic (optionally with an explicit key) and waits for the broker."""
-
-    def __call__(
-        self, topic: str, event: Event, *, key: str | None = None, partition: int | None = None
-    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -70,23 +59,12 @@ def chunk_key(job_id: uuid.UUID, index: int) -> str:
     return f"{job_id}/chunks/{index:05d}.mkv"
 
 
-class SplitHandler:
+class SplitHandler(PipelineHandler):
     """Plans and writes one job's chunks."""
 
-    def __init__(
-        self,
-        *,
-        settings: SplitterSettings,
-        sessions: async_sessionmaker[AsyncSession],
-        storage: Minio,
-        catalog: SchemaCatalog,
-        publish: Publish,
-    ) -> None:
+    def __init__(self, *, settings: SplitterSettings, deps: Deps) -> None:
+        super().__init__(deps)
         self.settings = settings
-        self.sessions = sessions
-        self.storage = storage
-        self.catalog = catalog
-        self.publish = publish
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `video.uploaded` record."""

@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
+from infiniteflow_common.deps import Deps
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, OutputSlot, encode_event
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.settings import CommonSettings
@@ -65,8 +66,8 @@ def _worker(sessions: async_sessionmaker[AsyncSession], name: str) -> ChunkHandl
     async def publish(topic: str, event: Event) -> None:
         raise AssertionError("not expected")
 
-    return ChunkHandler(settings=settings, sessions=sessions, storage=None, catalog=SchemaCatalog.load(),  # type: ignore[arg-type]
-                        publish=publish, engines=EngineCache(settings))  # fmt: skip
+    deps = Deps(sessions=sessions, storage=None, catalog=SchemaCatalog.load(), publish=publish)  # type: ignore[arg-type]
+    return ChunkHandler(settings=settings, deps=deps, engines=EngineCache(settings))
 
 
 async def test_a_live_lease_keeps_other_workers_off_and_an_expired_one_is_taken_over_with_a_new_epoch(
@@ -97,9 +98,8 @@ async def test_the_muxer_counts_a_result_once_and_refuses_a_stale_epoch(
     async def publish(topic: str, event: Event) -> None:
         published.append(event)
 
-    muxer = MuxHandler(
-        settings=MuxerSettings(), sessions=sessions, storage=None, catalog=catalog, publish=publish
-    )  # type: ignore[arg-type]
+    deps = Deps(sessions=sessions, storage=None, catalog=catalog, publish=publish)  # type: ignore[arg-type]
+    muxer = MuxHandler(settings=MuxerSettings(), deps=deps)
     worker = _worker(sessions, "worker-a")
     epoch0 = await worker._claim(_ready(job_with_chunks, 0))
     epoch1 = await worker._claim(_ready(job_with_chunks, 1))
