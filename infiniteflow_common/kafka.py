@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from faststream.confluent import KafkaBroker
@@ -224,19 +225,28 @@ class ReliableConsumer:
             await asyncio.sleep(1.0)
             return
         started = time.perf_counter()
-        try:
-            await self.handler(delivery)
-        except InvalidMessage as exc:
-            await self._dead_letter(message, delivery, exc)
-        except Exception as exc:  # anything not known to be permanent is worth retrying
-            await self._retry_or_stop(message, delivery, exc)
-        else:
-            await commit(message)
-            self._attempts.pop((delivery.partition, delivery.offset), None)
-            self.breaker.record(invalid=False)
-            metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
-        finally:
-            metrics.HANDLER_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
+        # Every log line written while handling this record carries its job, chunk and stage, so one
+        # job's story can be followed by grepping its id across services.
+        context: dict[str, Any] = {"stage": self.service, "where": delivery.where}
+        if job_id := job_id_from_key(delivery.key):
+            context["job_id"] = job_id
+            chunk = (delivery.key or b"").decode(errors="replace").partition("/")[2]
+            if chunk.isdigit():
+                context["chunk_index"] = int(chunk)
+        with structlog.contextvars.bound_contextvars(**context):
+            try:
+                await self.handler(delivery)
+            except InvalidMessage as exc:
+                await self._dead_letter(message, delivery, exc)
+            except Exception as exc:  # anything not known to be permanent is worth retrying
+                await self._retry_or_stop(message, delivery, exc)
+            else:
+                await commit(message)
+                self._attempts.pop((delivery.partition, delivery.offset), None)
+                self.breaker.record(invalid=False)
+                metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
+            finally:
+                metrics.HANDLER_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
 
     async def _dead_letter(self, message: KafkaMessage, delivery: Delivery, exc: InvalidMessage) -> None:
         if self.breaker.record(invalid=True):

@@ -321,3 +321,26 @@ async def test_hostile_files_fail_with_a_code_and_a_signed_webhook(
     assert payload["data"]["error"]["code"] == code
     assert all(service.alive() for service in pipeline), "no service crashed"
     assert not (Path.cwd() / "pwned").exists()
+
+
+async def test_a_jobs_whole_story_can_be_followed_by_its_id_across_services(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    import json
+
+    clip = panning_clip(workdir / "story.mp4", width=160, height=96, seconds=1, audio=False)
+    key = f"e2e/{unique}/story.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed"
+    job_id = str(job["id"])
+    stages: dict[str, set[str]] = {}
+    for service in pipeline:
+        for line in service.log.read_text(errors="replace").splitlines():
+            if job_id not in line:
+                continue
+            record = json.loads(line)  # every line is one JSON object
+            assert record.get("job_id") == job_id
+            stages.setdefault(service.name.split("-")[0], set()).add(str(record.get("event")))
+    assert {"ingest", "splitter", "gpu_interp", "muxer"} <= set(stages), stages
+    assert "job completed" in stages["muxer"]
