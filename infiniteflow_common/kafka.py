@@ -246,7 +246,9 @@ class ReliableConsumer:
                 self.breaker.record(invalid=False)
                 metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
             finally:
-                metrics.HANDLER_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
+                metrics.HANDLER_SECONDS.labels(self.service, self.topic).observe(
+                    time.perf_counter() - started
+                )
 
     async def _dead_letter(self, message: KafkaMessage, delivery: Delivery, exc: InvalidMessage) -> None:
         if self.breaker.record(invalid=True):

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import col
 
 from infiniteflow_common import jobs
+from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import (
@@ -214,6 +215,7 @@ class MuxHandler(PipelineHandler):
                 str(output),
                 content_type="video/mp4",
             )
+            crash_point(self.settings, "muxer.after_upload")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         in_rate = Fraction(plan["in_rate"])

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import transaction, utcnow
 from infiniteflow_common.kafka import Delivery, backoff_delay
 from infiniteflow_common.observability import get_logger
@@ -218,6 +219,8 @@ class Deliverer:
         attempted_at = self.clock()
         started = time.perf_counter()
         response = await self._post(webhook, attempted_at)
+        if response.status_code is not None and 200 <= response.status_code < 300:
+            crash_point(self.settings, "notifier.after_delivery")
         latency_s = time.perf_counter() - started
         decision = (
             Decision(Outcome.REJECTED)

@@ -80,11 +80,12 @@ def _completed_events(settings: CommonSettings, job_id: str) -> int:
     return count
 
 
-async def _run_job(settings: CommonSettings, workdir: Path, key: str, seconds: float = 3) -> tuple[Any, Path]:
+async def _run_job(
+    settings: CommonSettings, workdir: Path, key: str, seconds: float = 3, webhook: str | None = None
+) -> tuple[Any, Path]:
     clip = panning_clip(workdir / "in.mp4", width=320, height=180, seconds=seconds)
-    make_client(settings).fput_object(
-        settings.incoming_bucket, key, str(clip.path), metadata={"multiplier": "2", "engine": "flow"}
-    )
+    metadata = {"multiplier": "2", "engine": "flow"} | ({"webhook-url": webhook} if webhook else {})
+    make_client(settings).fput_object(settings.incoming_bucket, key, str(clip.path), metadata=metadata)
     return clip, clip.path
 
 

@@ -68,3 +68,30 @@ def test_the_concat_list_quotes_file_names(tmp_path: Path) -> None:
     lines = listing.read_text().splitlines()
     assert lines[0] == "ffconcat version 1.0"
     assert lines[2].endswith("it'\\''s.mkv'")
+
+
+def test_an_ffmpeg_that_hangs_is_killed_by_its_timeout_with_a_clear_code() -> None:
+    import time
+
+    import pytest
+
+    from services.muxer.assemble import MuxError, run_ffmpeg
+
+    started = time.monotonic()
+    with pytest.raises(MuxError) as error:
+        run_ffmpeg(["sleep", "30"], timeout_s=0.5)
+    assert error.value.code == "E_MUX_TIMEOUT"
+    assert time.monotonic() - started < 5
+
+
+def test_an_ffmpeg_failure_carries_its_last_words() -> None:
+    import pytest
+
+    from services.muxer.assemble import MuxError, run_ffmpeg
+
+    with pytest.raises(MuxError) as error:
+        run_ffmpeg(
+            ["ffmpeg", "-v", "error", "-i", "file:/nonexistent/input.mkv", "-f", "null", "-"], timeout_s=30
+        )
+    assert error.value.code == "E_MUX_FAILED"
+    assert "nonexistent" in error.value.message
