@@ -153,8 +153,8 @@ def register(app: typer.Typer) -> None:
         """Raise a video's frame rate: decode, find scene cuts, interpolate, encode, copy the audio."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from infiniteflow_common.timing import parse_rate
         from services.gpu_interp.engines.pipeline import interpolate_video
-        from services.gpu_interp.engines.timesteps import parse_rate
 
         if (multiplier is None) == (fps is None):
             typer.echo("give exactly one of --multiplier and --fps", err=True)

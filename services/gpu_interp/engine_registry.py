@@ -32,6 +32,7 @@ class EngineCache:
                     scale=self.settings.rife_scale,
                     device=self.settings.device,
                     batch_size=self.settings.batch_size,
+                    compile=self.settings.rife_compile,
                 ),
                 weights_path=self.settings.weights_path,
                 weights_sha256=self.settings.weights_sha256,

@@ -23,17 +23,19 @@ from sqlmodel import col
 from infiniteflow_common import jobs
 from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.errors import InfiniteFlowError, TransientError
 from infiniteflow_common.events import ChunkReady, JobSplit, OutputSlot, VideoUploaded, decode_event
 from infiniteflow_common.failures import report_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rational
 from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.timing import output_rate
 from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.config import SplitterSettings
-from services.splitter.plan import JobPlan, PlanError, output_rate, plan_job
+from services.splitter.plan import JobPlan, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
 
 log = get_logger()
@@ -79,7 +81,9 @@ class SplitHandler(PipelineHandler):
             return
         try:
             await self._split(event)
-        except (PlanError, MediaError) as exc:
+        except InfiniteFlowError as exc:  # bad media, an impossible plan or rate: the job fails, we go on
+            if isinstance(exc, TransientError):
+                raise
             if isinstance(exc, MediaError):
                 FFMPEG_FAILURES.labels("splitter", exc.code).inc()
             await report_failure(
@@ -107,7 +111,7 @@ class SplitHandler(PipelineHandler):
             )
             params = event.params
             target = Fraction(params.target_fps) if params.target_fps else None
-            out_rate = output_rate(analysis.rate, params.multiplier, target)
+            out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
             plan = plan_job(
                 len(analysis.source_of),
                 analysis.rate,

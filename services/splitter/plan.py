@@ -1,8 +1,7 @@
 """Chunk planning: which source frames go in which chunk, and which output frame each chunk makes.
 
-Pure logic, no I/O. Time is exact rational arithmetic. Output frame j sits at time j / out_rate; its
-source position is p = j · in_rate / out_rate, between source frames i = ⌊p⌋ and i + 1 at t = p − i.
-Rules (DESIGN.md):
+Pure logic, no I/O, exact rational time. Which output frame sits where comes from `infiniteflow_common.timing` (shared with the engines'
+single-machine command). The rules added here (DESIGN.md):
 
 * chunks never cross a scene cut, and hold at most `max_frames` source frames of their own;
 * inside a scene, chunk k also carries the first frame of chunk k + 1 (`shares_last_frame`) so the
@@ -14,11 +13,11 @@ Rules (DESIGN.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from math import floor
 
+from infiniteflow_common import timing
 from infiniteflow_common.errors import InfiniteFlowError
 
 
@@ -66,34 +65,6 @@ class JobPlan:
     chunks: tuple[ChunkPlan, ...]
 
 
-def output_rate(in_rate: Fraction, multiplier: int | None, target_fps: Fraction | None) -> Fraction:
-    """The exact output frame rate: input × multiplier, or the target."""
-    if in_rate <= 0:
-        raise PlanError(f"input frame rate {in_rate} is not positive")
-    if multiplier is not None:
-        return in_rate * multiplier
-    if target_fps is None or target_fps <= 0:
-        raise PlanError("a multiplier or a positive target frame rate is required")
-    return target_fps
-
-
-def output_count(source_frames: int, in_rate: Fraction, out_rate: Fraction) -> int:
-    """Output frames covering the input's duration (source_frames / in_rate) at `out_rate`."""
-    return max(1, floor(Fraction(source_frames) * out_rate / in_rate))
-
-
-def slots(source_frames: int, in_rate: Fraction, out_rate: Fraction) -> Iterator[Slot]:
-    """Every output frame's source position, in order (before scene rules)."""
-    step = in_rate / out_rate
-    for j in range(output_count(source_frames, in_rate, out_rate)):
-        position = j * step
-        index = floor(position)
-        if index >= source_frames - 1:
-            yield Slot(source_frames - 1, Fraction(0))
-        else:
-            yield Slot(index, position - index)
-
-
 def plan_job(
     source_frames: int,
     in_rate: Fraction,
@@ -117,17 +88,16 @@ def plan_job(
             # inside a scene a chunk owns max_frames - 1 frames plus the next chunk's first
             ranges.append((cursor, stop, stop < end))
             cursor = stop
-    all_slots = list(slots(source_frames, in_rate, out_rate))
+    all_slots = timing.plan(source_frames, in_rate, out_rate)
     last_of_scene = {end - 1 for _, end in scene_bounds}
     chunks: list[ChunkPlan] = []
     position = 0
     for index, (begin, end, shares) in enumerate(ranges):
         mine: list[Slot] = []
-        while position < len(all_slots) and all_slots[position].source_index < end:
+        while position < len(all_slots) and all_slots[position].index < end:
             slot = all_slots[position]
-            if slot.source_index in last_of_scene and slot.t != 0:
-                slot = Slot(slot.source_index, Fraction(0))  # never blend across a cut
-            mine.append(Slot(slot.source_index - begin, slot.t))
+            t = Fraction(0) if slot.index in last_of_scene else slot.t  # never blend across a cut
+            mine.append(Slot(slot.index - begin, t))
             position += 1
         chunks.append(
             ChunkPlan(

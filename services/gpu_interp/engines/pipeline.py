@@ -21,8 +21,8 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.timing import output_count, times_after
 from services.gpu_interp.engines.base import FrameArray, InterpolationEngine
-from services.gpu_interp.engines.timesteps import output_count, times_after
 
 T = TypeVar("T")
 _DONE = object()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.splitter.plan import PlanError, output_rate, plan_job
+from services.splitter.plan import PlanError, plan_job
 
 NTSC = Fraction(30000, 1001)
 
@@ -22,11 +22,6 @@ def test_doubling_makes_two_output_frames_per_source_frame() -> None:
     assert plan.out_frames == 20
     assert _global_slots(plan)[:4] == [(0, 0), (0, Fraction(1, 2)), (1, 0), (1, Fraction(1, 2))]
     assert _global_slots(plan)[-2:] == [(9, 0), (9, 0)], "the end repeats the last frame: duration kept"
-
-
-def test_output_rate_is_exact_rational() -> None:
-    assert output_rate(Fraction(24000, 1001), 2, None) == Fraction(48000, 1001)
-    assert output_rate(NTSC, None, Fraction(60)) == 60
 
 
 def test_inside_a_scene_chunks_share_one_frame_and_output_it_once() -> None:

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from infiniteflow_common.errors import InfiniteFlowError
-from services.gpu_interp.engines.timesteps import (
+from infiniteflow_common.timing import (
     Slot,
     multiplier_plan,
     output_count,
