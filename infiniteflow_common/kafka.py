@@ -416,19 +416,26 @@ def job_id_from_key(key: bytes | None) -> str | None:
 
 def subscribe(
     broker: KafkaBroker,
-    consumer: ReliableConsumer,
-    *,
+    *consumers: ReliableConsumer,
     group_id: str,
     max_poll_interval_ms: int = 300_000,
     auto_offset_reset: Literal["earliest", "latest"] = "earliest",
 ) -> None:
-    """Register `consumer` on its topic in `group_id` with manual commits."""
+    """Register the consumers as ONE Kafka consumer of their topics in `group_id`, with manual commits.
+
+    One group member per process, whatever the number of topics: a service that listens to two
+    topics through two members in one group rejoins as two after every broker hiccup, and we saw such a
+    pair stay unassigned after a broker restart. Records are dispatched to their topic's consumer.
+    """
+    by_topic = {consumer.topic: consumer for consumer in consumers}
 
     async def on_message(message: KafkaMessageParam) -> None:
-        await consumer(message)
+        raw = message.raw_message
+        record = raw[0] if isinstance(raw, tuple) else raw
+        await by_topic[str(record.topic())](message)
 
     broker.subscriber(
-        consumer.topic,
+        *by_topic,
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset=auto_offset_reset,

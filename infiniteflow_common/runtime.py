@@ -54,6 +54,7 @@ class Runtime:
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.consumers: list[ReliableConsumer] = []
+        self._max_poll_interval_ms = 0
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     @cached_property
@@ -103,7 +104,7 @@ class Runtime:
     def consume(
         self, topic: str, handler: Handler, *, max_poll_interval_ms: int = 300_000
     ) -> ReliableConsumer:
-        """Register `handler` on `topic` in the consumer group named after the service."""
+        """Have `handler` consume `topic` in the service's consumer group (subscribed when `run()` starts)."""
         consumer = ReliableConsumer(
             broker=self.broker,
             catalog=self.catalog,
@@ -114,8 +115,8 @@ class Runtime:
             on_fatal=self._on_fatal,
             on_dead_letter=self._fail_job_of,
         )
-        subscribe(self.broker, consumer, group_id=self.service, max_poll_interval_ms=max_poll_interval_ms)
         self.consumers.append(consumer)
+        self._max_poll_interval_ms = max(self._max_poll_interval_ms, max_poll_interval_ms)
         return consumer
 
     def background(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -163,6 +164,13 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         async with AsyncExitStack() as stack:
+            if self.consumers:
+                subscribe(
+                    self.broker,
+                    *self.consumers,
+                    group_id=self.service,
+                    max_poll_interval_ms=self._max_poll_interval_ms,
+                )
             if self.consumers or "broker" in self.__dict__:
                 await self.broker.start()
                 stack.push_async_callback(self.broker.stop)
