@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -10,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common import jobs
 from infiniteflow_common.db import transaction
 from infiniteflow_common.deps import Publish
+from infiniteflow_common.errors import InfiniteFlowError, TransientError
 from infiniteflow_common.events import JobFailed, JobParams
+from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 
@@ -53,3 +57,36 @@ async def report_failure(
         ),
     )
     log.warning("job failed", job_id=str(job_id), stage=stage, code=code, error=message)
+
+
+@asynccontextmanager
+async def job_fails_on(
+    sessions: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    *,
+    job_id: uuid.UUID,
+    stage: str,
+    chunk_index: int | None = None,
+) -> AsyncIterator[None]:
+    """A permanent error inside the block fails the job (announced) and ends the message's handling.
+
+    Bad media, an impossible plan, a failed encode: retrying cannot help, and the record itself was
+    fine, so the job fails with the error's code and the consumer commits and goes on. Transient
+    errors propagate to the consumer's retry policy.
+    """
+    try:
+        yield
+    except InfiniteFlowError as exc:
+        if isinstance(exc, TransientError):
+            raise
+        if getattr(exc, "media_failure", False):
+            FFMPEG_FAILURES.labels(stage, exc.code).inc()
+        await report_failure(
+            sessions,
+            publish,
+            job_id=job_id,
+            stage=stage,
+            code=exc.code,
+            message=exc.message,
+            chunk_index=chunk_index,
+        )

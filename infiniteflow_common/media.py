@@ -26,6 +26,7 @@ class MediaError(InfiniteFlowError):
     """A media file could not be read or written."""
 
     code = "E_MEDIA"
+    media_failure = True  # counted in infiniteflow_ffmpeg_failures_total
 
 
 def open_input(path: Path) -> Any:

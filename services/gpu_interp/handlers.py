@@ -22,12 +22,10 @@ from sqlmodel import col
 from infiniteflow_common import jobs
 from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, decode_event
-from infiniteflow_common.failures import report_failure
+from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
-from infiniteflow_common.media import MediaError
-from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
@@ -70,23 +68,12 @@ class ChunkHandler(PipelineHandler):
         if epoch is None:
             bound.info("chunk already done; skipped")
             return
-        try:
+        failing = job_fails_on(
+            self.sessions, self.publish, job_id=spec.job_id, stage="gpu_interp", chunk_index=spec.chunk_index
+        )
+        async with failing:
             with metrics.BUSY.track_inprogress():
                 await self._work(spec, epoch, bound)
-        except (MediaError, InfiniteFlowError) as exc:
-            if isinstance(exc, TransientError):
-                raise
-            if isinstance(exc, MediaError):
-                FFMPEG_FAILURES.labels("gpu_interp", exc.code).inc()
-            await report_failure(
-                self.sessions,
-                self.publish,
-                job_id=spec.job_id,
-                stage="gpu_interp",
-                code=exc.code,
-                message=exc.message,
-                chunk_index=spec.chunk_index,
-            )
 
     async def _claim(self, spec: ChunkReady) -> int | None:
         """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.

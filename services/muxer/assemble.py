@@ -29,6 +29,7 @@ class MuxError(InfiniteFlowError):
     """FFmpeg could not assemble the output."""
 
     code = "E_MUX_FAILED"
+    media_failure = True  # counted in infiniteflow_ffmpeg_failures_total
 
 
 @dataclass(frozen=True)

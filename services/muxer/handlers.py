@@ -33,9 +33,8 @@ from infiniteflow_common.events import (
     JobSplit,
     decode_event,
 )
-from infiniteflow_common.failures import report_failure
+from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
-from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
@@ -146,13 +145,8 @@ class MuxHandler(PipelineHandler):
             if done < job.chunks_total:
                 return
             await jobs.advance(session, job_id, JobStatus.MUXING, progress=MUX_PROGRESS)
-        try:
+        async with job_fails_on(self.sessions, self.publish, job_id=job_id, stage="muxer"):
             await self._assemble(job_id)
-        except MuxError as exc:
-            FFMPEG_FAILURES.labels("muxer", exc.code).inc()
-            await report_failure(
-                self.sessions, self.publish, job_id=job_id, stage="muxer", code=exc.code, message=exc.message
-            )
 
     async def _assemble(self, job_id: uuid.UUID) -> None:
         started = time.perf_counter()

@@ -23,12 +23,10 @@ from sqlmodel import col
 from infiniteflow_common import jobs
 from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.errors import InfiniteFlowError, TransientError
 from infiniteflow_common.events import ChunkReady, JobSplit, OutputSlot, VideoUploaded, decode_event
-from infiniteflow_common.failures import report_failure
+from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rational
-from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.timing import output_rate
 from infiniteflow_common.topics import Topic, topic_specs
@@ -79,21 +77,8 @@ class SplitHandler(PipelineHandler):
         if job.split_at is not None:
             await self._announce(event, await self._pending_chunks(event.job_id), job.plan or {})
             return
-        try:
+        async with job_fails_on(self.sessions, self.publish, job_id=event.job_id, stage="splitter"):
             await self._split(event)
-        except InfiniteFlowError as exc:  # bad media, an impossible plan or rate: the job fails, we go on
-            if isinstance(exc, TransientError):
-                raise
-            if isinstance(exc, MediaError):
-                FFMPEG_FAILURES.labels("splitter", exc.code).inc()
-            await report_failure(
-                self.sessions,
-                self.publish,
-                job_id=event.job_id,
-                stage="splitter",
-                code=exc.code,
-                message=exc.message,
-            )
 
     async def _split(self, event: VideoUploaded) -> None:
         started = time.perf_counter()
