@@ -23,6 +23,7 @@ from infiniteflow_common.storage import ensure_buckets, ensure_kafka_notificatio
 from services.ingest.config import IngestSettings
 from services.ingest.start import JobStarter, object_record
 from services.ingest.sweeper import user_metadata
+from tests.integration.kafka_support import private_topic
 
 
 def isolated_settings(**overrides: Any) -> IngestSettings:
@@ -49,6 +50,25 @@ def private_bucket(settings: IngestSettings) -> Iterator[str]:
         errors = list(client.remove_objects(bucket, [DeleteObject(str(n)) for n in names]))
         assert not errors, errors
         client.remove_bucket(bucket)
+
+
+@contextmanager
+def private_job_topics(settings: IngestSettings, name: str) -> Iterator[tuple[str, str]]:
+    """A private `video.uploaded` and `job.failed` pair (with DLQ twins) for one test module."""
+    unique = uuid.uuid4().hex[:8]
+    with (
+        private_topic(settings, f"test.{name}.uploaded.{unique}") as uploaded,
+        private_topic(settings, f"test.{name}.failed.{unique}") as failed,
+    ):
+        yield uploaded, failed
+
+
+@asynccontextmanager
+async def private_runtime(settings: IngestSettings) -> AsyncIterator[Runtime]:
+    """A started ingest runtime over a private incoming bucket."""
+    with private_bucket(settings):
+        async with started_runtime(settings) as runtime:
+            yield runtime
 
 
 @asynccontextmanager

@@ -21,12 +21,11 @@ from tests.integration.ingest_support import (
     MinioEventTail,
     isolated_settings,
     jobs_for,
-    private_bucket,
+    private_job_topics,
+    private_runtime,
     records_keyed,
-    started_runtime,
     starter_for,
 )
-from tests.integration.kafka_support import private_topic
 from tests.unit.ingest.media import video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
@@ -36,19 +35,14 @@ SETTINGS = isolated_settings()
 
 @pytest.fixture(scope="module")
 def topics() -> Iterator[tuple[str, str]]:
-    unique = uuid.uuid4().hex[:8]
-    with (
-        private_topic(SETTINGS, f"test.api.uploaded.{unique}") as uploaded,
-        private_topic(SETTINGS, f"test.api.failed.{unique}") as failed,
-    ):
-        yield uploaded, failed
+    with private_job_topics(SETTINGS, "api") as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
 async def runtime() -> AsyncIterator[Runtime]:
-    with private_bucket(SETTINGS):
-        async with started_runtime(SETTINGS) as rt:
-            yield rt
+    async with private_runtime(SETTINGS) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Each test uploads under its own key and publishes to this module's private topic
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,13 +21,12 @@ from tests.integration.ingest_support import (
     MinioEventTail,
     isolated_settings,
     jobs_for,
-    private_bucket,
+    private_job_topics,
+    private_runtime,
     records_keyed,
-    started_runtime,
     starter_for,
     upload,
 )
-from tests.integration.kafka_support import private_topic
 from tests.unit.ingest.media import hostile, video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
@@ -39,19 +37,14 @@ CATALOG = SchemaCatalog.load()
 
 @pytest.fixture(scope="module")
 def topics() -> Iterator[tuple[str, str]]:
-    unique = uuid.uuid4().hex[:8]
-    with (
-        private_topic(SETTINGS, f"test.ingest.uploaded.{unique}") as uploaded,
-        private_topic(SETTINGS, f"test.ingest.failed.{unique}") as failed,
-    ):
-        yield uploaded, failed
+    with private_job_topics(SETTINGS, "ingest") as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
 async def runtime() -> AsyncIterator[Runtime]:
-    with private_bucket(SETTINGS):
-        async with started_runtime(SETTINGS) as rt:
-            yield rt
+    async with private_runtime(SETTINGS) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="module")
