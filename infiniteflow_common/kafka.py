@@ -39,6 +39,7 @@ from prometheus_client import REGISTRY
 
 from infiniteflow_common import metrics
 from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
+from infiniteflow_common.health import GroupMembership
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.topics import TopicSpec, dlq_of
@@ -420,12 +421,18 @@ def subscribe(
     group_id: str,
     max_poll_interval_ms: int = 300_000,
     auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+    membership: GroupMembership | None = None,
+    group_instance_id: str | None = None,
 ) -> None:
     """Register the consumers as ONE Kafka consumer of their topics in `group_id`, with manual commits.
 
     One group member per process, whatever the number of topics: a service that listens to two
     topics through two members in one group rejoins as two after every broker hiccup, and we saw such a
     pair stay unassigned after a broker restart. Records are dispatched to their topic's consumer.
+
+    Rebalancing is cooperative-sticky: when a worker joins or leaves, only the partitions that move
+    are revoked, so the others keep working through a scale-up or scale-down. `membership` follows
+    the assignment (for liveness); `group_instance_id` turns on static membership.
     """
     by_topic = {consumer.topic: consumer for consumer in consumers}
 
@@ -440,4 +447,9 @@ def subscribe(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset=auto_offset_reset,
         max_poll_interval_ms=max_poll_interval_ms,
+        partition_assignment_strategy=("cooperative-sticky",),
+        group_instance_id=group_instance_id or None,
+        on_assign=membership.on_assign if membership else None,
+        on_revoke=membership.on_revoke if membership else None,
+        on_lost=membership.on_lost if membership else None,
     )(on_message)
