@@ -37,6 +37,7 @@ from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, 
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
@@ -128,8 +129,11 @@ class JobStarter:
         except InvalidParams:
             params = {"requested": dict(record.user_metadata)}
         async with transaction(self.sessions) as session:
+            # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
+            tenant = await tenant_of_key(session, record.key)
             job, created = await create_job(
                 session,
+                tenant_id=tenant.id if tenant is not None else None,
                 source=source,
                 source_bucket=record.bucket,
                 source_key=record.key,
@@ -140,7 +144,14 @@ class JobStarter:
             )
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
-            log.info("job created", job_id=str(job.id), source=source, bucket=record.bucket, key=record.key)
+            log.info(
+                "job created",
+                job_id=str(job.id),
+                source=source,
+                bucket=record.bucket,
+                key=record.key,
+                tenant=job.tenant_id,
+            )
         return job, created
 
     async def process(
