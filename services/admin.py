@@ -125,3 +125,14 @@ def tenant_revoke_key(key_id: str) -> None:
         typer.echo(f"no live key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"key {key_id} revoked")
+
+
+@admin_app.command("webhook-enable")
+def webhook_enable(url: str) -> None:
+    """Send webhooks to an endpoint again after it answered 410 Gone."""
+    from services.notifier.store import enable_endpoint
+
+    if not _in_transaction(lambda session: enable_endpoint(session, url)):
+        typer.echo("that endpoint is not disabled", err=True)
+        raise typer.Exit(1)
+    typer.echo("endpoint enabled")
