@@ -34,6 +34,7 @@ from sqlmodel import col
 from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
+from infiniteflow_common.failures import ScratchFullError, is_disk_full
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
@@ -172,10 +173,13 @@ class JobStarter:
                 params = parse_params(record.user_metadata, self.defaults)
                 probe = await self._fetch_and_probe(job_id, record, params)
                 check_against_probe(params, probe)
-            except PERMANENT as exc:
-                await self._reject(session, job, record, params, exc)
-                bound.warning("job rejected at ingest", code=exc.code, reason=exc.message)
-                return StartResult(job.id, JobStatus.FAILED.value, created, True, exc.code)
+            except (*PERMANENT, OSError) as exc:
+                if isinstance(exc, OSError) and not is_disk_full(exc):
+                    raise
+                error = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+                await self._reject(session, job, record, params, error)
+                bound.warning("job rejected at ingest", code=error.code, reason=error.message)
+                return StartResult(job.id, JobStatus.FAILED.value, created, True, error.code)
             await self.publish(
                 self.uploaded_topic,
                 VideoUploaded(
