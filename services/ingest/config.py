@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -60,6 +61,9 @@ class IngestSettings(CommonSettings):
     probe_cpu_seconds: int = Field(default=120, ge=1)
     probe_memory_bytes: int = Field(default=2 * GIB, ge=64 * 1024**2)
     probe_vfr_packets: int = Field(default=600, ge=3)
+    # Run ffprobe in a network namespace of its own: "auto" where the machine allows it, "required"
+    # refuses to start without it, "off" never.
+    probe_network_isolation: Literal["auto", "required", "off"] = "auto"
     max_width: int = Field(default=8192, ge=16)
     max_height: int = Field(default=8192, ge=16)
     max_output_frames: int = Field(default=2_000_000, ge=2)
