@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common import jobs
 from infiniteflow_common.db import transaction
 from infiniteflow_common.deps import Publish
-from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.errors import HandedBack, InfiniteFlowError, TransientError
 from infiniteflow_common.events import JobFailed, JobParams
 from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
@@ -111,7 +111,7 @@ async def job_fails_on(
             chunk_index=chunk_index,
         )
     except InfiniteFlowError as exc:
-        if isinstance(exc, TransientError):
+        if isinstance(exc, TransientError | HandedBack):
             raise
         if getattr(exc, "media_failure", False):
             FFMPEG_FAILURES.labels(stage, exc.code).inc()

@@ -38,7 +38,7 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import REGISTRY
 
 from infiniteflow_common import metrics
-from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
+from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMessage
 from infiniteflow_common.health import GroupMembership
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.settings import CommonSettings
@@ -68,10 +68,14 @@ H_SERVICE = "x-service"
 
 
 def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> KafkaBroker:
-    """A broker whose producer is idempotent with acks=all, named after the service."""
+    """A broker whose producer is idempotent with acks=all, named after the service.
+
+    On stop it waits up to `shutdown_grace_s` for the message in hand (which may finish or hand back).
+    """
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=service,
+        graceful_timeout=settings.shutdown_grace_s,
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
@@ -239,6 +243,11 @@ class ReliableConsumer:
                 await self.handler(delivery)
             except InvalidMessage as exc:
                 await self._dead_letter(message, delivery, exc)
+            except HandedBack as exc:
+                # stopping: no commit and no retry here; whoever owns the partition next re-reads it
+                await message.nack()
+                metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "handed_back").inc()
+                log.info("work handed back", where=delivery.where, reason=exc.message)
             except Exception as exc:  # anything not known to be permanent is worth retrying
                 await self._retry_or_stop(message, delivery, exc)
             else:

@@ -47,6 +47,9 @@ class CommonSettings(BaseSettings):
     kafka_group_instance_id: str | None = None
     # Seconds a consumer may stay outside its group before liveness fails and the process restarts.
     kafka_group_grace_s: float = Field(default=180.0, gt=0)
+    # After SIGTERM, how long the message in hand may take to finish (or be handed back) before the
+    # process closes anyway; keep it under the orchestrator's termination grace period.
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
     # Where Prometheus' file-based discovery looks for this process's /metrics target.
     prometheus_targets_dir: Path | None = REPO_ROOT / ".run" / "prometheus" / "targets"
     # Retry policy for a message whose handling failed transiently, before the consumer gives up.

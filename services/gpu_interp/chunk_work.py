@@ -7,7 +7,7 @@ frame, every source position) are bit-exact. Pairs that share the same set of ti
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,8 +41,12 @@ def interpolate_chunk(
     expected_frames: int,
     out_rate: Fraction,
     batch_size: int = 4,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write the chunk's output frames to `output` (FFV1, the source's pixel format); returns the count."""
+    """Write the chunk's output frames to `output` (FFV1, the source's pixel format); returns the count.
+
+    `on_batch(pairs_done, pairs_total)` runs after every batch; an exception it raises aborts the chunk.
+    """
     frames: list[Any] = list(decode_video(source))
     if len(frames) != expected_frames:
         raise MediaError(
@@ -68,6 +72,7 @@ def interpolate_chunk(
     by_times: dict[tuple[Fraction, ...], list[int]] = defaultdict(list)
     for pair, pair_times in wanted.items():
         by_times[tuple(sorted(set(pair_times)))].append(pair)
+    pairs_done = 0
     for times, pairs in by_times.items():
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
@@ -77,6 +82,9 @@ def interpolate_chunk(
             for t, out in zip(times, outputs, strict=True):
                 for row, pair in enumerate(batch):
                     results[(pair, t)] = np.asarray(out[row])
+            pairs_done += len(batch)
+            if on_batch is not None:
+                on_batch(pairs_done, len(wanted))
     with LosslessWriter(
         output, width=first.width, height=first.height, pix_fmt=first.format.name, rate=out_rate
     ) as writer:
