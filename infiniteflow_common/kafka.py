@@ -4,7 +4,7 @@ faststream's own ack policies do not fit an at-least-once pipeline: `ACK` commit
 raises, and `NACK` seeks back at once so a poison message loops hot. Every subscriber here therefore
 uses `AckPolicy.MANUAL` and `ReliableConsumer` decides, per message:
 
-* success → commit that offset synchronously (the handler's output is already durable);
+* success → commit that offset (asynchronously: the handler's output is already durable);
 * `InvalidMessage` → publish a `DeadLetter` to `<topic>.dlq` (acks=all) with origin headers, then commit;
 * anything else → back off (exponential, full jitter) and seek back to re-read the same message; after
   `retry_max_attempts` the consumer turns fatal: it never commits again and asks its process to stop,
@@ -353,11 +353,19 @@ def to_delivery(message: KafkaMessage) -> Delivery:
 
 
 async def commit(message: KafkaMessage) -> None:
-    """Commit this message's offset synchronously (faststream's own ack commits asynchronously)."""
-    consumer = message.consumer
-    commit_fn = consumer.commit
+    """Commit the offset after this message, without waiting for the broker's answer.
+
+    Never a synchronous commit: librdkafka waits for its result without a timeout, and one issued
+    while the broker restarted never returned — the consumer's only thread stayed blocked, so the
+    service stopped consuming for good. The handler's output is already durable and every handler is
+    idempotent, so a commit that fails (the broker gone, the partition moved) only means the record is
+    read once more.
+    """
+    raw = message.raw_message
+    record = raw[0] if isinstance(raw, tuple) else raw
+    client = message.consumer.consumer  # type: ignore[attr-defined]  # the confluent Consumer
     try:
-        await commit_fn(asynchronous=False)  # type: ignore[call-arg]
+        client.commit(message=record, asynchronous=True)
     except KafkaException as exc:
         code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
         if code == KafkaError._NO_OFFSET:
