@@ -106,7 +106,7 @@ def demo(multiplier: int = 2, engine: str = "rife") -> None:
     )
     job_id = _wait_for_job_id(settings, key)
     status = _follow(settings, job_id)
-    if status["status"] != "completed":
+    if status["status"] not in ("completed", "completed_with_warnings"):
         console.print(f"[red]job failed[/]: {status.get('error')}")
         raise typer.Exit(1)
     deadline = time.monotonic() + 60

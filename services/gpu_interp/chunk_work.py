@@ -2,6 +2,7 @@
 
 Slots with t = 0 are written from the decoded source frame itself, so copies (scene ends, the last
 frame, every source position) are bit-exact. Pairs that share the same set of timesteps are batched.
+After the chunk's own frames, a budgeted quality self-check re-creates a few real frames (`quality`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rgb_format, to_rgb
 from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,14 @@ class SlotSpec:
 
     offset: int
     t: Fraction
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What interpolating a chunk produced: its frame count and its quality self-check (None: unchecked)."""
+
+    frames_out: int
+    quality: ChunkQuality | None
 
 
 def exact_t(value: float) -> Fraction:
@@ -41,8 +51,14 @@ def interpolate_chunk(
     expected_frames: int,
     out_rate: Fraction,
     batch_size: int = 4,
-) -> int:
-    """Write the chunk's output frames to `output` (FFV1, the source's pixel format); returns the count."""
+    quality_budget: float = 0.0,
+    quality_samples: int = 3,
+) -> ChunkOutcome:
+    """Write the chunk's output frames to `output` (FFV1, the source's pixel format).
+
+    `quality_budget` is the share of the chunk's own pair interpolations the self-check may add
+    (0 turns it off); `quality_samples` caps the frames it re-creates.
+    """
     frames: list[Any] = list(decode_video(source))
     if len(frames) != expected_frames:
         raise MediaError(
@@ -85,4 +101,7 @@ def interpolate_chunk(
                 writer.write(frames[slot.offset])
             else:
                 writer.write_rgb(results[(slot.offset, slot.t)])
-        return writer.count
+    results.clear()
+    samples = sample_count(len(frames), len(wanted), quality_budget, quality_samples)
+    quality = self_check(engine, rgb, sample_frames(len(frames), samples), batch_size=batch_size)
+    return ChunkOutcome(frames_out=writer.count, quality=quality)

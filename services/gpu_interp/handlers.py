@@ -20,7 +20,7 @@ from sqlalchemy import or_, update
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, decode_event
@@ -61,7 +61,7 @@ class ChunkHandler(PipelineHandler):
         bound = log.bind(job_id=str(spec.job_id), chunk_index=spec.chunk_index, stage="gpu_interp")
         async with transaction(self.sessions) as session:
             job = await jobs.get_job(session, spec.job_id)
-        if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if job is None or job.status in FINAL_STATUSES:
             bound.info("chunk of a finished job skipped", status=job.status if job else None)
             return
         epoch = await self._claim(spec)
@@ -166,7 +166,7 @@ class ChunkHandler(PipelineHandler):
             engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
             started = time.perf_counter()
             slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
-            frames_out = await asyncio.to_thread(
+            outcome = await asyncio.to_thread(
                 interpolate_chunk,
                 engine,
                 source,
@@ -176,8 +176,11 @@ class ChunkHandler(PipelineHandler):
                 # intermediates carry frames in order; the muxer stamps the exact output rate
                 out_rate=Fraction(1),
                 batch_size=self.settings.batch_size,
+                quality_budget=self.settings.quality_budget,
+                quality_samples=self.settings.quality_samples,
             )
             seconds = time.perf_counter() - started
+            frames_out, quality = outcome.frames_out, outcome.quality
             if lost.is_set() or not await self._renew(spec, epoch):
                 metrics.CHUNKS.labels("fenced").inc()
                 raise LeaseLost(
@@ -206,11 +209,30 @@ class ChunkHandler(PipelineHandler):
                     scale=float(getattr(getattr(engine, "settings", None), "scale", None) or 1.0),
                     interp_seconds=seconds,
                     finished_at=datetime.now(UTC),
+                    quality_psnr_db=quality.psnr_db if quality else None,
+                    quality_ssim=quality.ssim if quality else None,
+                    quality_samples=quality.samples if quality else 0,
+                    quality_seconds=quality.seconds if quality else 0.0,
+                    batch_size=self.settings.batch_size,
+                    oom_retries=0,
                 ),
             )
             metrics.CHUNKS.labels("done").inc()
             metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
             metrics.FRAMES.labels(spec.engine).inc(frames_out)
+            check: dict[str, object] = {}
+            if quality is not None:
+                # the check's cost against the chunk's own work (interpolation, decode, encode)
+                cost = quality.seconds / max(1e-9, seconds - quality.seconds)
+                metrics.QUALITY_PSNR.labels(spec.engine).observe(quality.psnr_db)
+                metrics.QUALITY_COST.observe(cost)
+                check = {
+                    "quality_psnr_db": round(quality.psnr_db, 2),
+                    "quality_ssim": round(quality.ssim, 4),
+                    "quality_frames": list(quality.frames),
+                    "quality_seconds": round(quality.seconds, 4),
+                    "quality_cost_ratio": round(cost, 4),
+                }
             log.info(
                 "chunk interpolated",
                 job_id=str(spec.job_id),
@@ -218,6 +240,7 @@ class ChunkHandler(PipelineHandler):
                 epoch=epoch,
                 frames_out=frames_out,
                 seconds=round(seconds, 3),
+                **check,
             )
         finally:
             keeper.cancel()

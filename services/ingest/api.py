@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infiniteflow_common.db import Job, JobStatus
+from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
@@ -172,13 +172,28 @@ def job_view(job: Job) -> dict[str, Any]:
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": job.plan,
         "result": job.result,
+        "quality": _quality_view(job),
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
         },
-        "download_url": f"/api/download/{job.id}" if job.status == JobStatus.COMPLETED.value else None,
+        "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
+    }
+
+
+def _quality_view(job: Job) -> dict[str, Any] | None:
+    """The quality self-check summary: the job's mean score, its worst chunk, the chunks below the floor."""
+    if job.quality_psnr_db is None:
+        return None
+    floor = ((job.result or {}).get("quality") or {}).get("psnr_floor_db")
+    return {
+        "psnr_db": job.quality_psnr_db,
+        "ssim": job.quality_ssim,
+        "worst_chunk": {"index": job.quality_worst_chunk, "psnr_db": job.quality_worst_psnr_db},
+        "psnr_floor_db": floor,
+        "chunks_below_floor": job.quality_low_chunks or [],
     }
 
 
@@ -358,7 +373,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 f"the job failed, there is no output: {job.error_code}: {job.error_message}",
                 job_error={"code": job.error_code, "message": job.error_message},
             )
-        if job.status != JobStatus.COMPLETED.value or not job.output_key:
+        if job.status not in SUCCEEDED or not job.output_key:
             raise ApiError(
                 409,
                 "E_JOB_NOT_READY",
@@ -399,7 +414,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 if state != sent:
                     sent = state
                     yield ServerSentEvent(json.dumps(job_view(job)), event="status", id=str(job.progress))
-                if job.status in (JobStatus.COMPLETED.value, JobStatus.FAILED.value):
+                if job.status in FINAL_STATUSES:
                     return
                 # wait for the next notification; the timeout covers one lost while disconnected
                 refresh_s = SAFETY_REFRESH_S if hub is not None and hub.connected.is_set() else 1.0

@@ -24,7 +24,7 @@ from sqlmodel import col
 
 from infiniteflow_common import jobs
 from infiniteflow_common.chaos import crash_point
-from infiniteflow_common.db import Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import (
     ChunkInterpolated,
@@ -48,6 +48,7 @@ from services.muxer.assemble import (
     write_concat_list,
 )
 from services.muxer.config import MuxerSettings
+from services.muxer.report import ChunkScore, final_status, quality_report
 
 log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
@@ -95,6 +96,13 @@ class MuxHandler(PipelineHandler):
                     output_key=event.object_key,
                     frames_out=event.frames_out,
                     interp_seconds=event.interp_seconds,
+                    quality_psnr_db=event.quality_psnr_db,
+                    quality_ssim=event.quality_ssim,
+                    quality_samples=event.quality_samples,
+                    quality_seconds=event.quality_seconds,
+                    scale=event.scale,
+                    batch_size=event.batch_size,
+                    oom_retries=event.oom_retries,
                     worker=event.worker_id,
                     finished_at=event.finished_at,
                 )
@@ -129,11 +137,7 @@ class MuxHandler(PipelineHandler):
                 )
             ).scalar_one()
             job = await session.get(Job, job_id, with_for_update=True)
-            if (
-                job is None
-                or job.chunks_total is None
-                or job.status in (JobStatus.COMPLETED, JobStatus.FAILED)
-            ):
+            if job is None or job.chunks_total is None or job.status in FINAL_STATUSES:
                 return
             progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
             await session.execute(
@@ -214,6 +218,11 @@ class MuxHandler(PipelineHandler):
             shutil.rmtree(workdir, ignore_errors=True)
         in_rate = Fraction(plan["in_rate"])
         out_frames = int(plan["out_frames"])
+        quality = quality_report(
+            (ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim) for c in chunks),
+            self.settings.quality_psnr_floor,
+        )
+        status = final_status(quality)
         completed_at = datetime.now(UTC)
         result = {
             "output_bucket": self.settings.output_bucket,
@@ -227,17 +236,23 @@ class MuxHandler(PipelineHandler):
             "scene_starts": plan["scene_starts"],
             "vfr_converted": plan["vfr_converted"],
             "mux_seconds": round(time.perf_counter() - started, 3),
+            "quality": quality.model_dump(mode="json") if quality else None,
         }
         async with transaction(self.sessions) as session:
             completed = await jobs.advance(
                 session,
                 job_id,
-                JobStatus.COMPLETED,
+                status,
                 progress=100,
                 output_bucket=self.settings.output_bucket,
                 output_key=key,
                 completed_at=completed_at,
                 result=result,
+                quality_psnr_db=quality.psnr_db if quality else None,
+                quality_ssim=quality.ssim if quality else None,
+                quality_worst_chunk=quality.worst_chunk_index if quality else None,
+                quality_worst_psnr_db=quality.worst_chunk_psnr_db if quality else None,
+                quality_low_chunks=list(quality.chunks_below_floor) if quality else None,
             )
         await self.publish(
             Topic.JOB_COMPLETED,
@@ -258,9 +273,23 @@ class MuxHandler(PipelineHandler):
                 duration_s=out_frames / float(rate),
                 processing_seconds=(completed_at - job.created_at).total_seconds(),
                 completed_at=completed_at,
+                status=status.value,
+                quality=quality,
             ),
         )
         metrics.MUX_SECONDS.observe(time.perf_counter() - started)
         if completed:  # a replayed assembly does not count the job twice
             observe_job(job, completed_at, mux_seconds=result["mux_seconds"])
-        log.info("job completed", job_id=str(job_id), output_key=key, out_frames=out_frames, size_bytes=size)
+            if quality is not None:
+                metrics.JOB_QUALITY_PSNR.observe(quality.psnr_db)
+        log.info(
+            "job completed",
+            job_id=str(job_id),
+            status=status.value,
+            output_key=key,
+            out_frames=out_frames,
+            size_bytes=size,
+            quality_psnr_db=round(quality.psnr_db, 2) if quality else None,
+            worst_chunk=quality.worst_chunk_index if quality else None,
+            chunks_below_floor=list(quality.chunks_below_floor) if quality else None,
+        )

@@ -78,9 +78,14 @@ def _params(params: JobParams | None) -> dict[str, Any] | None:
 def completed_data(
     event: JobCompleted, *, output_url: str, output_url_expires_at: datetime
 ) -> dict[str, Any]:
-    """The `data` of a job.completed webhook: source, parameters, the output and its presigned URL."""
+    """The `data` of a job.completed webhook: source, parameters, the output and its presigned URL.
+
+    `status` is `completed` or `completed_with_warnings`; `quality` is the self-check summary (null
+    when no chunk was checked) whose `chunks_below_floor` names the chunks behind a warning.
+    """
     return {
         "job_id": str(event.job_id),
+        "status": event.status,
         "source": {"bucket": event.bucket, "key": event.key},
         "params": _params(event.params),
         "input": {
@@ -98,6 +103,7 @@ def completed_data(
         },
         "duration_s": event.duration_s,
         "processing_seconds": event.processing_seconds,
+        "quality": None if event.quality is None else event.quality.model_dump(mode="json"),
     }
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import ChunkReady, JobSplit, OutputSlot, VideoUploaded, decode_event
 from infiniteflow_common.failures import job_fails_on
@@ -71,7 +71,7 @@ class SplitHandler(PipelineHandler):
         event = decode_event(self.catalog, delivery.value, VideoUploaded)
         async with transaction(self.sessions) as session:
             job = await jobs.get_job(session, event.job_id)
-        if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if job is None or job.status in FINAL_STATUSES:
             log.info("nothing to split", job_id=str(event.job_id), status=job.status if job else None)
             return
         if job.split_at is not None:
