@@ -173,6 +173,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "plan": job.plan,
         "result": job.result,
         "quality": _quality_view(job),
+        # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
+        "timing": (job.result or {}).get("timing"),
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),

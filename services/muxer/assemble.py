@@ -73,6 +73,61 @@ def probe_streams(path: Path, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     return streams
 
 
+@dataclass(frozen=True)
+class OutputTiming:
+    """The output file as ffprobe reads it: the video's frames and end, the first audio stream's end."""
+
+    video_frames: int
+    video_start_s: float
+    video_duration_s: float
+    audio_start_s: float | None
+    audio_duration_s: float | None
+
+    @property
+    def drift_s(self) -> float | None:
+        """Audio end minus video end (positive: the audio lasts longer); None without audio."""
+        if self.audio_start_s is None or self.audio_duration_s is None:
+            return None
+        return (self.audio_start_s + self.audio_duration_s) - (self.video_start_s + self.video_duration_s)
+
+
+def timing_of(probed: dict[str, Any]) -> OutputTiming:
+    """Read an `ffprobe -count_packets -show_streams` result (pure)."""
+    streams: list[dict[str, Any]] = probed.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise MuxError("the output has no video stream", code="E_MUX_NO_VIDEO")
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+
+    def seconds(stream: dict[str, Any], field: str) -> float | None:
+        value = stream.get(field)
+        try:
+            return float(value) if value not in (None, "N/A") else None
+        except ValueError:
+            return None
+
+    frames = video.get("nb_read_packets") or video.get("nb_frames") or 0
+    return OutputTiming(
+        video_frames=int(frames),
+        video_start_s=seconds(video, "start_time") or 0.0,
+        video_duration_s=seconds(video, "duration") or 0.0,
+        audio_start_s=None if audio is None else seconds(audio, "start_time") or 0.0,
+        audio_duration_s=None if audio is None else seconds(audio, "duration"),
+    )
+
+
+def measure_output(path: Path, timeout_s: float = 120.0) -> OutputTiming:
+    """Frame count and stream ends of the finished output (ffprobe counts the video packets)."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-count_packets", "-of", "json",
+         "-show_streams", "file:" + str(path)],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise MuxError(f"ffprobe could not read the output: {result.stderr.strip()[-300:]}")
+    return timing_of(json.loads(result.stdout))
+
+
 def build_command(
     concat_list: Path, source: Path, output: Path, spec: OutputSpec, source_streams: list[dict[str, Any]]
 ) -> list[str]:

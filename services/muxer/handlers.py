@@ -36,19 +36,21 @@ from infiniteflow_common.events import (
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.reports import timing_view
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
 from services.muxer.assemble import (
     MuxError,
     OutputSpec,
     build_command,
+    measure_output,
     probe_streams,
     rotation_command,
     run_ffmpeg,
     write_concat_list,
 )
 from services.muxer.config import MuxerSettings
-from services.muxer.report import ChunkScore, final_status, quality_report
+from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
 
 log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
@@ -204,6 +206,7 @@ class MuxHandler(PipelineHandler):
             if encoded != output:
                 rotate = rotation_command(encoded, output, spec.rotation)
                 await asyncio.to_thread(run_ffmpeg, rotate, self.settings.ffmpeg_timeout_s)
+            measured = await asyncio.to_thread(measure_output, output)
             key = output_key(job, rate)
             size = output.stat().st_size
             await asyncio.to_thread(
@@ -223,6 +226,13 @@ class MuxHandler(PipelineHandler):
             self.settings.quality_psnr_floor,
         )
         status = final_status(quality)
+        timing = timing_report(plan, input_vfr=bool(probe.get("is_vfr")), measured=measured)
+        if timing.audio_video_drift_s is not None and abs(timing.audio_video_drift_s) >= 1 / float(rate):
+            log.warning(
+                "audio and video ends differ by more than one output frame",
+                job_id=str(job_id),
+                drift_s=round(timing.audio_video_drift_s, 4),
+            )
         completed_at = datetime.now(UTC)
         result = {
             "output_bucket": self.settings.output_bucket,
@@ -237,6 +247,9 @@ class MuxHandler(PipelineHandler):
             "vfr_converted": plan["vfr_converted"],
             "mux_seconds": round(time.perf_counter() - started, 3),
             "quality": quality.model_dump(mode="json") if quality else None,
+            "timing": timing_view(
+                timing, in_rate=in_rate, out_rate=rate, in_frames=int(plan["source_frames"])
+            ),
         }
         async with transaction(self.sessions) as session:
             completed = await jobs.advance(
@@ -275,6 +288,7 @@ class MuxHandler(PipelineHandler):
                 completed_at=completed_at,
                 status=status.value,
                 quality=quality,
+                timing=timing,
             ),
         )
         metrics.MUX_SECONDS.observe(time.perf_counter() - started)

@@ -3,15 +3,21 @@
 The quality summary aggregates the chunks' self-check scores: the job's score is the mean of the
 checked chunks, its worst chunk is the lowest PSNR, and every checked chunk below the configured floor
 is named, which makes the job `completed_with_warnings`.
+
+The timing report puts the split's plan (rates, scene cuts, whether VFR input was made constant)
+next to what ffprobe measures in the output file (frames, durations, the audio's drift).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
 from infiniteflow_common.db import JobStatus
-from infiniteflow_common.events import QualityReport
+from infiniteflow_common.events import QualityReport, TimingReport
+from services.muxer.assemble import OutputTiming
 
 
 @dataclass(frozen=True)
@@ -46,3 +52,20 @@ def final_status(quality: QualityReport | None) -> JobStatus:
     if quality is not None and quality.chunks_below_floor:
         return JobStatus.COMPLETED_WITH_WARNINGS
     return JobStatus.COMPLETED
+
+
+def timing_report(plan: Mapping[str, Any], *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
+    """The job's timing: planned input rate, frames and cuts, and the output as measured."""
+    in_rate = Fraction(plan["in_rate"])
+    cuts = [int(frame) for frame in plan["scene_starts"]]
+    return TimingReport(
+        input_vfr=input_vfr,
+        vfr_converted=bool(plan["vfr_converted"]),
+        in_duration_s=float(int(plan["source_frames"]) / in_rate),
+        out_duration_s=measured.video_duration_s,
+        out_frames_measured=measured.video_frames,
+        audio_duration_s=measured.audio_duration_s,
+        audio_video_drift_s=measured.drift_s,
+        scene_cut_frames=tuple(cuts),
+        scene_cut_times_s=tuple(float(frame / in_rate) for frame in cuts),
+    )

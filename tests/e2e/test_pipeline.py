@@ -246,6 +246,7 @@ async def test_variable_frame_rate_input_is_made_constant_and_the_job_says_so(
     async with httpx.AsyncClient(base_url=settings.api_url) as client:
         status = (await client.get(f"/api/status/{job['id']}")).json()
     assert status["plan"]["vfr_converted"] is True
+    assert (status["timing"]["input"]["vfr"], status["timing"]["input"]["vfr_converted"]) == (True, True)
     result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
     in_rate = Fraction(status["plan"]["in_rate"])
     assert _rate(result) == 2 * in_rate, "constant output at twice the average input rate"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,37 @@ async def test_a_shaky_clip_completes_with_warnings_naming_the_chunks_below_the_
     assert status["status"] == "completed_with_warnings"
     assert status["quality"]["chunks_below_floor"] == low
     assert status["download_url"], "the output is there all the same"
+
+
+async def test_the_timing_report_gives_rates_counts_durations_audio_drift_and_scene_cuts(
+    pipeline: list[ServiceProcess],
+    webhooks: WebhookReceiver,
+    settings: CommonSettings,
+    workdir: Path,
+    unique: str,
+) -> None:
+    clip = panning_clip(workdir / "cut.mp4", seconds=2, cut_at=31, rate=Fraction(30000, 1001))
+    key = f"e2e/{unique}/cut.mp4"
+    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", (job["error_code"], job["error_message"])
+
+    timing = (await _webhook(webhooks, settings, str(job["id"])))["data"]["timing"]
+    frame = 1001 / 60000
+    assert timing["input"] == {
+        "fps": "30000/1001",
+        "frame_count": clip.frames,
+        "duration_s": pytest.approx(clip.frames * 1001 / 30000),
+        "vfr": False,
+        "vfr_converted": False,
+    }
+    assert timing["output"]["fps"] == "60000/1001"
+    assert timing["output"]["frame_count"] == 2 * clip.frames
+    assert timing["output"]["duration_s"] == pytest.approx(clip.frames * 1001 / 30000, abs=frame)
+    assert timing["audio"]["duration_s"] == pytest.approx(2.0, abs=0.03)
+    assert abs(timing["audio"]["drift_s"]) < frame, "audio and video end within one output frame"
+    assert abs(timing["audio"]["drift_frames"]) < 1
+    assert timing["scene_cuts"] == [{"frame": 31, "time_s": pytest.approx(31 * 1001 / 30000)}]
+
+    status = await _status(settings, str(job["id"]))
+    assert status["timing"] == timing, "the status API shows the same report"
