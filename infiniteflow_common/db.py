@@ -94,6 +94,8 @@ class Job(SQLModel, table=True):
     quality_worst_chunk: int | None = Field(default=None, sa_column=Column(Integer))
     quality_worst_psnr_db: float | None = None
     quality_low_chunks: list[int] | None = Field(default=None, sa_column=Column(JSONB))
+    # Output video options (codec, encoder, crf or bitrate, preset); null: the muxer's defaults (H.264).
+    output_options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -42,12 +42,22 @@ from services.ingest import metrics
 from services.ingest.config import IngestSettings
 from services.ingest.job_events import SAFETY_REFRESH_S, JobEventHub
 from services.ingest.keys import upload_key
-from services.ingest.params import InvalidParams, format_fps, normalise_keys, output_fps, parse_params
+from services.ingest.params import (
+    InvalidParams,
+    format_fps,
+    normalise_keys,
+    output_fps,
+    output_metadata,
+    parse_output_options,
+    parse_params,
+)
 from services.ingest.start import JobStarter, object_record, param_defaults
 
 log = get_logger()
 
-OPTION_FIELDS = ("multiplier", "target_fps", "engine", "quality", "webhook_url")
+OPTION_FIELDS = (
+    "multiplier", "target_fps", "engine", "quality", "webhook_url", "codec", "crf", "bitrate", "preset",
+)  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
 HEALTH_TIMEOUT_S = 3.0
@@ -152,6 +162,7 @@ def job_view(job: Job) -> dict[str, Any]:
             else None
         ),
         "params": job.params,
+        "output_options": job.output_options,
         "probe": (
             {
                 "width": probe.width,
@@ -263,6 +274,10 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                 "engine": {"type": "string", "enum": list(settings.allowed_engines)},
                                 "quality": {"type": "string", "enum": list(settings.allowed_qualities)},
                                 "webhook_url": {"type": "string", "format": "uri"},
+                                "codec": {"type": "string", "enum": ["h264", "h265", "av1", "source"]},
+                                "crf": {"type": "integer", "minimum": 0, "maximum": 63},
+                                "bitrate": {"type": "string", "example": "8M"},
+                                "preset": {"type": "string", "example": "medium"},
                             },
                         }
                     }
@@ -311,9 +326,10 @@ def create_api(deps: ApiDeps) -> FastAPI:
             options = {name: value for name in OPTION_FIELDS if isinstance(value := form.get(name), str)}
             try:
                 params = parse_params(options, defaults)
+                output = parse_output_options(options, defaults)
             except InvalidParams as exc:
                 raise ApiError(422, exc.code, exc.message) from None
-            metadata = _params_metadata(params)
+            metadata = _params_metadata(params) | output_metadata(output)
             key = upload_key(file.filename)
             file.file.seek(0)
             written = await asyncio.to_thread(

@@ -37,10 +37,19 @@ from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, 
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.output import available_encoders
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
-from services.ingest.params import InvalidParams, ParamDefaults, check_against_probe, input_fps, parse_params
+from services.ingest.params import (
+    InvalidParams,
+    ParamDefaults,
+    check_against_probe,
+    input_fps,
+    parse_output_options,
+    parse_params,
+    resolve_output,
+)
 from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_file
 
 log = get_logger()
@@ -76,6 +85,7 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
         engines=tuple(settings.allowed_engines),
         qualities=tuple(settings.allowed_qualities),
         max_fps=settings.max_fps,
+        encoders=available_encoders(),
     )
 
 
@@ -159,8 +169,10 @@ class JobStarter:
             params: JobParams | None = None
             try:
                 params = parse_params(record.user_metadata, self.defaults)
+                output = parse_output_options(record.user_metadata, self.defaults)
                 probe = await self._fetch_and_probe(job_id, record, params)
                 check_against_probe(params, probe)
+                output = resolve_output(output, probe, self.defaults)
             except PERMANENT as exc:
                 await self._reject(session, job, record, params, exc)
                 bound.warning("job rejected at ingest", code=exc.code, reason=exc.message)
@@ -186,6 +198,7 @@ class JobStarter:
                 .values(
                     params=params.to_avro(),
                     probe=probe.to_avro(),
+                    output_options=output.model_dump(mode="json"),
                     progress=func.greatest(Job.progress, STARTED_PROGRESS),
                     updated_at=utcnow(),
                 )

@@ -36,6 +36,7 @@ from infiniteflow_common.events import (
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.reports import timing_view
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
@@ -44,6 +45,7 @@ from services.muxer.assemble import (
     OutputSpec,
     build_command,
     measure_output,
+    probe_hdr,
     probe_streams,
     rotation_command,
     run_ffmpeg,
@@ -188,6 +190,10 @@ class MuxHandler(PipelineHandler):
             concat = workdir / "chunks.ffconcat"
             write_concat_list(concat, paths)
             output = workdir / "output.mp4"
+            streams = await asyncio.to_thread(probe_streams, source)
+            options = OutputOptions.model_validate(job.output_options or {})
+            encoder = options.encoder or "libx264"
+            x264 = encoder == "libx264"
             spec = OutputSpec(
                 rate=rate,
                 pix_fmt=str(probe.get("pix_fmt") or "yuv420p"),
@@ -196,10 +202,12 @@ class MuxHandler(PipelineHandler):
                 color_space=probe.get("color_space"),
                 color_transfer=probe.get("color_transfer"),
                 color_primaries=probe.get("color_primaries"),
-                crf=self.settings.x264_crf,
-                preset=self.settings.x264_preset,
+                encoder=encoder,
+                crf=options.crf if options.crf is not None or not x264 else self.settings.x264_crf,
+                preset=options.preset or (self.settings.x264_preset if x264 else None),
+                bitrate=options.bitrate,
+                hdr=await asyncio.to_thread(probe_hdr, source, streams),
             )
-            streams = await asyncio.to_thread(probe_streams, source)
             encoded = workdir / "encoded.mp4" if spec.rotation % 360 else output
             command = build_command(concat, source, encoded, spec, streams)
             await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
@@ -246,6 +254,12 @@ class MuxHandler(PipelineHandler):
             "scene_starts": plan["scene_starts"],
             "vfr_converted": plan["vfr_converted"],
             "mux_seconds": round(time.perf_counter() - started, 3),
+            "video": {
+                "encoder": spec.encoder,
+                "crf": spec.crf,
+                "bitrate": spec.bitrate,
+                "preset": spec.preset,
+            },
             "quality": quality.model_dump(mode="json") if quality else None,
             "timing": timing_view(
                 timing, in_rate=in_rate, out_rate=rate, in_frames=int(plan["source_frames"])

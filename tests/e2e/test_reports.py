@@ -1,4 +1,5 @@
-"""What a finished job tells its user about itself: the quality self-check and the timing report.
+"""What a finished job delivers and tells its user: the quality self-check, the timing report, and
+the output video the user chose (codec, rate control, preset, HDR metadata kept).
 
 The pipeline here runs with the default chunk length (48 frames), long enough for the self-check to
 re-create a frame per chunk inside its 4 % budget, and one worker.
@@ -7,6 +8,8 @@ re-create a frame per chunk inside its 4 % budget, and one worker.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -22,7 +25,7 @@ from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.e2e.conftest import wait_for_job
 from tests.e2e.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
-from tests.fixtures.media import panning_clip
+from tests.fixtures.media import panning_clip, probe, run, video_stream
 
 pytestmark = [
     pytest.mark.kafka,
@@ -65,6 +68,16 @@ async def _webhook(webhooks: WebhookReceiver, settings: CommonSettings, job_id: 
         delivery["body"], delivery["headers"]
     )
     return payload
+
+
+def _first_frame_side_data(path: Path) -> dict[str, dict[str, Any]]:
+    """The first video frame's side data (HDR10 metadata lives there, in SEI), by type."""
+    frame = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1", "-show_frames",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {d["side_data_type"]: d for d in json.loads(frame.stdout)["frames"][0]["side_data_list"]}
 
 
 async def _status(settings: CommonSettings, job_id: str) -> dict[str, Any]:
@@ -172,3 +185,68 @@ async def test_the_timing_report_gives_rates_counts_durations_audio_drift_and_sc
 
     status = await _status(settings, str(job["id"]))
     assert status["timing"] == timing, "the status API shows the same report"
+
+
+async def test_an_hdr_10_bit_source_becomes_h265_keeping_depth_colour_and_hdr10_metadata(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    source = workdir / "hdr.mp4"
+    x265 = (
+        "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:"
+        "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"
+    )
+    run("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=1", "-pix_fmt", "yuv420p10le",
+        "-c:v", "libx265", "-x265-params", x265, "-color_primaries", "bt2020", "-color_trc", "smpte2084",
+        "-colorspace", "bt2020nc", str(source))  # fmt: skip
+    key = f"e2e/{unique}/hdr.mp4"
+    _drop(settings, source, key, multiplier="2", engine="flow", codec="h265", crf="24", preset="fast")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", (job["error_code"], job["error_message"])
+    out = workdir / "out.mp4"
+    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(out))
+
+    stream = video_stream(probe(out))
+    assert (stream["codec_name"], stream["codec_tag_string"], stream["pix_fmt"]) == (
+        "hevc",
+        "hvc1",
+        "yuv420p10le",
+    )
+    assert int(stream["nb_read_frames"]) == 50
+    assert (stream["color_primaries"], stream["color_transfer"], stream["color_space"]) == (
+        "bt2020",
+        "smpte2084",
+        "bt2020nc",
+    )
+    side = _first_frame_side_data(out)
+    mastering = side["Mastering display metadata"]
+    assert (mastering["red_x"], mastering["white_point_y"], mastering["max_luminance"]) == (
+        "34000/50000",
+        "16450/50000",
+        "10000000/10000",
+    )
+    assert (
+        side["Content light level metadata"]["max_content"],
+        side["Content light level metadata"]["max_average"],
+    ) == (1000, 400)
+    status = await _status(settings, str(job["id"]))
+    assert status["output_options"] == {
+        "codec": "h265", "encoder": "libx265", "crf": 24, "bitrate": None, "preset": "fast",
+    }  # fmt: skip
+
+
+async def test_a_codec_this_ffmpeg_cannot_encode_is_refused_with_a_code(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    clip = panning_clip(workdir / "clip.mp4", width=160, height=96, seconds=0.5, audio=False)
+    async with httpx.AsyncClient(base_url=settings.api_url, timeout=60) as client:
+        with clip.path.open("rb") as file:
+            response = await client.post(
+                "/api/upload", files={"file": ("clip.mp4", file, "video/mp4")}, data={"codec": "vp9"}
+            )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "E_OUTPUT_CODEC_UNSUPPORTED"
+    key = f"e2e/{unique}/clip.mp4"
+    _drop(settings, clip.path, key, engine="flow", codec="prores")
+    job = await wait_for_job(settings, key=key, timeout_s=60)
+    assert (job["status"], job["error_code"]) == ("failed", "E_OUTPUT_CODEC_UNSUPPORTED")
+    assert "h264, h265, av1" in job["error_message"]

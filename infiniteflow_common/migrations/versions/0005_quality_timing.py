@@ -1,8 +1,9 @@
-"""Quality self-check and memory retries: job and chunk scores, the `completed_with_warnings` status.
+"""Quality self-check, output options, memory retries: scores, `completed_with_warnings`, codecs.
 
 A job's status may now be `completed_with_warnings` (23 characters, hence the wider column): the
 output exists, but chunks scored below the quality floor. Chunks record their self-check score and
-cost and what the worker finally used (scale, batch) after out-of-memory retries.
+cost and what the worker finally used (scale, batch) after out-of-memory retries. Jobs keep the
+user's output options (codec, encoder, crf or bitrate, preset) for the muxer.
 
 Revision ID: 0005
 Revises: 0003 (to be rebased onto 0004 when merged)
@@ -33,6 +34,7 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("quality_worst_chunk", sa.Integer()))
     op.add_column("jobs", sa.Column("quality_worst_psnr_db", sa.Float()))
     op.add_column("jobs", sa.Column("quality_low_chunks", postgresql.JSONB()))
+    op.add_column("jobs", sa.Column("output_options", postgresql.JSONB()))
     op.add_column("chunks", sa.Column("quality_psnr_db", sa.Float()))
     op.add_column("chunks", sa.Column("quality_ssim", sa.Float()))
     op.add_column("chunks", sa.Column("quality_samples", sa.Integer(), nullable=False, server_default="0"))
@@ -46,7 +48,7 @@ def downgrade() -> None:
     for column in ("oom_retries", "batch_size", "scale", "quality_seconds", "quality_samples",
                    "quality_ssim", "quality_psnr_db"):  # fmt: skip
         op.drop_column("chunks", column)
-    for column in ("quality_low_chunks", "quality_worst_psnr_db", "quality_worst_chunk", "quality_ssim",
+    for column in ("output_options", "quality_low_chunks", "quality_worst_psnr_db", "quality_worst_chunk", "quality_ssim",
                    "quality_psnr_db"):  # fmt: skip
         op.drop_column("jobs", column)
     # a job completed with warnings did complete: it keeps its output under the old status set
