@@ -3,13 +3,14 @@
 Slots with t = 0 are written from the decoded source frame itself, so copies (scene ends, the last
 frame, every source position) are bit-exact. Pairs that share the same set of timesteps are batched.
 After the chunk's own frames, a budgeted quality self-check re-creates a few real frames (`quality`).
+`interpolate_with_retries` runs it again with lighter settings when memory runs out (`memory`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ import numpy as np
 
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rgb_format, to_rgb
 from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.memory import (
+    MIN_SCALE,
+    EngineOutOfMemory,
+    MemoryStep,
+    is_out_of_memory,
+    memory_ladder,
+    release_memory,
+)
 from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
 
 
@@ -31,10 +40,60 @@ class SlotSpec:
 
 @dataclass(frozen=True)
 class ChunkOutcome:
-    """What interpolating a chunk produced: its frame count and its quality self-check (None: unchecked)."""
+    """What interpolating a chunk produced: its frame count, its quality self-check (None: unchecked),
+    and the memory settings it finally ran with (scale None: the engine has none)."""
 
     frames_out: int
     quality: ChunkQuality | None
+    scale: float | None = None
+    batch_size: int | None = None
+    oom_retries: int = 0
+
+
+OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
+"""Told (failed step, next step, the error) before each out-of-memory retry."""
+
+
+def interpolate_with_retries(
+    engine: InterpolationEngine,
+    source: Path,
+    output: Path,
+    slots: Sequence[SlotSpec],
+    *,
+    width: int,
+    height: int,
+    batch_size: int,
+    min_scale: float = MIN_SCALE,
+    on_retry: OnRetry | None = None,
+    **options: Any,
+) -> ChunkOutcome:
+    """`interpolate_chunk`, retried down the memory ladder while it runs out of memory.
+
+    The engine is put back to its configured settings afterwards (it serves the next chunk too).
+    Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
+    """
+    ladder = memory_ladder(engine.memory_scale(height, width), batch_size, min_scale=min_scale)
+    try:
+        for tries, step in enumerate(ladder):
+            engine.set_memory(step.scale, step.batch_size)
+            try:
+                outcome = interpolate_chunk(engine, source, output, slots, batch_size=step.batch_size, **options)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                release_memory()
+                if tries + 1 == len(ladder):
+                    raise EngineOutOfMemory(
+                        f"the chunk ran out of memory even at scale {step.scale} with {step.batch_size} "
+                        f"pair(s) per call ({exc}); give the worker more memory or use smaller input"
+                    ) from exc
+                if on_retry is not None:
+                    on_retry(step, ladder[tries + 1], exc)
+                continue
+            return replace(outcome, scale=step.scale, batch_size=step.batch_size, oom_retries=tries)
+    finally:
+        engine.set_memory(None, None)
+    raise AssertionError("unreachable: the ladder has at least one step")
 
 
 def exact_t(value: float) -> Fraction:

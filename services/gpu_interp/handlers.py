@@ -29,9 +29,10 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
-from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_chunk
+from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_with_retries
 from services.gpu_interp.config import WorkerSettings
 from services.gpu_interp.engine_registry import EngineCache
+from services.gpu_interp.memory import MemoryStep
 
 log = get_logger()
 
@@ -166,12 +167,30 @@ class ChunkHandler(PipelineHandler):
             engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
             started = time.perf_counter()
             slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
+
+            def on_retry(failed: MemoryStep, following: MemoryStep, error: BaseException) -> None:
+                metrics.OOM_RETRIES.labels(spec.engine).inc()
+                log.warning(
+                    "chunk ran out of memory; retrying lighter",
+                    job_id=str(spec.job_id),
+                    chunk_index=spec.chunk_index,
+                    scale=failed.scale,
+                    batch_size=failed.batch_size,
+                    next_scale=following.scale,
+                    next_batch_size=following.batch_size,
+                    error=str(error)[:300],
+                )
+
             outcome = await asyncio.to_thread(
-                interpolate_chunk,
+                interpolate_with_retries,
                 engine,
                 source,
                 output,
                 slots,
+                width=spec.width,
+                height=spec.height,
+                min_scale=self.settings.min_scale,
+                on_retry=on_retry,
                 expected_frames=spec.frame_count,
                 # intermediates carry frames in order; the muxer stamps the exact output rate
                 out_rate=Fraction(1),
@@ -206,15 +225,15 @@ class ChunkHandler(PipelineHandler):
                     attempt=spec.attempt,
                     engine=spec.engine,
                     device=str(getattr(engine, "device", "cpu")),
-                    scale=float(getattr(getattr(engine, "settings", None), "scale", None) or 1.0),
+                    scale=outcome.scale or 1.0,
                     interp_seconds=seconds,
                     finished_at=datetime.now(UTC),
                     quality_psnr_db=quality.psnr_db if quality else None,
                     quality_ssim=quality.ssim if quality else None,
                     quality_samples=quality.samples if quality else 0,
                     quality_seconds=quality.seconds if quality else 0.0,
-                    batch_size=self.settings.batch_size,
-                    oom_retries=0,
+                    batch_size=outcome.batch_size,
+                    oom_retries=outcome.oom_retries,
                 ),
             )
             metrics.CHUNKS.labels("done").inc()
@@ -240,6 +259,9 @@ class ChunkHandler(PipelineHandler):
                 epoch=epoch,
                 frames_out=frames_out,
                 seconds=round(seconds, 3),
+                scale=outcome.scale,
+                batch_size=outcome.batch_size,
+                oom_retries=outcome.oom_retries,
                 **check,
             )
         finally:

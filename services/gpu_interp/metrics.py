@@ -31,6 +31,10 @@ QUALITY_COST = Histogram(
     "Self-check time as a share of the chunk's interpolation time.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2),
 )
+# Out-of-memory retries of a chunk at a lighter step (lower scale, then smaller batch).
+OOM_RETRIES = Counter(
+    "infiniteflow_chunk_oom_retries_total", "Chunk retries after running out of memory.", ["engine"]
+)
 # Output frames written by the engine; rate() of it is frames/s per worker.
 FRAMES = Counter("infiniteflow_interpolated_frames_total", "Output frames written by a worker.", ["engine"])
 # Chunks this worker is interpolating right now (0 idle, 1 busy); its average over time is utilisation.
