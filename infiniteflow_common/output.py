@@ -1,4 +1,4 @@
-"""Output video options: codec, rate control and preset (pure, shared by ingest and the muxer).
+"""Output video options: codec, rate control, preset, duplicate skipping (pure; ingest, splitter, muxer).
 
 The user names a codec (`h264`, `h265`, `av1`, or `source` for the input's own codec); the encoder
 is chosen among those this FFmpeg lists (`ffmpeg -encoders`), so a job never asks for one the muxer
@@ -67,6 +67,8 @@ class OutputOptions(BaseModel):
     crf: int | None = Field(default=None, ge=0)
     bitrate: int | None = Field(default=None, gt=0, le=MAX_BITRATE)
     preset: str | None = None
+    # Skip duplicated source frames and interpolate across the real motion (timing unchanged).
+    dedupe: bool = False
 
 
 @functools.cache
@@ -100,6 +102,16 @@ def parse_bitrate(text: str) -> int:
     return int(value)
 
 
+def parse_switch(text: str, key: str) -> bool:
+    """`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise OutputOptionError(f"{key}={text[:40]!r} is not a switch: use true or false")
+
+
 def choose_encoder(codec: str, available: frozenset[str]) -> str:
     """The preferred encoder of `codec` that `available` lists; refused with the ones there are."""
     for encoder in ENCODERS[codec]:
@@ -113,7 +125,7 @@ def choose_encoder(codec: str, available: frozenset[str]) -> str:
 
 
 def parse_output(options: Mapping[str, str], available: frozenset[str]) -> OutputOptions:
-    """Output options from normalised user options (`codec`, `crf`, `bitrate`, `preset`).
+    """Output options from normalised user options (`codec`, `crf`, `bitrate`, `preset`, `dedupe`).
 
     `source` stays unresolved (its encoder is chosen once the input is probed, `for_source`); for
     a named codec the encoder is chosen now and the CRF and preset are checked against it.
@@ -133,7 +145,8 @@ def parse_output(options: Mapping[str, str], available: frozenset[str]) -> Outpu
     if crf is not None and bitrate is not None:
         raise OutputOptionError("set either crf or bitrate, not both")
     preset = options.get("preset", "").lower() or None
-    chosen = OutputOptions(codec=codec, crf=crf, bitrate=bitrate, preset=preset)
+    dedupe = parse_switch(options["dedupe"], "dedupe") if "dedupe" in options else False
+    chosen = OutputOptions(codec=codec, crf=crf, bitrate=bitrate, preset=preset, dedupe=dedupe)
     if codec == "source":
         return chosen
     return check_for_encoder(chosen, choose_encoder(codec, available))

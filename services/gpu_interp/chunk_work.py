@@ -77,7 +77,9 @@ def interpolate_with_retries(
         for tries, step in enumerate(ladder):
             engine.set_memory(step.scale, step.batch_size)
             try:
-                outcome = interpolate_chunk(engine, source, output, slots, batch_size=step.batch_size, **options)
+                outcome = interpolate_chunk(
+                    engine, source, output, slots, batch_size=step.batch_size, **options
+                )
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise

@@ -105,7 +105,9 @@ class SimulatedMemoryLimit(InterpolationEngine):
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         pairs = int(first.shape[0])
         # numpy frames are (N, H, W, 3), torch tensors (N, 3, H, W)
-        height, width = (first.shape[1], first.shape[2]) if isinstance(first, np.ndarray) else first.shape[2:4]
+        height, width = (
+            (first.shape[1], first.shape[2]) if isinstance(first, np.ndarray) else first.shape[2:4]
+        )
         height, width = int(height), int(width)
         scale = self.inner.memory_scale(height, width) or 1.0
         needed = pairs * height * width * scale * scale

@@ -57,6 +57,7 @@ log = get_logger()
 
 OPTION_FIELDS = (
     "multiplier", "target_fps", "engine", "quality", "webhook_url", "codec", "crf", "bitrate", "preset",
+    "dedupe",
 )  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
@@ -278,6 +279,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                 "crf": {"type": "integer", "minimum": 0, "maximum": 63},
                                 "bitrate": {"type": "string", "example": "8M"},
                                 "preset": {"type": "string", "example": "medium"},
+                                "dedupe": {"type": "boolean"},
                             },
                         }
                     }

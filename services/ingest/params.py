@@ -1,7 +1,7 @@
 """User options → `JobParams` (pure).
 
 Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `webhook-url`,
-and for the output video `codec`, `crf`, `bitrate`, `preset`; already lower-cased by the event
+and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by the event
 parser) or as API form fields (`target_fps`, `webhook_url`). Absent
 options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
 allowed, so the user can fix the upload. Unknown metadata keys are ignored: other tools set their own.
@@ -119,7 +119,7 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
 
 
 def parse_output_options(options: Mapping[str, str | None], defaults: ParamDefaults) -> OutputOptions:
-    """The output video options (`codec`, `crf`, `bitrate`, `preset`); `InvalidParams` when bad."""
+    """The output video options (`codec`, `crf`, `bitrate`, `preset`, `dedupe`); `InvalidParams` when bad."""
     try:
         return parse_output(normalise_keys(options), defaults.encoders)
     except OutputOptionError as exc:
@@ -141,6 +141,7 @@ def output_metadata(options: OutputOptions) -> dict[str, str]:
         "crf": None if options.crf is None else str(options.crf),
         "bitrate": None if options.bitrate is None else str(options.bitrate),
         "preset": options.preset,
+        "dedupe": "true" if options.dedupe else None,
     }
     return normalise_keys(values)
 

@@ -33,6 +33,7 @@ from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.config import SplitterSettings
+from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.plan import JobPlan, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
 
@@ -44,9 +45,13 @@ class Analysis:
     """What one decode pass learned: frame timestamps, scene starts (in CFR indices), rate."""
 
     rate: Fraction
-    source_of: list[int]  # CFR frame index → decoded frame index
+    source_of: list[int]  # planning frame index → decoded frame index
     scene_starts: list[int]
     vfr_converted: bool
+    # With duplicates skipped: each planning frame's position on the input timeline (in frames) and
+    # the input's frame count; None / 0 when every frame is planned.
+    positions: list[Fraction] | None = None
+    input_frames: int = 0
 
 
 def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
@@ -78,9 +83,9 @@ class SplitHandler(PipelineHandler):
             await self._announce(event, await self._pending_chunks(event.job_id), job.plan or {})
             return
         async with job_fails_on(self.sessions, self.publish, job_id=event.job_id, stage="splitter"):
-            await self._split(event)
+            await self._split(event, dedupe=bool((job.output_options or {}).get("dedupe")))
 
-    async def _split(self, event: VideoUploaded) -> None:
+    async def _split(self, event: VideoUploaded, *, dedupe: bool = False) -> None:
         started = time.perf_counter()
         async with transaction(self.sessions) as session:
             await jobs.advance(session, event.job_id, JobStatus.SPLITTING, progress=5)
@@ -92,7 +97,7 @@ class SplitHandler(PipelineHandler):
             self.storage.fget_object(event.bucket, event.key, str(source))
             probe = event.probe
             analysis = self._analyse(
-                source, probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den
+                source, probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den, dedupe=dedupe
             )
             params = event.params
             target = Fraction(params.target_fps) if params.target_fps else None
@@ -103,16 +108,22 @@ class SplitHandler(PipelineHandler):
                 out_rate,
                 analysis.scene_starts,
                 self.settings.chunk_frames,
+                positions=analysis.positions,
+                input_frames=analysis.input_frames or None,
             )
             specs = self._write_chunks(event, source, workdir, plan, analysis)
+            # scene cuts as the user counts frames: input frame indices, whatever was skipped
+            positions = analysis.positions
+            scene_starts = [int(positions[s]) if positions else s for s in plan.scene_starts]
             plan_doc = {
                 "in_rate": f"{plan.in_rate.numerator}/{plan.in_rate.denominator}",
                 "out_rate": f"{plan.out_rate.numerator}/{plan.out_rate.denominator}",
-                "source_frames": plan.source_frames,
+                "source_frames": plan.input_frames or plan.source_frames,
                 "out_frames": plan.out_frames,
-                "scene_starts": list(plan.scene_starts),
+                "scene_starts": scene_starts,
                 "vfr_converted": analysis.vfr_converted,
                 "chunk_count": len(plan.chunks),
+                "duplicates_skipped": (plan.input_frames or plan.source_frames) - plan.source_frames,
             }
             await self._record(event.job_id, plan, specs, plan_doc)
         finally:
@@ -123,14 +134,34 @@ class SplitHandler(PipelineHandler):
             "job split",
             job_id=str(event.job_id),
             chunks=len(specs),
-            scene_starts=list(plan.scene_starts),
+            scene_starts=scene_starts,
             out_frames=plan.out_frames,
             vfr_converted=analysis.vfr_converted,
+            duplicates_skipped=plan_doc["duplicates_skipped"],
         )
         await self._announce(event, specs, plan_doc)
 
-    def _analyse(self, source: Path, num: int, den: int) -> Analysis:
-        """First pass: timestamps, VFR detection and scene cuts."""
+    def _analyse(self, source: Path, num: int, den: int, *, dedupe: bool = False) -> Analysis:
+        """First pass: timestamps, VFR detection, scene cuts and (when asked) duplicated frames."""
+        duplicates = DuplicateDetector(self.settings.dedupe_threshold) if dedupe else None
+        analysis = self._analyse_timing(source, num, den, duplicates)
+        if duplicates is None:
+            return analysis
+        kept = kept_frames(analysis.source_of, duplicates.distinct)
+        if len(kept) < 2 or len(kept) == len(analysis.source_of):
+            return analysis  # a still image, or nothing repeated: plan every frame
+        return Analysis(
+            analysis.rate,
+            [analysis.source_of[c] for c in kept],
+            kept_scene_starts(analysis.scene_starts, kept),
+            analysis.vfr_converted,
+            positions=[Fraction(c) for c in kept],
+            input_frames=len(analysis.source_of),
+        )
+
+    def _analyse_timing(
+        self, source: Path, num: int, den: int, duplicates: DuplicateDetector | None
+    ) -> Analysis:
         rate = rational(num, den)
         timestamps: list[Fraction] = []
         cuts = SceneCuts(rate, self.settings.scene_threshold, self.settings.scene_min_frames)
@@ -141,7 +172,10 @@ class SplitHandler(PipelineHandler):
                 if frame.pts is not None
                 else Fraction(index) / rate
             )
-            cuts.feed(index, small_bgr(frame, self.settings.scene_width))
+            small = small_bgr(frame, self.settings.scene_width)
+            cuts.feed(index, small)
+            if duplicates is not None:
+                duplicates.feed(small)
         if index < 0:
             raise MediaError("the video stream has no decodable frame", code="E_MEDIA_NO_FRAMES")
         starts = cuts.finish(index)

@@ -25,7 +25,7 @@ from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.e2e.conftest import wait_for_job
 from tests.e2e.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
-from tests.fixtures.media import panning_clip, probe, run, video_stream
+from tests.fixtures.media import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
 
 pytestmark = [
     pytest.mark.kafka,
@@ -230,7 +230,7 @@ async def test_an_hdr_10_bit_source_becomes_h265_keeping_depth_colour_and_hdr10_
     ) == (1000, 400)
     status = await _status(settings, str(job["id"]))
     assert status["output_options"] == {
-        "codec": "h265", "encoder": "libx265", "crf": 24, "bitrate": None, "preset": "fast",
+        "codec": "h265", "encoder": "libx265", "crf": 24, "bitrate": None, "preset": "fast", "dedupe": False,
     }  # fmt: skip
 
 
@@ -250,3 +250,35 @@ async def test_a_codec_this_ffmpeg_cannot_encode_is_refused_with_a_code(
     job = await wait_for_job(settings, key=key, timeout_s=60)
     assert (job["status"], job["error_code"]) == ("failed", "E_OUTPUT_CODEC_UNSUPPORTED")
     assert "h264, h265, av1" in job["error_message"]
+
+
+async def test_duplicated_frames_are_skipped_so_the_output_follows_the_real_motion(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    # 30 fps stream whose picture moves only every other frame (4 px each time): 2 px per frame of
+    # real motion, so at ×2 every output frame should sit 1 px further than the one before.
+    clip = panning_clip(workdir / "held.mp4", seconds=2, shift_px=4, hold=2, audio=False)
+    strip = textured(320 + clip.frames * 4, 180, 1)
+    results = {}
+    for dedupe in ("true", "false"):
+        key = f"e2e/{unique}/held-{dedupe}.mp4"
+        _drop(settings, clip.path, key, multiplier="2", engine="flow", dedupe=dedupe)
+        job = await wait_for_job(settings, key=key)
+        assert job["status"] in ("completed", "completed_with_warnings"), job["error_message"]
+        out = workdir / f"out-{dedupe}.mp4"
+        make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(out))
+        frames = frames_rgb(out)
+        assert len(frames) == 2 * clip.frames, "skipping duplicates keeps every output slot"
+        # up to the last distinct source frame (58, output 116) the truth is the texture k px along
+        span = range(2, 112)
+        results[dedupe] = {
+            "truth_psnr": sum(psnr(frames[k], strip[:, k : k + 320]) for k in span) / len(span),
+            "repeats": sum(psnr(frames[k], frames[k - 1]) > 45 for k in span),
+            "skipped": job["plan"],
+        }
+    print(f"duplicates: {results}")
+    assert '"duplicates_skipped": 30' in results["true"]["skipped"]
+    assert results["true"]["repeats"] == 0, "no output frame repeats the one before"
+    assert results["false"]["repeats"] >= 40, "without the option the duplicates stay (and multiply)"
+    assert results["true"]["truth_psnr"] > results["false"]["truth_psnr"] + 3
+    assert results["true"]["truth_psnr"] > 30
