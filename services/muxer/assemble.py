@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.media import LosslessWriter, decode_video
 from infiniteflow_common.output import DEFAULT_CRF, DEFAULT_PRESET
 
 # Pixel formats libx264 encodes as they are; others map to the nearest by depth and chroma.
@@ -274,14 +275,83 @@ def measure_output(path: Path, timeout_s: float = 120.0) -> OutputTiming:
     return timing_of(json.loads(result.stdout))
 
 
+def output_times(plan: dict[str, Any]) -> tuple[Fraction, list[int]] | None:
+    """For variable-rate input kept variable: (time base, every output frame's timestamp in it).
+
+    Output frame k sits at position p = k · in_rate / out_rate on the input's frame index; between
+    input frames i and i + 1 its time is ts(i) + (p − i) · (ts(i + 1) − ts(i)), so every input frame
+    keeps its own timestamp and the frames a multiplier adds are spread evenly inside each interval.
+    Past the last input frame the last interval repeats. None when the plan is constant-rate.
+    """
+    if not plan.get("vfr_kept"):
+        return None
+    pts = [int(p) for p in plan["pts"]]
+    step = Fraction(plan["in_rate"]) / Fraction(plan["out_rate"])
+    times: list[Fraction] = []
+    last = len(pts) - 1
+    for k in range(int(plan["out_frames"])):
+        position = k * step
+        i = min(int(position), max(0, last - 1))
+        interval = pts[i + 1] - pts[i] if last >= 1 else 1
+        times.append(pts[i] + (position - i) * interval)
+    # one exact time base for all of them, 1/n s: the source's, divided as finely as the times need
+    source = Fraction(plan["time_base"])
+    denominator = source.denominator
+    for time in times:
+        denominator = math.lcm(denominator, (time * source).denominator)
+    base = Fraction(1, denominator)
+    return base, [int(time * source / base) for time in times]
+
+
+def restamp(chunks: list[Path], output: Path, base: Fraction, pts: list[int]) -> None:
+    """Write the chunks' frames, in order, to a lossless file whose frame k is at `pts[k]` × `base`."""
+    writer: LosslessWriter | None = None
+    count = 0
+    try:
+        for chunk in chunks:
+            for frame in decode_video(chunk):
+                if count >= len(pts):
+                    raise MuxError(
+                        f"the chunks hold more frames than the plan's {len(pts)}", code="E_MUX_FRAME_COUNT"
+                    )
+                if writer is None:
+                    writer = LosslessWriter(
+                        output, width=frame.width, height=frame.height, pix_fmt=frame.format.name,
+                        rate=Fraction(1, 1), time_base=base,
+                    )  # fmt: skip
+                writer.write(frame, pts=pts[count])
+                count += 1
+        if count != len(pts):
+            raise MuxError(f"the chunks hold {count} frames, the plan {len(pts)}", code="E_MUX_FRAME_COUNT")
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def build_command(
-    concat_list: Path, source: Path, output: Path, spec: OutputSpec, source_streams: list[dict[str, Any]]
+    concat_list: Path,
+    source: Path,
+    output: Path,
+    spec: OutputSpec,
+    source_streams: list[dict[str, Any]],
+    *,
+    timed_video: Path | None = None,
+    time_base: Fraction | None = None,
 ) -> list[str]:
-    """The ffmpeg argument list for the final encode."""
+    """The ffmpeg argument list for the final encode.
+
+    By default the video is the chunk list, stamped at exactly `spec.rate`. With `timed_video` (a file
+    whose frames carry their own timestamps in `time_base`) those timestamps pass through unchanged.
+    """
     rate = f"{spec.rate.numerator}/{spec.rate.denominator}"
+    video = (
+        ["-protocol_whitelist", "file", "-i", "file:" + str(timed_video)]
+        if timed_video is not None
+        else ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file", "-i", "file:" + str(concat_list)]
+    )
     command = [
         "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
-        "-f", "concat", "-safe", "0", "-protocol_whitelist", "file", "-i", "file:" + str(concat_list),
+        *video,
         "-protocol_whitelist", "file", "-i", "file:" + str(source),
         "-map", "0:v:0", "-map", "1:a?",
     ]  # fmt: skip
@@ -289,11 +359,16 @@ def build_command(
     if subtitle_codecs and all(codec in TEXT_SUBTITLES for codec in subtitle_codecs):
         command += ["-map", "1:s?"]
         command += ["-c:s", "copy"] if all(c == "mov_text" for c in subtitle_codecs) else ["-c:s", "mov_text"]
-    command += [
-        "-map_metadata", "1", "-map_chapters", "1",
+    command += ["-map_metadata", "1", "-map_chapters", "1"]
+    if timed_video is not None and time_base is not None:
+        # every frame keeps its timestamp: no rate forced, the encoder counts in the input's time base
+        command += ["-fps_mode", "passthrough", "-enc_time_base", "-1"]
+        command += ["-video_track_timescale", str(time_base.denominator)]
+    else:
         # frame n shows at n / rate exactly, whatever the intermediates' timestamps were
-        "-vf", f"setpts=N*{spec.rate.denominator}/({spec.rate.numerator}*TB)",
-        "-r", rate, "-video_track_timescale", str(track_timescale(spec.rate)),
+        command += ["-vf", f"setpts=N*{spec.rate.denominator}/({spec.rate.numerator}*TB)"]
+        command += ["-r", rate, "-video_track_timescale", str(track_timescale(spec.rate))]
+    command += [
         *video_codec_args(spec),
         "-c:a", "copy",
         "-movflags", "+faststart",

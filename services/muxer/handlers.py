@@ -16,7 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from fractions import Fraction
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -45,8 +45,10 @@ from services.muxer.assemble import (
     OutputSpec,
     build_command,
     measure_output,
+    output_times,
     probe_hdr,
     probe_streams,
+    restamp,
     rotation_command,
     run_ffmpeg,
     write_concat_list,
@@ -209,7 +211,15 @@ class MuxHandler(PipelineHandler):
                 hdr=await asyncio.to_thread(probe_hdr, source, streams),
             )
             encoded = workdir / "encoded.mp4" if spec.rotation % 360 else output
-            command = build_command(concat, source, encoded, spec, streams)
+            timed: Path | None = None
+            stamps = output_times(plan)
+            if stamps is not None:  # variable-rate input kept variable: frames keep their own times
+                timed = workdir / "timed.nut"
+                await asyncio.to_thread(restamp, paths, timed, *stamps)
+            command = build_command(
+                concat, source, encoded, spec, streams,
+                timed_video=timed, time_base=stamps[0] if stamps else None,
+            )  # fmt: skip
             await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
             if encoded != output:
                 rotate = rotation_command(encoded, output, spec.rotation)

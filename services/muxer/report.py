@@ -58,14 +58,22 @@ def timing_report(plan: Mapping[str, Any], *, input_vfr: bool, measured: OutputT
     """The job's timing: planned input rate, frames and cuts, and the output as measured."""
     in_rate = Fraction(plan["in_rate"])
     cuts = [int(frame) for frame in plan["scene_starts"]]
+    frames = int(plan["source_frames"])
+    duration = Fraction(frames) / in_rate
+    times = [frame / in_rate for frame in cuts]
+    if plan.get("vfr_kept"):  # variable rate kept: the input's own timestamps
+        tick, pts = Fraction(plan["time_base"]), [int(p) for p in plan["pts"]]
+        last = pts[-1] - pts[-2] if len(pts) > 1 else 0
+        duration = (pts[-1] + last) * tick
+        times = [pts[frame] * tick for frame in cuts]
     return TimingReport(
         input_vfr=input_vfr,
         vfr_converted=bool(plan["vfr_converted"]),
-        in_duration_s=float(int(plan["source_frames"]) / in_rate),
+        in_duration_s=float(duration),
         out_duration_s=measured.video_duration_s,
         out_frames_measured=measured.video_frames,
         audio_duration_s=measured.audio_duration_s,
         audio_video_drift_s=measured.drift_s,
         scene_cut_frames=tuple(cuts),
-        scene_cut_times_s=tuple(float(frame / in_rate) for frame in cuts),
+        scene_cut_times_s=tuple(float(time) for time in times),
     )

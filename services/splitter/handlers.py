@@ -52,6 +52,10 @@ class Analysis:
     # the input's frame count; None / 0 when every frame is planned.
     positions: list[Fraction] | None = None
     input_frames: int = 0
+    # Variable-rate input kept as it is: every decoded frame's timestamp in ticks of `time_base`,
+    # from the first frame (the muxer stamps the output between them); None when constant.
+    pts: list[int] | None = None
+    time_base: Fraction | None = None
 
 
 def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
@@ -96,10 +100,15 @@ class SplitHandler(PipelineHandler):
             source = workdir / "source"
             self.storage.fget_object(event.bucket, event.key, str(source))
             probe = event.probe
-            analysis = self._analyse(
-                source, probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den, dedupe=dedupe
-            )
             params = event.params
+            analysis = self._analyse(
+                source,
+                probe.avg_fps_num or probe.fps_num,
+                probe.avg_fps_den or probe.fps_den,
+                dedupe=dedupe,
+                # a multiplier keeps a variable rate (frames between the real ones); a target rate is CFR
+                keep_vfr=params.multiplier is not None,
+            )
             target = Fraction(params.target_fps) if params.target_fps else None
             out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
             plan = plan_job(
@@ -124,7 +133,11 @@ class SplitHandler(PipelineHandler):
                 "vfr_converted": analysis.vfr_converted,
                 "chunk_count": len(plan.chunks),
                 "duplicates_skipped": (plan.input_frames or plan.source_frames) - plan.source_frames,
+                "vfr_kept": analysis.pts is not None,
             }
+            if analysis.pts is not None and analysis.time_base is not None:
+                plan_doc["time_base"] = str(analysis.time_base)
+                plan_doc["pts"] = analysis.pts
             await self._record(event.job_id, plan, specs, plan_doc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -141,10 +154,12 @@ class SplitHandler(PipelineHandler):
         )
         await self._announce(event, specs, plan_doc)
 
-    def _analyse(self, source: Path, num: int, den: int, *, dedupe: bool = False) -> Analysis:
+    def _analyse(
+        self, source: Path, num: int, den: int, *, dedupe: bool = False, keep_vfr: bool = False
+    ) -> Analysis:
         """First pass: timestamps, VFR detection, scene cuts and (when asked) duplicated frames."""
         duplicates = DuplicateDetector(self.settings.dedupe_threshold) if dedupe else None
-        analysis = self._analyse_timing(source, num, den, duplicates)
+        analysis = self._analyse_timing(source, num, den, duplicates, keep_vfr)
         if duplicates is None:
             return analysis
         kept = kept_frames(analysis.source_of, duplicates.distinct)
@@ -157,16 +172,20 @@ class SplitHandler(PipelineHandler):
             analysis.vfr_converted,
             positions=[Fraction(c) for c in kept],
             input_frames=len(analysis.source_of),
+            pts=analysis.pts,
+            time_base=analysis.time_base,
         )
 
     def _analyse_timing(
-        self, source: Path, num: int, den: int, duplicates: DuplicateDetector | None
+        self, source: Path, num: int, den: int, duplicates: DuplicateDetector | None, keep_vfr: bool
     ) -> Analysis:
         rate = rational(num, den)
         timestamps: list[Fraction] = []
+        time_base: Fraction | None = None
         cuts = SceneCuts(rate, self.settings.scene_threshold, self.settings.scene_min_frames)
         index = -1
         for index, frame in enumerate(decode_video(source)):
+            time_base = time_base or (Fraction(frame.time_base) if frame.time_base else None)
             timestamps.append(
                 Fraction(frame.pts or 0) * Fraction(frame.time_base or 0)
                 if frame.pts is not None
@@ -183,6 +202,18 @@ class SplitHandler(PipelineHandler):
             return Analysis(rate, list(range(len(timestamps))), starts, vfr_converted=False)
         # Containers often misreport a VFR stream's average (Matroska says the nominal rate): measure it.
         rate = average_rate(timestamps)
+        if keep_vfr and time_base:
+            ticks = [(ts - timestamps[0]) / time_base for ts in timestamps]
+            if all(t.denominator == 1 and t >= 0 for t in ticks) and ticks == sorted(set(ticks)):
+                frames = list(range(len(timestamps)))
+                return Analysis(
+                    rate,
+                    frames,
+                    starts,
+                    vfr_converted=False,
+                    pts=[int(t) for t in ticks],
+                    time_base=time_base,
+                )
         source_of = cfr_sources(timestamps, rate)
         first_cfr: dict[int, int] = {}
         for cfr_index, decoded in enumerate(source_of):
