@@ -69,6 +69,8 @@ class Job(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # The tenant that started the job (its API key, or its bucket prefix); None for anonymous local use.
+    tenant_id: str | None = Field(default=None, sa_column=Column(String(64)))
     source: str = Field(sa_column=Column(String(16), nullable=False))
     source_bucket: str = Field(sa_column=Column(Text, nullable=False))
     source_key: str = Field(sa_column=Column(Text, nullable=False))
@@ -160,6 +162,50 @@ class WebhookDelivery(SQLModel, table=True):
     attempted_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class Tenant(SQLModel, table=True):
+    """A customer: its jobs, keys, rate limit and the bucket prefix its drops and outputs live under."""
+
+    __tablename__ = "tenants"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    bucket_prefix: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    # Requests per minute; None means the operator's default (API_RATE_LIMIT_PER_MINUTE).
+    rate_limit_per_minute: int | None = Field(default=None, sa_column=Column(Integer))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key of a tenant; only its SHA-256 is stored (keys are 256-bit random, so no slow hash)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(sa_column=Column(String(16), primary_key=True))
+    tenant_id: str = Field(sa_column=Column(String(64), nullable=False))
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    label: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A webhook URL that answered 410 Gone: nothing more is sent to it."""
+
+    __tablename__ = "webhook_endpoints"
+
+    url: str = Field(sa_column=Column(Text, primary_key=True))
+    disabled_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    job_id: uuid.UUID | None = None
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -42,6 +42,15 @@ class DecodeError(InvalidMessage):
     code = "E_DECODE"
 
 
+class HandedBack(InfiniteFlowError):  # noqa: N818 - a decision, not a failure
+    """The process is stopping and gave the message's work back: leave it uncommitted, do not retry.
+
+    The partition's next owner reads the record again from the last committed offset.
+    """
+
+    code = "E_HANDED_BACK"
+
+
 class TransientError(InfiniteFlowError):
     """A failure of something outside the message (a server, the GPU); worth retrying later."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +13,31 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common import jobs
 from infiniteflow_common.db import transaction
 from infiniteflow_common.deps import Publish
-from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.errors import HandedBack, InfiniteFlowError, TransientError
 from infiniteflow_common.events import JobFailed, JobParams
 from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 
 log = get_logger()
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class ScratchFullError(InfiniteFlowError):
+    """The service's scratch disk filled up while working on the job (permanent for this attempt)."""
+
+    code = "E_SCRATCH_FULL"
+
+    @classmethod
+    def during(cls, stage: str, exc: OSError) -> ScratchFullError:
+        """The error for `stage`, from the OSError that reported the full disk."""
+        return cls(f"the {stage} scratch disk is full ({exc.strerror}); free space or add disk, then retry")
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """Whether an OSError says the disk (or the quota) is full."""
+    return exc.errno in DISK_FULL
 
 
 async def report_failure(
@@ -76,8 +95,23 @@ async def job_fails_on(
     """
     try:
         yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # A full scratch disk must not leave a half-written output behind or loop forever: the job
+        # fails with a code an operator can act on; the handler's scratch folder is already removed.
+        full = ScratchFullError.during(stage, exc)
+        await report_failure(
+            sessions,
+            publish,
+            job_id=job_id,
+            stage=stage,
+            code=full.code,
+            message=full.message,
+            chunk_index=chunk_index,
+        )
     except InfiniteFlowError as exc:
-        if isinstance(exc, TransientError):
+        if isinstance(exc, TransientError | HandedBack):
             raise
         if getattr(exc, "media_failure", False):
             FFMPEG_FAILURES.labels(stage, exc.code).inc()

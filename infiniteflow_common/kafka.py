@@ -38,7 +38,8 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import REGISTRY
 
 from infiniteflow_common import metrics
-from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
+from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMessage
+from infiniteflow_common.health import GroupMembership
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.topics import TopicSpec, dlq_of
@@ -67,10 +68,14 @@ H_SERVICE = "x-service"
 
 
 def make_broker(settings: CommonSettings, service: str, **extra_config: Any) -> KafkaBroker:
-    """A broker whose producer is idempotent with acks=all, named after the service."""
+    """A broker whose producer is idempotent with acks=all, named after the service.
+
+    On stop it waits up to `shutdown_grace_s` for the message in hand (which may finish or hand back).
+    """
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=service,
+        graceful_timeout=settings.shutdown_grace_s,
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
@@ -238,6 +243,11 @@ class ReliableConsumer:
                 await self.handler(delivery)
             except InvalidMessage as exc:
                 await self._dead_letter(message, delivery, exc)
+            except HandedBack as exc:
+                # stopping: no commit and no retry here; whoever owns the partition next re-reads it
+                await message.nack()
+                metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "handed_back").inc()
+                log.info("work handed back", where=delivery.where, reason=exc.message)
             except Exception as exc:  # anything not known to be permanent is worth retrying
                 await self._retry_or_stop(message, delivery, exc)
             else:
@@ -420,12 +430,18 @@ def subscribe(
     group_id: str,
     max_poll_interval_ms: int = 300_000,
     auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+    membership: GroupMembership | None = None,
+    group_instance_id: str | None = None,
 ) -> None:
     """Register the consumers as ONE Kafka consumer of their topics in `group_id`, with manual commits.
 
     One group member per process, whatever the number of topics: a service that listens to two
     topics through two members in one group rejoins as two after every broker hiccup, and we saw such a
     pair stay unassigned after a broker restart. Records are dispatched to their topic's consumer.
+
+    Rebalancing is cooperative-sticky: when a worker joins or leaves, only the partitions that move
+    are revoked, so the others keep working through a scale-up or scale-down. `membership` follows
+    the assignment (for liveness); `group_instance_id` turns on static membership.
     """
     by_topic = {consumer.topic: consumer for consumer in consumers}
 
@@ -440,4 +456,9 @@ def subscribe(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset=auto_offset_reset,
         max_poll_interval_ms=max_poll_interval_ms,
+        partition_assignment_strategy=("cooperative-sticky",),
+        group_instance_id=group_instance_id or None,
+        on_assign=membership.on_assign if membership else None,
+        on_revoke=membership.on_revoke if membership else None,
+        on_lost=membership.on_lost if membership else None,
     )(on_message)

@@ -1,4 +1,4 @@
-"""JSON logs (one line per event, with job_id where known) and the per-process /metrics endpoint."""
+"""JSON logs: one line per event, with job_id where known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 _configured = False
 
@@ -56,9 +55,3 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 def get_logger(**initial: Any) -> Any:
     """A structlog logger; bind `job_id=` (and `chunk_index=`, `stage=`) to follow a job across services."""
     return structlog.get_logger(**initial)
-
-
-def start_metrics_server(port: int, registry: CollectorRegistry = REGISTRY) -> int:
-    """Serve Prometheus /metrics on 127.0.0.1:`port` (0 picks a free port); returns the bound port."""
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    return int(server.server_port)

@@ -29,6 +29,7 @@ from infiniteflow_common.deps import Deps
 from infiniteflow_common.errors import InvalidMessage
 from infiniteflow_common.events import Event, encode_event
 from infiniteflow_common.failures import report_failure
+from infiniteflow_common.health import GroupMembership, Health, start_http_endpoints
 from infiniteflow_common.kafka import (
     ConsumerStopped,
     Delivery,
@@ -38,7 +39,7 @@ from infiniteflow_common.kafka import (
     make_broker,
     subscribe,
 )
-from infiniteflow_common.observability import configure_logging, get_logger, start_metrics_server
+from infiniteflow_common.observability import configure_logging, get_logger
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.topics import dlq_of
 
@@ -56,6 +57,7 @@ class Runtime:
         self.consumers: list[ReliableConsumer] = []
         self._max_poll_interval_ms = 0
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.health = Health(service, group_grace_s=settings.kafka_group_grace_s)
 
     @cached_property
     def broker(self) -> KafkaBroker:
@@ -148,6 +150,12 @@ class Runtime:
             message=f"{error.message} (message {delivery.where} was moved to {dlq_of(delivery.topic)})",
         )
 
+    def _on_stuck(self, reason: str) -> None:
+        """Liveness failed: stop with a distinct exit code so a supervisor starts a fresh process."""
+        log.error("liveness failed; stopping for a restart", reason=reason)
+        self.exit_code = 3
+        self.stopping.set()
+
     def _on_fatal(self, reason: ConsumerStopped) -> None:
         self.exit_code = 1
         self.stopping.set()
@@ -157,19 +165,23 @@ class Runtime:
         configure_logging(self.service, self.settings.log_level)
         target: Path | None = None
         if self.settings.metrics_port is not None:
-            port = start_metrics_server(self.settings.metrics_port)
-            log.info("metrics endpoint", url=f"http://127.0.0.1:{port}/metrics")
+            host = self.settings.metrics_host
+            port = start_http_endpoints(self.health, host, self.settings.metrics_port)
+            log.info("metrics and health endpoints", url=f"http://{host}:{port}/metrics")
             target = self._register_target(port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         async with AsyncExitStack() as stack:
             if self.consumers:
+                self.health.membership = GroupMembership()
                 subscribe(
                     self.broker,
                     *self.consumers,
                     group_id=self.service,
                     max_poll_interval_ms=self._max_poll_interval_ms,
+                    membership=self.health.membership,
+                    group_instance_id=self.settings.kafka_group_instance_id,
                 )
             if self.consumers or "broker" in self.__dict__:
                 await self.broker.start()
@@ -179,6 +191,8 @@ class Runtime:
             tasks: list[asyncio.Task[None]] = [
                 asyncio.create_task(task(), name=f"{self.service}-bg") for task in self._background
             ]
+            tasks.append(asyncio.create_task(self.health.watch(self._on_stuck), name="watchdog"))
+            self.health.started = True
             log.info("service started", consumers=[c.topic for c in self.consumers])
             stop_wait = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -40,6 +40,16 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Port of this process's Prometheus /metrics endpoint; 0 lets the OS pick (tests), None disables it.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Address /metrics, /healthz and /readyz listen on: loopback here, 0.0.0.0 in a pod.
+    metrics_host: str = "127.0.0.1"
+    # Static group membership (KIP-345): a stable id per replica (pod name) lets a restarted member
+    # take its partitions back without a rebalance of the whole group. Empty: dynamic membership.
+    kafka_group_instance_id: str | None = None
+    # Seconds a consumer may stay outside its group before liveness fails and the process restarts.
+    kafka_group_grace_s: float = Field(default=180.0, gt=0)
+    # After SIGTERM, how long the message in hand may take to finish (or be handed back) before the
+    # process closes anyway; keep it under the orchestrator's termination grace period.
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
     # Where Prometheus' file-based discovery looks for this process's /metrics target.
     prometheus_targets_dir: Path | None = REPO_ROOT / ".run" / "prometheus" / "targets"
     # Retry policy for a message whose handling failed transiently, before the consumer gives up.

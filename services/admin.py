@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from infiniteflow_common import migrate
+from infiniteflow_common import migrate, tenants
+from infiniteflow_common.db import make_engine, session_factory, transaction
 from infiniteflow_common.kafka import ensure_topics
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import ensure_buckets, ensure_kafka_notification, make_client
 from infiniteflow_common.topics import topic_specs
 
-admin_app = typer.Typer(no_args_is_help=True, help="Operate the stack (topics, buckets, migrations).")
+admin_app = typer.Typer(
+    no_args_is_help=True, help="Operate the stack (topics, buckets, migrations, tenants)."
+)
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants and their API keys.")
+admin_app.add_typer(tenant_app, name="tenant")
+T = TypeVar("T")
 
 
 def _retry(what: str, fn: object, deadline_s: float = 60.0) -> object:
@@ -55,3 +65,74 @@ def migrate_command(revision: str = typer.Argument("head"), down: bool = False) 
     else:
         migrate.upgrade(url, revision)
     typer.echo(f"database at {revision}")
+
+
+def _in_transaction(work: Callable[..., Awaitable[T]]) -> T:
+    """Run `work(session)` in one transaction against the configured database."""
+
+    async def run() -> T:
+        engine = make_engine(CommonSettings().database_url.get_secret_value())
+        try:
+            async with transaction(session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except tenants.TenantError as exc:
+        typer.echo(f"{exc.code}: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: str,
+    name: str | None = typer.Option(None, help="display name (default: the id)"),
+    rate_limit: int | None = typer.Option(
+        None, help="requests per minute (default: API_RATE_LIMIT_PER_MINUTE)"
+    ),
+    prefix: str | None = typer.Option(None, help="bucket prefix (default: tenants/<id>/)"),
+) -> None:
+    """Add a tenant and print its first API key (shown once; only its hash is stored)."""
+
+    async def work(session: AsyncSession) -> tenants.IssuedKey:
+        tenant = await tenants.create_tenant(
+            session,
+            tenant_id,
+            name=name,
+            rate_limit_per_minute=rate_limit,
+            bucket_prefix=prefix,
+        )
+        return await tenants.issue_key(session, tenant.id, label="first key")
+
+    issued = _in_transaction(work)
+    typer.echo(f"tenant {tenant_id} created; drops under {prefix or tenants.default_prefix(tenant_id)}")
+    typer.echo(f"api key (id {issued.key_id}, shown once): {issued.secret}")
+
+
+@tenant_app.command("issue-key")
+def tenant_issue_key(tenant_id: str, label: str | None = typer.Option(None)) -> None:
+    """Print a new API key for an existing tenant (shown once)."""
+    issued = _in_transaction(lambda session: tenants.issue_key(session, tenant_id, label))
+    typer.echo(f"api key (id {issued.key_id}, shown once): {issued.secret}")
+
+
+@tenant_app.command("revoke-key")
+def tenant_revoke_key(key_id: str) -> None:
+    """Revoke an API key by its id; requests with it get 401 from then on."""
+    if not _in_transaction(lambda session: tenants.revoke_key(session, key_id)):
+        typer.echo(f"no live key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key {key_id} revoked")
+
+
+@admin_app.command("webhook-enable")
+def webhook_enable(url: str) -> None:
+    """Send webhooks to an endpoint again after it answered 410 Gone."""
+    from services.notifier.store import enable_endpoint
+
+    if not _in_transaction(lambda session: enable_endpoint(session, url)):
+        typer.echo("that endpoint is not disabled", err=True)
+        raise typer.Exit(1)
+    typer.echo("endpoint enabled")

@@ -20,6 +20,7 @@ def build(settings: WorkerSettings | None = None) -> Runtime:
         settings=settings,
         deps=runtime.deps,
         engines=EngineCache(settings),
+        stopping=runtime.stopping.is_set,
     )
     runtime.consume(Topic.CHUNK_READY, handler, max_poll_interval_ms=settings.max_poll_interval_ms)
     register_worker(settings.worker_id, settings.device)

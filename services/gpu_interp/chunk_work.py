@@ -114,11 +114,13 @@ def interpolate_chunk(
     batch_size: int = 4,
     quality_budget: float = 0.0,
     quality_samples: int = 3,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> ChunkOutcome:
     """Write the chunk's output frames to `output` (FFV1, the source's pixel format).
 
     `quality_budget` is the share of the chunk's own pair interpolations the self-check may add
-    (0 turns it off); `quality_samples` caps the frames it re-creates.
+    (0 turns it off); `quality_samples` caps the frames it re-creates. `on_batch(pairs_done,
+    pairs_total)` runs after every batch; an exception it raises aborts the chunk.
     """
     frames: list[Any] = list(decode_video(source))
     if len(frames) != expected_frames:
@@ -145,6 +147,7 @@ def interpolate_chunk(
     by_times: dict[tuple[Fraction, ...], list[int]] = defaultdict(list)
     for pair, pair_times in wanted.items():
         by_times[tuple(sorted(set(pair_times)))].append(pair)
+    pairs_done = 0
     for times, pairs in by_times.items():
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
@@ -154,6 +157,9 @@ def interpolate_chunk(
             for t, out in zip(times, outputs, strict=True):
                 for row, pair in enumerate(batch):
                     results[(pair, t)] = np.asarray(out[row])
+            pairs_done += len(batch)
+            if on_batch is not None:
+                on_batch(pairs_done, len(wanted))
     with LosslessWriter(
         output, width=first.width, height=first.height, pix_fmt=first.format.name, rate=out_rate
     ) as writer:

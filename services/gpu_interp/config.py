@@ -37,3 +37,6 @@ class WorkerSettings(CommonSettings):
     weights_sha256: str | None = None
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
     metrics_port: int | None = 9103
+    # A worker told to stop finishes its chunk within this, or hands it back (pods: below the
+    # termination grace period).
+    shutdown_grace_s: float = Field(default=90.0, gt=0)

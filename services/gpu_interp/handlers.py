@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -22,7 +23,7 @@ from sqlmodel import col
 from infiniteflow_common import jobs
 from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.errors import TransientError
+from infiniteflow_common.errors import HandedBack, TransientError
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
@@ -31,6 +32,7 @@ from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
 from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_with_retries
 from services.gpu_interp.config import WorkerSettings
+from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
 from services.gpu_interp.memory import MemoryStep
 
@@ -51,10 +53,18 @@ class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class nam
 class ChunkHandler(PipelineHandler):
     """Claims, interpolates and reports one chunk."""
 
-    def __init__(self, *, settings: WorkerSettings, deps: Deps, engines: EngineCache) -> None:
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        deps: Deps,
+        engines: EngineCache,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__(deps)
         self.settings = settings
         self.engines = engines
+        self.stopping = stopping
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `chunk.ready` record."""
@@ -143,6 +153,17 @@ class ChunkHandler(PipelineHandler):
             )
             return bool(getattr(result, "rowcount", 0))
 
+    async def _release(self, spec: ChunkReady, epoch: int) -> None:
+        """Give the chunk back at once (this worker is stopping), so the next claim need not wait."""
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                update(Chunk)
+                .where(col(Chunk.job_id) == spec.job_id, col(Chunk.chunk_index) == spec.chunk_index)
+                .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+                .values(status=ChunkStatus.PENDING.value, worker=None, lease_expires_at=None)
+            )
+        log.info("chunk handed back", job_id=str(spec.job_id), chunk_index=spec.chunk_index, epoch=epoch)
+
     async def _keep_lease(self, spec: ChunkReady, epoch: int, lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
@@ -161,12 +182,8 @@ class ChunkHandler(PipelineHandler):
         keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
         try:
             source, output = workdir / "chunk.mkv", workdir / "interp.mkv"
-            await asyncio.to_thread(
-                self.storage.fget_object, self.settings.work_bucket, spec.object_key, str(source)
-            )
-            engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
-            started = time.perf_counter()
-            slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
+            # told to stop mid-chunk: finish if it fits the grace period (minus room to upload)
+            drain = Drain(self.stopping, budget_s=self.settings.shutdown_grace_s * 0.7)
 
             def on_retry(failed: MemoryStep, following: MemoryStep, error: BaseException) -> None:
                 metrics.OOM_RETRIES.labels(spec.engine).inc()
@@ -181,23 +198,37 @@ class ChunkHandler(PipelineHandler):
                     error=str(error)[:300],
                 )
 
-            outcome = await asyncio.to_thread(
-                interpolate_with_retries,
-                engine,
-                source,
-                output,
-                slots,
-                width=spec.width,
-                height=spec.height,
-                min_scale=self.settings.min_scale,
-                on_retry=on_retry,
-                expected_frames=spec.frame_count,
-                # intermediates carry frames in order; the muxer stamps the exact output rate
-                out_rate=Fraction(1),
-                batch_size=self.settings.batch_size,
-                quality_budget=self.settings.quality_budget,
-                quality_samples=self.settings.quality_samples,
-            )
+            try:
+                await asyncio.to_thread(
+                    self.storage.fget_object, self.settings.work_bucket, spec.object_key, str(source)
+                )
+                engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
+                drain.check(0, 1)  # told to stop while getting ready: hand back before starting
+                started = time.perf_counter()
+                slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
+                outcome = await asyncio.to_thread(
+                    interpolate_with_retries,
+                    engine,
+                    source,
+                    output,
+                    slots,
+                    width=spec.width,
+                    height=spec.height,
+                    min_scale=self.settings.min_scale,
+                    on_retry=on_retry,
+                    expected_frames=spec.frame_count,
+                    # intermediates carry frames in order; the muxer stamps the exact output rate
+                    out_rate=Fraction(1),
+                    batch_size=self.settings.batch_size,
+                    quality_budget=self.settings.quality_budget,
+                    quality_samples=self.settings.quality_samples,
+                    on_batch=drain.check,
+                )
+            except (HandedBack, asyncio.CancelledError):
+                # handing back, or cut short at the end of the grace period: free the chunk either way
+                await asyncio.shield(self._release(spec, epoch))
+                metrics.CHUNKS.labels("handed_back").inc()
+                raise
             seconds = time.perf_counter() - started
             frames_out, quality = outcome.frames_out, outcome.quality
             if lost.is_set() or not await self._renew(spec, epoch):

@@ -55,7 +55,9 @@ class GpuCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         torch = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        # `cuda` is missing while another thread is still importing torch
+        cuda = getattr(torch, "cuda", None)
+        if cuda is None or not cuda.is_available() or not cuda.is_initialized():
             return
         used = GaugeMetricFamily(
             "infiniteflow_gpu_memory_used_bytes", "Device memory in use (all processes).", labels=["gpu"]
@@ -71,13 +73,13 @@ class GpuCollector(Collector):
             "Share of the last sample period the GPU was busy (needs NVML).",
             labels=["gpu"],
         )
-        for index in range(torch.cuda.device_count()):
-            free, size = torch.cuda.mem_get_info(index)
+        for index in range(cuda.device_count()):
+            free, size = cuda.mem_get_info(index)
             used.add_metric([str(index)], float(size - free))
             total.add_metric([str(index)], float(size))
-            allocated.add_metric([str(index)], float(torch.cuda.memory_allocated(index)))
+            allocated.add_metric([str(index)], float(cuda.memory_allocated(index)))
             try:
-                utilisation.add_metric([str(index)], torch.cuda.utilization(index) / 100.0)
+                utilisation.add_metric([str(index)], cuda.utilization(index) / 100.0)
             except Exception:  # noqa: S112 - NVML missing: utilisation is optional
                 continue
         yield used

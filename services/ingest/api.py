@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
@@ -34,11 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus
+from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.tenants import authenticate
 from services.ingest import metrics
+from services.ingest.auth import Caller, count_request, presented_key
 from services.ingest.config import IngestSettings
 from services.ingest.job_events import SAFETY_REFRESH_S, JobEventHub
 from services.ingest.keys import upload_key
@@ -71,9 +74,12 @@ HealthCheck = Callable[[], Awaitable[None]]
 class ApiError(Exception):
     """An error answered as `{"error": {"code", "message"}}` with an HTTP status."""
 
-    def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, http_status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
+        self.headers = headers
 
 
 class _BodyTooLarge(Exception):  # noqa: N818 - internal signal, never leaves this module
@@ -112,6 +118,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 _STATUS_CODES = {
     400: "E_REQUEST_INVALID",
+    401: "E_AUTH_REQUIRED",
     404: "E_NOT_FOUND",
     405: "E_METHOD_NOT_ALLOWED",
     413: "E_UPLOAD_TOO_LARGE",
@@ -224,6 +231,40 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value else None
 
 
+async def current_caller(request: Request) -> Caller:
+    """Authenticate the request's key (if any) and count it against its tenant's rate limit."""
+    deps: ApiDeps = request.app.state.deps
+    settings = deps.settings
+    secret = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    challenge = {"WWW-Authenticate": 'Bearer realm="infiniteflow"'}
+    async with transaction(deps.sessions) as session:
+        if secret is None:
+            if settings.api_auth_required:
+                raise ApiError(
+                    401,
+                    "E_AUTH_REQUIRED",
+                    "send your API key as 'Authorization: Bearer <key>' (or the X-API-Key header)",
+                    headers=challenge,
+                )
+            # local mode: anonymous callers share the jobs that have no tenant, unmetered
+            return Caller(tenant=None)
+        tenant = await authenticate(session, secret)
+        if tenant is None:
+            raise ApiError(401, "E_AUTH_INVALID", "the API key is unknown or revoked", headers=challenge)
+        limit = tenant.rate_limit_per_minute or settings.api_rate_limit_per_minute
+        decision = await count_request(session, tenant.id, limit, utcnow())
+    if not decision.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise ApiError(
+            429,
+            "E_RATE_LIMITED",
+            f"over the limit of {limit} requests per minute; retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+            retry_after_s=decision.retry_after_s,
+        )
+    return Caller(tenant=tenant)
+
+
 def create_api(deps: ApiDeps) -> FastAPI:
     """The ingest HTTP API over `deps` (works with uvicorn or an httpx `ASGITransport`)."""
     settings = deps.settings
@@ -233,11 +274,23 @@ def create_api(deps: ApiDeps) -> FastAPI:
         summary="Raise the frame rate of videos: upload, follow the job, download the result.",
         version="1.0.0",
     )
+    app.state.deps = deps
     app.add_middleware(RequestMetrics)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After", "Location"],
+            max_age=600,
+        )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.http_status)
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.extra), status_code=exc.http_status, headers=exc.headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -291,7 +344,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             422: {"description": "bad options or form"},
         },
     )
-    async def upload(request: Request) -> JSONResponse:
+    async def upload(request: Request, caller: Annotated[Caller, Depends(current_caller)]) -> JSONResponse:
         """Stream the file to the incoming bucket and start its job; 202 with the job's URLs."""
         limit = settings.max_upload_bytes
         declared = request.headers.get("content-length")
@@ -332,7 +385,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             except InvalidParams as exc:
                 raise ApiError(422, exc.code, exc.message) from None
             metadata = _params_metadata(params) | output_metadata(output)
-            key = upload_key(file.filename)
+            key = (caller.tenant.bucket_prefix if caller.tenant else "") + upload_key(file.filename)
             file.file.seek(0)
             written = await asyncio.to_thread(
                 deps.storage.put_object,
@@ -373,9 +426,9 @@ def create_api(deps: ApiDeps) -> FastAPI:
         )
 
     @app.get("/api/status/{job_id}", summary="A job's status, progress, error and timings")
-    async def status(job_id: uuid.UUID) -> dict[str, Any]:
-        """404 for an unknown job, 422 for a malformed id."""
-        return job_view(await _job_or_404(job_id))
+    async def status(job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]) -> dict[str, Any]:
+        """404 for an unknown job (or another tenant's), 422 for a malformed id."""
+        return job_view(await _job_or_404(job_id, caller))
 
     @app.get(
         "/api/download/{job_id}",
@@ -383,9 +436,11 @@ def create_api(deps: ApiDeps) -> FastAPI:
         summary="Redirect to the finished output",
         responses={409: {"description": "not completed (or failed)"}, 404: {"description": "unknown"}},
     )
-    async def download(job_id: uuid.UUID) -> RedirectResponse:
+    async def download(
+        job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]
+    ) -> RedirectResponse:
         """A 307 to a presigned URL of the output; 409 while not completed, with the failure if failed."""
-        job = await _job_or_404(job_id)
+        job = await _job_or_404(job_id, caller)
         if job.status == JobStatus.FAILED.value:
             raise ApiError(
                 409,
@@ -415,9 +470,11 @@ def create_api(deps: ApiDeps) -> FastAPI:
         response_class=EventSourceResponse,
         responses={404: {"description": "unknown job"}},
     )
-    async def events(job_id: uuid.UUID) -> EventSourceResponse:
+    async def events(
+        job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]
+    ) -> EventSourceResponse:
         """`event: status` with the `GET /api/status` body now and at every change; ends when final."""
-        await _job_or_404(job_id)
+        await _job_or_404(job_id, caller)
         return EventSourceResponse(_job_stream(job_id), ping=SSE_PING_S)
 
     async def _job_stream(job_id: uuid.UUID) -> AsyncIterator[ServerSentEvent]:
@@ -464,10 +521,11 @@ def create_api(deps: ApiDeps) -> FastAPI:
             status_code=200 if healthy else 503,
         )
 
-    async def _job_or_404(job_id: uuid.UUID) -> Job:
+    async def _job_or_404(job_id: uuid.UUID, caller: Caller) -> Job:
         async with deps.sessions() as session:
             job = await get_job(session, job_id)
-        if job is None:
+        # another tenant's job answers exactly like a missing one: ids must not leak across tenants
+        if job is None or not caller.may_see(job.tenant_id):
             raise ApiError(404, "E_JOB_NOT_FOUND", f"no job {job_id}")
         return job
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -44,6 +45,13 @@ class IngestSettings(CommonSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_upload_bytes: int = Field(default=2 * GIB, ge=1)
     presign_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Every API call needs a tenant's key. Local development (infra/local.env) turns this off: callers
+    # without a key then act anonymously and see only jobs that belong to no tenant.
+    api_auth_required: bool = True
+    # Requests per minute per tenant, unless the tenant has its own limit.
+    api_rate_limit_per_minute: int = Field(default=120, ge=1)
+    # Origins whose pages may call the API from a browser (CORS); empty allows none.
+    cors_allowed_origins: tuple[str, ...] = ()
 
     # Safe probing.
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow-ingest"
@@ -53,6 +61,9 @@ class IngestSettings(CommonSettings):
     probe_cpu_seconds: int = Field(default=120, ge=1)
     probe_memory_bytes: int = Field(default=2 * GIB, ge=64 * 1024**2)
     probe_vfr_packets: int = Field(default=600, ge=3)
+    # Run ffprobe in a network namespace of its own: "auto" where the machine allows it, "required"
+    # refuses to start without it, "off" never.
+    probe_network_isolation: Literal["auto", "required", "off"] = "auto"
     max_width: int = Field(default=8192, ge=16)
     max_height: int = Field(default=8192, ge=16)
     max_output_frames: int = Field(default=2_000_000, ge=2)

@@ -49,3 +49,7 @@ TOPIC_MESSAGES = Gauge("infiniteflow_topic_messages", "Messages retained per top
 MONITOR_ERRORS = Counter(
     "infiniteflow_monitor_errors_total", "Failed refreshes of the pipeline gauges.", ["part"]
 )
+# API requests refused with 429 (a tenant over its rate limit); tenant ids are unbounded, so no label.
+RATE_LIMITED = Counter(
+    "infiniteflow_ingest_rate_limited_total", "API requests refused for a tenant's rate limit."
+)

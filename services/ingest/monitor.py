@@ -1,7 +1,7 @@
 """Pipeline-wide gauges that no single consumer can see: jobs by status and consumer lag.
 
 Ingest refreshes them in the background every few seconds (one `group by` query and a handful of
-Kafka admin requests), so a scrape never waits on PostgreSQL or Kafka and the database sees one cheap
+Kafka offset requests), so a scrape never waits on PostgreSQL or Kafka and the database sees one cheap
 query per interval however many dashboards are open. Every ingest instance exports the same values:
 aggregate with `max`, not `sum`.
 """
@@ -49,17 +49,41 @@ def status_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     return counts
 
 
+MONITOR_GROUP = "infiniteflow-monitor"
+"""Group id of the reader of watermarks and metadata (it never subscribes, so never joins)."""
+
+
 class KafkaOffsets:
-    """Watermarks and committed offsets through one confluent-kafka AdminClient (blocking; run in a thread)."""
+    """Watermarks and committed offsets through plain consumers (blocking; run in a thread).
+
+    Not the AdminClient: its offset requests (list_offsets, list_consumer_group_offsets) crashed the
+    process inside librdkafka while the broker was restarting (`rd_kafka_enq_once_del_source_return:
+    Assertion eonce->refcnt > 0 failed`). A consumer that never subscribes reads a group's committed
+    offsets without joining the group.
+    """
 
     def __init__(self, bootstrap: str) -> None:
-        from confluent_kafka.admin import AdminClient
+        self.bootstrap = bootstrap
+        self._readers: dict[str, Any] = {}
 
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    def _reader(self, group: str) -> Any:
+        from confluent_kafka import Consumer
+
+        if group not in self._readers:
+            self._readers[group] = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "socket.timeout.ms": 5000,
+                    "client.id": "infiniteflow-monitor",
+                }
+            )
+        return self._readers[group]
 
     def partitions(self, topics: Iterable[str]) -> dict[str, list[int]]:
         """The partitions of each existing topic among `topics`."""
-        metadata = self.admin.list_topics(timeout=KAFKA_TIMEOUT_S)
+        metadata = self._reader(MONITOR_GROUP).list_topics(timeout=KAFKA_TIMEOUT_S)
         return {
             name: sorted(meta.partitions)
             for name, meta in metadata.topics.items()
@@ -69,26 +93,29 @@ class KafkaOffsets:
     def watermarks(self, partitions: Mapping[str, list[int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """(low, high) of every partition."""
         from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+
+        reader = self._reader(MONITOR_GROUP)
+        return {
+            (topic, p): tuple(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_S))
+            for topic, ps in partitions.items()
+            for p in ps
+        }
+
+    def committed(self, group: str, partitions: Mapping[str, list[int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets on `partitions` (ones it never committed are absent)."""
+        from confluent_kafka import TopicPartition
 
         wanted = [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
         if not wanted:
             return {}
-        ends: dict[str, dict[tuple[str, int], int]] = {}
-        for name, spec in (("low", OffsetSpec.earliest()), ("high", OffsetSpec.latest())):
-            futures = self.admin.list_offsets({tp: spec for tp in wanted}, request_timeout=KAFKA_TIMEOUT_S)
-            ends[name] = {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
-        return {key: (ends["low"][key], ends["high"][key]) for key in ends["high"]}
+        found = self._reader(group).committed(wanted, timeout=KAFKA_TIMEOUT_S)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
-    def committed(self, group: str) -> dict[tuple[str, int], int]:
-        """The group's committed offsets (partitions it never committed are absent)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        future = self.admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=KAFKA_TIMEOUT_S
-        )
-        result: Any = next(iter(future.values())).result()
-        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+    def close(self) -> None:
+        """Close every reader."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
 
 def consumer_lag(kafka: KafkaOffsets, specs: Mapping[str, TopicSpec]) -> dict[tuple[str, str], int]:
@@ -103,7 +130,12 @@ def consumer_lag(kafka: KafkaOffsets, specs: Mapping[str, TopicSpec]) -> dict[tu
     lags: dict[tuple[str, str], int] = {}
     groups = sorted({group for spec in specs.values() for group in spec.consumers})
     for group in groups:
-        committed = kafka.committed(group)
+        mine = {
+            spec.name: partitions[spec.name]
+            for spec in specs.values()
+            if group in spec.consumers and spec.name in partitions
+        }
+        committed = kafka.committed(group, mine)
         for spec in specs.values():
             if group not in spec.consumers or spec.name not in partitions:
                 continue

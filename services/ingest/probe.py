@@ -4,7 +4,8 @@ The threat model is a hostile upload. ffprobe therefore only ever sees a LOCAL f
 chose (`file:` + an absolute path, so no key can become an option or a protocol), runs as an argument
 list (never a shell) with `-protocol_whitelist file` and a demuxer whitelist (an HLS playlist or an
 ffconcat script cannot open other files or URLs), bounded `probesize`/`analyzeduration`, a wall-clock
-timeout, and rlimits on CPU time, memory and file writes. Limits (pixels, frames × multiplier, streams,
+timeout, rlimits on CPU time, memory and file writes, and (where the machine allows a network
+namespace) no network at all. Limits (pixels, frames × multiplier, streams,
 frame rate) are checked on the cheap header probe before the packets are counted.
 
 `map_probe` (pure) turns ffprobe's JSON into the checked `MediaProbe`; `probe_file` runs ffprobe.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
 import re
 import resource
+import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,6 +33,8 @@ from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import MediaProbe
 
 FFPROBE = "ffprobe"
+# What the MOV demuxer says when a track's data reference points outside the file (not followed).
+EXTERNAL_REFERENCE = "Skipped opening external track"
 
 
 class ProbeError(InfiniteFlowError):
@@ -54,6 +60,8 @@ class ProbeLimits:
     cpu_seconds: int = 120
     memory_bytes: int = 2 * 1024**3
     vfr_packets: int = 600
+    # Command prefix that runs ffprobe without network access (see `network_jail`); () when off.
+    jail: tuple[str, ...] = ()
 
 
 # --- pure mapping ------------------------------------------------------------------------------------
@@ -299,6 +307,31 @@ def classify_failure(stderr: str) -> ProbeError:
 # --- running ffprobe ---------------------------------------------------------------------------------
 
 
+JAILS: tuple[tuple[str, ...], ...] = (
+    ("unshare", "--net", "--"),  # root: a new, empty network namespace
+    ("unshare", "--user", "--map-root-user", "--net", "--"),  # unprivileged user namespaces
+)
+
+
+@functools.cache
+def network_jail() -> tuple[str, ...]:
+    """The first way this machine allows to run a command with no network at all; () when none does.
+
+    Belt and braces: the protocol whitelist already keeps ffprobe from opening URLs, and a namespace
+    with only a downed loopback means even a demuxer bug cannot reach the network or local services.
+    """
+    for jail in JAILS:
+        if shutil.which(jail[0]) is None:
+            continue
+        try:
+            done = subprocess.run([*jail, "true"], capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return jail
+    return ()
+
+
 def _limit_resources(limits: ProbeLimits) -> None:
     # Runs in the child between fork and exec: only async-signal-safe work (setrlimit is).
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
@@ -307,13 +340,15 @@ def _limit_resources(limits: ProbeLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-async def run_ffprobe(path: Path, extra: Sequence[str], limits: ProbeLimits) -> dict[str, Any]:
-    """Run ffprobe on `path` with the safety options and `extra`; its JSON, or a `ProbeError`."""
+async def run_ffprobe(
+    path: Path, extra: Sequence[str], limits: ProbeLimits, *, log_level: str = "error"
+) -> tuple[dict[str, Any], str]:
+    """Run ffprobe on `path` with the safety options and `extra`: (its JSON, its log) or a `ProbeError`."""
     args = [
         FFPROBE,
         "-hide_banner",
         "-v",
-        "error",
+        log_level,
         "-protocol_whitelist",
         "file",
         "-format_whitelist",
@@ -328,6 +363,7 @@ async def run_ffprobe(path: Path, extra: Sequence[str], limits: ProbeLimits) -> 
         f"file:{path}",  # absolute (checked by probe_file): never an option, never a protocol
     ]
     process = await asyncio.create_subprocess_exec(
+        *limits.jail,
         *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -360,7 +396,7 @@ async def run_ffprobe(path: Path, extra: Sequence[str], limits: ProbeLimits) -> 
         raise ProbeError(f"ffprobe gave unparseable output ({exc})", code="E_PROBE_UNREADABLE") from exc
     if not isinstance(doc, dict):
         raise ProbeError("ffprobe gave unexpected output", code="E_PROBE_UNREADABLE")
-    return doc
+    return doc, text
 
 
 async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction | None = None) -> MediaProbe:
@@ -375,7 +411,13 @@ async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction 
     size = (await asyncio.to_thread(path.stat)).st_size
     if size == 0:
         raise ProbeError("the file is empty (0 bytes); upload the video again", code="E_PROBE_EMPTY")
-    doc = await run_ffprobe(path, ["-show_streams", "-show_format"], limits)
+    doc, header_log = await run_ffprobe(path, ["-show_streams", "-show_format"], limits, log_level="warning")
+    if EXTERNAL_REFERENCE in header_log:
+        raise ProbeError(
+            "the file keeps its media in other files (a QuickTime reference movie); those are never "
+            "opened: export the video self-contained and upload it again",
+            code="E_PROBE_EXTERNAL_REFERENCE",
+        )
     if not doc.get("format"):
         raise ProbeError("ffprobe found no container in the file", code="E_PROBE_UNREADABLE")
     video = primary_video_stream(doc, limits)
@@ -384,7 +426,7 @@ async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction 
     if frame_factor is not None and estimate is not None:
         check_frame_budget(estimate, frame_factor, limits)
     index = str(int(video.get("index", 0)))
-    counted = await run_ffprobe(
+    counted, _ = await run_ffprobe(
         path, ["-select_streams", index, "-count_packets", "-show_entries", "stream=nb_read_packets"], limits
     )
     frame_count = next(
@@ -395,7 +437,7 @@ async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction 
         ),
         None,
     )
-    packets = await run_ffprobe(
+    packets, _ = await run_ffprobe(
         path,
         [
             "-select_streams",
@@ -430,4 +472,17 @@ def limits_from(settings: Any) -> ProbeLimits:
         cpu_seconds=settings.probe_cpu_seconds,
         memory_bytes=settings.probe_memory_bytes,
         vfr_packets=settings.probe_vfr_packets,
+        jail=_jail_for(settings.probe_network_isolation),
     )
+
+
+def _jail_for(mode: str) -> tuple[str, ...]:
+    if mode == "off":
+        return ()
+    jail = network_jail()
+    if not jail and mode == "required":
+        raise RuntimeError(
+            "PROBE_NETWORK_ISOLATION=required, but this machine allows no network namespace "
+            "(unshare --net failed as root and with a user namespace)"
+        )
+    return jail

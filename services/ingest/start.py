@@ -34,10 +34,12 @@ from sqlmodel import col
 from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
+from infiniteflow_common.failures import ScratchFullError, is_disk_full
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import available_encoders
+from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
@@ -138,8 +140,11 @@ class JobStarter:
         except InvalidParams:
             params = {"requested": dict(record.user_metadata)}
         async with transaction(self.sessions) as session:
+            # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
+            tenant = await tenant_of_key(session, record.key)
             job, created = await create_job(
                 session,
+                tenant_id=tenant.id if tenant is not None else None,
                 source=source,
                 source_bucket=record.bucket,
                 source_key=record.key,
@@ -150,7 +155,14 @@ class JobStarter:
             )
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
-            log.info("job created", job_id=str(job.id), source=source, bucket=record.bucket, key=record.key)
+            log.info(
+                "job created",
+                job_id=str(job.id),
+                source=source,
+                bucket=record.bucket,
+                key=record.key,
+                tenant=job.tenant_id,
+            )
         return job, created
 
     async def process(
@@ -173,10 +185,13 @@ class JobStarter:
                 probe = await self._fetch_and_probe(job_id, record, params)
                 check_against_probe(params, probe)
                 output = resolve_output(output, probe, self.defaults)
-            except PERMANENT as exc:
-                await self._reject(session, job, record, params, exc)
-                bound.warning("job rejected at ingest", code=exc.code, reason=exc.message)
-                return StartResult(job.id, JobStatus.FAILED.value, created, True, exc.code)
+            except (*PERMANENT, OSError) as exc:
+                if isinstance(exc, OSError) and not is_disk_full(exc):
+                    raise
+                error = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+                await self._reject(session, job, record, params, error)
+                bound.warning("job rejected at ingest", code=error.code, reason=error.message)
+                return StartResult(job.id, JobStatus.FAILED.value, created, True, error.code)
             await self.publish(
                 self.uploaded_topic,
                 VideoUploaded(

@@ -14,6 +14,7 @@ restricted to the file protocol, and the arguments are a list (no shell).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import subprocess
@@ -414,4 +415,6 @@ def run_ffmpeg(command: list[str], timeout_s: float) -> None:
     except subprocess.TimeoutExpired as exc:
         raise MuxError(f"ffmpeg did not finish within {timeout_s:.0f} s", code="E_MUX_TIMEOUT") from exc
     if result.returncode != 0:
+        if "No space left on device" in result.stderr:
+            raise OSError(errno.ENOSPC, "No space left on device (ffmpeg's output)")
         raise MuxError(f"ffmpeg failed: {result.stderr.strip()[-500:]}")

@@ -38,6 +38,7 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.reports import timing_view
+from infiniteflow_common.tenants import tenant_prefix
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
 from services.muxer.assemble import (
@@ -60,12 +61,12 @@ log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
 
 
-def output_key(job: Job, rate: Fraction) -> str:
-    """`{job_id}/{source stem}_{rate}fps.mp4`, the stem reduced to safe characters."""
+def output_key(job: Job, rate: Fraction, prefix: str = "") -> str:
+    """`{tenant prefix}{job_id}/{source stem}_{rate}fps.mp4`, the stem reduced to safe characters."""
     stem = PurePosixPath(job.source_key).stem
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "video"
     fps = f"{float(rate):.3f}".rstrip("0").rstrip(".")
-    return f"{job.id}/{safe}_{fps}fps.mp4"
+    return f"{prefix}{job.id}/{safe}_{fps}fps.mp4"
 
 
 def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None:
@@ -225,7 +226,9 @@ class MuxHandler(PipelineHandler):
                 rotate = rotation_command(encoded, output, spec.rotation)
                 await asyncio.to_thread(run_ffmpeg, rotate, self.settings.ffmpeg_timeout_s)
             measured = await asyncio.to_thread(measure_output, output)
-            key = output_key(job, rate)
+            async with transaction(self.sessions) as session:
+                prefix = await tenant_prefix(session, job.tenant_id)
+            key = output_key(job, rate, prefix)
             size = output.stat().st_size
             await asyncio.to_thread(
                 self.storage.fput_object,

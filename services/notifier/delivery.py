@@ -39,10 +39,20 @@ from services.notifier.store import (
     claim_dead_letters,
     claim_due,
     count_pending,
+    disable_endpoint,
+    endpoint_disabled_at,
     mark_dead_lettered,
     record_attempt,
 )
-from services.notifier.webhooks import E_WEBHOOK_EXHAUSTED, Decision, Outcome, Signer, decide
+from services.notifier.webhooks import (
+    E_WEBHOOK_ENDPOINT_DISABLED,
+    E_WEBHOOK_EXHAUSTED,
+    E_WEBHOOK_GONE,
+    Decision,
+    Outcome,
+    Signer,
+    decide,
+)
 
 log = get_logger()
 
@@ -71,7 +81,7 @@ class Response:
     @property
     def permanent(self) -> bool:
         """A failure no retry can fix that `decide` cannot see from a status code."""
-        return self.kind == "invalid_url"
+        return self.kind in ("invalid_url", "disabled")
 
 
 def _status_kind(status: int) -> str:
@@ -218,12 +228,20 @@ class Deliverer:
         bound = log.bind(job_id=str(webhook.job_id), webhook_id=webhook.webhook_id, attempt=webhook.attempts)
         attempted_at = self.clock()
         started = time.perf_counter()
-        response = await self._post(webhook, attempted_at)
+        async with transaction(self.sessions) as session:
+            disabled = await endpoint_disabled_at(session, webhook.url or "")
+        if disabled is not None:
+            message = f"not sent: the endpoint answered 410 Gone at {disabled.isoformat()} and is disabled"
+            response = Response(None, message, "disabled")
+        else:
+            response = await self._post(webhook, attempted_at)
         if response.status_code is not None and 200 <= response.status_code < 300:
             crash_point(self.settings, "notifier.after_delivery")
         latency_s = time.perf_counter() - started
         decision = (
-            Decision(Outcome.REJECTED)
+            Decision(
+                Outcome.REJECTED, code=E_WEBHOOK_ENDPOINT_DISABLED if response.kind == "disabled" else None
+            )
             if response.permanent
             else decide(
                 response.status_code,
@@ -241,6 +259,9 @@ class Deliverer:
         )
         async with transaction(self.sessions) as session:
             current = await record_attempt(session, webhook, record, decision, now=self.clock())
+            if decision.code == E_WEBHOOK_GONE and webhook.url:
+                await disable_endpoint(session, webhook.url, job_id=webhook.job_id, now=self.clock())
+                bound.warning("webhook endpoint answered 410 Gone; disabled", url=_redacted(webhook.url))
         metrics.WEBHOOK_ATTEMPTS.labels(webhook.event_type, decision.outcome.value, response.kind).inc()
         metrics.WEBHOOK_ATTEMPT_SECONDS.labels(decision.outcome.value).observe(latency_s)
         fields = {

@@ -16,12 +16,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, String, Text, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
-from infiniteflow_common.db import Job, WebhookDelivery, utcnow
+from infiniteflow_common.db import Job, WebhookDelivery, WebhookEndpoint, utcnow
 from infiniteflow_common.events import JobParams
 from infiniteflow_common.kafka import Delivery
 from services.notifier.webhooks import Decision, Outcome, WebhookStatus
@@ -241,3 +253,24 @@ async def count_pending(session: AsyncSession) -> int:
         select(func.count()).select_from(Webhook).where(col(Webhook.status) == WebhookStatus.PENDING.value)
     )
     return int((await session.execute(statement)).scalar_one())
+
+
+async def disable_endpoint(session: AsyncSession, url: str, *, job_id: uuid.UUID, now: datetime) -> None:
+    """Stop sending to `url` (it answered 410 Gone); idempotent."""
+    await session.execute(
+        insert(WebhookEndpoint)
+        .values(url=url, disabled_at=now, reason="410 Gone", job_id=job_id)
+        .on_conflict_do_nothing(index_elements=["url"])
+    )
+
+
+async def endpoint_disabled_at(session: AsyncSession, url: str) -> datetime | None:
+    """When `url` was disabled, or None while it is enabled."""
+    endpoint = await session.get(WebhookEndpoint, url)
+    return endpoint.disabled_at if endpoint is not None else None
+
+
+async def enable_endpoint(session: AsyncSession, url: str) -> bool:
+    """Allow `url` again (an operator's decision); False when it was not disabled."""
+    result = await session.execute(delete(WebhookEndpoint).where(col(WebhookEndpoint.url) == url))
+    return bool(getattr(result, "rowcount", 0))

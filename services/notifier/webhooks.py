@@ -30,7 +30,11 @@ WEBHOOK_ID_NAMESPACE = uuid.UUID("6f1c3a52-2d4e-5b8f-9a07-1c2e3f405a6b")
 E_WEBHOOK_EXHAUSTED = "E_WEBHOOK_EXHAUSTED"
 """Every attempt of the retry schedule failed with a timeout, connection error, 3xx, 5xx or 429."""
 E_WEBHOOK_REJECTED = "E_WEBHOOK_REJECTED"
-"""The receiver answered a 4xx that retrying cannot fix (e.g. 400, 401, 404, 410)."""
+"""The receiver answered a 4xx that retrying cannot fix (e.g. 400, 401, 404)."""
+E_WEBHOOK_GONE = "E_WEBHOOK_GONE"
+"""The receiver answered 410 Gone: its endpoint is now disabled and nothing more is sent to it."""
+E_WEBHOOK_ENDPOINT_DISABLED = "E_WEBHOOK_ENDPOINT_DISABLED"
+"""Not sent: the endpoint answered 410 Gone earlier (an operator can enable it again)."""
 
 
 class EventType(StrEnum):
@@ -176,6 +180,7 @@ class Verdict(StrEnum):
 # 408 Request Timeout and 425 Too Early say "try again", like 429; other 4xx say the request is wrong.
 RETRYABLE_4XX = frozenset({408, 425, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE = 410
 
 
 def judge(status_code: int | None) -> Verdict:
@@ -199,10 +204,13 @@ class Decision:
 
     outcome: Outcome
     retry_in_s: float | None = None
+    code: str | None = None
 
     @property
     def error_code(self) -> str | None:
         """The dead-letter code of a final failure, None otherwise."""
+        if self.code is not None:
+            return self.code
         return {Outcome.REJECTED: E_WEBHOOK_REJECTED, Outcome.EXHAUSTED: E_WEBHOOK_EXHAUSTED}.get(
             self.outcome
         )
@@ -221,6 +229,8 @@ def decide(
     `retry_after_s` is only honoured for 429 and 503, the statuses the header is defined for.
     """
     verdict = judge(status_code)
+    if status_code == GONE:
+        return Decision(Outcome.REJECTED, code=E_WEBHOOK_GONE)
     if verdict is Verdict.DELIVERED:
         return Decision(Outcome.DELIVERED)
     if verdict is Verdict.REJECTED:

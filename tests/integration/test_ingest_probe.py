@@ -14,7 +14,7 @@ import pytest
 
 from infiniteflow_common.events import MediaProbe
 from services.ingest.config import IngestSettings
-from services.ingest.probe import ProbeError, ProbeLimits, limits_from, probe_file
+from services.ingest.probe import ProbeError, ProbeLimits, limits_from, network_jail, probe_file
 from tests.unit.ingest.media import hostile, video
 
 pytestmark = [pytest.mark.ffmpeg]
@@ -100,6 +100,8 @@ async def test_ten_bit_and_odd_sizes_are_reported_as_they_are(media: dict[str, P
         ("image", "E_PROBE_FORMAT_NOT_ALLOWED"),
         ("audio", "E_PROBE_NO_VIDEO"),
         ("single", "E_PROBE_SINGLE_FRAME"),
+        ("external_ref", "E_PROBE_EXTERNAL_REFERENCE"),
+        ("many_streams", "E_PROBE_TOO_MANY_STREAMS"),
     ],
 )
 async def test_hostile_and_broken_files_get_their_own_code(
@@ -117,3 +119,23 @@ async def test_limits_refuse_big_pictures_frame_bombs_many_streams_and_slow_file
     assert await _code(clip, tmp_path, replace(LIMITS, max_streams=1)) == "E_PROBE_TOO_MANY_STREAMS"
     assert await _code(clip, tmp_path, replace(LIMITS, max_fps=25)) == "E_PROBE_BAD_FRAME_RATE"
     assert await _code(clip, tmp_path, replace(LIMITS, timeout_s=0.001)) == "E_PROBE_TIMEOUT"
+
+
+def test_ffprobe_runs_without_any_network(tmp_path: Path) -> None:
+    """Where the machine allows a network namespace, ffprobe cannot reach even this machine's services."""
+    import socket
+    import subprocess
+    import sys
+
+    jail = network_jail()
+    if not jail:
+        pytest.skip("this machine allows no network namespace (unshare --net)")
+    assert LIMITS.jail == jail, "the default settings use it"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
+        outside = subprocess.run([sys.executable, "-c", connect], capture_output=True, check=False)
+        inside = subprocess.run([*jail, sys.executable, "-c", connect], capture_output=True, check=False)
+    assert outside.returncode == 0
+    assert inside.returncode != 0
+    assert b"Network is unreachable" in inside.stderr or b"refused" in inside.stderr

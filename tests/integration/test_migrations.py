@@ -12,7 +12,17 @@ from infiniteflow_common import migrate
 from infiniteflow_common.settings import CommonSettings
 
 pytestmark = [pytest.mark.postgres]
-TABLES = {"jobs", "chunks", "webhook_deliveries", "processed_events", "webhooks"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "rate_windows",
+    "webhook_endpoints",
+    "jobs",
+    "chunks",
+    "webhook_deliveries",
+    "processed_events",
+    "webhooks",
+}
 
 
 def _dsn(url: str) -> str:

@@ -38,7 +38,7 @@ from infiniteflow_common.topics import dlq_of
 from services.notifier.config import NotifierSettings
 from services.notifier.delivery import Deliverer
 from services.notifier.handlers import JobEventHandler
-from services.notifier.store import Webhook, claim_due
+from services.notifier.store import Webhook, claim_due, enable_endpoint, endpoint_disabled_at
 from services.notifier.webhooks import EventType, Signer, webhook_id
 from tests.integration.kafka_support import (
     committed_offset,
@@ -436,7 +436,7 @@ async def test_a_4xx_is_not_retried_and_ends_in_the_dlq_as_rejected(
 ) -> None:
     job_id = uuid.uuid4()
     jobs.add(job_id)
-    url = receiver.script(f"/gone/{job_id}", then=Reply(410))
+    url = receiver.script(f"/gone/{job_id}", then=Reply(404))
     with private_topic(settings, f"test.notifier.rejected.{unique}") as topic:
         origin = delivery_of(completed(job_id, url), topic=topic, offset=7)
         await handler(EventType.JOB_COMPLETED, sessions)(origin)
@@ -453,9 +453,43 @@ async def test_a_4xx_is_not_retried_and_ends_in_the_dlq_as_rejected(
     assert envelope["origin_offset"] == 7
     assert envelope["job_id"] == job_id
     assert envelope["attempts"] == 1
-    assert "HTTP 410" in envelope["reason"]
+    assert "HTTP 404" in envelope["reason"]
     [attempt] = await attempts(sessions, job_id)
-    assert (attempt.status_code, attempt.outcome) == (410, "rejected")
+    assert (attempt.status_code, attempt.outcome) == (404, "rejected")
+
+
+@pytest.mark.kafka
+async def test_410_gone_disables_the_endpoint_for_later_jobs(
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    broker: KafkaBroker,
+    jobs: set[uuid.UUID],
+    receiver: Receiver,
+    unique: str,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    jobs.update((first, second))
+    path = f"/unsubscribed/{first}"
+    url = receiver.script(path, then=Reply(410))
+    with private_topic(settings, f"test.notifier.gone.{unique}") as topic:
+        await handler(EventType.JOB_COMPLETED, sessions)(delivery_of(completed(first, url), topic=topic))
+        async with delivering(deliverer(notifier_settings, sessions, jobs, broker)):
+            await eventually(lambda: dead_lettered(sessions, first), 10, "the first dead letter")
+            await handler(EventType.JOB_COMPLETED, sessions)(
+                delivery_of(completed(second, url), topic=topic, offset=1)
+            )
+            await eventually(lambda: dead_lettered(sessions, second), 10, "the second dead letter")
+        dead = read_all(settings, dlq_of(topic), 2)
+    codes = sorted(dict(d.headers())[H_ERROR_CODE].decode() for d in dead)
+    assert codes == ["E_WEBHOOK_ENDPOINT_DISABLED", "E_WEBHOOK_GONE"]
+    assert len(receiver.requests(path)) == 1, "nothing is sent to a disabled endpoint"
+    [refused] = await attempts(sessions, second)
+    assert refused.status_code is None
+    assert "410 Gone" in (refused.error or "")
+    async with transaction(sessions) as session:
+        assert await enable_endpoint(session, url), "an operator can enable it again"
+        assert await endpoint_disabled_at(session, url) is None
 
 
 @pytest.mark.kafka

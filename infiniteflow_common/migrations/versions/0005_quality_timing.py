@@ -6,7 +6,7 @@ cost and what the worker finally used (scale, batch) after out-of-memory retries
 user's output options (codec, encoder, crf or bitrate, preset) for the muxer.
 
 Revision ID: 0005
-Revises: 0003 (to be rebased onto 0004 when merged)
+Revises: 0004
 Create Date: 2026-11-24
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
+
+_MOV_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"dinf")
 
 
 def ffmpeg(*args: str) -> None:
@@ -42,6 +45,8 @@ def hostile(directory: Path) -> dict[str, Path]:
         "audio": directory / "audio.mp4",
         "single": directory / "single.mp4",
         "truncated": directory / "truncated.mp4",
+        "external_ref": directory / "external_ref.mp4",
+        "many_streams": directory / "many_streams.mp4",
     }
     files["empty"].write_bytes(b"")
     files["text"].write_text("this is not a video\n" * 50)
@@ -65,4 +70,52 @@ def hostile(directory: Path) -> dict[str, Path]:
     )
     whole = video(directory / "whole.mp4").read_bytes()
     files["truncated"].write_bytes(whole[: len(whole) // 2])  # moov (at the end) is gone
+    mov = directory / "self_contained.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-t", "1", "-c:v", "mpeg4", str(mov))
+    files["external_ref"].write_bytes(with_external_reference(mov.read_bytes(), "/etc/passwd"))
+    # one video and 300 audio streams (the limit is 32 by default)
+    audio_maps = [arg for _ in range(300) for arg in ("-map", "1:a")]
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono",
+        "-t", "0.5", "-map", "0:v", *audio_maps, "-c:v", "mpeg4", "-c:a", "pcm_s16le", "-f", "matroska",
+        str(files["many_streams"]),
+    )  # fmt: skip
     return files
+
+
+def with_external_reference(mov: bytes, target: str) -> bytes:
+    """The MOV with its video's data reference replaced by a Mac alias to `target` (an external file).
+
+    QuickTime reference movies keep their media elsewhere; a reader that follows such a reference
+    can be made to read any local file.
+    """
+
+    def dref_chain(start: int, end: int, trail: list[int]) -> list[int] | None:
+        at = start
+        while at + 8 <= end:
+            size, kind = struct.unpack(">I4s", mov[at : at + 8])
+            if kind == b"dref":
+                return [*trail, at]
+            if kind in _MOV_CONTAINERS and (found := dref_chain(at + 8, at + size, [*trail, at])):
+                return found
+            at += size
+        return None
+
+    chain = dref_chain(0, len(mov), [])
+    assert chain, "no dref atom in the MOV"
+    entry_at = chain[-1] + 16  # size, 'dref', version+flags, entry count
+    (old_size,) = struct.unpack(">I", mov[entry_at : entry_at + 4])
+    raw = target.encode()
+    alias = (
+        bytes(10) + bytes([12]) + b"Macintosh HD".ljust(27, b"\0") + bytes(12)
+        + bytes([min(len(raw), 63)]) + raw[-63:].ljust(63, b"\0") + bytes(16)
+        + struct.pack(">hh", -1, -1) + bytes(16)
+        + struct.pack(">hH", 2, len(raw)) + raw + (b"\0" if len(raw) % 2 else b"")  # absolute path
+        + struct.pack(">hH", -1, 0)
+    )  # fmt: skip
+    entry = struct.pack(">I4sI", 12 + len(alias), b"alis", 0) + alias
+    patched = bytearray(mov[:entry_at] + entry + mov[entry_at + old_size :])
+    for at in chain:  # every enclosing atom grows by the same amount (moov is last: no offset moves)
+        (size,) = struct.unpack(">I", patched[at : at + 4])
+        patched[at : at + 4] = struct.pack(">I", size + len(entry) - old_size)
+    return bytes(patched)

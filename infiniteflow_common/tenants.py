@@ -1,0 +1,137 @@
+"""Tenants: who owns a job, their API keys (only hashes kept) and the bucket prefix they live under.
+
+A tenant's uploads, bucket drops and outputs all sit under its `bucket_prefix` (`tenants/<id>/` by
+default), so a bucket policy or an operator can keep customers apart; a drop under that prefix belongs
+to the tenant exactly as an upload with its key does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from infiniteflow_common.db import ApiKey, Tenant, utcnow
+from infiniteflow_common.errors import InfiniteFlowError
+
+KEY_PREFIX = "ifk_"
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_BUCKET_PREFIX = re.compile(r"^[a-z0-9][a-z0-9/_-]*/$")
+
+
+class TenantError(InfiniteFlowError):
+    """A tenant or key request an operator must correct (bad id, unknown tenant, duplicate)."""
+
+    code = "E_TENANT_INVALID"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly issued key: `secret` is shown once and never stored."""
+
+    key_id: str
+    tenant_id: str
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def default_prefix(tenant_id: str) -> str:
+    """Where a tenant's objects go unless the operator chose otherwise."""
+    return f"tenants/{tenant_id}/"
+
+
+async def create_tenant(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    name: str | None = None,
+    rate_limit_per_minute: int | None = None,
+    bucket_prefix: str | None = None,
+) -> Tenant:
+    """Add a tenant; refuses a malformed id or prefix and an id that exists."""
+    if not _TENANT_ID.match(tenant_id):
+        raise TenantError(f"tenant id {tenant_id!r} must be 1–63 of a-z, 0-9 and '-', starting alphanumeric")
+    prefix = bucket_prefix or default_prefix(tenant_id)
+    if not _BUCKET_PREFIX.match(prefix) or ".." in prefix or "//" in prefix:
+        raise TenantError(f"bucket prefix {prefix!r} must be lowercase path segments ending in '/'")
+    if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+        raise TenantError("the rate limit must be at least 1 request per minute")
+    if await session.get(Tenant, tenant_id) is not None:
+        raise TenantError(f"tenant {tenant_id!r} exists already")
+    tenant = Tenant(
+        id=tenant_id,
+        name=name or tenant_id,
+        bucket_prefix=prefix,
+        rate_limit_per_minute=rate_limit_per_minute,
+    )
+    session.add(tenant)
+    await session.flush()
+    return tenant
+
+
+async def issue_key(session: AsyncSession, tenant_id: str, label: str | None = None) -> IssuedKey:
+    """A new API key for the tenant; only its hash is stored."""
+    if await session.get(Tenant, tenant_id) is None:
+        raise TenantError(f"no tenant {tenant_id!r}")
+    key_id = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(id=key_id, tenant_id=tenant_id, key_hash=hash_key(secret), label=label))
+    await session.flush()
+    return IssuedKey(key_id=key_id, tenant_id=tenant_id, secret=secret)
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> bool:
+    """Revoke a key by id; False when there is no such live key."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def authenticate(session: AsyncSession, secret: str, now: datetime | None = None) -> Tenant | None:
+    """The tenant owning a live key, or None (unknown, malformed or revoked keys look the same)."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+        return None
+    row = (
+        await session.execute(
+            select(ApiKey, Tenant)
+            .join(Tenant, col(Tenant.id) == col(ApiKey.tenant_id))
+            .where(col(ApiKey.key_hash) == hash_key(secret), col(ApiKey.revoked_at).is_(None))
+        )
+    ).first()
+    if row is None:
+        return None
+    key, tenant = row
+    key.last_used_at = now or utcnow()
+    return tenant
+
+
+async def tenant_of_key(session: AsyncSession, object_key: str) -> Tenant | None:
+    """The tenant whose bucket prefix holds `object_key` (the longest prefix wins), else None."""
+    statement = (
+        select(Tenant)
+        .where(func.starts_with(object_key, col(Tenant.bucket_prefix)))
+        .order_by(func.length(col(Tenant.bucket_prefix)).desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalars().first()
+
+
+async def tenant_prefix(session: AsyncSession, tenant_id: str | None) -> str:
+    """The bucket prefix of a job's tenant ('' for anonymous jobs)."""
+    if tenant_id is None:
+        return ""
+    tenant = await session.get(Tenant, tenant_id)
+    return tenant.bucket_prefix if tenant is not None else ""

@@ -1,0 +1,64 @@
+"""A scratch disk that fills up mid-job fails the job cleanly: a clear code, nothing half-written, no crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import make_client
+from tests.e2e.conftest import wait_for_job
+from tests.e2e.pipeline import running_pipeline
+from tests.faults.conftest import FAULT_SETTINGS
+from tests.faults.test_faults import _run_job
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.minio,
+    pytest.mark.postgres,
+    pytest.mark.ffmpeg,
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: room for the upload, not for the lossless chunks made from it."""
+    mountpoint = tmp_path / "scratch"
+    mountpoint.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_a_full_scratch_disk_fails_the_job_with_a_clear_code_and_leaves_nothing_behind(
+    settings: CommonSettings, tmp_path: Path, unique: str, small_disk: Path
+) -> None:
+    key = f"faults/{unique}/disk-full.mp4"
+    with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, SCRATCH_DIR=str(small_disk)) as services:
+        await _run_job(settings, tmp_path, key)
+        job = await wait_for_job(settings, key=key, timeout_s=120)
+
+        assert job["status"] == "failed"
+        assert job["error_code"] == "E_SCRATCH_FULL"
+        assert "scratch disk is full" in job["error_message"]
+        assert all(service.alive() for service in services), "no service crashed"
+    outputs = list(make_client(settings).list_objects(settings.output_bucket, prefix=f"{job['id']}/"))
+    assert outputs == [], "no output, not even a partial one"
+    assert _files(small_disk) == [], "scratch files of the failed work were removed"
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]

@@ -1,0 +1,96 @@
+"""Workers join and leave mid-job (a scaler at work): the job neither stalls nor loses or doubles a chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import make_client
+from tests.e2e.conftest import wait_for_job
+from tests.e2e.pipeline import running_pipeline, start_service
+from tests.faults.conftest import FAULT_SETTINGS
+from tests.faults.test_faults import _assert_one_good_output, _claimed_by, _db
+from tests.fixtures.media import panning_clip
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.minio,
+    pytest.mark.postgres,
+    pytest.mark.ffmpeg,
+    pytest.mark.slow,
+]
+
+
+async def _chunk_row(settings: CommonSettings, key: str, index: int) -> dict[str, object]:
+    connection = await _db(settings)
+    try:
+        row = await connection.fetchrow(
+            "select c.* from chunks c join jobs j on j.id = c.job_id "
+            "where j.source_key = $1 and c.chunk_index = $2",
+            key, index,
+        )  # fmt: skip
+    finally:
+        await connection.close()
+    assert row is not None
+    return dict(row)
+
+
+async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalling(
+    settings: CommonSettings, tmp_path: Path, unique: str
+) -> None:
+    key = f"faults/{unique}/scaling.mp4"
+    logdir = tmp_path / "logs"
+    clip = panning_clip(tmp_path / "in.mp4", width=320, height=180, seconds=3)
+    with running_pipeline(logdir, workers=1, **FAULT_SETTINGS) as services:
+        make_client(settings).fput_object(
+            settings.incoming_bucket, key, str(clip.path), metadata={"multiplier": "2", "engine": "rife"}
+        )
+        await _claimed_by(settings, key, "worker-1", timeout_s=90)
+
+        # scale up: two workers join the group while the job runs
+        env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | FAULT_SETTINGS
+        joined = [
+            start_service(
+                "gpu_interp",
+                logdir,
+                # the leaving worker gets a short grace period, so it must hand its chunk back
+                env
+                | {
+                    "WORKER_ID": f"worker-{i}-{uuid.uuid4().hex[:6]}",
+                    "SHUTDOWN_GRACE_S": "8",
+                    "BATCH_SIZE": "1",
+                },
+                f"-{i}",
+            )
+            for i in (2, 3)
+        ]
+        services.extend(joined)
+        leaving, staying = joined
+        index = await _claimed_by(settings, key, "worker-2", timeout_s=90)
+
+        # scale down: the new worker is told to stop in the middle of its chunk
+        stopped_at = time.monotonic()
+        leaving.process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(leaving.process.wait, 30)
+        assert exit_code == 0
+        assert time.monotonic() - stopped_at < 15, "it left within its grace period"
+        log = leaving.log.read_text()
+        assert '"chunk handed back"' in log
+        assert '"work handed back"' in log, "its chunk.ready record was left uncommitted"
+
+        job = await wait_for_job(settings, key=key, timeout_s=240)
+        await _assert_one_good_output(settings, job, 3 * 30, tmp_path)
+
+    handed = await _chunk_row(settings, key, index)
+    assert handed["status"] == "done"
+    assert not str(handed["worker"]).startswith("worker-2"), "another worker finished the chunk"
+    others = (logdir / "gpu_interp-1.log").read_text() + staying.log.read_text()
+    assert '"chunk interpolated"' in staying.log.read_text(), "the worker that joined took work"
+    assert "waiting for its lease" not in others, "the released chunk was taken without waiting"

@@ -1,0 +1,217 @@
+"""Tenants on the real stack: API keys, jobs kept apart, bucket prefixes, rate limits, CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+from typer.testing import CliRunner
+
+from infiniteflow_common import tenants
+from infiniteflow_common.db import ApiKey, Job, transaction
+from infiniteflow_common.runtime import Runtime
+from services.cli import app as cli
+from services.ingest.api import ApiDeps, create_api, kafka_admin_check
+from services.ingest.config import IngestSettings
+from services.ingest.start import object_record
+from tests.integration.ingest_support import (
+    isolated_settings,
+    private_job_topics,
+    private_runtime,
+    starter_for,
+)
+from tests.unit.ingest.media import video
+
+pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
+
+SETTINGS = isolated_settings(api_auth_required=True, api_rate_limit_per_minute=1000)
+
+
+@pytest.fixture(scope="module")
+def topics() -> Iterator[tuple[str, str]]:
+    with private_job_topics(SETTINGS, "tenants") as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+async def runtime() -> AsyncIterator[Runtime]:
+    async with private_runtime(SETTINGS) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return video(tmp_path_factory.mktemp("tenants") / "clip.mp4", seconds=1).read_bytes()
+
+
+def _client(
+    runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS
+) -> httpx.AsyncClient:
+    api = create_api(
+        ApiDeps(
+            settings=settings,
+            sessions=runtime.sessions,
+            storage=runtime.storage,
+            starter=starter_for(runtime, settings, *topics),
+            kafka_check=kafka_admin_check(settings.kafka_bootstrap),
+        )
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")
+
+
+@pytest.fixture
+async def client(runtime: Runtime, topics: tuple[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(runtime, topics) as c:
+        yield c
+
+
+async def _tenant(runtime: Runtime, rate_limit: int | None = None) -> tuple[str, str]:
+    """A new tenant and its key: (tenant id, secret)."""
+    tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    async with transaction(runtime.sessions) as session:
+        await tenants.create_tenant(session, tenant_id, rate_limit_per_minute=rate_limit)
+        issued = await tenants.issue_key(session, tenant_id)
+    return tenant_id, issued.secret
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def test_a_request_without_a_key_is_refused_with_a_challenge(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/api/status/{uuid.uuid4()}")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "E_AUTH_REQUIRED"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    upload = await client.post("/api/upload", files={"file": ("c.mp4", b"x")})
+    assert upload.status_code == 401
+
+
+async def test_an_unknown_or_revoked_key_is_refused(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    unknown = await client.get(f"/api/status/{uuid.uuid4()}", headers=_bearer("ifk_nope_nope"))
+    assert unknown.status_code == 401
+    assert unknown.json()["error"]["code"] == "E_AUTH_INVALID"
+
+    _tenant_id, secret = await _tenant(runtime)
+    assert (await client.get(f"/api/status/{uuid.uuid4()}", headers=_bearer(secret))).status_code == 404
+    key_id = secret.split("_")[1]
+    async with transaction(runtime.sessions) as session:
+        assert await tenants.revoke_key(session, key_id)
+    revoked = await client.get(f"/api/status/{uuid.uuid4()}", headers=_bearer(secret))
+    assert revoked.status_code == 401
+
+
+async def test_only_the_hash_of_a_key_is_stored(runtime: Runtime) -> None:
+    tenant_id, secret = await _tenant(runtime)
+    async with runtime.sessions() as session:
+        [row] = (
+            (await session.execute(select(ApiKey).where(col(ApiKey.tenant_id) == tenant_id))).scalars().all()
+        )
+    assert row.key_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in repr(row.model_dump())
+
+
+async def test_a_tenant_sees_only_its_own_jobs_and_uploads_under_its_prefix(
+    client: httpx.AsyncClient, runtime: Runtime, clip: bytes
+) -> None:
+    alice, alice_key = await _tenant(runtime)
+    _bob, bob_key = await _tenant(runtime)
+
+    response = await client.post(
+        "/api/upload", files={"file": ("holiday.mp4", clip)}, headers={"X-API-Key": alice_key}
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert response.json()["key"].startswith(f"tenants/{alice}/api/")
+    async with runtime.sessions() as session:
+        job = await session.get(Job, uuid.UUID(job_id))
+    assert job is not None
+    assert job.tenant_id == alice
+
+    assert (await client.get(f"/api/status/{job_id}", headers=_bearer(alice_key))).status_code == 200
+    for path in (f"/api/status/{job_id}", f"/api/download/{job_id}", f"/api/events/{job_id}"):
+        foreign = await client.get(path, headers=_bearer(bob_key))
+        assert foreign.status_code == 404, path
+        assert foreign.json()["error"]["code"] == "E_JOB_NOT_FOUND"
+
+
+async def test_a_drop_under_a_tenants_prefix_belongs_to_that_tenant(
+    runtime: Runtime, topics: tuple[str, str]
+) -> None:
+    tenant_id, _ = await _tenant(runtime)
+    starter = starter_for(runtime, SETTINGS, *topics)
+    record = object_record(
+        bucket=SETTINGS.incoming_bucket,
+        key=f"tenants/{tenant_id}/drops/movie.mp4",
+        etag=uuid.uuid4().hex,
+        size=10,
+        metadata={},
+        version_id=None,
+        created_at=datetime.now(UTC),
+    )
+    job, _ = await starter.create(record, source="bucket")
+    assert job.tenant_id == tenant_id
+    elsewhere = record.model_copy(update={"key": "drops/movie.mp4", "etag": uuid.uuid4().hex})
+    anonymous, _ = await starter.create(elsewhere, source="bucket")
+    assert anonymous.tenant_id is None
+
+
+async def test_a_tenant_over_its_rate_limit_gets_429_with_retry_after(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _limited, limited_key = await _tenant(runtime, rate_limit=3)
+    _other, other_key = await _tenant(runtime)
+    missing = f"/api/status/{uuid.uuid4()}"
+
+    codes = [(await client.get(missing, headers=_bearer(limited_key))).status_code for _ in range(3)]
+    refused = await client.get(missing, headers=_bearer(limited_key))
+
+    if refused.status_code == 404:  # the minute turned over between the requests: count again
+        codes = [(await client.get(missing, headers=_bearer(limited_key))).status_code for _ in range(3)]
+        refused = await client.get(missing, headers=_bearer(limited_key))
+    assert codes == [404, 404, 404]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "E_RATE_LIMITED"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert (await client.get(missing, headers=_bearer(other_key))).status_code == 404, "others unaffected"
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"), [("https://app.example", True), ("https://evil.example", False)]
+)
+async def test_cors_allows_only_the_configured_origins(
+    runtime: Runtime, topics: tuple[str, str], origin: str, allowed: bool
+) -> None:
+    settings = SETTINGS.model_copy(update={"cors_allowed_origins": ("https://app.example",)})
+    async with _client(runtime, topics, settings) as client:
+        preflight = await client.options(
+            "/api/upload",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+    assert (preflight.headers.get("access-control-allow-origin") == origin) is allowed
+
+
+async def test_an_operator_creates_a_tenant_and_its_key_works(client: httpx.AsyncClient) -> None:
+    tenant_id = f"cli-{uuid.uuid4().hex[:8]}"
+    invoke = CliRunner().invoke
+    result = await asyncio.to_thread(
+        invoke, cli, ["admin", "tenant", "create", tenant_id, "--rate-limit", "30"]
+    )
+    assert result.exit_code == 0, result.output
+    secret = result.output.rsplit(": ", 1)[1].strip()
+    assert secret.startswith("ifk_")
+    again = await asyncio.to_thread(invoke, cli, ["admin", "tenant", "create", tenant_id])
+    assert again.exit_code == 2
+    assert "exists already" in again.output
+    assert (await client.get(f"/api/status/{uuid.uuid4()}", headers=_bearer(secret))).status_code == 404
