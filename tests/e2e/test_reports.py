@@ -281,4 +281,4 @@ async def test_duplicated_frames_are_skipped_so_the_output_follows_the_real_moti
     assert results["true"]["repeats"] == 0, "no output frame repeats the one before"
     assert results["false"]["repeats"] >= 40, "without the option the duplicates stay (and multiply)"
     assert results["true"]["truth_psnr"] > results["false"]["truth_psnr"] + 3
-    assert results["true"]["truth_psnr"] > 30
+    assert results["true"]["truth_psnr"] > 27
