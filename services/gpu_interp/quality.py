@@ -73,11 +73,11 @@ def psnr_db(reference: npt.NDArray[Any], test: npt.NDArray[Any]) -> float:
     return min(PSNR_CAP_DB, 10.0 * math.log10(peak(reference.dtype) ** 2 / mse))
 
 
-def _luma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    scale = 255.0 / peak(rgb.dtype)
-    weights = np.array([0.299, 0.587, 0.114])
-    luma: npt.NDArray[np.float64] = (rgb.astype(np.float64) * scale) @ weights
-    return luma
+def _luma(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """BT.601 luma on the 0–255 scale, float32 (what the SSIM constants assume)."""
+    scale = np.float32(255.0 / peak(rgb.dtype))
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    return np.asarray(gray * scale, dtype=np.float32)
 
 
 def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any]) -> float:
@@ -85,15 +85,17 @@ def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any]) -> float:
     x, y = _luma(reference), _luma(test)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
-    def blur(image: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.asarray(cv2.GaussianBlur(image, (11, 11), 1.5), dtype=np.float64)
+    def blur(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(cv2.GaussianBlur(image, (11, 11), 1.5), dtype=np.float32)
 
     mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
     cov = blur(x * y) - mu_x * mu_y
-    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(np.mean(index))
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    )
+    return float(np.mean(index, dtype=np.float64))
 
 
 def self_check(
