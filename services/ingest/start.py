@@ -139,6 +139,11 @@ class JobStarter:
             params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
         except InvalidParams:
             params = {"requested": dict(record.user_metadata)}
+        # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
+        # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
+        output: dict[str, Any] | None = None
+        with contextlib.suppress(InvalidParams):
+            output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
         async with transaction(self.sessions) as session:
             # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
             tenant = await tenant_of_key(session, record.key)
@@ -152,6 +157,7 @@ class JobStarter:
                 source_version=record.version_id,
                 size_bytes=record.size,
                 params=params,
+                output_options=output,
             )
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
