@@ -29,14 +29,25 @@ def _ts(nullable: bool = True) -> Any:
 
 
 class JobStatus(StrEnum):
-    """Life of a job; `completed` and `failed` are final."""
+    """Life of a job; `completed`, `completed_with_warnings` and `failed` are final.
+
+    `completed_with_warnings` is a completed job (its output is there) whose quality self-check found
+    chunks below the configured floor; the job names them.
+    """
 
     PENDING = "pending"
     SPLITTING = "splitting"
     INTERPOLATING = "interpolating"
     MUXING = "muxing"
     COMPLETED = "completed"
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
     FAILED = "failed"
+
+
+SUCCEEDED = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value})
+"""Final statuses whose job has an output."""
+FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value}
+"""Statuses a job never leaves."""
 
 
 class ChunkStatus(StrEnum):
@@ -66,7 +77,7 @@ class Job(SQLModel, table=True):
     source_etag: str = Field(sa_column=Column(Text, nullable=False))
     source_version: str | None = Field(default=None, sa_column=Column(Text))
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    status: str = Field(default=JobStatus.PENDING.value, sa_column=Column(String(16), nullable=False))
+    status: str = Field(default=JobStatus.PENDING.value, sa_column=Column(String(32), nullable=False))
     progress: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
@@ -79,6 +90,14 @@ class Job(SQLModel, table=True):
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     # The split: output rate and count, scene starts, whether VFR input was made constant.
     plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # Quality self-check: mean of the chunks' scores, the worst chunk, and the chunks below the floor.
+    quality_psnr_db: float | None = None
+    quality_ssim: float | None = None
+    quality_worst_chunk: int | None = Field(default=None, sa_column=Column(Integer))
+    quality_worst_psnr_db: float | None = None
+    quality_low_chunks: list[int] | None = Field(default=None, sa_column=Column(JSONB))
+    # Output video options (codec, encoder, crf or bitrate, preset); null: the muxer's defaults (H.264).
+    output_options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -106,6 +125,15 @@ class Chunk(SQLModel, table=True):
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     frames_out: int | None = Field(default=None, sa_column=Column(Integer))
     interp_seconds: float | None = None
+    # Quality self-check of the chunk (null when not checked) and its cost, inside interp_seconds.
+    quality_psnr_db: float | None = None
+    quality_ssim: float | None = None
+    quality_samples: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    quality_seconds: float | None = None
+    # What the worker finally used (lower after out-of-memory retries).
+    scale: float | None = None
+    batch_size: int | None = Field(default=None, sa_column=Column(Integer))
+    oom_retries: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     # The ChunkReady event that announced this chunk, so a replay can re-announce it unchanged.
     spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(

@@ -179,6 +179,38 @@ class ChunkInterpolated(Event):
     scale: float = Field(gt=0.0)
     interp_seconds: float = Field(ge=0.0)
     finished_at: UtcMillis
+    quality_psnr_db: float | None = None
+    quality_ssim: float | None = None
+    quality_samples: Count = 0
+    quality_seconds: float = Field(default=0.0, ge=0.0)
+    batch_size: Positive | None = None
+    oom_retries: Count = 0
+
+
+class QualityReport(AvroModel):
+    RECORD: ClassVar[str] = "QualityReport"
+
+    psnr_db: float
+    ssim: float | None = None
+    chunks_checked: Positive
+    worst_chunk_index: Count
+    worst_chunk_psnr_db: float
+    psnr_floor_db: float
+    chunks_below_floor: tuple[Count, ...]
+
+
+class TimingReport(AvroModel):
+    RECORD: ClassVar[str] = "TimingReport"
+
+    input_vfr: bool
+    vfr_converted: bool
+    in_duration_s: float
+    out_duration_s: float
+    out_frames_measured: LongCount
+    audio_duration_s: float | None = None
+    audio_video_drift_s: float | None = None
+    scene_cut_frames: tuple[LongCount, ...]
+    scene_cut_times_s: tuple[float, ...]
 
 
 class JobCompleted(Event):
@@ -200,6 +232,9 @@ class JobCompleted(Event):
     duration_s: float
     processing_seconds: float
     completed_at: UtcMillis
+    status: Literal["completed", "completed_with_warnings"] = "completed"
+    quality: QualityReport | None = None
+    timing: TimingReport | None = None
 
 
 class JobFailed(Event):
@@ -234,7 +269,7 @@ class DeadLetter(Event):
     job_id: UUID | None
 
 
-NESTED_MODELS: tuple[type[AvroModel], ...] = (JobParams, MediaProbe, OutputSlot)
+NESTED_MODELS: tuple[type[AvroModel], ...] = (JobParams, MediaProbe, OutputSlot, QualityReport, TimingReport)
 EVENT_MODELS: tuple[type[Event], ...] = (
     VideoUploaded,
     JobSplit,

@@ -1,6 +1,7 @@
 """Job state transitions shared by the services, each one idempotent under replays.
 
-Status only moves forward (pending → splitting → interpolating → muxing → completed | failed); a final
+Status only moves forward (pending → splitting → interpolating → muxing → completed |
+completed_with_warnings | failed); a final
 status never changes; progress never decreases. A replayed event therefore cannot move a job backwards.
 """
 
@@ -14,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from infiniteflow_common.db import Job, JobStatus, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, utcnow
 
 ORDER = {
     JobStatus.PENDING: 0,
@@ -22,9 +23,10 @@ ORDER = {
     JobStatus.INTERPOLATING: 2,
     JobStatus.MUXING: 3,
     JobStatus.COMPLETED: 4,
+    JobStatus.COMPLETED_WITH_WARNINGS: 4,
     JobStatus.FAILED: 4,
 }
-FINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
+FINAL = tuple(sorted(FINAL_STATUSES))
 
 
 async def create_job(session: AsyncSession, **fields: Any) -> tuple[Job, bool]:

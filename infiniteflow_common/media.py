@@ -61,28 +61,46 @@ def to_rgb(frame: Any, layout: str) -> npt.NDArray[Any]:
 
 
 class LosslessWriter:
-    """Writes frames to an FFV1/Matroska file at a fixed rational rate with the source's pixel format."""
+    """Writes frames to an FFV1/Matroska file at a fixed rational rate with the source's pixel format.
 
-    def __init__(self, path: Path, *, width: int, height: int, pix_fmt: str, rate: Fraction) -> None:
+    With `time_base`, frames carry the timestamps given to `write` (in that time base) instead, in a
+    NUT file, whose time base is exact (Matroska would round them to the millisecond).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        pix_fmt: str,
+        rate: Fraction,
+        time_base: Fraction | None = None,
+    ) -> None:
         self.path = path
         self.pix_fmt = pix_fmt
         self.rate = rate
         self.count = 0
-        self._container: Any = av.open(str(path), "w", format="matroska")
+        self._container: Any = av.open(str(path), "w", format="nut" if time_base else "matroska")
         stream = self._container.add_stream("ffv1", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         # The codec's time base, not the stream's: Matroska rescales packets from it to its own 1 ms.
-        stream.codec_context.time_base = 1 / rate
-        self._time_base = 1 / rate
+        stream.codec_context.time_base = time_base or 1 / rate
+        if time_base:
+            stream.time_base = time_base
+        self._time_base = time_base or 1 / rate
         stream.options = {"level": "3", "g": "1", "slicecrc": "1"}
         stream.thread_type = "AUTO"
         self._stream = stream
 
-    def write(self, frame: Any) -> None:
-        """Append a decoded `av.VideoFrame` (converted to the writer's pixel format if needed)."""
+    def write(self, frame: Any, pts: int | None = None) -> None:
+        """Append a decoded `av.VideoFrame` (converted to the writer's pixel format if needed).
+
+        `pts` (in the writer's time base) is the frame's timestamp; by default frame n is at n / rate.
+        """
         if frame.format.name != self.pix_fmt:
             frame = frame.reformat(format=self.pix_fmt)
-        frame.pts = self.count
+        frame.pts = self.count if pts is None else pts
         frame.time_base = self._time_base
         for packet in self._stream.encode(frame):
             self._container.mux(packet)

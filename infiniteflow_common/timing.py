@@ -9,6 +9,8 @@ frames, the ones past the last source frame repeating it (there is nothing to in
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -84,6 +86,32 @@ def plan(n_frames: int, in_rate: Fraction, out_rate: Fraction) -> list[Slot]:
         if index >= n_frames - 1:  # at or past the last source frame: hold it
             index, t = n_frames - 1, Fraction(0)
         slots.append(Slot(index, t))
+    return slots
+
+
+def plan_at(
+    positions: Sequence[Fraction], total_frames: int, in_rate: Fraction, out_rate: Fraction
+) -> list[Slot]:
+    """`plan` when only some source frames are kept, at `positions` on the source timeline (in frames).
+
+    Frame j of the kept ones sits at `positions[j]` (ascending, the first at 0); the output still
+    covers all `total_frames`. Output frame k, at position p = k · in_rate / out_rate, lies between
+    kept frames j and j + 1 at t = (p − positions[j]) / (positions[j + 1] − positions[j]); past the
+    last kept frame it holds that one. With every frame kept (positions 0, 1, 2, …) this is `plan`.
+    Used to skip duplicated frames: the in-between frames follow the real motion across the gap.
+    """
+    if not positions or total_frames < 1:
+        return []
+    step = in_rate / out_rate
+    last = len(positions) - 1
+    slots = []
+    for k in range(output_count(total_frames, in_rate, out_rate)):
+        position = k * step
+        j = max(0, bisect_right(positions, position) - 1)
+        if j >= last:
+            slots.append(Slot(last, Fraction(0)))
+            continue
+        slots.append(Slot(j, (position - positions[j]) / (positions[j + 1] - positions[j])))
     return slots
 
 

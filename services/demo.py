@@ -106,7 +106,7 @@ def demo(multiplier: int = 2, engine: str = "rife") -> None:
     )
     job_id = _wait_for_job_id(settings, key)
     status = _follow(settings, job_id)
-    if status["status"] != "completed":
+    if status["status"] not in ("completed", "completed_with_warnings"):
         console.print(f"[red]job failed[/]: {status.get('error')}")
         raise typer.Exit(1)
     deadline = time.monotonic() + 60
@@ -173,6 +173,6 @@ def _follow(settings: CommonSettings, job_id: str) -> dict[str, Any]:
                 task, completed=status.get("progress", 0), stage=status.get("status", "?"),
                 chunks=f"chunks {chunks.get('done', 0)}/{chunks.get('total') or '?'}",
             )  # fmt: skip
-            if status.get("status") in ("completed", "failed"):
+            if status.get("status") in ("completed", "completed_with_warnings", "failed"):
                 return status
             time.sleep(0.5)

@@ -23,7 +23,7 @@ from rich.table import Table
 from infiniteflow_common.settings import CommonSettings
 
 console = Console()
-FINAL = ("completed", "failed")
+FINAL = ("completed", "completed_with_warnings", "failed")
 STREAM_RETRIES = 20
 
 
@@ -173,11 +173,11 @@ def register(app: typer.Typer) -> None:
                 console.print(f"follow it with [bold]infiniteflow status {job_id}[/]")
                 return
             job = follow(client, job_id)
-            if job.get("status") != "completed":
+            if job.get("status") not in ("completed", "completed_with_warnings"):
                 error = job.get("error") or {}
                 console.print(f"[red]failed[/] {error.get('code')}: {error.get('message')}")
                 raise typer.Exit(1)
-            console.print(f"[green]completed[/] in {_elapsed(job)}; download (presigned URL):")
+            console.print(f"[green]{job['status']}[/] in {_elapsed(job)}; download (presigned URL):")
             console.print(download_url(client, job_id), soft_wrap=True)
 
     @app.command()

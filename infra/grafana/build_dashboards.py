@@ -115,7 +115,12 @@ def overview() -> dict[str, Any]:
             panel(
                 "Jobs by status",
                 "Jobs in each status now, counted in PostgreSQL by ingest every 5 s.",
-                [('max by (status) (infiniteflow_jobs{status!~"completed|failed"})', "{{status}}")],
+                [
+                    (
+                        'max by (status) (infiniteflow_jobs{status!~"completed|completed_with_warnings|failed"})',
+                        "{{status}}",
+                    )
+                ],
                 stack=True,
                 width=8,
             ),
@@ -125,7 +130,7 @@ def overview() -> dict[str, Any]:
                 [
                     ("sum(rate(infiniteflow_ingest_jobs_created_total[5m]))", "created"),
                     (
-                        'max by (status) (deriv(infiniteflow_jobs{status=~"completed|failed"}[5m]))',
+                        'max by (status) (deriv(infiniteflow_jobs{status=~"completed|completed_with_warnings|failed"}[5m]))',
                         "{{status}}",
                     ),
                 ],
@@ -135,7 +140,12 @@ def overview() -> dict[str, Any]:
             panel(
                 "Jobs finished",
                 "Jobs completed and failed since the database was created.",
-                [('max by (status) (infiniteflow_jobs{status=~"completed|failed"})', "{{status}}")],
+                [
+                    (
+                        'max by (status) (infiniteflow_jobs{status=~"completed|completed_with_warnings|failed"})',
+                        "{{status}}",
+                    )
+                ],
                 kind="stat",
                 width=8,
             ),

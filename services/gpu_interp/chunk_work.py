@@ -2,13 +2,15 @@
 
 Slots with t = 0 are written from the decoded source frame itself, so copies (scene ends, the last
 frame, every source position) are bit-exact. Pairs that share the same set of timesteps are batched.
+After the chunk's own frames, a budgeted quality self-check re-creates a few real frames (`quality`).
+`interpolate_with_retries` runs it again with lighter settings when memory runs out (`memory`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,15 @@ import numpy as np
 
 from infiniteflow_common.media import LosslessWriter, MediaError, decode_video, rgb_format, to_rgb
 from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.memory import (
+    MIN_SCALE,
+    EngineOutOfMemory,
+    MemoryStep,
+    is_out_of_memory,
+    memory_ladder,
+    release_memory,
+)
+from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,66 @@ class SlotSpec:
 
     offset: int
     t: Fraction
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What interpolating a chunk produced: its frame count, its quality self-check (None: unchecked),
+    and the memory settings it finally ran with (scale None: the engine has none)."""
+
+    frames_out: int
+    quality: ChunkQuality | None
+    scale: float | None = None
+    batch_size: int | None = None
+    oom_retries: int = 0
+
+
+OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
+"""Told (failed step, next step, the error) before each out-of-memory retry."""
+
+
+def interpolate_with_retries(
+    engine: InterpolationEngine,
+    source: Path,
+    output: Path,
+    slots: Sequence[SlotSpec],
+    *,
+    width: int,
+    height: int,
+    batch_size: int,
+    min_scale: float = MIN_SCALE,
+    on_retry: OnRetry | None = None,
+    **options: Any,
+) -> ChunkOutcome:
+    """`interpolate_chunk`, retried down the memory ladder while it runs out of memory.
+
+    The engine is put back to its configured settings afterwards (it serves the next chunk too).
+    Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
+    """
+    ladder = memory_ladder(engine.memory_scale(height, width), batch_size, min_scale=min_scale)
+    try:
+        for tries, step in enumerate(ladder):
+            engine.set_memory(step.scale, step.batch_size)
+            try:
+                outcome = interpolate_chunk(
+                    engine, source, output, slots, batch_size=step.batch_size, **options
+                )
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                release_memory()
+                if tries + 1 == len(ladder):
+                    raise EngineOutOfMemory(
+                        f"the chunk ran out of memory even at scale {step.scale} with {step.batch_size} "
+                        f"pair(s) per call ({exc}); give the worker more memory or use smaller input"
+                    ) from exc
+                if on_retry is not None:
+                    on_retry(step, ladder[tries + 1], exc)
+                continue
+            return replace(outcome, scale=step.scale, batch_size=step.batch_size, oom_retries=tries)
+    finally:
+        engine.set_memory(None, None)
+    raise AssertionError("unreachable: the ladder has at least one step")
 
 
 def exact_t(value: float) -> Fraction:
@@ -41,11 +112,15 @@ def interpolate_chunk(
     expected_frames: int,
     out_rate: Fraction,
     batch_size: int = 4,
+    quality_budget: float = 0.0,
+    quality_samples: int = 3,
     on_batch: Callable[[int, int], None] | None = None,
-) -> int:
-    """Write the chunk's output frames to `output` (FFV1, the source's pixel format); returns the count.
+) -> ChunkOutcome:
+    """Write the chunk's output frames to `output` (FFV1, the source's pixel format).
 
-    `on_batch(pairs_done, pairs_total)` runs after every batch; an exception it raises aborts the chunk.
+    `quality_budget` is the share of the chunk's own pair interpolations the self-check may add
+    (0 turns it off); `quality_samples` caps the frames it re-creates. `on_batch(pairs_done,
+    pairs_total)` runs after every batch; an exception it raises aborts the chunk.
     """
     frames: list[Any] = list(decode_video(source))
     if len(frames) != expected_frames:
@@ -93,4 +168,7 @@ def interpolate_chunk(
                 writer.write(frames[slot.offset])
             else:
                 writer.write_rgb(results[(slot.offset, slot.t)])
-        return writer.count
+    results.clear()
+    samples = sample_count(len(frames), len(wanted), quality_budget, quality_samples)
+    quality = self_check(engine, rgb, sample_frames(len(frames), samples), batch_size=batch_size)
+    return ChunkOutcome(frames_out=writer.count, quality=quality)

@@ -20,6 +20,14 @@ class WorkerSettings(CommonSettings):
     # Chunk work runs inside the handler; this bounds it (chunks are kept short by the splitter).
     max_poll_interval_ms: int = Field(default=1_800_000, ge=60_000)
     batch_size: int = Field(default=4, ge=1)
+    # Quality self-check: re-created frames may cost at most this share of a chunk's own pair
+    # interpolations (0.04 keeps it under 5 % of the chunk's time), and at most this many frames.
+    quality_budget: float = Field(default=0.04, ge=0, le=1)
+    quality_samples: int = Field(default=3, ge=0)
+    # Out of memory, a chunk is retried at lower flow scales down to this one, then with smaller batches.
+    min_scale: float = Field(default=0.25, gt=0, le=1)
+    # Drills and tests: pretend memory runs out above this many pairs × pixels × scale² per engine call.
+    simulated_memory_pixels: int | None = Field(default=None, ge=1)
     device: str | None = None
     rife_scale: float | None = None
     # torch.compile the model (about a minute per frame size, then ~1.3× faster on CPU): for

@@ -19,7 +19,12 @@ class EngineCache:
         """The engine for `name` at `quality`."""
         key = (name, quality)
         if key not in self._engines:
-            self._engines[key] = self._build(name, quality)
+            engine = self._build(name, quality)
+            if self.settings.simulated_memory_pixels is not None:
+                from services.gpu_interp.memory import SimulatedMemoryLimit
+
+                engine = SimulatedMemoryLimit(engine, self.settings.simulated_memory_pixels)
+            self._engines[key] = engine
         return self._engines[key]
 
     def _build(self, name: str, quality: str) -> InterpolationEngine:

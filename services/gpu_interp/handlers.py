@@ -21,7 +21,7 @@ from sqlalchemy import or_, update
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import HandedBack, TransientError
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, decode_event
@@ -30,10 +30,11 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
-from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_chunk
+from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_with_retries
 from services.gpu_interp.config import WorkerSettings
 from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
+from services.gpu_interp.memory import MemoryStep
 
 log = get_logger()
 
@@ -71,7 +72,7 @@ class ChunkHandler(PipelineHandler):
         bound = log.bind(job_id=str(spec.job_id), chunk_index=spec.chunk_index, stage="gpu_interp")
         async with transaction(self.sessions) as session:
             job = await jobs.get_job(session, spec.job_id)
-        if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if job is None or job.status in FINAL_STATUSES:
             bound.info("chunk of a finished job skipped", status=job.status if job else None)
             return
         epoch = await self._claim(spec)
@@ -183,6 +184,20 @@ class ChunkHandler(PipelineHandler):
             source, output = workdir / "chunk.mkv", workdir / "interp.mkv"
             # told to stop mid-chunk: finish if it fits the grace period (minus room to upload)
             drain = Drain(self.stopping, budget_s=self.settings.shutdown_grace_s * 0.7)
+
+            def on_retry(failed: MemoryStep, following: MemoryStep, error: BaseException) -> None:
+                metrics.OOM_RETRIES.labels(spec.engine).inc()
+                log.warning(
+                    "chunk ran out of memory; retrying lighter",
+                    job_id=str(spec.job_id),
+                    chunk_index=spec.chunk_index,
+                    scale=failed.scale,
+                    batch_size=failed.batch_size,
+                    next_scale=following.scale,
+                    next_batch_size=following.batch_size,
+                    error=str(error)[:300],
+                )
+
             try:
                 await asyncio.to_thread(
                     self.storage.fget_object, self.settings.work_bucket, spec.object_key, str(source)
@@ -191,16 +206,22 @@ class ChunkHandler(PipelineHandler):
                 drain.check(0, 1)  # told to stop while getting ready: hand back before starting
                 started = time.perf_counter()
                 slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
-                frames_out = await asyncio.to_thread(
-                    interpolate_chunk,
+                outcome = await asyncio.to_thread(
+                    interpolate_with_retries,
                     engine,
                     source,
                     output,
                     slots,
+                    width=spec.width,
+                    height=spec.height,
+                    min_scale=self.settings.min_scale,
+                    on_retry=on_retry,
                     expected_frames=spec.frame_count,
                     # intermediates carry frames in order; the muxer stamps the exact output rate
                     out_rate=Fraction(1),
                     batch_size=self.settings.batch_size,
+                    quality_budget=self.settings.quality_budget,
+                    quality_samples=self.settings.quality_samples,
                     on_batch=drain.check,
                 )
             except (HandedBack, asyncio.CancelledError):
@@ -209,6 +230,7 @@ class ChunkHandler(PipelineHandler):
                 metrics.CHUNKS.labels("handed_back").inc()
                 raise
             seconds = time.perf_counter() - started
+            frames_out, quality = outcome.frames_out, outcome.quality
             if lost.is_set() or not await self._renew(spec, epoch):
                 metrics.CHUNKS.labels("fenced").inc()
                 raise LeaseLost(
@@ -234,14 +256,33 @@ class ChunkHandler(PipelineHandler):
                     attempt=spec.attempt,
                     engine=spec.engine,
                     device=str(getattr(engine, "device", "cpu")),
-                    scale=float(getattr(getattr(engine, "settings", None), "scale", None) or 1.0),
+                    scale=outcome.scale or 1.0,
                     interp_seconds=seconds,
                     finished_at=datetime.now(UTC),
+                    quality_psnr_db=quality.psnr_db if quality else None,
+                    quality_ssim=quality.ssim if quality else None,
+                    quality_samples=quality.samples if quality else 0,
+                    quality_seconds=quality.seconds if quality else 0.0,
+                    batch_size=outcome.batch_size,
+                    oom_retries=outcome.oom_retries,
                 ),
             )
             metrics.CHUNKS.labels("done").inc()
             metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
             metrics.FRAMES.labels(spec.engine).inc(frames_out)
+            check: dict[str, object] = {}
+            if quality is not None:
+                # the check's cost against the chunk's own work (interpolation, decode, encode)
+                cost = quality.seconds / max(1e-9, seconds - quality.seconds)
+                metrics.QUALITY_PSNR.labels(spec.engine).observe(quality.psnr_db)
+                metrics.QUALITY_COST.observe(cost)
+                check = {
+                    "quality_psnr_db": round(quality.psnr_db, 2),
+                    "quality_ssim": round(quality.ssim, 4),
+                    "quality_frames": list(quality.frames),
+                    "quality_seconds": round(quality.seconds, 4),
+                    "quality_cost_ratio": round(cost, 4),
+                }
             log.info(
                 "chunk interpolated",
                 job_id=str(spec.job_id),
@@ -249,6 +290,10 @@ class ChunkHandler(PipelineHandler):
                 epoch=epoch,
                 frames_out=frames_out,
                 seconds=round(seconds, 3),
+                scale=outcome.scale,
+                batch_size=outcome.batch_size,
+                oom_retries=outcome.oom_retries,
+                **check,
             )
         finally:
             keeper.cancel()

@@ -18,6 +18,23 @@ CHUNK_SECONDS = Histogram(
     ["engine"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
+# Quality self-check score of a chunk: PSNR of real frames re-created from their neighbours.
+QUALITY_PSNR = Histogram(
+    "infiniteflow_chunk_quality_psnr_db",
+    "Self-check PSNR (dB) of checked chunks.",
+    ["engine"],
+    buckets=(10, 15, 20, 22, 25, 28, 30, 33, 36, 40, 50),
+)
+# Self-check seconds divided by the chunk's own interpolation seconds (the budget keeps it under 0.05).
+QUALITY_COST = Histogram(
+    "infiniteflow_quality_check_cost_ratio",
+    "Self-check time as a share of the chunk's interpolation time.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2),
+)
+# Out-of-memory retries of a chunk at a lighter step (lower scale, then smaller batch).
+OOM_RETRIES = Counter(
+    "infiniteflow_chunk_oom_retries_total", "Chunk retries after running out of memory.", ["engine"]
+)
 # Output frames written by the engine; rate() of it is frames/s per worker.
 FRAMES = Counter("infiniteflow_interpolated_frames_total", "Output frames written by a worker.", ["engine"])
 # Chunks this worker is interpolating right now (0 idle, 1 busy); its average over time is utilisation.

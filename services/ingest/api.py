@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
@@ -45,12 +45,23 @@ from services.ingest.auth import Caller, count_request, presented_key
 from services.ingest.config import IngestSettings
 from services.ingest.job_events import SAFETY_REFRESH_S, JobEventHub
 from services.ingest.keys import upload_key
-from services.ingest.params import InvalidParams, format_fps, normalise_keys, output_fps, parse_params
+from services.ingest.params import (
+    InvalidParams,
+    format_fps,
+    normalise_keys,
+    output_fps,
+    output_metadata,
+    parse_output_options,
+    parse_params,
+)
 from services.ingest.start import JobStarter, object_record, param_defaults
 
 log = get_logger()
 
-OPTION_FIELDS = ("multiplier", "target_fps", "engine", "quality", "webhook_url")
+OPTION_FIELDS = (
+    "multiplier", "target_fps", "engine", "quality", "webhook_url", "codec", "crf", "bitrate", "preset",
+    "dedupe",
+)  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
 HEALTH_TIMEOUT_S = 3.0
@@ -159,6 +170,7 @@ def job_view(job: Job) -> dict[str, Any]:
             else None
         ),
         "params": job.params,
+        "output_options": job.output_options,
         "probe": (
             {
                 "width": probe.width,
@@ -179,13 +191,30 @@ def job_view(job: Job) -> dict[str, Any]:
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": job.plan,
         "result": job.result,
+        "quality": _quality_view(job),
+        # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
+        "timing": (job.result or {}).get("timing"),
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
         },
-        "download_url": f"/api/download/{job.id}" if job.status == JobStatus.COMPLETED.value else None,
+        "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
+    }
+
+
+def _quality_view(job: Job) -> dict[str, Any] | None:
+    """The quality self-check summary: the job's mean score, its worst chunk, the chunks below the floor."""
+    if job.quality_psnr_db is None:
+        return None
+    floor = ((job.result or {}).get("quality") or {}).get("psnr_floor_db")
+    return {
+        "psnr_db": job.quality_psnr_db,
+        "ssim": job.quality_ssim,
+        "worst_chunk": {"index": job.quality_worst_chunk, "psnr_db": job.quality_worst_psnr_db},
+        "psnr_floor_db": floor,
+        "chunks_below_floor": job.quality_low_chunks or [],
     }
 
 
@@ -299,6 +328,11 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                 "engine": {"type": "string", "enum": list(settings.allowed_engines)},
                                 "quality": {"type": "string", "enum": list(settings.allowed_qualities)},
                                 "webhook_url": {"type": "string", "format": "uri"},
+                                "codec": {"type": "string", "enum": ["h264", "h265", "av1", "source"]},
+                                "crf": {"type": "integer", "minimum": 0, "maximum": 63},
+                                "bitrate": {"type": "string", "example": "8M"},
+                                "preset": {"type": "string", "example": "medium"},
+                                "dedupe": {"type": "boolean"},
                             },
                         }
                     }
@@ -347,9 +381,10 @@ def create_api(deps: ApiDeps) -> FastAPI:
             options = {name: value for name in OPTION_FIELDS if isinstance(value := form.get(name), str)}
             try:
                 params = parse_params(options, defaults)
+                output = parse_output_options(options, defaults)
             except InvalidParams as exc:
                 raise ApiError(422, exc.code, exc.message) from None
-            metadata = _params_metadata(params)
+            metadata = _params_metadata(params) | output_metadata(output)
             key = (caller.tenant.bucket_prefix if caller.tenant else "") + upload_key(file.filename)
             file.file.seek(0)
             written = await asyncio.to_thread(
@@ -413,7 +448,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 f"the job failed, there is no output: {job.error_code}: {job.error_message}",
                 job_error={"code": job.error_code, "message": job.error_message},
             )
-        if job.status != JobStatus.COMPLETED.value or not job.output_key:
+        if job.status not in SUCCEEDED or not job.output_key:
             raise ApiError(
                 409,
                 "E_JOB_NOT_READY",
@@ -456,7 +491,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 if state != sent:
                     sent = state
                     yield ServerSentEvent(json.dumps(job_view(job)), event="status", id=str(job.progress))
-                if job.status in (JobStatus.COMPLETED.value, JobStatus.FAILED.value):
+                if job.status in FINAL_STATUSES:
                     return
                 # wait for the next notification; the timeout covers one lost while disconnected
                 refresh_s = SAFETY_REFRESH_S if hub is not None and hub.connected.is_set() else 1.0

@@ -1,7 +1,8 @@
 """User options → `JobParams` (pure).
 
 Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `webhook-url`,
-already lower-cased by the event parser) or as API form fields (`target_fps`, `webhook_url`). Absent
+and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by the event
+parser) or as API form fields (`target_fps`, `webhook_url`). Absent
 options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
 allowed, so the user can fix the upload. Unknown metadata keys are ignored: other tools set their own.
 """
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.output import OutputOptionError, OutputOptions, for_source, parse_output
 
 MULTIPLIERS = (2, 4, 8)
 MAX_URL_LENGTH = 2048
@@ -39,6 +41,8 @@ class ParamDefaults:
     engines: tuple[str, ...] = ("rife", "flow")
     qualities: tuple[str, ...] = ("fast", "tta", "best")
     max_fps: float = 480.0
+    # Video encoders this FFmpeg lists (the output codecs offered follow from them).
+    encoders: frozenset[str] = frozenset()
 
 
 def normalise_keys(options: Mapping[str, str | None]) -> dict[str, str]:
@@ -112,6 +116,34 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
         quality=quality,
         webhook_url=webhook_url,
     )
+
+
+def parse_output_options(options: Mapping[str, str | None], defaults: ParamDefaults) -> OutputOptions:
+    """The output video options (`codec`, `crf`, `bitrate`, `preset`, `dedupe`); `InvalidParams` when bad."""
+    try:
+        return parse_output(normalise_keys(options), defaults.encoders)
+    except OutputOptionError as exc:
+        raise InvalidParams(exc.message, code=exc.code) from exc
+
+
+def resolve_output(options: OutputOptions, probe: MediaProbe, defaults: ParamDefaults) -> OutputOptions:
+    """`codec=source` made concrete with the probed input's codec; `InvalidParams` when impossible."""
+    try:
+        return for_source(options, probe.video_codec, defaults.encoders)
+    except OutputOptionError as exc:
+        raise InvalidParams(exc.message, code=exc.code) from exc
+
+
+def output_metadata(options: OutputOptions) -> dict[str, str]:
+    """The options as object user metadata (`codec` as asked, so `source` stays `source`)."""
+    values = {
+        "codec": options.codec,
+        "crf": None if options.crf is None else str(options.crf),
+        "bitrate": None if options.bitrate is None else str(options.bitrate),
+        "preset": options.preset,
+        "dedupe": "true" if options.dedupe else None,
+    }
+    return normalise_keys(values)
 
 
 def check_webhook_url(url: str) -> None:

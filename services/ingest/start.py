@@ -38,11 +38,20 @@ from infiniteflow_common.failures import ScratchFullError, is_disk_full
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.output import available_encoders
 from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
-from services.ingest.params import InvalidParams, ParamDefaults, check_against_probe, input_fps, parse_params
+from services.ingest.params import (
+    InvalidParams,
+    ParamDefaults,
+    check_against_probe,
+    input_fps,
+    parse_output_options,
+    parse_params,
+    resolve_output,
+)
 from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_file
 
 log = get_logger()
@@ -78,6 +87,7 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
         engines=tuple(settings.allowed_engines),
         qualities=tuple(settings.allowed_qualities),
         max_fps=settings.max_fps,
+        encoders=available_encoders(),
     )
 
 
@@ -129,6 +139,11 @@ class JobStarter:
             params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
         except InvalidParams:
             params = {"requested": dict(record.user_metadata)}
+        # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
+        # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
+        output: dict[str, Any] | None = None
+        with contextlib.suppress(InvalidParams):
+            output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
         async with transaction(self.sessions) as session:
             # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
             tenant = await tenant_of_key(session, record.key)
@@ -142,6 +157,7 @@ class JobStarter:
                 source_version=record.version_id,
                 size_bytes=record.size,
                 params=params,
+                output_options=output,
             )
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
@@ -171,8 +187,10 @@ class JobStarter:
             params: JobParams | None = None
             try:
                 params = parse_params(record.user_metadata, self.defaults)
+                output = parse_output_options(record.user_metadata, self.defaults)
                 probe = await self._fetch_and_probe(job_id, record, params)
                 check_against_probe(params, probe)
+                output = resolve_output(output, probe, self.defaults)
             except (*PERMANENT, OSError) as exc:
                 if isinstance(exc, OSError) and not is_disk_full(exc):
                     raise
@@ -201,6 +219,7 @@ class JobStarter:
                 .values(
                     params=params.to_avro(),
                     probe=probe.to_avro(),
+                    output_options=output.model_dump(mode="json"),
                     progress=func.greatest(Job.progress, STARTED_PROGRESS),
                     updated_at=utcnow(),
                 )

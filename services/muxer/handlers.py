@@ -16,7 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from fractions import Fraction
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -24,7 +24,7 @@ from sqlmodel import col
 
 from infiniteflow_common import jobs
 from infiniteflow_common.chaos import crash_point
-from infiniteflow_common.db import Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import (
     ChunkInterpolated,
@@ -36,6 +36,8 @@ from infiniteflow_common.events import (
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.output import OutputOptions
+from infiniteflow_common.reports import timing_view
 from infiniteflow_common.tenants import tenant_prefix
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
@@ -43,12 +45,17 @@ from services.muxer.assemble import (
     MuxError,
     OutputSpec,
     build_command,
+    measure_output,
+    output_times,
+    probe_hdr,
     probe_streams,
+    restamp,
     rotation_command,
     run_ffmpeg,
     write_concat_list,
 )
 from services.muxer.config import MuxerSettings
+from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
 
 log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
@@ -96,6 +103,13 @@ class MuxHandler(PipelineHandler):
                     output_key=event.object_key,
                     frames_out=event.frames_out,
                     interp_seconds=event.interp_seconds,
+                    quality_psnr_db=event.quality_psnr_db,
+                    quality_ssim=event.quality_ssim,
+                    quality_samples=event.quality_samples,
+                    quality_seconds=event.quality_seconds,
+                    scale=event.scale,
+                    batch_size=event.batch_size,
+                    oom_retries=event.oom_retries,
                     worker=event.worker_id,
                     finished_at=event.finished_at,
                 )
@@ -130,11 +144,7 @@ class MuxHandler(PipelineHandler):
                 )
             ).scalar_one()
             job = await session.get(Job, job_id, with_for_update=True)
-            if (
-                job is None
-                or job.chunks_total is None
-                or job.status in (JobStatus.COMPLETED, JobStatus.FAILED)
-            ):
+            if job is None or job.chunks_total is None or job.status in FINAL_STATUSES:
                 return
             progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
             await session.execute(
@@ -183,6 +193,10 @@ class MuxHandler(PipelineHandler):
             concat = workdir / "chunks.ffconcat"
             write_concat_list(concat, paths)
             output = workdir / "output.mp4"
+            streams = await asyncio.to_thread(probe_streams, source)
+            options = OutputOptions.model_validate(job.output_options or {})
+            encoder = options.encoder or "libx264"
+            x264 = encoder == "libx264"
             spec = OutputSpec(
                 rate=rate,
                 pix_fmt=str(probe.get("pix_fmt") or "yuv420p"),
@@ -191,16 +205,27 @@ class MuxHandler(PipelineHandler):
                 color_space=probe.get("color_space"),
                 color_transfer=probe.get("color_transfer"),
                 color_primaries=probe.get("color_primaries"),
-                crf=self.settings.x264_crf,
-                preset=self.settings.x264_preset,
+                encoder=encoder,
+                crf=options.crf if options.crf is not None or not x264 else self.settings.x264_crf,
+                preset=options.preset or (self.settings.x264_preset if x264 else None),
+                bitrate=options.bitrate,
+                hdr=await asyncio.to_thread(probe_hdr, source, streams),
             )
-            streams = await asyncio.to_thread(probe_streams, source)
             encoded = workdir / "encoded.mp4" if spec.rotation % 360 else output
-            command = build_command(concat, source, encoded, spec, streams)
+            timed: Path | None = None
+            stamps = output_times(plan)
+            if stamps is not None:  # variable-rate input kept variable: frames keep their own times
+                timed = workdir / "timed.nut"
+                await asyncio.to_thread(restamp, paths, timed, *stamps)
+            command = build_command(
+                concat, source, encoded, spec, streams,
+                timed_video=timed, time_base=stamps[0] if stamps else None,
+            )  # fmt: skip
             await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
             if encoded != output:
                 rotate = rotation_command(encoded, output, spec.rotation)
                 await asyncio.to_thread(run_ffmpeg, rotate, self.settings.ffmpeg_timeout_s)
+            measured = await asyncio.to_thread(measure_output, output)
             async with transaction(self.sessions) as session:
                 prefix = await tenant_prefix(session, job.tenant_id)
             key = output_key(job, rate, prefix)
@@ -217,6 +242,18 @@ class MuxHandler(PipelineHandler):
             shutil.rmtree(workdir, ignore_errors=True)
         in_rate = Fraction(plan["in_rate"])
         out_frames = int(plan["out_frames"])
+        quality = quality_report(
+            (ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim) for c in chunks),
+            self.settings.quality_psnr_floor,
+        )
+        status = final_status(quality)
+        timing = timing_report(plan, input_vfr=bool(probe.get("is_vfr")), measured=measured)
+        if timing.audio_video_drift_s is not None and abs(timing.audio_video_drift_s) >= 1 / float(rate):
+            log.warning(
+                "audio and video ends differ by more than one output frame",
+                job_id=str(job_id),
+                drift_s=round(timing.audio_video_drift_s, 4),
+            )
         completed_at = datetime.now(UTC)
         result = {
             "output_bucket": self.settings.output_bucket,
@@ -230,17 +267,32 @@ class MuxHandler(PipelineHandler):
             "scene_starts": plan["scene_starts"],
             "vfr_converted": plan["vfr_converted"],
             "mux_seconds": round(time.perf_counter() - started, 3),
+            "video": {
+                "encoder": spec.encoder,
+                "crf": spec.crf,
+                "bitrate": spec.bitrate,
+                "preset": spec.preset,
+            },
+            "quality": quality.model_dump(mode="json") if quality else None,
+            "timing": timing_view(
+                timing, in_rate=in_rate, out_rate=rate, in_frames=int(plan["source_frames"])
+            ),
         }
         async with transaction(self.sessions) as session:
             completed = await jobs.advance(
                 session,
                 job_id,
-                JobStatus.COMPLETED,
+                status,
                 progress=100,
                 output_bucket=self.settings.output_bucket,
                 output_key=key,
                 completed_at=completed_at,
                 result=result,
+                quality_psnr_db=quality.psnr_db if quality else None,
+                quality_ssim=quality.ssim if quality else None,
+                quality_worst_chunk=quality.worst_chunk_index if quality else None,
+                quality_worst_psnr_db=quality.worst_chunk_psnr_db if quality else None,
+                quality_low_chunks=list(quality.chunks_below_floor) if quality else None,
             )
         await self.publish(
             Topic.JOB_COMPLETED,
@@ -261,9 +313,24 @@ class MuxHandler(PipelineHandler):
                 duration_s=out_frames / float(rate),
                 processing_seconds=(completed_at - job.created_at).total_seconds(),
                 completed_at=completed_at,
+                status=status.value,
+                quality=quality,
+                timing=timing,
             ),
         )
         metrics.MUX_SECONDS.observe(time.perf_counter() - started)
         if completed:  # a replayed assembly does not count the job twice
             observe_job(job, completed_at, mux_seconds=result["mux_seconds"])
-        log.info("job completed", job_id=str(job_id), output_key=key, out_frames=out_frames, size_bytes=size)
+            if quality is not None:
+                metrics.JOB_QUALITY_PSNR.observe(quality.psnr_db)
+        log.info(
+            "job completed",
+            job_id=str(job_id),
+            status=status.value,
+            output_key=key,
+            out_frames=out_frames,
+            size_bytes=size,
+            quality_psnr_db=round(quality.psnr_db, 2) if quality else None,
+            worst_chunk=quality.worst_chunk_index if quality else None,
+            chunks_below_floor=list(quality.chunks_below_floor) if quality else None,
+        )

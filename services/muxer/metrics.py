@@ -14,6 +14,12 @@ MUX_SECONDS = Histogram(
     "Seconds the muxer spent assembling one job.",
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
+# Quality self-check score of completed jobs: mean PSNR (dB) of real frames re-created from neighbours.
+JOB_QUALITY_PSNR = Histogram(
+    "infiniteflow_job_quality_psnr_db",
+    "Self-check PSNR (dB) of completed jobs (mean over their checked chunks).",
+    buckets=(10, 15, 20, 22, 25, 28, 30, 33, 36, 40, 50),
+)
 # End-to-end latency of a completed job: job row created (upload seen) → output uploaded.
 JOB_SECONDS = Histogram(
     "infiniteflow_job_seconds", "Seconds from job creation to completion.", buckets=_JOB_BUCKETS

@@ -14,11 +14,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from standardwebhooks import Webhook
 
 from infiniteflow_common.events import JobCompleted, JobFailed, JobParams
+from infiniteflow_common.reports import timing_view
 from services.notifier.schedule import RetryPolicy
 
 USER_AGENT = "InfiniteFlow-Webhooks/1"
@@ -82,9 +84,15 @@ def _params(params: JobParams | None) -> dict[str, Any] | None:
 def completed_data(
     event: JobCompleted, *, output_url: str, output_url_expires_at: datetime
 ) -> dict[str, Any]:
-    """The `data` of a job.completed webhook: source, parameters, the output and its presigned URL."""
+    """The `data` of a job.completed webhook: source, parameters, the output and its presigned URL.
+
+    `status` is `completed` or `completed_with_warnings`; `quality` is the self-check summary (null
+    when no chunk was checked) whose `chunks_below_floor` names the chunks behind a warning; `timing`
+    is the timing report (rates, frame counts, durations, audio drift, scene cuts, VFR).
+    """
     return {
         "job_id": str(event.job_id),
+        "status": event.status,
         "source": {"bucket": event.bucket, "key": event.key},
         "params": _params(event.params),
         "input": {
@@ -102,6 +110,17 @@ def completed_data(
         },
         "duration_s": event.duration_s,
         "processing_seconds": event.processing_seconds,
+        "quality": None if event.quality is None else event.quality.model_dump(mode="json"),
+        "timing": (
+            None
+            if event.timing is None
+            else timing_view(
+                event.timing,
+                in_rate=Fraction(event.in_fps_num, event.in_fps_den),
+                out_rate=Fraction(event.out_fps_num, event.out_fps_den),
+                in_frames=event.in_frame_count,
+            )
+        ),
     }
 
 

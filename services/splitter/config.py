@@ -21,5 +21,8 @@ class SplitterSettings(CommonSettings):
     scene_min_frames: int = Field(default=8, ge=1)
     # Width of the frames the scene detector sees (downscaled: faster, and noise-robust).
     scene_width: int = Field(default=256, ge=32)
+    # With the dedupe option, a frame whose small luma image differs from the last distinct one by
+    # less than this mean absolute difference (0–255) is a duplicate and is skipped.
+    dedupe_threshold: float = Field(default=1.0, ge=0)
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "splitter"
     metrics_port: int | None = 9102

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
 from infiniteflow_common import jobs
-from infiniteflow_common.db import Chunk, ChunkStatus, JobStatus, transaction
+from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.events import ChunkReady, JobSplit, OutputSlot, VideoUploaded, decode_event
 from infiniteflow_common.failures import job_fails_on
@@ -33,6 +33,7 @@ from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.config import SplitterSettings
+from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.plan import JobPlan, plan_job
 from services.splitter.scenes import SceneCuts, small_bgr
 
@@ -44,9 +45,17 @@ class Analysis:
     """What one decode pass learned: frame timestamps, scene starts (in CFR indices), rate."""
 
     rate: Fraction
-    source_of: list[int]  # CFR frame index → decoded frame index
+    source_of: list[int]  # planning frame index → decoded frame index
     scene_starts: list[int]
     vfr_converted: bool
+    # With duplicates skipped: each planning frame's position on the input timeline (in frames) and
+    # the input's frame count; None / 0 when every frame is planned.
+    positions: list[Fraction] | None = None
+    input_frames: int = 0
+    # Variable-rate input kept as it is: every decoded frame's timestamp in ticks of `time_base`,
+    # from the first frame (the muxer stamps the output between them); None when constant.
+    pts: list[int] | None = None
+    time_base: Fraction | None = None
 
 
 def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
@@ -71,16 +80,16 @@ class SplitHandler(PipelineHandler):
         event = decode_event(self.catalog, delivery.value, VideoUploaded)
         async with transaction(self.sessions) as session:
             job = await jobs.get_job(session, event.job_id)
-        if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if job is None or job.status in FINAL_STATUSES:
             log.info("nothing to split", job_id=str(event.job_id), status=job.status if job else None)
             return
         if job.split_at is not None:
             await self._announce(event, await self._pending_chunks(event.job_id), job.plan or {})
             return
         async with job_fails_on(self.sessions, self.publish, job_id=event.job_id, stage="splitter"):
-            await self._split(event)
+            await self._split(event, dedupe=bool((job.output_options or {}).get("dedupe")))
 
-    async def _split(self, event: VideoUploaded) -> None:
+    async def _split(self, event: VideoUploaded, *, dedupe: bool = False) -> None:
         started = time.perf_counter()
         async with transaction(self.sessions) as session:
             await jobs.advance(session, event.job_id, JobStatus.SPLITTING, progress=5)
@@ -91,10 +100,15 @@ class SplitHandler(PipelineHandler):
             source = workdir / "source"
             self.storage.fget_object(event.bucket, event.key, str(source))
             probe = event.probe
-            analysis = self._analyse(
-                source, probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den
-            )
             params = event.params
+            analysis = self._analyse(
+                source,
+                probe.avg_fps_num or probe.fps_num,
+                probe.avg_fps_den or probe.fps_den,
+                dedupe=dedupe,
+                # a multiplier keeps a variable rate (frames between the real ones); a target rate is CFR
+                keep_vfr=params.multiplier is not None,
+            )
             target = Fraction(params.target_fps) if params.target_fps else None
             out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
             plan = plan_job(
@@ -103,17 +117,27 @@ class SplitHandler(PipelineHandler):
                 out_rate,
                 analysis.scene_starts,
                 self.settings.chunk_frames,
+                positions=analysis.positions,
+                input_frames=analysis.input_frames or None,
             )
             specs = self._write_chunks(event, source, workdir, plan, analysis)
+            # scene cuts as the user counts frames: input frame indices, whatever was skipped
+            positions = analysis.positions
+            scene_starts = [int(positions[s]) if positions else s for s in plan.scene_starts]
             plan_doc = {
                 "in_rate": f"{plan.in_rate.numerator}/{plan.in_rate.denominator}",
                 "out_rate": f"{plan.out_rate.numerator}/{plan.out_rate.denominator}",
-                "source_frames": plan.source_frames,
+                "source_frames": plan.input_frames or plan.source_frames,
                 "out_frames": plan.out_frames,
-                "scene_starts": list(plan.scene_starts),
+                "scene_starts": scene_starts,
                 "vfr_converted": analysis.vfr_converted,
                 "chunk_count": len(plan.chunks),
+                "duplicates_skipped": (plan.input_frames or plan.source_frames) - plan.source_frames,
+                "vfr_kept": analysis.pts is not None,
             }
+            if analysis.pts is not None and analysis.time_base is not None:
+                plan_doc["time_base"] = str(analysis.time_base)
+                plan_doc["pts"] = analysis.pts
             await self._record(event.job_id, plan, specs, plan_doc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -123,25 +147,54 @@ class SplitHandler(PipelineHandler):
             "job split",
             job_id=str(event.job_id),
             chunks=len(specs),
-            scene_starts=list(plan.scene_starts),
+            scene_starts=scene_starts,
             out_frames=plan.out_frames,
             vfr_converted=analysis.vfr_converted,
+            duplicates_skipped=plan_doc["duplicates_skipped"],
         )
         await self._announce(event, specs, plan_doc)
 
-    def _analyse(self, source: Path, num: int, den: int) -> Analysis:
-        """First pass: timestamps, VFR detection and scene cuts."""
+    def _analyse(
+        self, source: Path, num: int, den: int, *, dedupe: bool = False, keep_vfr: bool = False
+    ) -> Analysis:
+        """First pass: timestamps, VFR detection, scene cuts and (when asked) duplicated frames."""
+        duplicates = DuplicateDetector(self.settings.dedupe_threshold) if dedupe else None
+        analysis = self._analyse_timing(source, num, den, duplicates, keep_vfr)
+        if duplicates is None:
+            return analysis
+        kept = kept_frames(analysis.source_of, duplicates.distinct)
+        if len(kept) < 2 or len(kept) == len(analysis.source_of):
+            return analysis  # a still image, or nothing repeated: plan every frame
+        return Analysis(
+            analysis.rate,
+            [analysis.source_of[c] for c in kept],
+            kept_scene_starts(analysis.scene_starts, kept),
+            analysis.vfr_converted,
+            positions=[Fraction(c) for c in kept],
+            input_frames=len(analysis.source_of),
+            pts=analysis.pts,
+            time_base=analysis.time_base,
+        )
+
+    def _analyse_timing(
+        self, source: Path, num: int, den: int, duplicates: DuplicateDetector | None, keep_vfr: bool
+    ) -> Analysis:
         rate = rational(num, den)
         timestamps: list[Fraction] = []
+        time_base: Fraction | None = None
         cuts = SceneCuts(rate, self.settings.scene_threshold, self.settings.scene_min_frames)
         index = -1
         for index, frame in enumerate(decode_video(source)):
+            time_base = time_base or (Fraction(frame.time_base) if frame.time_base else None)
             timestamps.append(
                 Fraction(frame.pts or 0) * Fraction(frame.time_base or 0)
                 if frame.pts is not None
                 else Fraction(index) / rate
             )
-            cuts.feed(index, small_bgr(frame, self.settings.scene_width))
+            small = small_bgr(frame, self.settings.scene_width)
+            cuts.feed(index, small)
+            if duplicates is not None:
+                duplicates.feed(small)
         if index < 0:
             raise MediaError("the video stream has no decodable frame", code="E_MEDIA_NO_FRAMES")
         starts = cuts.finish(index)
@@ -149,6 +202,18 @@ class SplitHandler(PipelineHandler):
             return Analysis(rate, list(range(len(timestamps))), starts, vfr_converted=False)
         # Containers often misreport a VFR stream's average (Matroska says the nominal rate): measure it.
         rate = average_rate(timestamps)
+        if keep_vfr and time_base:
+            ticks = [(ts - timestamps[0]) / time_base for ts in timestamps]
+            if all(t.denominator == 1 and t >= 0 for t in ticks) and ticks == sorted(set(ticks)):
+                frames = list(range(len(timestamps)))
+                return Analysis(
+                    rate,
+                    frames,
+                    starts,
+                    vfr_converted=False,
+                    pts=[int(t) for t in ticks],
+                    time_base=time_base,
+                )
         source_of = cfr_sources(timestamps, rate)
         first_cfr: dict[int, int] = {}
         for cfr_index, decoded in enumerate(source_of):

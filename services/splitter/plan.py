@@ -63,6 +63,8 @@ class JobPlan:
     out_frames: int
     scene_starts: tuple[int, ...]
     chunks: tuple[ChunkPlan, ...]
+    # The input's frame count when duplicates were skipped (source_frames counts the kept ones).
+    input_frames: int | None = None
 
 
 def plan_job(
@@ -71,8 +73,16 @@ def plan_job(
     out_rate: Fraction,
     scene_starts: Sequence[int],
     max_frames: int,
+    *,
+    positions: Sequence[Fraction] | None = None,
+    input_frames: int | None = None,
 ) -> JobPlan:
-    """Split a job into chunks. `scene_starts` are source indices where a new scene begins."""
+    """Split a job into chunks. `scene_starts` are source indices where a new scene begins.
+
+    With `positions`, the `source_frames` planned are the frames kept out of `input_frames` (the
+    duplicates skipped), each at its position on the input's timeline; indices (scene starts,
+    chunks) then count kept frames, and the output still covers the whole input.
+    """
     if source_frames < 2:
         raise PlanError(f"{source_frames} frame(s): at least two are needed to interpolate")
     if max_frames < 2:
@@ -88,7 +98,10 @@ def plan_job(
             # inside a scene a chunk owns max_frames - 1 frames plus the next chunk's first
             ranges.append((cursor, stop, stop < end))
             cursor = stop
-    all_slots = timing.plan(source_frames, in_rate, out_rate)
+    if positions is None:
+        all_slots = timing.plan(source_frames, in_rate, out_rate)
+    else:
+        all_slots = timing.plan_at(positions, input_frames or source_frames, in_rate, out_rate)
     last_of_scene = {end - 1 for _, end in scene_bounds}
     chunks: list[ChunkPlan] = []
     position = 0
@@ -117,4 +130,5 @@ def plan_job(
         out_frames=len(all_slots),
         scene_starts=tuple(starts),
         chunks=tuple(chunks),
+        input_frames=input_frames,
     )

@@ -101,14 +101,20 @@ KEPT_DEFAULTS: dict[str, str] = {
     ),
     **_kept("output encoding", "X264_PRESET", "X264_CRF", "FFMPEG_TIMEOUT_S"),
     **_kept(
+        "quality self-check and duplicate detection: product rules, the same in every deployment",
+        "QUALITY_PSNR_FLOOR", "QUALITY_BUDGET", "QUALITY_SAMPLES", "DEDUPE_THRESHOLD",
+    ),
+    **_kept("out-of-memory retries: the lowest flow scale a chunk is retried at", "MIN_SCALE"),
+    **_kept(
         "webhook delivery: Standard Webhooks' suggested schedule and limits",
         "WEBHOOK_TIMEOUT_S", "WEBHOOK_RETRY_SCHEDULE_S", "WEBHOOK_JITTER_RATIO", "WEBHOOK_RETRY_AFTER_MAX_S",
         "WEBHOOK_POLL_INTERVAL_S", "WEBHOOK_BATCH_SIZE", "WEBHOOK_OUTPUT_URL_TTL_S",
     ),
 }  # fmt: skip
 
-# Fault-test switches (infiniteflow_common.chaos): a deployment must never set them.
-NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER"})
+# Fault-test switches (infiniteflow_common.chaos, the workers' pretend memory budget): a deployment
+# must never set them.
+NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER", "SIMULATED_MEMORY_PIXELS"})
 
 # Credentials: every SecretStr setting, and the S3 access key (a plain str, but half of a credential).
 PLAIN_CREDENTIALS = frozenset({"S3_ACCESS_KEY"})

@@ -6,6 +6,7 @@ These run the five services as processes against the real Kafka, MinIO, PostgreS
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -230,27 +231,66 @@ async def test_a_duplicate_minio_event_gives_one_job(
     assert len(listed) == 1, "one output"
 
 
-async def test_variable_frame_rate_input_is_made_constant_and_the_job_says_so(
-    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
-) -> None:
+def _vfr_source(path: Path) -> Path:
     from tests.fixtures.media import run
 
-    source = workdir / "vfr.mkv"
     # 30 fps for half a second, then every other frame kept with its own timestamp (15 fps)
     run("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=30:duration=2", "-vf", "select='lt(n\\,15)+not(mod(n\\,2))'",
-        "-fps_mode", "vfr", "-c:v", "ffv1", str(source))  # fmt: skip
+        "-fps_mode", "vfr", "-c:v", "ffv1", str(path))  # fmt: skip
+    return path
+
+
+def _frame_times(path: Path) -> list[Fraction]:
+    """Presentation times of the video packets, exact (packet pts × stream time base), sorted."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts:stream=time_base",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    probed = json.loads(out.stdout)
+    tick = Fraction(probed["streams"][0]["time_base"])
+    return sorted(int(p["pts"]) * tick for p in probed["packets"])
+
+
+async def test_variable_frame_rate_input_with_a_target_rate_is_made_constant_and_the_job_says_so(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    source = _vfr_source(workdir / "vfr.mkv")
     key = f"e2e/{unique}/vfr.mkv"
-    _drop(settings, source, key, multiplier="2", engine="flow")
+    _drop(settings, source, key, **{"target-fps": "40", "engine": "flow"})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
     async with httpx.AsyncClient(base_url=settings.api_url) as client:
         status = (await client.get(f"/api/status/{job['id']}")).json()
     assert status["plan"]["vfr_converted"] is True
+    assert (status["timing"]["input"]["vfr"], status["timing"]["input"]["vfr_converted"]) == (True, True)
     result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
-    in_rate = Fraction(status["plan"]["in_rate"])
-    assert _rate(result) == 2 * in_rate, "constant output at twice the average input rate"
+    assert _rate(result) == 40, "constant output at the target rate"
     duration = float(Fraction(int(result["nb_read_frames"])) / _rate(result))
-    assert abs(duration - 2.0) < 2 / float(_rate(result))
+    assert abs(duration - 2.0) < 2 / 40
+
+
+async def test_variable_frame_rate_input_with_a_multiplier_keeps_every_source_timestamp(
+    pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
+) -> None:
+    source = _vfr_source(workdir / "vfr.mkv")
+    key = f"e2e/{unique}/vfr-kept.mkv"
+    _drop(settings, source, key, multiplier="2", engine="flow")
+    job = await wait_for_job(settings, key=key)
+    assert job["status"] == "completed", job["error_message"]
+    async with httpx.AsyncClient(base_url=settings.api_url) as client:
+        status = (await client.get(f"/api/status/{job['id']}")).json()
+    assert status["plan"]["vfr_kept"] is True
+    assert (status["timing"]["input"]["vfr"], status["timing"]["input"]["vfr_converted"]) == (True, False)
+    source_times = _frame_times(source)
+    output_times = _frame_times(_download(settings, job, workdir / "out.mp4"))
+    assert len(output_times) == 2 * len(source_times)
+    assert output_times[0::2] == source_times, "every source frame at its own timestamp"
+    middles = [(a + b) / 2 for a, b in itertools.pairwise(source_times)]
+    assert output_times[1:-1:2] == middles, "one added frame exactly half way through each interval"
 
 
 async def test_rotation_colour_metadata_and_subtitles_are_kept(

@@ -79,3 +79,20 @@ async def test_a_job_is_unique_by_its_source_object(empty_database: str) -> None
         assert await connection.execute(insert, "etag-2") == "INSERT 0 1", "a new version of the object does"
     finally:
         await connection.close()
+
+
+async def test_a_job_completed_with_warnings_is_kept_as_completed_when_migrated_down(
+    empty_database: str,
+) -> None:
+    migrate.upgrade(empty_database)
+    connection = await asyncpg.connect(_dsn(empty_database))
+    insert = (
+        "insert into jobs (id, source, source_bucket, source_key, source_etag, status, quality_psnr_db) "
+        "values (gen_random_uuid(), 'bucket', 'incoming', 'a.mp4', 'e', 'completed_with_warnings', 19.5)"
+    )
+    try:
+        assert await connection.execute(insert) == "INSERT 0 1"
+        migrate.downgrade(empty_database, "0003")
+        assert await connection.fetchval("select status from jobs") == "completed"
+    finally:
+        await connection.close()

@@ -70,6 +70,15 @@ class InterpolationEngine(ABC):
         )
         return [r[0] for r in result] if single else result
 
+    def memory_scale(self, height: int, width: int) -> float | None:
+        """The flow-estimation scale used for frames of this size; None for an engine without one."""
+        return None
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        """Use this flow scale (None: the engine's automatic choice) and at most this many pairs per
+        forward pass (None: the configured number) from now on; engines without them ignore it."""
+        return None
+
     @abstractmethod
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         """Batched form: `first`/`second` are 4-D and checked; one result batch per time."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -92,9 +92,15 @@ def cpu_has_native_bf16() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
 
 
-def auto_scale(height: int, width: int) -> float:
-    """Flow-estimation scale by frame size: 1.0 up to about 1080p, 0.5 above (4K motion is larger)."""
-    return 1.0 if height * width <= 2560 * 1440 else 0.5
+def auto_scale(height: int, width: int, device: str = "cuda") -> float:
+    """Flow-estimation scale by frame size: 1.0 up to about 1440p, 0.5 above (4K motion is larger).
+
+    On a CPU, frames above 1440p get 0.25: at 0.5 one 4K pair takes ~40 s and ~4 GB on a 2-core
+    machine, so a 48-frame chunk would outlast the consumer's poll interval; 0.25 takes a third.
+    """
+    if height * width <= 2560 * 1440:
+        return 1.0
+    return 0.5 if device != "cpu" else 0.25
 
 
 class Estimate(NamedTuple):
@@ -134,6 +140,7 @@ class RifeEngine(InterpolationEngine):
         self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
     ) -> None:
         self.settings = settings or RifeSettings()
+        self._configured = self.settings
         s = self.settings
         self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
@@ -184,7 +191,17 @@ class RifeEngine(InterpolationEngine):
     # -- the model ---------------------------------------------------------------------------------
 
     def _scale(self, height: int, width: int) -> float:
-        return self.settings.scale or auto_scale(height, width)
+        return self.settings.scale or auto_scale(height, width, self.device.type)
+
+    def memory_scale(self, height: int, width: int) -> float | None:
+        return self._scale(height, width)
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        self.settings = replace(
+            self.settings,
+            scale=scale if scale is not None else self._configured.scale,
+            batch_size=batch_size if batch_size is not None else self._configured.batch_size,
+        )
 
     @torch.inference_mode()
     def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, scale: float) -> list[Estimate]:

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const FINAL = new Set(["completed", "failed"]);
+const FINAL = new Set(["completed", "completed_with_warnings", "failed"]);
 let chosen = null;
 window.progressSeen = []; // every progress value shown, in order (the end-to-end test reads it)
 
@@ -100,7 +100,7 @@ function follow(jobId) {
     const chunks = job.chunks && job.chunks.total ? ` · chunks ${job.chunks.done}/${job.chunks.total}` : "";
     showProgress(job.progress, job.status);
     $("chunks").textContent = chunks;
-    if (job.status === "completed") done(jobId, job);
+    if (job.status === "completed" || job.status === "completed_with_warnings") done(jobId, job);
     else if (job.status === "failed") fail(job.error ? `${job.error.code}: ${job.error.message}` : "the job failed");
     return FINAL.has(job.status);
   };
@@ -138,7 +138,7 @@ function done(jobId, job) {
   $("before").src = URL.createObjectURL(chosen);
   $("after").src = url;
   $("compare").hidden = false;
-  setState("completed");
+  setState(job.status);
 }
 
 function seekBoth() {

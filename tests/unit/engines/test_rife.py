@@ -91,6 +91,27 @@ def test_the_resolution_picks_the_flow_scale() -> None:
 
     assert auto_scale(1080, 1920) == 1.0
     assert auto_scale(2160, 3840) == 0.5
+    assert auto_scale(2160, 3840, "cpu") == 0.25, "a CPU worker keeps 4K chunks inside its poll interval"
+    assert auto_scale(1080, 1920, "cpu") == 1.0
+
+
+def test_a_4k_pair_works_on_a_cpu_without_tuning_and_memory_settings_can_be_lowered_and_restored() -> None:
+    import time
+
+    from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
+
+    engine = RifeEngine(RifeSettings(device="cpu"))
+    assert engine.memory_scale(2160, 3840) == 0.25
+    first, second, truth = (panned(2160, 3840, dx) for dx in (0, 16, 8))
+    started = time.perf_counter()
+    out = engine.interpolate(first, second)
+    assert time.perf_counter() - started < 60
+    assert out.shape == (2160, 3840, 3)
+    assert mse(out, truth) < mse(first, truth) / 4
+    engine.set_memory(0.125, 1)
+    assert (engine.memory_scale(2160, 3840), engine.settings.batch_size) == (0.125, 1)
+    engine.set_memory(None, None)
+    assert (engine.settings.scale, engine.settings.batch_size) == (None, 4), "back to the configured settings"
 
 
 @pytest.mark.gpu

@@ -26,5 +26,6 @@ def test_every_status_is_reported_even_at_zero() -> None:
         "interpolating": 0,
         "muxing": 0,
         "completed": 3,
+        "completed_with_warnings": 0,
         "failed": 1,
     }

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from infiniteflow_common.events import JobCompleted, JobFailed, JobParams
+from infiniteflow_common.events import JobCompleted, JobFailed, JobParams, QualityReport, TimingReport
 from services.notifier.schedule import RetryPolicy
 from services.notifier.webhooks import (
     E_WEBHOOK_EXHAUSTED,
@@ -106,6 +106,7 @@ def test_a_completed_body_carries_source_params_output_url_rates_counts_and_timi
         "timestamp": "2026-11-23T23:59:58.123Z",
         "data": {
             "job_id": str(JOB_ID),
+            "status": "completed",
             "source": {"bucket": "incoming", "key": "clips/été 1+1%.mp4"},
             "params": {
                 "multiplier": 2,
@@ -126,11 +127,56 @@ def test_a_completed_body_carries_source_params_output_url_rates_counts_and_timi
             },
             "duration_s": 10.01,
             "processing_seconds": 12.5,
+            "quality": None,
+            "timing": None,
         },
     }
     # Compact UTF-8 JSON with the type first: the exact bytes that are signed and stored.
     assert body.startswith('{"type":"job.completed","timestamp":"2026-11-23T23:59:58.123Z","data":{')
     assert "été" in body
+
+
+def test_a_completed_with_warnings_body_names_the_chunks_below_the_quality_floor() -> None:
+    quality = QualityReport(
+        psnr_db=29.5,
+        ssim=0.91,
+        chunks_checked=3,
+        worst_chunk_index=2,
+        worst_chunk_psnr_db=18.25,
+        psnr_floor_db=22.0,
+        chunks_below_floor=(2,),
+    )
+    event = completed_event(status="completed_with_warnings", quality=quality)
+    data = completed_data(event, output_url="http://s3/x", output_url_expires_at=AT)
+    assert data["status"] == "completed_with_warnings"
+    assert data["quality"] == {
+        "psnr_db": 29.5,
+        "ssim": 0.91,
+        "chunks_checked": 3,
+        "worst_chunk_index": 2,
+        "worst_chunk_psnr_db": 18.25,
+        "psnr_floor_db": 22.0,
+        "chunks_below_floor": [2],
+    }
+
+
+def test_a_completed_body_carries_the_timing_report_with_exact_rates() -> None:
+    timing = TimingReport(
+        input_vfr=False,
+        vfr_converted=False,
+        in_duration_s=10.01,
+        out_duration_s=10.01,
+        out_frames_measured=480,
+        audio_duration_s=10.0,
+        audio_video_drift_s=-0.01,
+        scene_cut_frames=(120,),
+        scene_cut_times_s=(5.005,),
+    )
+    data = completed_data(completed_event(timing=timing), output_url="http://s3/x", output_url_expires_at=AT)
+    assert data["timing"]["input"]["fps"] == "24000/1001"
+    assert data["timing"]["output"] == {"fps": "48000/1001", "frame_count": 480, "duration_s": 10.01}
+    assert data["timing"]["audio"]["drift_s"] == -0.01
+    assert data["timing"]["scene_cuts"] == [{"frame": 120, "time_s": 5.005}]
 
 
 def test_a_failed_body_carries_the_error_code_message_stage_and_chunk() -> None:

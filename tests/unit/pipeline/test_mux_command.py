@@ -9,6 +9,7 @@ from services.muxer.assemble import (
     OutputSpec,
     build_command,
     encoder_pix_fmt,
+    hdr_of,
     track_timescale,
     write_concat_list,
 )
@@ -95,3 +96,87 @@ def test_an_ffmpeg_failure_carries_its_last_words() -> None:
         )
     assert error.value.code == "E_MUX_FAILED"
     assert "nonexistent" in error.value.message
+
+
+HDR_SIDE_DATA = [
+    {
+        "side_data_type": "Mastering display metadata",
+        "red_x": "34000/50000", "red_y": "16000/50000", "green_x": "13250/50000", "green_y": "34500/50000",
+        "blue_x": "7500/50000", "blue_y": "3000/50000", "white_point_x": "15635/50000",
+        "white_point_y": "16450/50000", "min_luminance": "1/10000", "max_luminance": "10000000/10000",
+    },
+    {"side_data_type": "Content light level metadata", "max_content": 1000, "max_average": 400},
+    {"side_data_type": "H.26[45] User Data Unregistered SEI message"},
+]  # fmt: skip
+
+
+def _hdr_spec(encoder: str, **overrides: object) -> OutputSpec:
+    values: dict[str, object] = {
+        "encoder": encoder, "pix_fmt": "yuv420p10le", "color_space": "bt2020nc", "color_transfer": "smpte2084",
+        "color_primaries": "bt2020", "crf": None, "preset": None, "hdr": hdr_of(HDR_SIDE_DATA),
+    }  # fmt: skip
+    values.update(overrides)
+    return _spec(**values)
+
+
+def _after(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_hdr10_metadata_is_read_from_ffprobe_side_data() -> None:
+    hdr = hdr_of(HDR_SIDE_DATA)
+    assert hdr is not None
+    assert hdr.mastering is not None
+    assert hdr.mastering.red == (Fraction(34000, 50000), Fraction(16000, 50000))
+    assert (hdr.mastering.max_luminance, hdr.mastering.min_luminance) == (1000, Fraction(1, 10000))
+    assert (hdr.max_cll, hdr.max_fall) == (1000, 400)
+    assert hdr_of([{"side_data_type": "Display Matrix", "rotation": 90}]) is None
+
+
+def test_h265_carries_10_bit_colour_and_hdr10_metadata_in_x265s_units() -> None:
+    command = build_command(Path("l"), Path("s"), Path("o.mp4"), _hdr_spec("libx265"), [])
+    assert _after(command, "-c:v") == "libx265"
+    assert _after(command, "-pix_fmt") == "yuv420p10le"
+    assert _after(command, "-tag:v") == "hvc1", "the HEVC tag players expect in MP4"
+    assert _after(command, "-crf") == "22", "the encoder's default CRF when none is asked"
+    assert _after(command, "-preset") == "medium"
+    assert _after(command, "-x265-params") == (
+        "log-level=error:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
+        "L(10000000,1):max-cll=1000,400"
+    )
+    assert (
+        _after(command, "-color_primaries"),
+        _after(command, "-color_trc"),
+        _after(command, "-colorspace"),
+    ) == (
+        "bt2020",
+        "smpte2084",
+        "bt2020nc",
+    )
+
+
+def test_av1_through_svt_takes_hdr10_metadata_and_a_numeric_preset() -> None:
+    command = build_command(Path("l"), Path("s"), Path("o"), _hdr_spec("libsvtav1", preset="10", crf=35), [])
+    assert (_after(command, "-c:v"), _after(command, "-preset"), _after(command, "-crf")) == (
+        "libsvtav1",
+        "10",
+        "35",
+    )
+    assert _after(command, "-svtav1-params") == (
+        "mastering-display=G(0.2650,0.6900)B(0.1500,0.0600)R(0.6800,0.3200)WP(0.3127,0.3290)"
+        "L(1000.0000,0.0001):content-light=1000,400"
+    )
+    four_four_four = build_command(
+        Path("l"), Path("s"), Path("o"), _hdr_spec("libsvtav1", pix_fmt="yuv444p10le"), []
+    )
+    assert _after(four_four_four, "-pix_fmt") == "yuv420p10le", "SVT-AV1 takes 4:2:0 only; depth is kept"
+
+
+def test_libaom_uses_cpu_used_and_pure_crf_and_a_bitrate_replaces_the_crf() -> None:
+    aom = build_command(
+        Path("l"), Path("s"), Path("o"), _spec(encoder="libaom-av1", crf=None, preset=None), []
+    )
+    assert (_after(aom, "-cpu-used"), _after(aom, "-crf"), _after(aom, "-b:v")) == ("6", "30", "0")
+    capped = build_command(Path("l"), Path("s"), Path("o"), _spec(encoder="libx264", bitrate=8_000_000), [])
+    assert _after(capped, "-b:v") == "8000000"
+    assert "-crf" not in capped
