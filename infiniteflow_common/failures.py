@@ -95,32 +95,25 @@ async def job_fails_on(
     """
     try:
         yield
-    except OSError as exc:
-        if not is_disk_full(exc):
+    except (OSError, InfiniteFlowError) as exc:
+        if isinstance(exc, OSError):
+            if not is_disk_full(exc):
+                raise
+            # A full scratch disk must not leave a half-written output behind or loop forever: the
+            # job fails with a code an operator can act on; the handler's scratch folder is removed.
+            failure: InfiniteFlowError = ScratchFullError.during(stage, exc)
+        elif isinstance(exc, TransientError | HandedBack):
             raise
-        # A full scratch disk must not leave a half-written output behind or loop forever: the job
-        # fails with a code an operator can act on; the handler's scratch folder is already removed.
-        full = ScratchFullError.during(stage, exc)
+        else:
+            failure = exc
+        if getattr(failure, "media_failure", False):
+            FFMPEG_FAILURES.labels(stage, failure.code).inc()
         await report_failure(
             sessions,
             publish,
             job_id=job_id,
             stage=stage,
-            code=full.code,
-            message=full.message,
-            chunk_index=chunk_index,
-        )
-    except InfiniteFlowError as exc:
-        if isinstance(exc, TransientError | HandedBack):
-            raise
-        if getattr(exc, "media_failure", False):
-            FFMPEG_FAILURES.labels(stage, exc.code).inc()
-        await report_failure(
-            sessions,
-            publish,
-            job_id=job_id,
-            stage=stage,
-            code=exc.code,
-            message=exc.message,
+            code=failure.code,
+            message=failure.message,
             chunk_index=chunk_index,
         )

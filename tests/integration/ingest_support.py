@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka import Consumer, TopicPartition
 from minio.deleteobjects import DeleteObject
 from sqlalchemy import select
@@ -193,3 +194,21 @@ class MinioEventTail:
     def close(self) -> None:
         """Leave without committing."""
         self.consumer.close()
+
+
+def api_client(
+    runtime: Runtime, settings: IngestSettings, topics: tuple[str, str], **deps: Any
+) -> httpx.AsyncClient:
+    """An HTTP client of the ingest API over `runtime`, publishing to the private `topics`."""
+    from services.ingest.api import ApiDeps, create_api, kafka_admin_check
+
+    api = create_api(
+        ApiDeps(
+            settings=settings,
+            sessions=runtime.sessions,
+            storage=runtime.storage,
+            starter=starter_for(runtime, settings, *topics),
+            kafka_check=deps.get("kafka_check") or kafka_admin_check(settings.kafka_bootstrap),
+        )
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")

@@ -14,11 +14,11 @@ from sqlmodel import col
 from infiniteflow_common.db import Job
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.runtime import Runtime
-from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
 from services.ingest.source_events import SourceEventHandler
 from tests.integration.ingest_support import (
     MinioEventTail,
+    api_client,
     isolated_settings,
     jobs_for,
     private_job_topics,
@@ -53,16 +53,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def _client(
     runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS, **deps: Any
 ) -> httpx.AsyncClient:
-    api = create_api(
-        ApiDeps(
-            settings=settings,
-            sessions=runtime.sessions,
-            storage=runtime.storage,
-            starter=starter_for(runtime, settings, *topics),
-            kafka_check=deps.get("kafka_check") or kafka_admin_check(settings.kafka_bootstrap),
-        )
-    )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")
+    return api_client(runtime, settings, topics, **deps)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +19,10 @@ from infiniteflow_common import tenants
 from infiniteflow_common.db import ApiKey, Job, transaction
 from infiniteflow_common.runtime import Runtime
 from services.cli import app as cli
-from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
 from services.ingest.start import object_record
 from tests.integration.ingest_support import (
+    api_client,
     isolated_settings,
     private_job_topics,
     private_runtime,
@@ -52,18 +53,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def _client(
-    runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS
+    runtime: Runtime, topics: tuple[str, str], settings: IngestSettings = SETTINGS, **deps: Any
 ) -> httpx.AsyncClient:
-    api = create_api(
-        ApiDeps(
-            settings=settings,
-            sessions=runtime.sessions,
-            storage=runtime.storage,
-            starter=starter_for(runtime, settings, *topics),
-            kafka_check=kafka_admin_check(settings.kafka_bootstrap),
-        )
-    )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")
+    return api_client(runtime, settings, topics, **deps)
 
 
 @pytest.fixture
