@@ -173,7 +173,10 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
     connection = await _db(settings)
     try:
         jobs_before = await connection.fetchval("select count(*) from jobs")
-        webhooks_before = await connection.fetchval("select count(*) from webhook_deliveries")
+        delivered = [r["webhook_id"] for r in await connection.fetch(
+            "select webhook_id from webhooks where status = 'delivered'"
+        )]  # fmt: skip
+        replay_started = await connection.fetchval("select now()")
     finally:
         await connection.close()
     with running_pipeline(tmp_path / "logs-2", **FAULT_SETTINGS) as services:
@@ -195,9 +198,12 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
     connection = await _db(settings)
     try:
         assert await connection.fetchval("select count(*) from jobs") == jobs_before, "no new job"
-        assert await connection.fetchval("select count(*) from webhook_deliveries") == webhooks_before, (
-            "no webhook twice"
-        )
+        # (webhooks still pending from earlier jobs may retry meanwhile: that is their schedule)
+        sent_again = await connection.fetchval(
+            "select count(*) from webhook_deliveries where attempted_at >= $1 and webhook_id = any($2)",
+            replay_started, delivered,
+        )  # fmt: skip
+        assert sent_again == 0, "no delivered webhook is sent twice"
     finally:
         await connection.close()
     await _assert_one_good_output(settings, await wait_for_job(settings, key=key), 30, tmp_path)
