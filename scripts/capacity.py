@@ -87,9 +87,12 @@ def job_bytes(settings: CommonSettings, job_id: str, source_size: int) -> int:
     return total
 
 
-async def one_run(settings: CommonSettings, clip: Path, size: int, workers: int, engine: str) -> Run:
+async def one_run(
+    settings: CommonSettings, clip: Path, size: int, workers: int, engine: str, threads: int | None
+) -> Run:
     stop_all()
-    wait_ready(list(start_all(workers=workers)))
+    env = {"ENGINE_THREADS": str(threads)} if threads else None
+    wait_ready(list(start_all(workers=workers, env=env)))
     await asyncio.sleep(5)  # let the group settle: every worker assigned before the clock starts
     kafka = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"capacity-{uuid.uuid4()}"})
     connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
@@ -154,18 +157,22 @@ async def main() -> None:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", type=Path, help="also write the runs here")
+    parser.add_argument("--engine-threads", type=int, help="CPU threads per worker's engine (default: all)")
     args = parser.parse_args()
     settings = CommonSettings()
     clip = make_clip(args.size, args.seconds)
     runs: list[Run] = []
     try:
         for workers in args.workers:
-            runs.append(await one_run(settings, clip, clip.stat().st_size, workers, args.engine))
+            runs.append(
+                await one_run(settings, clip, clip.stat().st_size, workers, args.engine, args.engine_threads)
+            )
             print(json.dumps(asdict(runs[-1])), flush=True)
     finally:
         stop_all()
     base = runs[0].end_to_end_s
-    print(f"\n{args.engine}, {args.size}, {args.seconds:g} s at 30 fps, ×2\n")
+    threads = f", {args.engine_threads} engine thread(s) per worker" if args.engine_threads else ""
+    print(f"\n{args.engine}, {args.size}, {args.seconds:g} s at 30 fps, ×2{threads}\n")
     print("| workers | end to end | speed-up | chunks | engine time | engine frames/s | overhead per chunk |")
     print("|---|---|---|---|---|---|---|")
     for run in runs:

@@ -33,6 +33,9 @@ class WorkerSettings(CommonSettings):
     # torch.compile the model (about a minute per frame size, then ~1.3× faster on CPU): for
     # long-lived workers that see many chunks of the same size.
     rife_compile: bool = False
+    # CPU threads of one engine (None: every core this process may use). Several CPU workers on one
+    # machine each want cores / workers, or they fight over the same cores.
+    engine_threads: int | None = Field(default=None, ge=1)
     weights_path: str | None = None
     weights_sha256: str | None = None
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"

