@@ -87,8 +87,7 @@ def test_interpolate_command_doubles_the_rate_and_keeps_the_audio(tmp_path: Path
     from services.cli import app
 
     ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg is not installed")
+    assert ffmpeg is not None, "ffmpeg is missing: run `make setup`"
     source, out = tmp_path / "in.mp4", tmp_path / "out.mp4"  # MP4 keeps rational rates exactly
     subprocess.run(
         [
