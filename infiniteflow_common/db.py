@@ -29,7 +29,7 @@ def _ts(nullable: bool = True) -> Any:
 
 
 class JobStatus(StrEnum):
-    """Life of a job; `completed`, `completed_with_warnings` and `failed` are final.
+    """Life of a job; `completed`, `completed_with_warnings`, `failed` and `cancelled` are final.
 
     `completed_with_warnings` is a completed job (its output is there) whose quality self-check found
     chunks below the configured floor; the job names them.
@@ -42,11 +42,13 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_WARNINGS = "completed_with_warnings"
     FAILED = "failed"
+    # A user stopped it (POST /api/jobs/{id}/cancel); it never completes or fails afterwards.
+    CANCELLED = "cancelled"
 
 
 SUCCEEDED = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value})
 """Final statuses whose job has an output."""
-FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value}
+FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value, JobStatus.CANCELLED.value}
 """Statuses a job never leaves."""
 
 
@@ -106,6 +108,7 @@ class Job(SQLModel, table=True):
     )
     split_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
+    cancelled_at: datetime | None = _ts()
 
 
 class Chunk(SQLModel, table=True):

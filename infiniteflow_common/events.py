@@ -251,6 +251,19 @@ class JobFailed(Event):
     failed_at: UtcMillis
 
 
+class JobCancelled(Event):
+    RECORD: ClassVar[str] = "JobCancelled"
+
+    job_id: UUID
+    tenant_id: str | None
+    bucket: str | None
+    key: str | None
+    webhook_url: str | None
+    previous_status: str | None
+    progress: Annotated[int, Field(ge=0, le=100)]
+    cancelled_at: UtcMillis
+
+
 class DeadLetter(Event):
     RECORD: ClassVar[str] = "DeadLetter"
 
@@ -277,6 +290,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     ChunkInterpolated,
     JobCompleted,
     JobFailed,
+    JobCancelled,
     DeadLetter,
 )
 """Every top-level record's model; the contract tests check this covers every schema in the catalog."""

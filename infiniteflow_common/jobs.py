@@ -1,13 +1,17 @@
 """Job state transitions shared by the services, each one idempotent under replays.
 
 Status only moves forward (pending → splitting → interpolating → muxing → completed |
-completed_with_warnings | failed); a final
-status never changes; progress never decreases. A replayed event therefore cannot move a job backwards.
+completed_with_warnings | failed), and a user may cancel a job that is not final yet; a final
+status (`cancelled` included) never changes; progress never decreases. A replayed event therefore cannot
+move a job backwards, and a cancelled job can never complete or fail: the muxer's `advance(…, COMPLETED)`
+and any stage's `fail()` find no row to update and report it.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select, update
@@ -25,8 +29,22 @@ ORDER = {
     JobStatus.COMPLETED: 4,
     JobStatus.COMPLETED_WITH_WARNINGS: 4,
     JobStatus.FAILED: 4,
+    JobStatus.CANCELLED: 4,
 }
 FINAL = tuple(sorted(FINAL_STATUSES))
+
+
+def may_transition(current: str, target: JobStatus) -> bool:
+    """Whether a job in `current` may move to `target` (pure; `advance` and `cancel` enforce it in SQL).
+
+    Never out of a final status; `cancelled` from any other status; otherwise only forward or to the
+    same stage (a replay).
+    """
+    if current in FINAL_STATUSES:
+        return False
+    if target is JobStatus.CANCELLED:
+        return True
+    return ORDER.get(JobStatus(current), 0) <= ORDER[target]
 
 
 async def create_job(session: AsyncSession, **fields: Any) -> tuple[Job, bool]:
@@ -67,6 +85,8 @@ async def advance(
     `progress` only ever grows. Extra `fields` are written with the transition. Returns whether the
     job was updated.
     """
+    if status is JobStatus.CANCELLED:
+        raise ValueError("cancel a job with cancel(), which records when and from which status")
     rank = ORDER[status]
     current_rank = case(
         *[(col(Job.status) == s.value, r) for s, r in ORDER.items()],
@@ -99,3 +119,63 @@ async def set_progress(session: AsyncSession, job_id: uuid.UUID, progress: int) 
 async def fail(session: AsyncSession, job_id: uuid.UUID, code: str, message: str) -> bool:
     """Mark a job failed with a stable code and a message a person can act on (once; final)."""
     return await advance(session, job_id, JobStatus.FAILED, error_code=code, error_message=message)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What `cancel` found and did."""
+
+    job: Job
+    """The job after the call (status `cancelled` unless it was already final otherwise)."""
+    previous_status: str
+    """The status before this call."""
+    cancelled_now: bool
+    """True when this call moved the job to `cancelled`; False for a repeat or a job already final."""
+
+
+async def cancel(
+    session: AsyncSession, job_id: uuid.UUID, *, now: datetime | None = None
+) -> CancelResult | None:
+    """Cancel a job unless it is final; None when there is no such job.
+
+    Idempotent: cancelling a cancelled job changes nothing (`cancelled_now` is False, the status stays
+    `cancelled`). The row is locked for the check, so a muxer completing the job at the same moment
+    either finishes first (then this call sees a final job) or finds the job cancelled and stops.
+    """
+    job = (
+        await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    previous = job.status
+    if not may_transition(previous, JobStatus.CANCELLED):
+        return CancelResult(job=job, previous_status=previous, cancelled_now=False)
+    moment = now or utcnow()
+    job.status = JobStatus.CANCELLED.value
+    job.cancelled_at = moment
+    job.updated_at = moment
+    await session.flush()
+    return CancelResult(job=job, previous_status=previous, cancelled_now=True)
+
+
+async def is_cancelled(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Whether the job was cancelled (workers ask before claiming a chunk and while working on one).
+
+    An unknown job answers False: it is not this function's business to decide about missing rows.
+    """
+    status = (
+        await session.execute(select(col(Job.status)).where(col(Job.id) == job_id))
+    ).scalar_one_or_none()
+    return status == JobStatus.CANCELLED.value
+
+
+async def cancelled_among(session: AsyncSession, job_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The cancelled ones of `job_ids`, in one query (a worker checking every job it holds a chunk of)."""
+    if not job_ids:
+        return set()
+    rows = await session.execute(
+        select(col(Job.id))
+        .where(col(Job.id).in_(job_ids))
+        .where(col(Job.status) == JobStatus.CANCELLED.value)
+    )
+    return set(rows.scalars().all())

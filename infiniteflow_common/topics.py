@@ -24,6 +24,7 @@ class Topic(StrEnum):
     CHUNK_INTERPOLATED = "chunk.interpolated"
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
 
     @property
     def dlq(self) -> str:

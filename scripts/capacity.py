@@ -106,7 +106,7 @@ async def one_run(
         )
         while True:
             job = await connection.fetchrow("select * from jobs where source_key = $1", key)
-            if job and job["status"] in ("completed", "completed_with_warnings", "failed"):
+            if job and job["status"] in ("completed", "completed_with_warnings", "failed", "cancelled"):
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(3)  # the webhook and last commits land

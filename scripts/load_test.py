@@ -72,7 +72,7 @@ async def main() -> None:
                 kind, value = ref.split(":", 1)
                 column = "source_key" if kind == "key" else "id::text"
                 row = await connection.fetchrow(f"select status from jobs where {column} = $1", value)  # noqa: S608 - fixed column names
-                if row and row["status"] in ("completed", "completed_with_warnings", "failed"):
+                if row and row["status"] in ("completed", "completed_with_warnings", "failed", "cancelled"):
                     done[ref] = time.monotonic()
                     if row["status"] == "failed":
                         print("FAILED", ref)

@@ -58,7 +58,7 @@ async def main() -> None:
     try:
         while True:
             job = await connection.fetchrow("select * from jobs where source_key = $1", key)
-            if job and job["status"] in ("completed", "completed_with_warnings", "failed"):
+            if job and job["status"] in ("completed", "completed_with_warnings", "failed", "cancelled"):
                 break
             await asyncio.sleep(0.2)
         chunks = await connection.fetch(

@@ -173,6 +173,6 @@ def _follow(settings: CommonSettings, job_id: str) -> dict[str, Any]:
                 task, completed=status.get("progress", 0), stage=status.get("status", "?"),
                 chunks=f"chunks {chunks.get('done', 0)}/{chunks.get('total') or '?'}",
             )  # fmt: skip
-            if status.get("status") in ("completed", "completed_with_warnings", "failed"):
+            if status.get("status") in ("completed", "completed_with_warnings", "failed", "cancelled"):
                 return status
             time.sleep(0.5)

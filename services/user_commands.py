@@ -1,9 +1,10 @@
-"""`infiniteflow submit` and `infiniteflow status`: the user's side of the HTTP API.
+"""`infiniteflow submit`, `status` and `cancel`: the user's side of the HTTP API.
 
 `submit` uploads through `POST /api/upload` (with an upload progress bar) and, with `--wait`, follows
 the job on `GET /api/events/{job}` (server-sent events pushed by PostgreSQL NOTIFY) with a progress bar
-until it is final, then prints the download URL. Exit status: 0 completed (or submitted), 1 failed,
-2 refused by the API.
+until it is final, then prints the download URL. Exit status: 0 completed (or submitted), 1 failed
+(or cancelled), 2 refused by the API. Where keys are required, pass `--api-key` or set
+INFINITEFLOW_API_KEY.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from rich.table import Table
 from infiniteflow_common.settings import CommonSettings
 
 console = Console()
-FINAL = ("completed", "completed_with_warnings", "failed")
+FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+API_KEY_ENV = "INFINITEFLOW_API_KEY"
 STREAM_RETRIES = 20
 
 
@@ -44,6 +46,16 @@ class _CountingReader:
 
 def _api_url(api_url: str | None) -> str:
     return (api_url or CommonSettings().api_url).rstrip("/")
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _api_key_option() -> Any:
+    return typer.Option(
+        None, "--api-key", envvar=API_KEY_ENV, help="the tenant's key (where keys are required)"
+    )
 
 
 def _fail_response(response: httpx.Response) -> None:
@@ -148,6 +160,7 @@ def register(app: typer.Typer) -> None:
         webhook: str | None = typer.Option(None, "--webhook", help="URL to notify when done"),
         wait: bool = typer.Option(False, "--wait", help="follow the job and print the download URL"),
         api_url: str | None = typer.Option(None, "--api-url", help="defaults to API_URL"),
+        api_key: str | None = _api_key_option(),
     ) -> None:
         """Upload a video and start a job; with --wait, show its progress until done."""
         if multiplier is not None and fps is not None:
@@ -163,7 +176,8 @@ def register(app: typer.Typer) -> None:
             if value is not None
         }
         base = _api_url(api_url)
-        with httpx.Client(base_url=base, timeout=httpx.Timeout(30, write=600)) as client:
+        timeout = httpx.Timeout(30, write=600)
+        with httpx.Client(base_url=base, timeout=timeout, headers=_headers(api_key)) as client:
             columns = (TextColumn("upload"), BarColumn(), DownloadColumn())
             with Progress(*columns, console=console) as progress:
                 accepted = upload(client, video, options, progress)
@@ -173,6 +187,9 @@ def register(app: typer.Typer) -> None:
                 console.print(f"follow it with [bold]infiniteflow status {job_id}[/]")
                 return
             job = follow(client, job_id)
+            if job.get("status") == "cancelled":
+                console.print(f"[yellow]cancelled[/] at {job.get('progress')} %")
+                raise typer.Exit(1)
             if job.get("status") not in ("completed", "completed_with_warnings"):
                 error = job.get("error") or {}
                 console.print(f"[red]failed[/] {error.get('code')}: {error.get('message')}")
@@ -185,9 +202,10 @@ def register(app: typer.Typer) -> None:
         job: Annotated[str, typer.Argument(help="the job id")],
         as_json: bool = typer.Option(False, "--json", help="print the API's JSON"),
         api_url: str | None = typer.Option(None, "--api-url", help="defaults to API_URL"),
+        api_key: str | None = _api_key_option(),
     ) -> None:
         """Show a job's status, progress, error and timings."""
-        with httpx.Client(base_url=_api_url(api_url), timeout=30) as client:
+        with httpx.Client(base_url=_api_url(api_url), timeout=30, headers=_headers(api_key)) as client:
             response = client.get(f"/api/status/{job}")
         if response.status_code != 200:
             _fail_response(response)
@@ -196,8 +214,22 @@ def register(app: typer.Typer) -> None:
             console.print_json(data=body)
         else:
             console.print(status_table(body))
-        if body["status"] == "failed":
+        if body["status"] in ("failed", "cancelled"):
             raise typer.Exit(1)
+
+    @app.command()
+    def cancel(
+        job: Annotated[str, typer.Argument(help="the job id")],
+        api_url: str | None = typer.Option(None, "--api-url", help="defaults to API_URL"),
+        api_key: str | None = _api_key_option(),
+    ) -> None:
+        """Cancel a job that has not finished (again: no change). Exit 2 when it already finished."""
+        with httpx.Client(base_url=_api_url(api_url), timeout=30, headers=_headers(api_key)) as client:
+            response = client.post(f"/api/jobs/{job}/cancel")
+        if response.status_code != 200:
+            _fail_response(response)
+        body = response.json()
+        console.print(f"job [cyan]{body['job_id']}[/] [yellow]cancelled[/] at {body['progress']} %")
 
 
 def _elapsed(job: dict[str, Any]) -> str:

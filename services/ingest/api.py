@@ -9,6 +9,8 @@ event that upload causes names the same (bucket, key, etag), so it finds the job
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import uuid
@@ -20,14 +22,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
@@ -36,10 +38,11 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
-from infiniteflow_common.events import JobParams, MediaProbe
-from infiniteflow_common.jobs import get_job
+from infiniteflow_common.events import JobCancelled, JobParams, MediaProbe
+from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.tenants import authenticate
+from infiniteflow_common.topics import Topic
 from services.ingest import metrics
 from services.ingest.auth import Caller, count_request, presented_key
 from services.ingest.config import IngestSettings
@@ -67,6 +70,7 @@ FORM_OVERHEAD = 64 * 1024
 HEALTH_TIMEOUT_S = 3.0
 WEB_DIR = Path(__file__).resolve().parent / "web"
 SSE_PING_S = 10
+JOBS_PAGE_MAX = 100
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -97,6 +101,8 @@ class ApiDeps:
     kafka_check: HealthCheck
     # Pushes job changes to /api/events streams; without it a stream re-reads its job every few seconds.
     job_events: JobEventHub | None = None
+    # Where a cancel is announced (the notifier's job.cancelled webhook); tests use a private topic.
+    cancelled_topic: str = Topic.JOB_CANCELLED.value
 
 
 def kafka_admin_check(bootstrap: str) -> HealthCheck:
@@ -121,6 +127,7 @@ _STATUS_CODES = {
     401: "E_AUTH_REQUIRED",
     404: "E_NOT_FOUND",
     405: "E_METHOD_NOT_ALLOWED",
+    409: "E_CONFLICT",
     413: "E_UPLOAD_TOO_LARGE",
     422: "E_REQUEST_INVALID",
 }
@@ -201,7 +208,30 @@ def job_view(job: Job) -> dict[str, Any]:
             "completed_at": _iso(job.completed_at),
         },
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
+        "cancel_url": None if job.status in FINAL_STATUSES else f"/api/jobs/{job.id}/cancel",
+        "cancelled_at": _iso(job.cancelled_at),
     }
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    """The opaque `next` cursor of `GET /api/jobs`: the last job's (created_at, id), URL-safe."""
+    raw = f"{created_at.astimezone(UTC).isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor names; `InvalidParams` (E_CURSOR_INVALID) when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, job_id = raw.partition("|")
+        created_at = datetime.fromisoformat(moment)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidParams(
+            "the cursor is not one this API gave out; start again without one", code="E_CURSOR_INVALID"
+        ) from None
 
 
 def _quality_view(job: Job) -> dict[str, Any] | None:
@@ -497,6 +527,97 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 refresh_s = SAFETY_REFRESH_S if hub is not None and hub.connected.is_set() else 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), timeout=refresh_s)
+
+    @app.get("/api/jobs", summary="The caller's recent jobs, newest first (paginated)")
+    async def list_jobs(
+        caller: Annotated[Caller, Depends(current_caller)],
+        limit: Annotated[int, Query(ge=1, le=JOBS_PAGE_MAX)] = 20,
+        cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    ) -> dict[str, Any]:
+        """`{"jobs": [...], "next": cursor | null}`: each job as `GET /api/status` shows it.
+
+        A tenant sees its own jobs; an anonymous caller (local mode) the jobs without a tenant.
+        """
+        statement = select(Job)
+        if caller.tenant_id is None:
+            statement = statement.where(Job.tenant_id.is_(None))  # type: ignore[union-attr]
+        else:
+            statement = statement.where(Job.tenant_id == caller.tenant_id)  # type: ignore[arg-type]
+        if cursor:
+            try:
+                created_at, last_id = decode_cursor(cursor)
+            except InvalidParams as exc:
+                raise ApiError(422, exc.code, exc.message) from None
+            statement = statement.where(
+                or_(
+                    Job.created_at < created_at,  # type: ignore[arg-type]
+                    and_(Job.created_at == created_at, Job.id < last_id),  # type: ignore[arg-type]
+                )
+            )
+        statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)  # type: ignore[attr-defined]
+        async with deps.sessions() as session:
+            jobs = list((await session.execute(statement)).scalars().all())
+        page = jobs[:limit]
+        more = len(jobs) > limit
+        return {
+            "jobs": [job_view(job) for job in page],
+            "next": encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
+        }
+
+    @app.post(
+        "/api/jobs/{job_id}/cancel",
+        summary="Cancel a job that has not finished",
+        responses={
+            404: {"description": "unknown job (or another tenant's)"},
+            409: {"description": "the job already completed or failed"},
+            503: {"description": "cancelled, but the webhook could not be queued yet: send it again"},
+        },
+    )
+    async def cancel_job(
+        job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]
+    ) -> dict[str, Any]:
+        """Move the job to `cancelled` and announce it (job.cancelled webhook); 200 with the job.
+
+        Idempotent: cancelling a cancelled job answers 200 again and announces it again (the notifier
+        keeps one webhook per job and event type). 409 `E_JOB_FINAL` when it completed or failed first.
+        """
+        await _job_or_404(job_id, caller)
+        async with transaction(deps.sessions) as session:
+            result = await cancel(session, job_id, now=utcnow())
+        if result is None:
+            raise ApiError(404, "E_JOB_NOT_FOUND", f"no job {job_id}")
+        job = result.job
+        if job.status != JobStatus.CANCELLED.value:
+            raise ApiError(
+                409,
+                "E_JOB_FINAL",
+                f"the job is already {job.status}; only a job that has not finished can be cancelled",
+                status=job.status,
+            )
+        if result.cancelled_now:
+            metrics.JOBS_CANCELLED.inc()
+            log.info("job cancelled", job_id=str(job.id), previous_status=result.previous_status)
+        params = _model(JobParams, job.params)
+        event = JobCancelled(
+            job_id=job.id,
+            tenant_id=job.tenant_id,
+            bucket=job.source_bucket,
+            key=job.source_key,
+            webhook_url=params.webhook_url if params is not None else None,
+            previous_status=result.previous_status if result.cancelled_now else None,
+            progress=max(0, min(100, job.progress)),
+            cancelled_at=job.cancelled_at or utcnow(),
+        )
+        try:
+            await deps.starter.publish(deps.cancelled_topic, event)
+        except Exception as exc:
+            log.error("job.cancelled not published", job_id=str(job.id), error=repr(exc))
+            raise ApiError(
+                503,
+                "E_CANCEL_NOT_ANNOUNCED",
+                "the job is cancelled, but its webhook could not be queued yet; send the cancel again",
+            ) from exc
+        return job_view(job)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -53,3 +53,5 @@ MONITOR_ERRORS = Counter(
 RATE_LIMITED = Counter(
     "infiniteflow_ingest_rate_limited_total", "API requests refused for a tenant's rate limit."
 )
+# Jobs a user cancelled through the API (counted once per job, not per repeated request).
+JOBS_CANCELLED = Counter("infiniteflow_ingest_jobs_cancelled_total", "Jobs cancelled through the API.")

@@ -294,6 +294,11 @@ class MuxHandler(PipelineHandler):
                 quality_worst_psnr_db=quality.worst_chunk_psnr_db if quality else None,
                 quality_low_chunks=list(quality.chunks_below_floor) if quality else None,
             )
+            # not completed: a replay (announce again) or a job cancelled meanwhile (never announced)
+            cancelled = not completed and await jobs.is_cancelled(session, job_id)
+        if cancelled:
+            log.info("job cancelled while muxing; not announced as completed", job_id=str(job_id))
+            return
         await self.publish(
             Topic.JOB_COMPLETED,
             JobCompleted(

@@ -1,4 +1,4 @@
-"""Composition root of the notifier: job.completed / job.failed in, signed webhooks out."""
+"""Composition root of the notifier: job.completed / job.failed / job.cancelled in, signed webhooks out."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def build(settings: NotifierSettings) -> Runtime:
     for topic, event_type in (
         (Topic.JOB_COMPLETED, EventType.JOB_COMPLETED),
         (Topic.JOB_FAILED, EventType.JOB_FAILED),
+        (Topic.JOB_CANCELLED, EventType.JOB_CANCELLED),
     ):
         runtime.consume(
             topic.value,

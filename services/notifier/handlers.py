@@ -1,4 +1,4 @@
-"""Kafka side of the notifier: a job.completed / job.failed event in, one durable webhook row out.
+"""Kafka side of the notifier: a job.completed / job.failed / job.cancelled event in, one webhook row out.
 
 Nothing is sent from here. The handler stores the message (idempotently, keyed by the webhook id) and
 returns, so the consumer commits the offset only once the row is durable; the delivery loop sends it
@@ -17,12 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import transaction, utcnow
-from infiniteflow_common.events import JobCompleted, JobFailed, JobParams, decode_event
+from infiniteflow_common.events import JobCancelled, JobCompleted, JobFailed, JobParams, decode_event
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from services.notifier import metrics
 from services.notifier.store import insert_webhook, job_params
-from services.notifier.webhooks import EventType, completed_data, encode_body, failed_data, webhook_id
+from services.notifier.webhooks import (
+    EventType,
+    cancelled_data,
+    completed_data,
+    encode_body,
+    failed_data,
+    webhook_id,
+)
 
 log = get_logger()
 
@@ -54,23 +61,31 @@ class JobEventHandler:
 
     async def __call__(self, delivery: Delivery) -> None:
         """Store the webhook of the event in `delivery` (a replay stores nothing new)."""
-        event: JobCompleted | JobFailed
+        event: JobCompleted | JobFailed | JobCancelled
         if self.event_type is EventType.JOB_COMPLETED:
             event = decode_event(self.catalog, delivery.value, JobCompleted)
+        elif self.event_type is EventType.JOB_CANCELLED:
+            event = decode_event(self.catalog, delivery.value, JobCancelled)
         else:
             event = decode_event(self.catalog, delivery.value, JobFailed)
         bound = log.bind(job_id=str(event.job_id), event_type=self.event_type.value, where=delivery.where)
         msg_id = webhook_id(event.job_id, self.event_type)
         now = self.clock()
         async with transaction(self.sessions) as session:
+            url: str | None
             if isinstance(event, JobCompleted):
                 params: JobParams | None = event.params
                 body = await self._completed_body(event, now)
+                url = params.webhook_url if params is not None else None
+            elif isinstance(event, JobCancelled):
+                params = await job_params(session, event.job_id)
+                body = encode_body(self.event_type, event.cancelled_at, cancelled_data(event, params=params))
+                url = event.webhook_url
             else:
                 # A job that failed early may not carry its parameters; the job row then knows the URL.
                 params = event.params or await job_params(session, event.job_id)
                 body = encode_body(self.event_type, event.failed_at, failed_data(event, params=params))
-            url = params.webhook_url if params is not None else None
+                url = params.webhook_url if params is not None else None
             created = await insert_webhook(
                 session,
                 webhook_id=msg_id,

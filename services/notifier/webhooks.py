@@ -19,7 +19,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from infiniteflow_common.events import JobCompleted, JobFailed, JobParams
+from infiniteflow_common.events import JobCancelled, JobCompleted, JobFailed, JobParams
 from infiniteflow_common.reports import timing_view
 from services.notifier.schedule import RetryPolicy
 
@@ -42,6 +42,7 @@ class EventType(StrEnum):
 
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
 
 
 class WebhookStatus(StrEnum):
@@ -141,6 +142,24 @@ def failed_data(event: JobFailed, *, params: JobParams | None = None) -> dict[st
             "stage": event.stage,
             "chunk_index": event.chunk_index,
         },
+    }
+
+
+def cancelled_data(event: JobCancelled, *, params: JobParams | None = None) -> dict[str, Any]:
+    """The `data` of a job.cancelled webhook: what was asked, how far it got, and when it stopped.
+
+    `params` come from the job row (the event carries only the webhook URL); `previous_status` is the
+    stage the job was in (null when only a repeated cancel request announced it).
+    """
+    source = None if event.bucket is None else {"bucket": event.bucket, "key": event.key}
+    return {
+        "job_id": str(event.job_id),
+        "status": "cancelled",
+        "source": source,
+        "params": _params(params),
+        "previous_status": event.previous_status,
+        "progress": event.progress,
+        "cancelled_at": iso_utc(event.cancelled_at),
     }
 
 

@@ -19,6 +19,7 @@ EXPECTED_RECORDS = {
     "ChunkInterpolated",
     "JobCompleted",
     "JobFailed",
+    "JobCancelled",
     "DeadLetter",
 }
 SCHEMA_FILES = sorted(SCHEMA_ROOT.glob("*.avsc"))

@@ -59,7 +59,7 @@ async def wait_for_job(
     row: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         row = await job_row(settings, key=key, job_id=job_id)
-        if row and row["status"] in ("completed", "completed_with_warnings", "failed"):
+        if row and row["status"] in ("completed", "completed_with_warnings", "failed", "cancelled"):
             return row
         await asyncio.sleep(0.5)
     raise AssertionError(f"job not final after {timeout_s}s: {row}")

@@ -209,6 +209,7 @@ def api_client(
             storage=runtime.storage,
             starter=starter_for(runtime, settings, *topics),
             kafka_check=deps.get("kafka_check") or kafka_admin_check(settings.kafka_bootstrap),
+            **({"cancelled_topic": deps["cancelled_topic"]} if "cancelled_topic" in deps else {}),
         )
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://ingest.test")

@@ -30,7 +30,7 @@ from standardwebhooks import Webhook as Verifier
 
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import WebhookDelivery, make_engine, session_factory, transaction
-from infiniteflow_common.events import JobCompleted, JobFailed, JobParams, encode_event
+from infiniteflow_common.events import JobCancelled, JobCompleted, JobFailed, JobParams, encode_event
 from infiniteflow_common.kafka import H_ERROR_CODE, H_ORIGIN_TOPIC, Delivery, make_broker, publish_dead_letter
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
@@ -270,7 +270,9 @@ def failed(job_id: uuid.UUID, url: str | None) -> JobFailed:
     )
 
 
-def delivery_of(event: JobCompleted | JobFailed, topic: str = "job.completed", offset: int = 0) -> Delivery:
+def delivery_of(
+    event: JobCompleted | JobFailed | JobCancelled, topic: str = "job.completed", offset: int = 0
+) -> Delivery:
     job_id = str(event.job_id)
     return Delivery(
         topic=topic,
@@ -636,3 +638,53 @@ async def test_a_webhook_claimed_by_an_instance_that_died_is_sent_by_another_aft
         await eventually(lambda: status_is(sessions, job_id, "delivered"), 10, "delivery after the lease")
     assert len(receiver.requests(f"/orphan/{job_id}")) == 1
     assert [(a.attempt, a.outcome) for a in await attempts(sessions, job_id)] == [(2, "delivered")]
+
+
+async def test_a_cancelled_job_sends_one_signed_job_cancelled_webhook_however_often_it_is_announced(
+    notifier_settings: NotifierSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    jobs: set[uuid.UUID],
+    receiver: Receiver,
+) -> None:
+    job_id = uuid.uuid4()
+    jobs.add(job_id)
+    url = receiver.script(f"/cancelled/{job_id}")
+    async with transaction(sessions) as session:
+        await session.execute(
+            text(
+                "insert into jobs (id, source, source_bucket, source_key, source_etag, params) "
+                "values (:id, 'bucket', 'incoming', :key, 'etag', cast(:params as jsonb))"
+            ),
+            {"id": job_id, "key": f"k/{job_id}", "params": params(url).model_dump_json()},
+        )
+    at = datetime(2026, 11, 30, 21, 0, 5, 120000, tzinfo=UTC)
+    first = JobCancelled(
+        job_id=job_id,
+        tenant_id=None,
+        bucket="incoming",
+        key=f"k/{job_id}",
+        webhook_url=url,
+        previous_status="interpolating",
+        progress=40,
+        cancelled_at=at,
+    )
+    repeat = first.model_copy(update={"previous_status": None})
+    store = handler(EventType.JOB_CANCELLED, sessions)
+    await store(delivery_of(first, topic="job.cancelled"))
+    await store(delivery_of(repeat, topic="job.cancelled", offset=1))
+    async with delivering(deliverer(notifier_settings, sessions, jobs)):
+        await eventually(lambda: status_is(sessions, job_id, "delivered"), 10, "the webhook delivered")
+    [request] = receiver.requests(f"/cancelled/{job_id}")
+    message = verified(request)
+    assert request.headers["webhook-id"] == webhook_id(job_id, EventType.JOB_CANCELLED)
+    assert message["type"] == "job.cancelled"
+    assert message["timestamp"] == "2026-11-30T21:00:05.120Z"
+    assert message["data"] == {
+        "job_id": str(job_id),
+        "status": "cancelled",
+        "source": {"bucket": "incoming", "key": f"k/{job_id}"},
+        "params": params(url).model_dump(mode="json"),
+        "previous_status": "interpolating",
+        "progress": 40,
+        "cancelled_at": "2026-11-30T21:00:05.120Z",
+    }

@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from infiniteflow_common.events import JobCompleted, JobFailed, JobParams, QualityReport, TimingReport
+from infiniteflow_common.events import (
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobParams,
+    QualityReport,
+    TimingReport,
+)
 from services.notifier.schedule import RetryPolicy
 from services.notifier.webhooks import (
     E_WEBHOOK_EXHAUSTED,
@@ -22,10 +29,12 @@ from services.notifier.webhooks import (
     Outcome,
     Signer,
     Verdict,
+    cancelled_data,
     completed_data,
     decide,
     encode_body,
     failed_data,
+    iso_utc,
     judge,
     webhook_id,
 )
@@ -282,3 +291,27 @@ def test_retry_after_is_honoured_on_429_and_503_only() -> None:
     assert decide(500, 1, POLICY, retry_after_s=120).retry_in_s == 5.0
     assert decide(429, 2, POLICY, retry_after_s=10).retry_in_s == 300.0, "never earlier than scheduled"
     assert decide(429, 1, POLICY, retry_after_s=86_400).retry_in_s == 600.0, "capped"
+
+
+def test_a_cancelled_webhook_says_how_far_the_job_got_and_what_was_asked() -> None:
+    event = JobCancelled(
+        job_id=JOB_ID,
+        tenant_id="acme",
+        bucket="incoming",
+        key="tenants/acme/a.mp4",
+        webhook_url="https://hooks.example/x",
+        previous_status="splitting",
+        progress=5,
+        cancelled_at=AT,
+    )
+    body = json.loads(encode_body(EventType.JOB_CANCELLED, AT, cancelled_data(event, params=PARAMS)))
+    assert body["type"] == "job.cancelled"
+    data = body["data"]
+    assert (data["status"], data["previous_status"], data["progress"]) == ("cancelled", "splitting", 5)
+    assert data["source"] == {"bucket": "incoming", "key": "tenants/acme/a.mp4"}
+    assert data["params"] == PARAMS.model_dump(mode="json")
+    assert data["cancelled_at"] == iso_utc(AT)
+    assert webhook_id(JOB_ID, EventType.JOB_CANCELLED) not in {
+        webhook_id(JOB_ID, EventType.JOB_COMPLETED),
+        webhook_id(JOB_ID, EventType.JOB_FAILED),
+    }
