@@ -46,6 +46,35 @@ from infiniteflow_common.topics import dlq_of
 log = get_logger()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_stale_targets(directory: Path) -> list[Path]:
+    """Remove the Prometheus target files of processes that no longer run; returns those removed.
+
+    A target file names its process in the `pid` label (`<service>-<pid>.json`). Files without one
+    are left alone: they are not ours.
+    """
+    removed: list[Path] = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            groups = json.loads(path.read_text(encoding="utf-8"))
+            pid = int(groups[0]["labels"]["pid"])
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            continue
+        if not _pid_alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 class Runtime:
     """Shared resources of one service process, created lazily and closed by `run()`."""
 
@@ -126,11 +155,16 @@ class Runtime:
         self._background.append(task)
 
     def _register_target(self, port: int) -> Path | None:
-        """Announce this process's /metrics to Prometheus (file-based service discovery)."""
+        """Announce this process's /metrics to Prometheus (file-based service discovery).
+
+        Files of processes that died without removing theirs (SIGKILL, a crash) are removed first, so
+        Prometheus does not keep scraping dead targets and alerts do not fire on them.
+        """
         directory = self.settings.prometheus_targets_dir
         if directory is None:
             return None
         directory.mkdir(parents=True, exist_ok=True)
+        sweep_stale_targets(directory)
         path = directory / f"{self.service}-{os.getpid()}.json"
         labels = {"service": self.service, "pid": str(os.getpid())}
         path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]), encoding="utf-8")

@@ -13,7 +13,8 @@ import time
 
 import typer
 
-from infiniteflow_common.settings import REPO_ROOT
+from infiniteflow_common.runtime import sweep_stale_targets
+from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 
 RUN = REPO_ROOT / ".run"
 PIDS, LOGS = RUN / "services", RUN / "logs"
@@ -91,6 +92,10 @@ def stop_all() -> list[str]:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
         (PIDS / f"{name}.pid").unlink(missing_ok=True)
+    # a service killed above had no chance to remove its Prometheus target
+    targets = CommonSettings().prometheus_targets_dir
+    if targets is not None:
+        sweep_stale_targets(targets)
     return list(running)
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
+from tests import stack_hygiene
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -45,6 +47,45 @@ def _require_servers(request: pytest.FixtureRequest, settings: CommonSettings) -
     for marker, hostport in needs.items():
         if request.node.get_closest_marker(marker) and not _reachable(hostport):
             pytest.fail(f"{marker} is not reachable at {hostport}: run `make up` first", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_the_stack(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[None]:
+    """A session with tests that need the real stack stops the background services first and removes
+    what it made at the end (tests/stack_hygiene.py says what and why). Unit-only sessions touch nothing."""
+    items = request.session.items
+    if not any(item.get_closest_marker(m) for item in items for m in stack_hygiene.STACK_MARKERS):
+        yield
+        return
+    stopped = stack_hygiene.stop_background_services()
+    if stopped:
+        _say(
+            request,
+            f"stopped the background services for this test run: {', '.join(stopped)} "
+            "(`make demo` or `infiniteflow services up` starts them again)",
+        )
+    try:
+        snapshot = stack_hygiene.take_snapshot(settings)
+    except Exception:  # the stack is down: each test that needs it fails with its own message
+        yield
+        return
+    yield
+    _say(request, f"test run cleaned up after itself: {stack_hygiene.restore(settings, snapshot)}")
+
+
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """A line on the terminal, past output capturing (it is about the session, not one test)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(line)
 
 
 @pytest.fixture

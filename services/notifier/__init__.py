@@ -1,1 +1,1 @@
-"""The notifier: turns job.completed / job.failed into signed Standard Webhooks with durable retries."""
+"""The notifier: turns job.completed / job.failed / job.cancelled into signed Standard Webhooks with durable retries."""

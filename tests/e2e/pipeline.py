@@ -20,6 +20,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
+def forget_stale_targets() -> None:
+    """Remove the Prometheus targets of services that stopped (a killed one could not remove its own)."""
+    from infiniteflow_common.runtime import sweep_stale_targets
+    from infiniteflow_common.settings import CommonSettings
+
+    directory = CommonSettings().prometheus_targets_dir
+    if directory is not None:
+        sweep_stale_targets(directory)
+
+
 @dataclass
 class ServiceProcess:
     """One running service and its log file."""
@@ -76,6 +86,8 @@ def running_pipeline(logdir: Path, workers: int = 2, **overrides: str) -> Iterat
                 service.process.wait(20)
             except subprocess.TimeoutExpired:
                 service.process.kill()
+                service.process.wait(5)
+        forget_stale_targets()
 
 
 @dataclass
