@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
 from pydantic import ValidationError
@@ -353,16 +353,63 @@ def create_api(deps: ApiDeps) -> FastAPI:
                             "required": ["file"],
                             "properties": {
                                 "file": {"type": "string", "format": "binary"},
-                                "multiplier": {"type": "integer", "enum": [2, 4, 8]},
-                                "target_fps": {"type": "string", "example": "60000/1001"},
-                                "engine": {"type": "string", "enum": list(settings.allowed_engines)},
-                                "quality": {"type": "string", "enum": list(settings.allowed_qualities)},
-                                "webhook_url": {"type": "string", "format": "uri"},
-                                "codec": {"type": "string", "enum": ["h264", "h265", "av1", "source"]},
-                                "crf": {"type": "integer", "minimum": 0, "maximum": 63},
-                                "bitrate": {"type": "string", "example": "8M"},
-                                "preset": {"type": "string", "example": "medium"},
-                                "dedupe": {"type": "boolean"},
+                                # The web page builds its form from these (order, enums, defaults,
+                                # descriptions): an option added here appears there by itself.
+                                "multiplier": {
+                                    "type": "integer",
+                                    "enum": [2, 4, 8],
+                                    "default": defaults.multiplier,
+                                    "description": "multiply the frame rate (or give target_fps)",
+                                },
+                                "target_fps": {
+                                    "type": "string",
+                                    "example": "60000/1001",
+                                    "description": "output frame rate instead of a multiplier",
+                                },
+                                "engine": {
+                                    "type": "string",
+                                    "enum": list(settings.allowed_engines),
+                                    "default": defaults.engine,
+                                    "description": "rife: learned (best on a GPU); flow: classical (CPU)",
+                                },
+                                "quality": {
+                                    "type": "string",
+                                    "enum": list(settings.allowed_qualities),
+                                    "default": defaults.quality,
+                                    "description": "fast: one pass; tta and best: more passes, slower",
+                                },
+                                "webhook_url": {
+                                    "type": "string",
+                                    "format": "uri",
+                                    "description": "receives the signed job.completed/failed/cancelled webhook",
+                                },
+                                "codec": {
+                                    "type": "string",
+                                    "enum": ["h264", "h265", "av1", "source"],
+                                    "default": "h264",
+                                    "description": "output video codec (source: the input's codec)",
+                                },
+                                "crf": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "maximum": 63,
+                                    "description": "constant quality (lower is better); or give bitrate",
+                                },
+                                "bitrate": {
+                                    "type": "string",
+                                    "example": "8M",
+                                    "description": "target bitrate such as 8M or 2500k, instead of crf",
+                                },
+                                "preset": {
+                                    "type": "string",
+                                    "example": "medium",
+                                    "description": "encoder speed preset (medium, slow, … or 0–13 for AV1)",
+                                },
+                                "dedupe": {
+                                    "type": "boolean",
+                                    "default": False,
+                                    "description": "skip repeated source frames, interpolate the real motion",
+                                },
                             },
                         }
                     }
@@ -467,10 +514,20 @@ def create_api(deps: ApiDeps) -> FastAPI:
         responses={409: {"description": "not completed (or failed)"}, 404: {"description": "unknown"}},
     )
     async def download(
-        job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]
-    ) -> RedirectResponse:
-        """A 307 to a presigned URL of the output; 409 while not completed, with the failure if failed."""
+        job_id: uuid.UUID,
+        caller: Annotated[Caller, Depends(current_caller)],
+        redirect: Annotated[
+            bool, Query(description="false: answer 200 with the URL as JSON (for callers that send a key)")
+        ] = True,
+    ) -> Response:
+        """A 307 to a presigned URL of the output; 409 while not completed, with the failure if failed.
+
+        With `redirect=false` the answer is `{"url", "expires_in_s"}` instead: a browser page that sends
+        its key in a header cannot follow a redirect as a plain link, but can open the presigned URL.
+        """
         job = await _job_or_404(job_id, caller)
+        if job.status == JobStatus.CANCELLED.value:
+            raise ApiError(409, "E_JOB_CANCELLED", "the job was cancelled, there is no output")
         if job.status == JobStatus.FAILED.value:
             raise ApiError(
                 409,
@@ -492,6 +549,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
             job.output_key,
             expires=timedelta(seconds=settings.presign_expiry_s),
         )
+        if not redirect:
+            return JSONResponse({"url": url, "expires_in_s": settings.presign_expiry_s})
         return RedirectResponse(url, status_code=307)
 
     @app.get(

@@ -48,6 +48,32 @@ def test_submit_waits_with_progress_and_prints_the_download_url_then_status_show
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "completed (100 %)" in shown.stdout
 
+    too_late = infiniteflow("cancel", job_id.group(1))
+    assert too_late.returncode == 2, too_late.stdout
+    assert "E_JOB_FINAL" in too_late.stdout
+
+
+def test_cancel_stops_a_running_job_and_saying_it_again_changes_nothing(
+    pipeline: list[ServiceProcess], workdir: Path
+) -> None:
+    clip = panning_clip(workdir / "long.mp4", width=320, height=180, seconds=4)
+    submitted = infiniteflow("submit", str(clip.path), "--multiplier", "8", "--engine", "flow")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(rf"job ({UUID})", submitted.stdout)
+    assert job_id, submitted.stdout
+
+    cancelled = infiniteflow("cancel", job_id.group(1))
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert "cancelled" in cancelled.stdout
+    again = infiniteflow("cancel", job_id.group(1))
+    assert again.returncode == 0, again.stdout
+    shown = infiniteflow("status", job_id.group(1))
+    assert shown.returncode == 1, "a cancelled job's status exits 1, like a failed one"
+    assert "cancelled" in shown.stdout
+    unknown = infiniteflow("cancel", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 2
+    assert "E_JOB_NOT_FOUND" in unknown.stdout
+
 
 def test_submit_reports_options_the_api_refuses(pipeline: list[ServiceProcess], workdir: Path) -> None:
     clip = panning_clip(workdir / "bad.mp4", width=160, height=96, seconds=1, audio=False)
