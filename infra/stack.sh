@@ -8,8 +8,14 @@ cd "$root"
 set -a
 # shellcheck source=versions.env
 source infra/versions.env
+# local.env holds the defaults; a variable already set in the environment wins, as it does for the
+# services (e.g. DATABASE_URL naming a second database on the same server).
+overrides=$(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' infra/local.env | while read -r name; do
+  if [ -n "${!name+x}" ]; then printf '%s=%q\n' "$name" "${!name}"; fi
+done)
 # shellcheck source=local.env
 source infra/local.env
+eval "$overrides"
 set +a
 run="$root/.run"
 log() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }

@@ -233,7 +233,7 @@ async def test_with_keys_required_the_page_asks_for_one_lists_the_users_jobs_and
     workdir: Path,
 ) -> None:
     key = await _tenant_key(settings)
-    long_clip = panning_clip(workdir / "long take.mp4", width=320, height=180, seconds=4).path.read_bytes()
+    long_clip = panning_clip(workdir / "long-take.mp4", width=320, height=180, seconds=4).path.read_bytes()
     page = await browser.new_page()
     await page.goto(f"{keyed_api}/")
     await page.wait_for_function("document.body.dataset.state === 'idle'")
@@ -241,7 +241,7 @@ async def test_with_keys_required_the_page_asks_for_one_lists_the_users_jobs_and
     assert "needs an API key" in await page.inner_text("#jobs-error")
 
     # without a key the upload is refused with a message saying what to do
-    await _drop(page, long_clip, "long take.mp4")
+    await _drop(page, long_clip, "long-take.mp4")
     await page.click("#submit")
     await page.wait_for_function("document.body.dataset.state === 'refused'")
     message = await page.inner_text("#form-error")
@@ -266,7 +266,7 @@ async def test_with_keys_required_the_page_asks_for_one_lists_the_users_jobs_and
     assert await page.locator("#jobs-body tr").count() == 1, "only this tenant's jobs are listed"
 
     # cancel from the list, with the keyboard
-    button = page.get_by_role("button", name="Cancel long take.mp4")
+    button = page.get_by_role("button", name="Cancel long-take.mp4")
     await button.focus()
     await page.keyboard.press("Enter")
     await page.wait_for_function("document.body.dataset.state === 'cancelled'", timeout=15_000)
