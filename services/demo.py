@@ -133,8 +133,33 @@ def demo(multiplier: int = 2, engine: str = "rife") -> None:
     console.print(table)
     console.print(f"output URL (presigned): [link={url}]{url}[/link]")
     console.print(f"local copy: {output}")
+    _dashboards_line(settings)
     console.print("the services keep running (logs in .run/logs/); stop everything with [bold]make down[/]")
     server.shutdown()
+
+
+def _dashboards_line(settings: CommonSettings) -> None:
+    """How many Grafana panels have data now (all but the GPU ones on a CPU-only machine)."""
+    import asyncio
+
+    from services.dashboards import panel_queries, panels_without_data
+
+    queries = panel_queries()
+    try:
+        empty = asyncio.run(panels_without_data(settings.prometheus_url, queries, timeout_s=45))
+    except (httpx.HTTPError, AssertionError) as exc:
+        console.print(f"[yellow]dashboards not checked[/]: Prometheus at {settings.prometheus_url}: {exc}")
+        return
+    gpu_only = [q for q in empty if q.needs_gpu]
+    others = [q for q in empty if not q.needs_gpu]
+    note = f" ({len(gpu_only)} GPU panels stay empty without a GPU)" if gpu_only else ""
+    colour = "green" if not others else "yellow"
+    console.print(
+        f"dashboards ({', '.join(sorted({q.dashboard for q in queries}))}): "
+        f"[{colour}]{len(queries) - len(empty)} of {len(queries)} panel queries have data[/]{note}"
+    )
+    for q in others:
+        console.print(f"  [yellow]no data yet[/]: {q.dashboard} / {q.panel}")
 
 
 def _wait_for_job_id(settings: CommonSettings, key: str) -> str:

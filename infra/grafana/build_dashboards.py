@@ -117,7 +117,7 @@ def overview() -> dict[str, Any]:
                 "Jobs in each status now, counted in PostgreSQL by ingest every 5 s.",
                 [
                     (
-                        'max by (status) (infiniteflow_jobs{status!~"completed|completed_with_warnings|failed"})',
+                        'max by (status) (infiniteflow_jobs{status!~"completed|completed_with_warnings|failed|cancelled"})',
                         "{{status}}",
                     )
                 ],
@@ -130,7 +130,7 @@ def overview() -> dict[str, Any]:
                 [
                     ("sum(rate(infiniteflow_ingest_jobs_created_total[5m]))", "created"),
                     (
-                        'max by (status) (deriv(infiniteflow_jobs{status=~"completed|completed_with_warnings|failed"}[5m]))',
+                        'max by (status) (deriv(infiniteflow_jobs{status=~"completed|completed_with_warnings|failed|cancelled"}[5m]))',
                         "{{status}}",
                     ),
                 ],
@@ -142,7 +142,7 @@ def overview() -> dict[str, Any]:
                 "Jobs completed and failed since the database was created.",
                 [
                     (
-                        'max by (status) (infiniteflow_jobs{status=~"completed|completed_with_warnings|failed"})',
+                        'max by (status) (infiniteflow_jobs{status=~"completed|completed_with_warnings|failed|cancelled"})',
                         "{{status}}",
                     )
                 ],

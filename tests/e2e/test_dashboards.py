@@ -9,38 +9,20 @@ fallback cannot hide a typo. GPU panels are only required when this machine has 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
+from services.dashboards import GPU_METRICS, panel_queries, query
 from tests.e2e.conftest import wait_for_job
 from tests.e2e.pipeline import ServiceProcess, WebhookReceiver
 from tests.fixtures.media import panning_clip
-
-DASHBOARDS = REPO_ROOT / "infra" / "grafana" / "dashboards"
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-GPU = "infiniteflow_gpu_"
-
-
-def panel_queries() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, PromQL) for every target of every panel."""
-    found = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                for variable, value in GRAFANA_VARIABLES.items():
-                    expr = expr.replace(variable, value)
-                found.append((path.name, panel["title"], expr))
-    return found
 
 
 def metric_names(expr: str) -> set[str]:
@@ -54,13 +36,6 @@ def cuda_available() -> bool:
     probe = "import torch; print(torch.cuda.is_available())"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     return result.stdout.strip() == "True"
-
-
-async def query(client: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
-    response = await client.get("/api/v1/query", params={"query": expr})
-    body = response.json()
-    assert body.get("status") == "success", f"{expr}: {body}"
-    return list(body["data"]["result"])
 
 
 def test_the_committed_dashboards_are_what_the_generator_writes() -> None:
@@ -96,10 +71,10 @@ async def test_every_panel_query_returns_a_series_after_one_job(
     job = await wait_for_job(settings, job_id=response.json()["job_id"])
     assert job["status"] == "completed", job["error_message"]
 
-    queries = panel_queries()
+    queries = [(q.dashboard, q.panel, q.expr) for q in panel_queries()]
     assert len(queries) >= 20
     with_gpu = cuda_available()
-    required = [q for q in queries if with_gpu or GPU not in q[2]]
+    required = [q for q in queries if with_gpu or GPU_METRICS not in q[2]]
     async with httpx.AsyncClient(base_url=settings.prometheus_url, timeout=30) as prometheus:
         pending = {q: 0 for q in required}
         deadline = time.monotonic() + 120  # first scrapes of new series, then rate() needs two samples
