@@ -37,6 +37,8 @@ class NotifierSettings(CommonSettings):
     webhook_poll_interval_s: float = Field(default=1.0, gt=0)
     # Webhooks one loop iteration claims (and sends concurrently).
     webhook_batch_size: int = Field(default=20, ge=1, le=1000)
+    # /metrics of a notifier run by `infiniteflow services up` (make demo); the others use 9101-9104.
+    metrics_port: int | None = Field(default=9105, ge=0, le=65535)
     # Validity of the presigned output URL in job.completed (SigV4 allows at most 7 days).
     webhook_output_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
 
