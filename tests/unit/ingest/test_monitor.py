@@ -28,4 +28,5 @@ def test_every_status_is_reported_even_at_zero() -> None:
         "completed": 3,
         "completed_with_warnings": 0,
         "failed": 1,
+        "cancelled": 0,
     }
