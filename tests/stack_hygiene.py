@@ -7,7 +7,9 @@ up`) starts them again.
 
 After the last test, what the session made is removed: job rows created since it began (their chunks
 and webhooks with them), tenants and keys, disabled webhook endpoints, objects written to the shared
-buckets, buckets the tests created, and the Prometheus targets of the processes they started. The demo,
+buckets, buckets the tests created, and the Prometheus targets of the processes they started; and the
+services' consumer groups move past whatever the tests left unconsumed on the pipeline's topics (a
+killed service's last records), so the demo's services neither replay test jobs nor show their lag. The demo,
 the web page and Grafana then show what they showed before. The session holds the stack lock
 (`flock /tmp/infiniteflow-stack.lock`, `make test` takes it), so nothing else writes meanwhile.
 """
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
 from infiniteflow_common.runtime import sweep_stale_targets
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
+from infiniteflow_common.topics import topic_specs
 
 STACK_MARKERS = frozenset({"kafka", "minio", "postgres"})
 
@@ -43,6 +47,7 @@ class Cleaned:
     """What `restore` removed, for the session's summary line."""
 
     jobs: int
+    skipped_messages: int
     tenants: int
     endpoints: int
     objects: int
@@ -53,7 +58,7 @@ class Cleaned:
         return (
             f"removed {self.jobs} job rows, {self.tenants} tenants, {self.endpoints} disabled webhook "
             f"endpoints, {self.objects} objects, buckets {self.buckets or 'none'}, "
-            f"{self.targets} stale Prometheus targets"
+            f"{self.targets} stale Prometheus targets; skipped {self.skipped_messages} unconsumed records"
         )
 
 
@@ -122,9 +127,42 @@ def _empty(client: Minio, bucket: str, since: datetime | None) -> int:
     return len(names)
 
 
+def skip_leftover_messages(settings: CommonSettings) -> int:
+    """Commit every service group at the end of the topics it consumes; returns the records skipped.
+
+    Only while the groups have no members (the services are stopped), which is when a session ends.
+    """
+    skipped = 0
+    specs = topic_specs()
+    for group in sorted({g for spec in specs.values() for g in spec.consumers}):
+        consumer = Consumer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+        try:
+            topics = [spec.name for spec in specs.values() if group in spec.consumers]
+            metadata = consumer.list_topics(timeout=10).topics
+            partitions = [
+                TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions
+            ]
+            ends = []
+            for committed in consumer.committed(partitions, timeout=10):
+                low, high = consumer.get_watermark_offsets(committed, timeout=10)
+                start = committed.offset if committed.offset >= 0 else low
+                skipped += max(0, high - start)
+                ends.append(TopicPartition(committed.topic, committed.partition, high))
+            if ends:
+                consumer.commit(offsets=ends, asynchronous=False)
+        except KafkaException as exc:  # the group has members: someone runs services; leave it be
+            print(f"consumer group {group} not moved past the test records: {exc}")
+        finally:
+            consumer.close()
+    return skipped
+
+
 def restore(settings: CommonSettings, snapshot: Snapshot) -> Cleaned:
     """Remove what the session made since `snapshot` (see the module docstring)."""
     jobs, tenants, endpoints = asyncio.run(_delete_rows(settings, snapshot.started_at))
+    skipped = skip_leftover_messages(settings)
     client = make_client(settings)
     objects = 0
     created: list[str] = []
@@ -138,4 +176,4 @@ def restore(settings: CommonSettings, snapshot: Snapshot) -> Cleaned:
     targets = 0
     if settings.prometheus_targets_dir is not None:
         targets = len(sweep_stale_targets(settings.prometheus_targets_dir))
-    return Cleaned(jobs, tenants, endpoints, objects, created, targets)
+    return Cleaned(jobs, skipped, tenants, endpoints, objects, created, targets)

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from minio.error import S3Error
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 from infiniteflow_common.storage import make_client
+from infiniteflow_common.topics import Topic
 from services import supervisor
 
-pytestmark = [pytest.mark.postgres, pytest.mark.minio]
+pytestmark = [pytest.mark.postgres, pytest.mark.minio, pytest.mark.kafka]
 
 
 async def _fetch(settings: CommonSettings, query: str, *args: object) -> object:
@@ -40,6 +42,19 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _unconsumed(settings: CommonSettings, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        left = 0
+        for committed in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10):
+            low, high = consumer.get_watermark_offsets(committed, timeout=10)
+            left += high - (committed.offset if committed.offset >= 0 else low)
+        return left
+    finally:
+        consumer.close()
 
 
 def test_a_test_session_stops_the_demo_services_and_removes_everything_it_made(
@@ -111,6 +126,7 @@ def test_a_test_session_stops_the_demo_services_and_removes_everything_it_made(
         assert not client.bucket_exists(made["bucket"])
         assert not Path(made["target"]).exists()
         assert asyncio.run(_fetch(settings, "select count(*) from jobs where id = $1::uuid", kept)) == 1
+        assert _unconsumed(settings, "notifier", Topic.JOB_CANCELLED.value) == 0
     finally:
         if _alive(background):
             os.kill(background, signal.SIGKILL)
