@@ -21,6 +21,7 @@ from infiniteflow_common.events import (
     ChunkReady,
     DeadLetter,
     Event,
+    JobCancelled,
     JobParams,
     JobSplit,
     OutputSlot,
@@ -200,9 +201,21 @@ dead_letters = st.builds(
     job_id=st.none() | st.uuids(),
 )
 
+job_cancels = st.builds(
+    JobCancelled,
+    job_id=st.uuids(),
+    tenant_id=st.none() | text,
+    bucket=st.none() | text,
+    key=st.none() | text,
+    webhook_url=st.none() | text,
+    previous_status=st.none() | st.sampled_from(["pending", "splitting", "interpolating", "muxing"]),
+    progress=st.integers(0, 100),
+    cancelled_at=instant,
+)
+
 
 @settings(max_examples=150, deadline=None)
-@given(event=st.one_of(job_splits, chunk_readies, dead_letters))
+@given(event=st.one_of(job_splits, chunk_readies, dead_letters, job_cancels))
 def test_any_valid_event_round_trips_through_avro(event: Event) -> None:
     payload = encode_event(CATALOG, event)
 
