@@ -175,7 +175,7 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     )
     shot = workdir / "web-ui.png"
     await page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size < 300_000
+    assert shot.stat().st_size < 400_000  # the job list below shows at most 10 rows
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
 
