@@ -66,6 +66,9 @@ def _own_the_stack(request: pytest.FixtureRequest, settings: CommonSettings) -> 
         )
     try:
         snapshot = stack_hygiene.take_snapshot(settings)
+        # records left on the pipeline's topics by an earlier run belong to no test of this one
+        if skipped := stack_hygiene.skip_leftover_messages(settings):
+            _say(request, f"skipped {skipped} records earlier runs left unconsumed on the pipeline's topics")
     except Exception:  # the stack is down: each test that needs it fails with its own message
         yield
         return

@@ -3,7 +3,8 @@
 Before the first test that needs a server, the background services (`make demo`, `infiniteflow services
 up`) are stopped: they would share port 8000, the consumer groups and the `incoming` bucket's events with
 the services the tests start, and consume the tests' messages. `make demo` (or `infiniteflow services
-up`) starts them again.
+up`) starts them again. The services' consumer groups then move to the end of their topics, so the
+services the tests start do not replay what an earlier run left unconsumed.
 
 After the last test, what the session made is removed: job rows created since it began (their chunks
 and webhooks with them), tenants and keys, disabled webhook endpoints, objects written to the shared
