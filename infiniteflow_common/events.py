@@ -70,6 +70,8 @@ class JobParams(AvroModel):
     engine: str
     quality: str
     webhook_url: str | None
+    # 'hdv3' | 'v4.25' | 'auto' (ingest checks the name; the worker picks per chunk for 'auto')
+    model: str = "auto"
 
     @model_validator(mode="after")
     def _one_rate(self) -> Self:
@@ -187,6 +189,15 @@ class ChunkInterpolated(Event):
     oom_retries: Count = 0
 
 
+class ChunkModel(AvroModel):
+    RECORD: ClassVar[str] = "ChunkModel"
+
+    chunk_index: Count
+    model: str
+    chosen_by: Literal["job", "check", "rule"]
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
 class QualityReport(AvroModel):
     RECORD: ClassVar[str] = "QualityReport"
 
@@ -197,6 +208,8 @@ class QualityReport(AvroModel):
     worst_chunk_psnr_db: float
     psnr_floor_db: float
     chunks_below_floor: tuple[Count, ...]
+    model_chunks: dict[str, Count] = Field(default_factory=dict)
+    chunk_models: tuple[ChunkModel, ...] = ()
 
 
 class TimingReport(AvroModel):
@@ -269,7 +282,14 @@ class DeadLetter(Event):
     job_id: UUID | None
 
 
-NESTED_MODELS: tuple[type[AvroModel], ...] = (JobParams, MediaProbe, OutputSlot, QualityReport, TimingReport)
+NESTED_MODELS: tuple[type[AvroModel], ...] = (
+    JobParams,
+    MediaProbe,
+    OutputSlot,
+    ChunkModel,
+    QualityReport,
+    TimingReport,
+)
 EVENT_MODELS: tuple[type[Event], ...] = (
     VideoUploaded,
     JobSplit,

@@ -3,13 +3,15 @@
 Slots with t = 0 are written from the decoded source frame itself, so copies (scene ends, the last
 frame, every source position) are bit-exact. Pairs that share the same set of timesteps are batched.
 After the chunk's own frames, a budgeted quality self-check re-creates a few real frames (`quality`).
+With `choose` (a job's `model=auto`), the model is picked after decoding, before any interpolation
+(`model_choice`); its check of the chosen model is then the chunk's self-check.
 `interpolate_with_retries` runs it again with lighter settings when memory runs out (`memory`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +29,11 @@ from services.gpu_interp.memory import (
     memory_ladder,
     release_memory,
 )
+from services.gpu_interp.model_choice import FrameSource, ModelChoice
 from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
+
+ChooseModel = Callable[[FrameSource, int, Mapping[int, Sequence[Fraction]]], ModelChoice]
+"""Called as choose(frame, frame_count, pair_times) once the chunk is decoded (e.g. `AutoModel.choose`)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class ChunkOutcome:
     scale: float | None = None
     batch_size: int | None = None
     oom_retries: int = 0
+    model_choice: ModelChoice | None = None  # set when the chunk's model was chosen here (auto)
 
 
 OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
@@ -115,6 +122,7 @@ def interpolate_chunk(
     quality_budget: float = 0.0,
     quality_samples: int = 3,
     on_batch: Callable[[int, int], None] | None = None,
+    choose: ChooseModel | None = None,
 ) -> ChunkOutcome:
     """Write the chunk's output frames to `output` (FFV1, the source's pixel format).
 
@@ -147,6 +155,7 @@ def interpolate_chunk(
     by_times: dict[tuple[Fraction, ...], list[int]] = defaultdict(list)
     for pair, pair_times in wanted.items():
         by_times[tuple(sorted(set(pair_times)))].append(pair)
+    choice = choose(rgb, len(frames), wanted) if choose is not None else None
     pairs_done = 0
     for times, pairs in by_times.items():
         for start in range(0, len(pairs), batch_size):
@@ -169,6 +178,8 @@ def interpolate_chunk(
             else:
                 writer.write_rgb(results[(slot.offset, slot.t)])
     results.clear()
-    samples = sample_count(len(frames), len(wanted), quality_budget, quality_samples)
-    quality = self_check(engine, rgb, sample_frames(len(frames), samples), batch_size=batch_size)
-    return ChunkOutcome(frames_out=writer.count, quality=quality)
+    quality = choice.quality if choice is not None and quality_budget > 0 else None
+    if quality is None:
+        samples = sample_count(len(frames), len(wanted), quality_budget, quality_samples)
+        quality = self_check(engine, rgb, sample_frames(len(frames), samples), batch_size=batch_size)
+    return ChunkOutcome(frames_out=writer.count, quality=quality, model_choice=choice)

@@ -38,6 +38,10 @@ class WorkerSettings(CommonSettings):
     engine_threads: int | None = Field(default=None, ge=1)
     weights_path: str | None = None
     weights_sha256: str | None = None
+    v425_weights_path: str | None = None
+    v425_weights_sha256: str | None = None
+    # model=auto: the choice may cost at most this share of a chunk's engine work, else the rule decides.
+    model_choice_budget: float = Field(default=0.06, ge=0, le=1)
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
     metrics_port: int | None = 9103
     # A worker told to stop finishes its chunk within this, or hands it back (pods: below the

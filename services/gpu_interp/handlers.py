@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -30,11 +30,14 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
-from services.gpu_interp.chunk_work import SlotSpec, exact_t, interpolate_with_retries
+from services.gpu_interp.chunk_work import ChooseModel, SlotSpec, exact_t, interpolate_with_retries
 from services.gpu_interp.config import WorkerSettings
 from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
+from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.memory import MemoryStep
+from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
 
 log = get_logger()
 
@@ -82,9 +85,12 @@ class ChunkHandler(PipelineHandler):
         failing = job_fails_on(
             self.sessions, self.publish, job_id=spec.job_id, stage="gpu_interp", chunk_index=spec.chunk_index
         )
+        # The job's RIFE model (params of jobs from before models existed have none: auto).
+        # TODO(issue 14): ChunkReady.v2 carries `model`; read it from the event then.
+        model = check_choice(str(job.params.get("model") or AUTO))
         async with failing:
             with metrics.BUSY.track_inprogress():
-                await self._work(spec, epoch, bound)
+                await self._work(spec, epoch, bound, model)
 
     async def _claim(self, spec: ChunkReady) -> int | None:
         """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.
@@ -174,7 +180,21 @@ class ChunkHandler(PipelineHandler):
             except Exception as exc:  # a database hiccup: the lease has slack for the next try
                 log.warning("lease renewal failed", job_id=str(spec.job_id), error=str(exc))
 
-    async def _work(self, spec: ChunkReady, epoch: int, bound: object) -> None:
+    def _engine_for(self, spec: ChunkReady, model: str) -> tuple[InterpolationEngine, ChooseModel | None]:
+        """The chunk's engine; for `rife` with `model=auto`, both models and the hook that picks one."""
+        if spec.engine != "rife" or model != AUTO:
+            return self.engines.get(spec.engine, spec.quality, model), None
+        auto = AutoModel({name: self.engines.get("rife", spec.quality, name) for name in MODELS})
+        budget, batch = self.settings.model_choice_budget, self.settings.batch_size
+
+        def choose(
+            frame: FrameSource, count: int, pair_times: Mapping[int, Sequence[Fraction]]
+        ) -> ModelChoice:
+            return auto.choose(frame, count, pair_times, budget=budget, batch_size=batch)
+
+        return auto, choose
+
+    async def _work(self, spec: ChunkReady, epoch: int, bound: object, model: str = AUTO) -> None:
         workdir = self.settings.scratch_dir / f"{spec.job_id}-{spec.chunk_index}-{epoch}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -202,7 +222,7 @@ class ChunkHandler(PipelineHandler):
                 await asyncio.to_thread(
                     self.storage.fget_object, self.settings.work_bucket, spec.object_key, str(source)
                 )
-                engine = await asyncio.to_thread(self.engines.get, spec.engine, spec.quality)
+                engine, choose = await asyncio.to_thread(self._engine_for, spec, model)
                 drain.check(0, 1)  # told to stop while getting ready: hand back before starting
                 started = time.perf_counter()
                 slots = [SlotSpec(s.source_offset, exact_t(s.t)) for s in spec.timesteps]
@@ -223,6 +243,7 @@ class ChunkHandler(PipelineHandler):
                     quality_budget=self.settings.quality_budget,
                     quality_samples=self.settings.quality_samples,
                     on_batch=drain.check,
+                    choose=choose,
                 )
             except (HandedBack, asyncio.CancelledError):
                 # handing back, or cut short at the end of the grace period: free the chunk either way
@@ -268,6 +289,13 @@ class ChunkHandler(PipelineHandler):
                 ),
             )
             metrics.CHUNKS.labels("done").inc()
+            choice = outcome.model_choice
+            if spec.engine == "rife":
+                chosen = choice or ModelChoice(model, "job")
+                metrics.MODEL_CHOICES.labels(chosen.model, chosen.chosen_by).inc()
+                if len(chosen.scores) > 1:
+                    ranked = sorted(chosen.scores.values(), reverse=True)
+                    metrics.MODEL_CHOICE_MARGIN.observe(ranked[0] - ranked[1])
             metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
             metrics.FRAMES.labels(spec.engine).inc(frames_out)
             check: dict[str, object] = {}
@@ -283,6 +311,11 @@ class ChunkHandler(PipelineHandler):
                     "quality_seconds": round(quality.seconds, 4),
                     "quality_cost_ratio": round(cost, 4),
                 }
+            if choice is not None:
+                check["model"] = choice.model
+                check["model_chosen_by"] = choice.chosen_by
+                check["model_scores"] = {name: round(score, 2) for name, score in choice.scores.items()}
+                check["model_choice_seconds"] = round(choice.seconds, 4)
             log.info(
                 "chunk interpolated",
                 job_id=str(spec.job_id),

@@ -59,8 +59,8 @@ from services.ingest.start import JobStarter, object_record, param_defaults
 log = get_logger()
 
 OPTION_FIELDS = (
-    "multiplier", "target_fps", "engine", "quality", "webhook_url", "codec", "crf", "bitrate", "preset",
-    "dedupe",
+    "multiplier", "target_fps", "engine", "quality", "model", "webhook_url", "codec", "crf", "bitrate",
+    "preset", "dedupe",
 )  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
@@ -327,6 +327,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                 "target_fps": {"type": "string", "example": "60000/1001"},
                                 "engine": {"type": "string", "enum": list(settings.allowed_engines)},
                                 "quality": {"type": "string", "enum": list(settings.allowed_qualities)},
+                                "model": {"type": "string", "enum": list(settings.allowed_models)},
                                 "webhook_url": {"type": "string", "format": "uri"},
                                 "codec": {"type": "string", "enum": ["h264", "h265", "av1", "source"]},
                                 "crf": {"type": "integer", "minimum": 0, "maximum": 63},
@@ -561,6 +562,7 @@ def _params_metadata(params: JobParams) -> dict[str, str]:
         "target-fps": params.target_fps,
         "engine": params.engine,
         "quality": params.quality,
+        "model": params.model,
         "webhook-url": params.webhook_url,
     }
     return normalise_keys(options)

@@ -39,6 +39,9 @@ class IngestSettings(CommonSettings):
     default_quality: str = "fast"
     allowed_engines: tuple[str, ...] = ("rife", "flow")
     allowed_qualities: tuple[str, ...] = ("fast", "tta", "best")
+    # RIFE model: 'auto' lets the worker compare both on each chunk's own frames.
+    default_model: str = "auto"
+    allowed_models: tuple[str, ...] = ("auto", "hdv3", "v4.25")
 
     # HTTP API.
     api_host: str = "127.0.0.1"

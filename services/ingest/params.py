@@ -1,6 +1,6 @@
 """User options → `JobParams` (pure).
 
-Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `webhook-url`,
+Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `model`, `webhook-url`,
 and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by the event
 parser) or as API form fields (`target_fps`, `webhook_url`). Absent
 options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
@@ -40,6 +40,8 @@ class ParamDefaults:
     quality: str = "fast"
     engines: tuple[str, ...] = ("rife", "flow")
     qualities: tuple[str, ...] = ("fast", "tta", "best")
+    model: str = "auto"
+    models: tuple[str, ...] = ("auto", "hdv3", "v4.25")
     max_fps: float = 480.0
     # Video encoders this FFmpeg lists (the output codecs offered follow from them).
     encoders: frozenset[str] = frozenset()
@@ -106,6 +108,9 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
         raise InvalidParams(
             f"quality={quality[:40]!r} is not allowed: use one of {', '.join(defaults.qualities)}"
         )
+    model = opts.get("model", defaults.model).lower()
+    if model not in defaults.models:
+        raise InvalidParams(f"model={model[:40]!r} is not allowed: use one of {', '.join(defaults.models)}")
     webhook_url = opts.get("webhook-url")
     if webhook_url is not None:
         check_webhook_url(webhook_url)
@@ -115,6 +120,7 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
         engine=engine,
         quality=quality,
         webhook_url=webhook_url,
+        model=model,
     )
 
 

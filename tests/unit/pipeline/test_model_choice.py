@@ -1,0 +1,171 @@
+"""`model=auto`: each chunk gets the model that re-creates its own real frames better, within budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.models import MODELS
+from services.gpu_interp.model_choice import (
+    AutoModel,
+    affordable_samples,
+    choose_model,
+    planned_passes,
+)
+from tests.unit.engines.conftest import mse, panned
+
+
+class Blend(InterpolationEngine):
+    """Stand-in: the weighted average (poor wherever something moves)."""
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        return [(first * (1 - float(t)) + second * float(t)).round().astype(first.dtype) for t in times]
+
+
+class Oracle(InterpolationEngine):
+    """Stand-in that knows the scene: a pan of `step` px per frame, so its frames are exact."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.scale: float | None = None
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        # first is frame i - 1 of the pan (maybe through a lossy round trip): find i - 1 from the frame
+        starts = [min(range(16), key=lambda k: mse(f, _pan(k, self.step))) for f in first]
+        return [np.stack([_pan(s + 2 * float(t), self.step) for s in starts]) for t in times]
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        self.scale = scale
+
+
+def _pan(index: float, step: float) -> Any:
+    return panned(32, 48, step * index)
+
+
+def _chunk(count: int, step: float) -> list[Any]:
+    return [_pan(i, step) for i in range(count)]
+
+
+def _halves(pairs: int) -> dict[int, list[Fraction]]:
+    return {i: [Fraction(1, 2)] for i in range(pairs)}
+
+
+def test_a_job_that_names_its_model_gets_it_unchecked() -> None:
+    frames = _chunk(9, 3)
+    choice = choose_model("v4.25", {"hdv3": Blend(), "v4.25": Blend()}, frames.__getitem__, 9, _halves(8))
+    assert (choice.model, choice.chosen_by, choice.scores) == ("v4.25", "job", {})
+
+
+@pytest.mark.parametrize(("good", "bad"), [("hdv3", "v4.25"), ("v4.25", "hdv3")])
+def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, bad: str) -> None:
+    frames = _chunk(9, 3)
+    engines = {good: Oracle(3), bad: Blend()}
+    choice = choose_model("auto", engines, frames.__getitem__, 9, _halves(8), budget=1.0)
+    assert choice.model == good
+    assert choice.chosen_by == "check"
+    assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
+    assert choice.scores[bad] < 40
+    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2 samples
+    assert choice.quality is not None
+    assert choice.quality.samples == 2
+
+
+def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
+    """Constructed chunks where one model is clearly better (≥ 2 dB, measured when written):
+    a 2 px/frame pan (HDv3 +3 dB) and a 28 px/frame pan (v4.25 +3 dB)."""
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
+
+    settings = RifeSettings(device="cpu", precision="fp32", scale=1.0)
+    engines = {name: build_model(name, settings) for name in MODELS}
+    for step, expected in ((2, "hdv3"), (28, "v4.25")):
+        frames = [panned(96, 128, step * i) for i in range(5)]
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=1.0)
+        assert choice.model == expected, f"{step} px/frame: {choice.scores}"
+        loser = min(choice.scores.values())
+        assert choice.scores[expected] - loser > 2.0
+
+
+def test_a_chunk_too_short_for_the_budget_gets_the_rule_without_any_check() -> None:
+    calls: list[str] = []
+
+    class Counting(Blend):
+        def _interpolate_times(
+            self, first: Frames, second: Frames, times: Sequence[Fraction]
+        ) -> list[Frames]:
+            calls.append("pass")
+            return super()._interpolate_times(first, second, times)
+
+    frames = _chunk(9, 3)
+    engines = {"hdv3": Counting(), "v4.25": Counting()}
+    halves = choose_model("auto", engines, frames.__getitem__, 9, _halves(8))
+    quarters = {i: [Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)] for i in range(8)}
+    fours = choose_model("auto", engines, frames.__getitem__, 9, quarters)
+    assert (halves.model, halves.chosen_by) == ("hdv3", "rule")
+    assert (fours.model, fours.chosen_by) == ("v4.25", "rule")
+    assert calls == []
+
+
+def test_planned_work_counts_bisection_for_hdv3_and_one_pass_per_time_for_v425() -> None:
+    quarters = [[Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)]] * 10
+    assert planned_passes(MODELS["hdv3"], quarters) == 30
+    assert planned_passes(MODELS["v4.25"], quarters) == pytest.approx(30 * MODELS["v4.25"].relative_cost)
+    assert planned_passes(MODELS["hdv3"], [[Fraction(1, 4)]]) == 2  # 1/2 first, then 1/4
+    fifths = [[Fraction(1, 5), Fraction(2, 5), Fraction(1, 2)]]
+    assert planned_passes(MODELS["hdv3"], fifths) == 2  # one shared flow-scaling pass + 1/2
+
+
+def test_the_check_stays_within_six_percent_of_the_planned_work() -> None:
+    both = [MODELS["hdv3"], MODELS["v4.25"]]
+    per_sample = sum(m.relative_cost for m in both)
+    for work in (0.0, 10.0, 24.0, 50.0, 75.0, 200.0, 10_000.0):
+        samples = affordable_samples(49, work, both)
+        assert samples * per_sample <= 0.06 * work + 1e-9
+        assert samples <= 3
+    assert affordable_samples(2, 10_000.0, both) == 0  # no frame has two neighbours
+
+
+def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
+    oracle, blend = Oracle(3), Oracle(3)
+    auto = AutoModel({"hdv3": oracle, "v4.25": blend})
+    auto.set_memory(0.5, 2)
+    assert oracle.scale == blend.scale == 0.5
+    frames = _chunk(9, 3)
+    auto.engines["v4.25"] = Blend()
+    choice = auto.choose(frames.__getitem__, 9, _halves(8), budget=1.0)
+    assert auto.active == choice.model == "hdv3"
+    out = auto.interpolate(frames[0], frames[2])
+    assert np.array_equal(out, frames[1])
+
+
+@pytest.mark.ffmpeg
+def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_check(tmp_path: Any) -> None:
+    from infiniteflow_common.media import LosslessWriter
+    from services.gpu_interp.chunk_work import SlotSpec, interpolate_chunk
+
+    frames = _chunk(9, 3)
+    with LosslessWriter(tmp_path / "in.mkv", width=48, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as w:
+        for frame in frames:
+            w.write_rgb(frame)
+    auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
+    slots = [SlotSpec(i, Fraction(k, 2)) for i in range(8) for k in range(2)] + [SlotSpec(8, Fraction(0))]
+    outcome = interpolate_chunk(
+        auto,
+        tmp_path / "in.mkv",
+        tmp_path / "out.mkv",
+        slots,
+        expected_frames=9,
+        out_rate=Fraction(50),
+        quality_budget=0.5,
+        choose=lambda frame, count, pairs: auto.choose(frame, count, pairs, budget=1.0),
+    )
+    assert outcome.model_choice is not None
+    assert outcome.model_choice.model == "v4.25"
+    assert outcome.quality == outcome.model_choice.quality, "the choice's check is the self-check"
+    assert outcome.quality is not None
+    assert outcome.quality.psnr_db > 40
