@@ -232,6 +232,8 @@ def generated_rows(
 ) -> list[tuple[str, str, float, float]]:
     """(case, method, PSNR, seconds per output frame) on the generated clip for ×2, ×4 and fifths."""
     cases = {"×2 (t=1/2)": 2, "×4 (t=1/4,1/2,3/4)": 4, "24→60 (t=k/5)": 5}
+    from services.gpu_interp.bench_models import ChunkAuto
+
     rows = []
     for case, step in cases.items():
         times = [Fraction(k, step) for k in range(1, step)]
@@ -239,6 +241,12 @@ def generated_rows(
             times = [Fraction(k, 5) for k in (2, 4, 1, 3)]
         for name, engine in engines.items():
             scores, elapsed, count = [], 0.0, 0
+            label = name
+            if isinstance(engine, ChunkAuto):  # the case's pairs are one chunk: choose, then run
+                start = time.perf_counter()
+                choice = engine.prepare([render(p * step * 1.0) for p in range(pairs + 1)], times)
+                elapsed += time.perf_counter() - start
+                label = f"{name} → {choice.model} ({choice.chosen_by})"
             for p in range(pairs):
                 t0 = p * step * 1.0
                 a, b = render(t0), render(t0 + step)
@@ -249,7 +257,7 @@ def generated_rows(
                     assert isinstance(out, np.ndarray)
                     scores.append(psnr(out, render(t0 + step * float(t))))
                     count += 1
-            rows.append((case, name, float(np.mean(scores)), elapsed / count))
+            rows.append((case, label, float(np.mean(scores)), elapsed / count))
             typer.echo(f"  {case} {name}: {rows[-1][2]:.2f} dB, {rows[-1][3] * 1000:.0f} ms/frame")
     return rows
 
@@ -382,7 +390,10 @@ def render_report(
             "compared with each method's output (6 pairs per case). HDv3 was trained for t = 1/2 only:",
             "*bisection* makes t = 1/2, then 1/4 and 3/4 from those, … (exact for dyadic t; other t go to",
             "the nearest 1/8); *flow scaling* runs the model once, scales the middle flows to reach t",
-            "(2t·F_½→0, 2(1−t)·F_½→1) and shifts the mask logit by log((1−t)/t).",
+            "(2t·F_½→0, 2(1−t)·F_½→1) and shifts the mask logit by log((1−t)/t). `rife, …` rows are",
+            "HDv3; v4.25 takes t as an input (one pass per t). `model=auto` treats a case's 7 source frames",
+            "as one chunk: within its 6 % budget the chunk is too short to check and the rule decides",
+            "(hdv3 for t = 1/2 only, v4.25 otherwise); the forced row shows what the check itself picks.",
             "",
             "| case | method | PSNR (dB) | ms per output frame |",
             "|---|---|---|---|",
@@ -432,13 +443,16 @@ def main(
     """Measure every engine and baseline; write the tables to OUT."""
     import torch
 
+    from services.gpu_interp.bench_models import ChunkAuto, auto_pair_fn
     from services.gpu_interp.engines.flow import FlowEngine
+    from services.gpu_interp.engines.models import build_model
     from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     header = machine()
     typer.echo(header)
     fast = RifeEngine(RifeSettings(scale=1.0, precision="fp32"))
+    v4 = build_model("v4.25", RifeSettings(scale=1.0, precision="fp32"))
     dev: list[Row] | None = None
     if devset.is_dir():
         typer.echo("development set")
@@ -454,6 +468,11 @@ def main(
         )
         fast_row = evaluate("rife fast (fp32, scale 1)", engine_fn(fast), triplets, "1 pass")
         dev.append(fast_row)
+        dev.append(evaluate("rife v4.25 fast (fp32, scale 1)", engine_fn(v4), triplets, "1 pass"))
+        auto = ChunkAuto({"hdv3": fast, "v4.25": v4})
+        auto_row = evaluate("rife auto (fp32, scale 1)", auto_pair_fn(auto), triplets)
+        auto_row.note = f"each triplet a 2-frame chunk, nothing to check: {auto.summary()}"
+        dev.append(auto_row)
         modes = [("tta", "3 passes: + h-flip, v-flip")] + (
             [("best", "8 passes: all flips × transpose")] if best else []
         )
@@ -474,6 +493,9 @@ def main(
             "rife, bisection (depth 3)": RifeEngine(RifeSettings(scale=1.0, timestep_method="bisect")),
             "rife, flow scaling": RifeEngine(RifeSettings(scale=1.0, timestep_method="flowscale")),
             "rife, auto (bisection if dyadic, else flow scaling)": fast,
+            "rife v4.25 (native t)": v4,
+            "rife model=auto (check within 6 %, else rule)": ChunkAuto({"hdv3": fast, "v4.25": v4}),
+            "rife model=auto, check forced (budget 100 %)": ChunkAuto({"hdv3": fast, "v4.25": v4}, 1.0),
         }
         gen = generated_rows(gen_engines)
     speed: dict[str, Any] | None = None
