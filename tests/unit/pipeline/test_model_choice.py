@@ -169,3 +169,37 @@ def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_che
     assert outcome.quality == outcome.model_choice.quality, "the choice's check is the self-check"
     assert outcome.quality is not None
     assert outcome.quality.psnr_db > 40
+
+
+def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from infiniteflow_common.deps import Deps
+    from infiniteflow_common.events import ChunkReady
+    from services.gpu_interp.config import WorkerSettings
+    from services.gpu_interp.engine_registry import EngineCache
+    from services.gpu_interp.handlers import ChunkHandler
+
+    built: list[tuple[str, str, str]] = []
+
+    class Cache:
+        def get(self, name: str, quality: str, model: str = "hdv3") -> InterpolationEngine:
+            built.append((name, quality, model))
+            return Blend()
+
+    deps = Deps(
+        sessions=cast(Any, None), storage=cast(Any, None), catalog=cast(Any, None), publish=cast(Any, None)
+    )
+    handler = ChunkHandler(settings=WorkerSettings(), deps=deps, engines=cast(EngineCache, Cache()))
+    spec = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta"))
+    engine, choose = handler._engine_for(spec, "auto")
+    assert isinstance(engine, AutoModel)
+    assert choose is not None
+    assert built == [("rife", "tta", "hdv3"), ("rife", "tta", "v4.25")]
+    built.clear()
+    engine, choose = handler._engine_for(spec, "v4.25")
+    assert (built, choose) == ([("rife", "tta", "v4.25")], None)
+    flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast"))
+    _, choose = handler._engine_for(flow, "auto")
+    assert choose is None, "the flow engine has no models to choose from"
