@@ -3,7 +3,8 @@
 `auto` chooses per chunk. On the UCF101 set each triplet is its own chunk of two source frames (the
 middle one is the ground truth), which has no frame with two neighbours to check: the rule decides
 (hdv3 at t = 1/2). On the generated clip a case's pairs form one chunk of consecutive source frames,
-checked within the worker's budget (6 %) or, for comparison, with the check forced (budget 100 %).
+checked within the worker's budget (6 %) or with the budget lifted (100 %); chunks with timesteps
+other than 1/2 get the rule either way (see `model_choice`).
 """
 
 from __future__ import annotations

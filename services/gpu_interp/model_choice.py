@@ -6,11 +6,18 @@ i + 1 at t = 1/2, PSNR against the real frame i), on frames spread over the chun
 with the higher mean PSNR does the chunk. Neither model wins everywhere (HDv3 on small motion at
 t = 1/2, v4.25 on large motion and other timesteps), and the chunk's own frames say which case this is.
 
-Budget: the check may cost at most `budget` (6 %) of the chunk's planned engine work, counted in
-model passes weighted by each model's relative cost. A chunk too short for one sample per model within
-it is not checked; it gets the measured rule instead (`models.rule_for`: hdv3 when every new frame
-is at t = 1/2, v4.25 otherwise). The chosen model's check doubles as the chunk's quality self-check,
-so `auto` adds only the other models' samples to what the check cost already.
+The check re-creates frames at t = 1/2, so it measures what a chunk needs only when every frame the
+chunk adds is at t = 1/2 (×2). Chunks with other timesteps (×4, ×8, target rates) get the measured
+rule without a check: there the difference between the models is mostly how they reach t ≠ 1/2
+(HDv3 by bisection or flow scaling, v4.25 natively), which a t = 1/2 check cannot see — on the
+generated ×4 clip the check preferred HDv3 (27.64 dB) where v4.25 makes 31.20 dB (docs/benchmarks.md).
+
+Budget: the check may cost at most `budget` (6 %) of the chunk's planned engine work — the passes of
+the model the rule would pick (what the chunk costs without a check), weighted by each model's
+relative cost. A chunk too short for one sample per model within it is not checked; it gets the
+rule (`models.rule_for`: hdv3 when every new frame is at t = 1/2, v4.25 otherwise). The chosen
+model's check doubles as the chunk's quality self-check, so `auto` adds only the other model's
+samples to what the self-check costs anyway.
 """
 
 from __future__ import annotations
@@ -89,6 +96,11 @@ def planned_passes(
     return total * model.relative_cost
 
 
+def all_halves(times: Iterable[Fraction]) -> bool:
+    """True when every frame to make (0 < t < 1) is at t = 1/2: what the check itself measures."""
+    return all(t == Fraction(1, 2) for t in (Fraction(x) for x in times) if 0 < t < 1)
+
+
 def affordable_samples(
     frame_count: int,
     work: float,
@@ -118,18 +130,21 @@ def choose_model(
     """The model for a chunk of `frame_count` frames whose pair i needs `pair_times[i]`.
 
     `requested` is the job's `model`: a named model is used as it is; `auto` checks the candidate
-    `engines` (by model name) on sampled frames when the budget allows, else applies the rule.
-    Ties go to the rule's model.
+    `engines` (by model name) on sampled frames when every new frame is at t = 1/2 and the budget
+    allows, else applies the rule. Ties go to the rule's model.
     """
     if requested != AUTO:
         return ModelChoice(requested, "job")
     times = [t for ts in pair_times.values() for t in ts]
     fallback = rule_for([float(t) for t in times])
-    candidates = [MODELS[name] for name in engines]
-    work = min((planned_passes(spec, pair_times.values()) for spec in candidates), default=0.0)
-    samples = affordable_samples(frame_count, work, candidates, budget, max_samples)
-    if samples == 0 or len(engines) < 2:
-        return ModelChoice(fallback if fallback in engines else next(iter(engines)), "rule")
+    if fallback not in engines:
+        fallback = next(iter(engines))
+    if not all_halves(times) or len(engines) < 2:
+        return ModelChoice(fallback, "rule")
+    work = planned_passes(MODELS[fallback], pair_times.values())
+    samples = affordable_samples(frame_count, work, [MODELS[name] for name in engines], budget, max_samples)
+    if samples == 0:
+        return ModelChoice(fallback, "rule")
     started = clock()
     picks = sample_frames(frame_count, samples)
     checks: dict[str, ChunkQuality] = {}

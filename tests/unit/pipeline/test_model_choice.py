@@ -70,9 +70,9 @@ def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, 
     assert choice.chosen_by == "check"
     assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
     assert choice.scores[bad] < 40
-    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2 samples
+    # budget 1.0 × the rule's plan (8 hdv3 passes) / 1.45 passes per sample of both: 5, capped at 3
     assert choice.quality is not None
-    assert choice.quality.samples == 2
+    assert choice.quality.samples == 3
 
 
 def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
@@ -85,10 +85,20 @@ def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
     engines = {name: build_model(name, settings) for name in MODELS}
     for step, expected in ((2, "hdv3"), (28, "v4.25")):
         frames = [panned(96, 128, step * i) for i in range(5)]
-        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=1.0)
+        # budget 2: 4 pairs × 2 / 1.45 → every inner frame (1, 2, 3) re-created by both models
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=2.0)
         assert choice.model == expected, f"{step} px/frame: {choice.scores}"
         loser = min(choice.scores.values())
         assert choice.scores[expected] - loser > 2.0
+
+
+def test_other_timesteps_get_the_rule_because_a_half_way_check_cannot_judge_them() -> None:
+    frames = _chunk(9, 3)
+    thirds = {i: [Fraction(1, 3), Fraction(2, 3)] for i in range(8)}
+    choice = choose_model(
+        "auto", {"hdv3": Oracle(3), "v4.25": Blend()}, frames.__getitem__, 9, thirds, budget=1.0
+    )
+    assert (choice.model, choice.chosen_by, choice.scores) == ("v4.25", "rule", {})
 
 
 def test_a_chunk_too_short_for_the_budget_gets_the_rule_without_any_check() -> None:
