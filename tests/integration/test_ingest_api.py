@@ -68,7 +68,7 @@ async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
     response = await client.post(
         "/api/upload",
         files={"file": ("../../my holiday $(id).mp4", clip, "video/mp4")},
-        data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook"},
+        data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook", "model": "v4.25"},
     )
 
     assert response.status_code == 202, response.text
@@ -84,6 +84,7 @@ async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
     assert status["error"] is None
     assert status["params"]["target_fps"] == "60000/1001"
     assert status["params"]["webhook_url"] == "http://127.0.0.1:1/hook"
+    assert status["params"]["model"] == "v4.25"
     assert status["probe"]["width"] == 320
     assert status["probe"]["fps"] == "30"
     assert status["output_fps"] == "60000/1001"
@@ -159,6 +160,7 @@ async def test_a_refused_file_is_accepted_as_a_failed_job_with_a_clear_download_
     [
         ({"multiplier": "3"}, "multiplier"),
         ({"engine": "dain"}, "engine"),
+        ({"model": "v5"}, "model"),
         ({"webhook_url": "ftp://x"}, "webhook-url"),
     ],
 )
