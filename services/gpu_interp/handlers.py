@@ -85,10 +85,11 @@ class ChunkHandler(PipelineHandler):
         failing = job_fails_on(
             self.sessions, self.publish, job_id=spec.job_id, stage="gpu_interp", chunk_index=spec.chunk_index
         )
-        # The job's RIFE model (params of jobs from before models existed have none: auto).
-        # TODO(issue 14): ChunkReady.v2 carries `model`; read it from the event then.
-        model = check_choice(str(job.params.get("model") or AUTO))
         async with failing:
+            # The job's RIFE model (params of jobs from before models existed have none: auto); an
+            # unknown one fails the job with E_PARAM_INVALID.
+            # TODO(issue 14): ChunkReady.v2 carries `model`; read it from the event then.
+            model = check_choice(str(job.params.get("model") or AUTO))
             with metrics.BUSY.track_inprogress():
                 await self._work(spec, epoch, bound, model)
 
