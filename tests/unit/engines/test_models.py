@@ -67,3 +67,26 @@ def test_weights_that_are_not_tensors_are_refused_before_building(tmp_path: Path
 )
 def test_the_rule_for_unchecked_chunks_is_hdv3_for_halves_only(times: list[float], model: str) -> None:
     assert models.rule_for(times) == model
+
+
+def test_the_frames_command_takes_a_model(tmp_path: Path) -> None:
+    import cv2
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from tests.unit.engines.conftest import panned
+
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    cv2.imwrite(str(first), panned(40, 56, 0))
+    cv2.imwrite(str(second), panned(40, 56, 6))
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["frames", str(first), str(second), "-o", str(tmp_path / "m.png"), "--model", "v4.25"]
+    )
+    assert done.exit_code == 0, done.output
+    assert cv2.imread(str(tmp_path / "m.png")).shape == (40, 56, 3)
+    refused = runner.invoke(
+        app, ["frames", str(first), str(second), "-o", str(tmp_path / "x.png"), "--model", "v5"]
+    )
+    assert refused.exit_code == 2
+    assert not (tmp_path / "x.png").exists()
