@@ -38,6 +38,7 @@ from services.gpu_interp.engines.base import InterpolationEngine
 from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.memory import MemoryStep
 from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
+from services.gpu_interp.quality import sample_count
 
 log = get_logger()
 
@@ -186,12 +187,21 @@ class ChunkHandler(PipelineHandler):
         if spec.engine != "rife" or model != AUTO:
             return self.engines.get(spec.engine, spec.quality, model), None
         auto = AutoModel({name: self.engines.get("rife", spec.quality, name) for name in MODELS})
-        budget, batch = self.settings.model_choice_budget, self.settings.batch_size
+        s = self.settings
 
         def choose(
             frame: FrameSource, count: int, pair_times: Mapping[int, Sequence[Fraction]]
         ) -> ModelChoice:
-            return auto.choose(frame, count, pair_times, budget=budget, batch_size=batch)
+            # the self-check's own samples: the chosen model's check replaces them
+            free = sample_count(count, len(pair_times), s.quality_budget, s.quality_samples)
+            return auto.choose(
+                frame,
+                count,
+                pair_times,
+                budget=s.model_choice_budget,
+                batch_size=s.batch_size,
+                free_samples=free,
+            )
 
         return auto, choose
 
@@ -290,9 +300,9 @@ class ChunkHandler(PipelineHandler):
                 ),
             )
             metrics.CHUNKS.labels("done").inc()
-            choice = outcome.model_choice
-            if spec.engine == "rife":
-                chosen = choice or ModelChoice(model, "job")
+            # the RIFE model that did the chunk (None: the flow engine has none); for ChunkInterpolated.v3
+            chosen = (outcome.model_choice or ModelChoice(model, "job")) if spec.engine == "rife" else None
+            if chosen is not None:
                 metrics.MODEL_CHOICES.labels(chosen.model, chosen.chosen_by).inc()
                 if len(chosen.scores) > 1:
                     ranked = sorted(chosen.scores.values(), reverse=True)
@@ -312,11 +322,11 @@ class ChunkHandler(PipelineHandler):
                     "quality_seconds": round(quality.seconds, 4),
                     "quality_cost_ratio": round(cost, 4),
                 }
-            if choice is not None:
-                check["model"] = choice.model
-                check["model_chosen_by"] = choice.chosen_by
-                check["model_scores"] = {name: round(score, 2) for name, score in choice.scores.items()}
-                check["model_choice_seconds"] = round(choice.seconds, 4)
+            if chosen is not None:
+                check["model"] = chosen.model
+                check["model_chosen_by"] = chosen.chosen_by
+                check["model_scores"] = {name: round(score, 2) for name, score in chosen.scores.items()}
+                check["model_choice_seconds"] = round(chosen.seconds, 4)
             log.info(
                 "chunk interpolated",
                 job_id=str(spec.job_id),

@@ -12,17 +12,16 @@ rule without a check: there the difference between the models is mostly how they
 (HDv3 by bisection or flow scaling, v4.25 natively), which a t = 1/2 check cannot see — on the
 generated ×4 clip the check preferred HDv3 (27.64 dB) where v4.25 makes 31.20 dB (docs/benchmarks.md).
 
-Budget: the check may cost at most `budget` (6 %) of the chunk's planned engine work — the passes of
-the model the rule would pick (what the chunk costs without a check), weighted by each model's
-relative cost. A chunk too short for one sample per model within it is not checked; it gets the
-rule (`models.rule_for`: hdv3 when every new frame is at t = 1/2, v4.25 otherwise). The chosen
-model's check doubles as the chunk's quality self-check, so `auto` adds only the other model's
-samples to what the self-check costs anyway.
+Budget: the check may add at most `budget` (6 %) to the chunk's engine work, counted in passes
+weighted by each model's relative cost, whichever model wins (the chunk then costs that model's
+work). The chosen model's samples double as the chunk's quality self-check, so the samples the
+self-check would have made anyway are not counted. A chunk too short for one sample per model
+within that is not checked; it gets the rule (`models.rule_for`: hdv3 when every new frame is at
+t = 1/2, v4.25 otherwise).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,16 +102,33 @@ def all_halves(times: Iterable[Fraction]) -> bool:
 
 def affordable_samples(
     frame_count: int,
-    work: float,
+    pair_times: Iterable[Sequence[Fraction]],
     candidates: Sequence[ModelSpec],
     budget: float = CHOICE_BUDGET,
     max_samples: int = MAX_SAMPLES,
+    free_samples: int = 0,
 ) -> int:
-    """Frames each candidate may re-create: every sample costs one pass of every candidate."""
+    """Frames each candidate may re-create, whichever candidate then does the chunk.
+
+    Every sample costs one pass of every candidate. If candidate c wins, the chunk costs c's planned
+    work, and c's first `free_samples` samples are the quality self-check the chunk runs anyway; the
+    rest must fit in `budget` × c's work, for every c.
+    """
     if frame_count < 3 or budget <= 0 or not candidates:
         return 0
+    times = list(pair_times)
     per_sample = sum(spec.relative_cost for spec in candidates)
-    return max(0, min(max_samples, math.floor(budget * work / per_sample + 1e-9), frame_count - 2))
+    best = 0
+    for samples in range(1, min(max_samples, frame_count - 2) + 1):
+        fits = all(
+            samples * per_sample - min(samples, free_samples) * spec.relative_cost
+            <= budget * planned_passes(spec, times) + 1e-9
+            for spec in candidates
+        )
+        if not fits:
+            break
+        best = samples
+    return best
 
 
 def choose_model(
@@ -125,13 +141,15 @@ def choose_model(
     budget: float = CHOICE_BUDGET,
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 4,
+    free_samples: int = 0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ModelChoice:
     """The model for a chunk of `frame_count` frames whose pair i needs `pair_times[i]`.
 
     `requested` is the job's `model`: a named model is used as it is; `auto` checks the candidate
     `engines` (by model name) on sampled frames when every new frame is at t = 1/2 and the budget
-    allows, else applies the rule. Ties go to the rule's model.
+    allows, else applies the rule. Ties go to the rule's model. `free_samples`: how many frames the
+    chunk's quality self-check re-creates anyway (the chosen model's check replaces it).
     """
     if requested != AUTO:
         return ModelChoice(requested, "job")
@@ -141,8 +159,10 @@ def choose_model(
         fallback = next(iter(engines))
     if not all_halves(times) or len(engines) < 2:
         return ModelChoice(fallback, "rule")
-    work = planned_passes(MODELS[fallback], pair_times.values())
-    samples = affordable_samples(frame_count, work, [MODELS[name] for name in engines], budget, max_samples)
+    candidates = [MODELS[name] for name in engines]
+    samples = affordable_samples(
+        frame_count, pair_times.values(), candidates, budget, max_samples, free_samples
+    )
     if samples == 0:
         return ModelChoice(fallback, "rule")
     started = clock()

@@ -70,9 +70,9 @@ def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, 
     assert choice.chosen_by == "check"
     assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
     assert choice.scores[bad] < 40
-    # budget 1.0 × the rule's plan (8 hdv3 passes) / 1.45 passes per sample of both: 5, capped at 3
+    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2
     assert choice.quality is not None
-    assert choice.quality.samples == 3
+    assert choice.quality.samples == 2
 
 
 def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
@@ -85,8 +85,8 @@ def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
     engines = {name: build_model(name, settings) for name in MODELS}
     for step, expected in ((2, "hdv3"), (28, "v4.25")):
         frames = [panned(96, 128, step * i) for i in range(5)]
-        # budget 2: 4 pairs × 2 / 1.45 → every inner frame (1, 2, 3) re-created by both models
-        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=2.0)
+        # budget 4: 4 pairs × 0.45 × 4 / 1.45 → every inner frame (1, 2, 3) re-created by both models
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=4.0)
         assert choice.model == expected, f"{step} px/frame: {choice.scores}"
         loser = min(choice.scores.values())
         assert choice.scores[expected] - loser > 2.0
@@ -130,14 +130,24 @@ def test_planned_work_counts_bisection_for_hdv3_and_one_pass_per_time_for_v425()
     assert planned_passes(MODELS["hdv3"], fifths) == 2  # one shared flow-scaling pass + 1/2
 
 
-def test_the_check_stays_within_six_percent_of_the_planned_work() -> None:
+@pytest.mark.parametrize("free", [0, 1, 3])
+@pytest.mark.parametrize("pairs", [1, 6, 24, 48, 96, 500, 10_000])
+def test_the_check_adds_at_most_six_percent_whichever_model_wins(pairs: int, free: int) -> None:
     both = [MODELS["hdv3"], MODELS["v4.25"]]
-    per_sample = sum(m.relative_cost for m in both)
-    for work in (0.0, 10.0, 24.0, 50.0, 75.0, 200.0, 10_000.0):
-        samples = affordable_samples(49, work, both)
-        assert samples * per_sample <= 0.06 * work + 1e-9
-        assert samples <= 3
-    assert affordable_samples(2, 10_000.0, both) == 0  # no frame has two neighbours
+    halves = [[Fraction(1, 2)]] * pairs
+    samples = affordable_samples(pairs + 1, halves, both, free_samples=free)
+    assert samples <= 3
+    for winner in both:
+        extra = samples * sum(m.relative_cost for m in both) - min(samples, free) * winner.relative_cost
+        assert extra <= 0.06 * planned_passes(winner, halves) + 1e-9
+
+
+def test_a_default_48_frame_x2_chunk_affords_one_frame_per_model_counting_the_self_check() -> None:
+    both = [MODELS["hdv3"], MODELS["v4.25"]]
+    halves = [[Fraction(1, 2)]] * 48
+    assert affordable_samples(49, halves, both, free_samples=1) == 1
+    assert affordable_samples(49, halves, both, free_samples=0) == 0  # without the self-check's share
+    assert affordable_samples(2, [[Fraction(1, 2)]], both, free_samples=3) == 0  # no frame has two neighbours
 
 
 def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
