@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -86,8 +86,12 @@ async def job_fails_on(
     job_id: uuid.UUID,
     stage: str,
     chunk_index: int | None = None,
+    cleanup: Callable[[uuid.UUID], Awaitable[None]] | None = None,
 ) -> AsyncIterator[None]:
     """A permanent error inside the block fails the job (announced) and ends the message's handling.
+
+    `cleanup(job_id)` then removes the job's work objects (a failed job keeps none); its own failure
+    is logged, not raised: the object store's lifecycle rule is the backstop.
 
     Bad media, an impossible plan, a failed encode: retrying cannot help, and the record itself was
     fine, so the job fails with the error's code and the consumer commits and goes on. Transient
@@ -117,3 +121,8 @@ async def job_fails_on(
             message=failure.message,
             chunk_index=chunk_index,
         )
+        if cleanup is not None:
+            try:
+                await cleanup(job_id)
+            except Exception as error:  # the lifecycle rule removes what this leaves
+                log.warning("work objects of a failed job not removed", job_id=str(job_id), error=str(error))

@@ -39,6 +39,10 @@ class WorkerSettings(CommonSettings):
     weights_path: str | None = None
     weights_sha256: str | None = None
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
+    # A source read that stalls this long fails the attempt (transient: the chunk is retried).
+    source_timeout_s: float = Field(default=60.0, gt=0)
+    # FFmpeg finishing a chunk's encode after its last frame.
+    encode_timeout_s: float = Field(default=600.0, gt=0)
     metrics_port: int | None = 9103
     # A worker told to stop finishes its chunk within this, or hands it back (pods: below the
     # termination grace period).

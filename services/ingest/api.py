@@ -39,6 +39,7 @@ from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, tr
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.reports import plan_view, stage_seconds
 from infiniteflow_common.tenants import authenticate
 from services.ingest import metrics
 from services.ingest.auth import Caller, count_request, presented_key
@@ -189,7 +190,7 @@ def job_view(job: Job) -> dict[str, Any]:
         ),
         "output_fps": out_fps,
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
-        "plan": job.plan,
+        "plan": plan_view(job.plan),
         "result": job.result,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
@@ -199,6 +200,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "updated_at": _iso(job.updated_at),
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
+            **stage_seconds(job),
         },
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
     }

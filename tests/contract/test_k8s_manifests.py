@@ -92,6 +92,19 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept("ingest's orphan sweeper cadence", "SWEEPER_INTERVAL_S", "SWEEPER_MIN_AGE_S"),
     **_kept("chunking rules", "CHUNK_FRAMES", "SCENE_THRESHOLD", "SCENE_MIN_FRAMES", "SCENE_WIDTH"),
     **_kept(
+        "chunk sizing by work: the target, bounds and engine speeds are tuned with the capacity script",
+        "CHUNK_TARGET_S", "CHUNK_MIN_FRAMES", "CHUNK_MAX_FRAMES", "ENGINE_MPIX_PER_S",
+    ),
+    **_kept(
+        "a worker's source reads and chunk encodes: stalls and hangs fail the attempt, which is retried",
+        "SOURCE_TIMEOUT_S", "ENCODE_TIMEOUT_S",
+    ),
+    **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
+    **_kept(
+        "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
+        "INCOMING_RETENTION_DAYS", "OUTPUT_RETENTION_DAYS", "WORK_RETENTION_DAYS",
+    ),
+    **_kept(
         "worker identity and leases: the default id is the pod's hostname and pid",
         "WORKER_ID", "LEASE_SECONDS", "MAX_POLL_INTERVAL_MS", "BATCH_SIZE",
     ),
