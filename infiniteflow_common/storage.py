@@ -5,8 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from minio import Minio
+from minio.error import S3Error, ServerError
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
+from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.settings import CommonSettings
 
 # MinIO's ARN for the Kafka target configured as MINIO_NOTIFY_KAFKA_*_PRIMARY in infra/stack.sh.
@@ -44,3 +46,66 @@ def ensure_kafka_notification(client: Minio, bucket: str) -> None:
         ]
     )
     client.set_bucket_notification(bucket, config)
+
+
+# --- what an object-store failure means for the job -------------------------------------------------
+
+# S3 error codes that no retry can fix: the object (or its version, or its bucket) is gone, we may not
+# read it, or it is no longer the version the job was made from. Everything else (connection errors,
+# 5xx, throttling) is the server's trouble and stays transient.
+GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+FORBIDDEN_CODES = frozenset({"AccessDenied"})
+CHANGED_CODES = frozenset({"PreconditionFailed"})
+PRECONDITION_FAILED = 412
+
+
+class ObjectUnavailableError(InfiniteFlowError):
+    """An object a job needs can never be read as it was (permanent): the job fails with this code.
+
+    `E_SOURCE_GONE` (deleted: key, version or bucket), `E_SOURCE_FORBIDDEN` (access denied) or
+    `E_SOURCE_CHANGED` (replaced since the job was made: its ETag precondition failed).
+    """
+
+    code = "E_SOURCE_GONE"
+
+
+def permanent_storage_failure(exc: BaseException) -> ObjectUnavailableError | None:
+    """The permanent job failure a minio error stands for, or None when retrying may help.
+
+    The one place that classifies object-store errors: handlers (through `job_fails_on`), the reliable
+    consumer (for errors that escape a handler) and ingest's download all ask it.
+    """
+    if isinstance(exc, S3Error):
+        where = _object_of(exc)
+        if exc.code in GONE_CODES:
+            return ObjectUnavailableError(
+                f"{where} no longer exists ({exc.code}); upload the video again", code="E_SOURCE_GONE"
+            )
+        if exc.code in FORBIDDEN_CODES:
+            return ObjectUnavailableError(
+                f"{where} may not be read with the service's credentials (AccessDenied); fix the bucket "
+                "policy, then upload the video again",
+                code="E_SOURCE_FORBIDDEN",
+            )
+        if exc.code in CHANGED_CODES:
+            return _changed(where)
+    # A HEAD request carries no error body, so a failed If-Match there arrives as a bare 412.
+    if isinstance(exc, ServerError) and exc.status_code == PRECONDITION_FAILED:
+        return _changed("the object")
+    return None
+
+
+def _changed(where: str) -> ObjectUnavailableError:
+    return ObjectUnavailableError(
+        f"{where} was replaced after the job was made (PreconditionFailed); the new upload is a job of "
+        "its own",
+        code="E_SOURCE_CHANGED",
+    )
+
+
+def _object_of(exc: S3Error) -> str:
+    if exc.object_name:
+        return f"the object {exc.object_name!r} in {exc.bucket_name!r}"
+    if exc.bucket_name:
+        return f"the bucket {exc.bucket_name!r}"
+    return "the object"

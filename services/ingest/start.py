@@ -39,6 +39,7 @@ from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import available_encoders
+from infiniteflow_common.storage import ObjectUnavailableError, permanent_storage_failure
 from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
@@ -62,19 +63,13 @@ STARTED_PROGRESS = 2
 _CHUNK = 1024 * 1024
 
 
-class SourceGoneError(InfiniteFlowError):
-    """The object named by the event is gone or was replaced before we could read it (permanent)."""
-
-    code = "E_SOURCE_MISSING"
-
-
 class UploadTooLargeError(InfiniteFlowError):
     """The object is over the configured size limit (permanent)."""
 
     code = "E_UPLOAD_TOO_LARGE"
 
 
-PERMANENT = (InvalidParams, ProbeError, SourceGoneError, UploadTooLargeError)
+PERMANENT = (InvalidParams, ProbeError, ObjectUnavailableError, UploadTooLargeError)
 """Failures that no retry can fix: the job fails and the user is told."""
 
 
@@ -294,16 +289,9 @@ class JobStarter:
                 request_headers={"If-Match": f'"{record.etag}"'} if record.etag else None,
             )
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchVersion", "NoSuchBucket"):
-                raise SourceGoneError(
-                    f"the object {record.key!r} no longer exists in {record.bucket!r}; upload it again"
-                ) from exc
-            if exc.code == "PreconditionFailed":
-                raise SourceGoneError(
-                    f"the object {record.key!r} was replaced before it was read; the new upload is a "
-                    "job of its own",
-                    code="E_SOURCE_CHANGED",
-                ) from exc
+            # gone, forbidden or replaced: the job fails (E_SOURCE_*); anything else is retried
+            if (failure := permanent_storage_failure(exc)) is not None:
+                raise failure from exc
             raise
         written = 0
         try:
