@@ -83,6 +83,7 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
         qualities=tuple(settings.allowed_qualities),
         max_fps=settings.max_fps,
         encoders=available_encoders(),
+        webhook_allowed=settings.webhook_allowed_destinations,
     )
 
 

@@ -22,9 +22,6 @@ class NotifierSettings(CommonSettings):
 
     # Seconds one attempt may take, connect to last byte, before it counts as a timeout.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-    # Hosts, addresses or networks (CIDR) webhooks may reach although they are internal (loopback,
-    # private, link-local); empty in production, 127.0.0.1 in infra/local.env for local receivers.
-    webhook_allowed_destinations: tuple[str, ...] = ()
     # Delay before retry n (1-based) after a retryable failure; one more failure after the last entry
     # exhausts the webhook. An empty schedule means a single attempt.
     webhook_retry_schedule_s: tuple[float, ...] = Field(default=DEFAULT_RETRY_SCHEDULE_S)

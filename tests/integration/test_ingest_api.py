@@ -171,6 +171,29 @@ async def test_bad_options_are_422_before_anything_is_stored(
     assert field in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("webhook_url", "code"),
+    [
+        ("http://" + "a" * 64 + ".example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://hooks..example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://100.100.100.200/latest/meta-data/", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://[fd00:ec2::254]/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://10.0.0.7:8080/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+    ],
+)
+async def test_a_webhook_url_with_a_malformed_host_or_a_non_public_address_is_422(
+    client: httpx.AsyncClient, runtime: Runtime, webhook_url: str, code: str, unique: str
+) -> None:
+    response = await client.post(
+        "/api/upload", files={"file": (f"{unique}.mp4", b"x")}, data={"webhook_url": webhook_url}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == code
+    assert "webhook-url" in response.json()["error"]["message"]
+    stored = runtime.storage.list_objects(SETTINGS.incoming_bucket, recursive=True)
+    assert not [o for o in stored if str(o.object_name).endswith(f"/{unique}.mp4")], "nothing is stored"
+
+
 async def test_a_form_without_a_file_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/upload", data={"multiplier": "2"})
     assert response.status_code == 422
