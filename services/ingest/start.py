@@ -1,11 +1,12 @@
 """`JobStarter`: one source object (a bucket event, an API upload, a sweeper find) → a started job.
 
-Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); lock it; unless it
-was already handled, download the object to a scratch file (size limit first), probe it safely, and
-either publish `VideoUploaded` and record the probe, or fail the job and publish `JobFailed`. The event
-is published *before* the transaction that records it commits, so a crash in between republishes (the
-splitter dedupes) rather than losing the job. The row lock serialises the API and the MinIO event of
-the same upload, and two ingest replicas: the second one waits, then sees the job handled.
+Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); unless it was
+already handled, download the object to a scratch file (size limit first) and probe it safely, outside
+any transaction; then, under a short row lock that re-checks the job, either publish `VideoUploaded`
+and record the probe, or fail the job and publish `JobFailed`. The event is published *before* the
+transaction that records it commits, so a crash in between republishes (the splitter dedupes) rather
+than losing the job. The row lock makes one of two attempts (the API and the MinIO event of the same
+upload, or two ingest replicas) record the job; the other sees it handled.
 
 Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
 job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
@@ -18,7 +19,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -73,6 +74,33 @@ PERMANENT = (InvalidParams, ProbeError, ObjectUnavailableError, UploadTooLargeEr
 """Failures that no retry can fix: the job fails and the user is told."""
 
 
+def _handled(job: Job) -> bool:
+    """Whether an earlier attempt already took the job through ingest (announced or rejected)."""
+    return job.status != JobStatus.PENDING.value or job.probe is not None
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: uuid.UUID) -> AsyncIterator[None]:
+        """Hold the lock of `key` for the block."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 def param_defaults(settings: IngestSettings) -> ParamDefaults:
     """The option defaults and allowed values from the settings."""
     return ParamDefaults(
@@ -119,6 +147,7 @@ class JobStarter:
         self.failed_topic = failed_topic
         self.defaults = param_defaults(settings)
         self.limits: ProbeLimits = limits_from(settings)
+        self._in_hand = KeyedLocks()
 
     async def __call__(self, record: ObjectCreated) -> None:
         """Start the job of a bucket notification."""
@@ -170,17 +199,24 @@ class JobStarter:
     async def process(
         self, job_id: uuid.UUID, record: ObjectCreated, *, source: UploadSource, created: bool = False
     ) -> StartResult:
-        """Probe and announce the job unless another attempt already did (serialised by a row lock)."""
+        """Probe and announce the job unless another attempt already did.
+
+        The download and the ffprobe runs happen outside any transaction and hold no pooled connection
+        (a few large uploads must not starve every other request); the outcome is then recorded under a
+        short row lock that re-checks the job, so of two attempts (the API and the upload's bucket event,
+        or two replicas) exactly one announces it. In one process the second attempt waits for the first
+        instead of probing the same file again.
+        """
         bound = log.bind(job_id=str(job_id), source=source)
-        async with transaction(self.sessions) as session:
-            job = (
-                await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
-            ).scalar_one()
-            if job.status != JobStatus.PENDING.value or job.probe is not None:
+        async with self._in_hand.hold(job_id):
+            async with self.sessions() as session:
+                job = (await session.execute(select(Job).where(col(Job.id) == job_id))).scalar_one()
+            if _handled(job):
                 metrics.REPLAYS.labels(source).inc()
                 bound.info("job already handled", status=job.status)
                 return StartResult(job.id, job.status, created, handled_now=False)
             params: JobParams | None = None
+            failure: InfiniteFlowError | None = None
             try:
                 params = parse_params(record.user_metadata, self.defaults)
                 output = parse_output_options(record.user_metadata, self.defaults)
@@ -190,36 +226,46 @@ class JobStarter:
             except (*PERMANENT, OSError) as exc:
                 if isinstance(exc, OSError) and not is_disk_full(exc):
                     raise
-                error = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
-                await self._reject(session, job, record, params, error)
-                bound.warning("job rejected at ingest", code=error.code, reason=error.message)
-                return StartResult(job.id, JobStatus.FAILED.value, created, True, error.code)
-            await self.publish(
-                self.uploaded_topic,
-                VideoUploaded(
-                    job_id=job.id,
-                    source=source,
-                    bucket=record.bucket,
-                    key=record.key,
-                    etag=record.etag,
-                    version_id=record.version_id,
-                    size_bytes=record.size,
-                    params=params,
-                    probe=probe,
-                    uploaded_at=record.event_time or datetime.now(UTC),
-                ),
-            )
-            await session.execute(
-                update(Job)
-                .where(col(Job.id) == job_id)
-                .values(
-                    params=params.to_avro(),
-                    probe=probe.to_avro(),
-                    output_options=output.model_dump(mode="json"),
-                    progress=func.greatest(Job.progress, STARTED_PROGRESS),
-                    updated_at=utcnow(),
+                failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+            async with transaction(self.sessions) as session:
+                job = (
+                    await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
+                ).scalar_one()
+                if _handled(job):  # another replica recorded its probe while ours ran
+                    metrics.REPLAYS.labels(source).inc()
+                    bound.info("job already handled", status=job.status)
+                    return StartResult(job.id, job.status, created, handled_now=False)
+                if failure is not None:
+                    await self._reject(session, job, record, params, failure)
+                    bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
+                    return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
+                assert params is not None  # parsed, or `failure` says why not
+                await self.publish(
+                    self.uploaded_topic,
+                    VideoUploaded(
+                        job_id=job.id,
+                        source=source,
+                        bucket=record.bucket,
+                        key=record.key,
+                        etag=record.etag,
+                        version_id=record.version_id,
+                        size_bytes=record.size,
+                        params=params,
+                        probe=probe,
+                        uploaded_at=record.event_time or datetime.now(UTC),
+                    ),
                 )
-            )
+                await session.execute(
+                    update(Job)
+                    .where(col(Job.id) == job_id)
+                    .values(
+                        params=params.to_avro(),
+                        probe=probe.to_avro(),
+                        output_options=output.model_dump(mode="json"),
+                        progress=func.greatest(Job.progress, STARTED_PROGRESS),
+                        updated_at=utcnow(),
+                    )
+                )
         metrics.JOBS_STARTED.labels(source).inc()
         bound.info(
             "job started",
