@@ -116,6 +116,13 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
 
 
 @dataclass(frozen=True)
+class Uploader:
+    """Who uploaded an object through the API: its job is theirs (None: an anonymous caller)."""
+
+    tenant_id: str | None
+
+
+@dataclass(frozen=True)
 class StartResult:
     """What one start attempt did: the job, its status afterwards, and whether it was new."""
 
@@ -158,8 +165,14 @@ class JobStarter:
         job, created = await self.create(record, source=source)
         return await self.process(job.id, record, source=source, created=created)
 
-    async def create(self, record: ObjectCreated, *, source: UploadSource) -> tuple[Job, bool]:
-        """The job row of `record` (created when new), by its natural key (bucket, key, etag)."""
+    async def create(
+        self, record: ObjectCreated, *, source: UploadSource, uploader: Uploader | None = None
+    ) -> tuple[Job, bool]:
+        """The job row of `record` (created when new), by its natural key (bucket, key, etag).
+
+        The job belongs to `uploader` (the authenticated caller of an API upload) when given, else to
+        the tenant whose bucket prefix holds the key.
+        """
         try:
             params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
         except InvalidParams:
@@ -170,11 +183,14 @@ class JobStarter:
         with contextlib.suppress(InvalidParams):
             output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
         async with transaction(self.sessions) as session:
-            # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
-            tenant = await tenant_of_key(session, record.key)
+            if uploader is not None:
+                tenant_id = uploader.tenant_id
+            else:
+                tenant = await tenant_of_key(session, record.key)
+                tenant_id = tenant.id if tenant is not None else None
             job, created = await create_job(
                 session,
-                tenant_id=tenant.id if tenant is not None else None,
+                tenant_id=tenant_id,
                 source=source,
                 source_bucket=record.bucket,
                 source_key=record.key,
@@ -184,6 +200,9 @@ class JobStarter:
                 params=params,
                 output_options=output,
             )
+            if uploader is not None and job.tenant_id != tenant_id:
+                # the upload's own bucket event made the row first, judging by the key alone
+                job.tenant_id = tenant_id
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
             log.info(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col
 
 from infiniteflow_common.db import Job
@@ -257,13 +258,17 @@ async def test_health_checks_every_component(runtime: Runtime, topics: tuple[str
     }
 
     async def kafka_down() -> None:
-        raise ConnectionError("broker unreachable")
+        raise ConnectionError("broker unreachable at 10.9.8.7:9092 as user kafka-admin")
 
     async with _client(runtime, topics, kafka_check=kafka_down) as client:
         degraded = await client.get("/health")
     assert degraded.status_code == 503
     assert degraded.json()["components"]["kafka"]["status"] == "down"
     assert degraded.json()["components"]["postgres"]["status"] == "ok"
+    # anyone may call /health: what failed, never the exception's text (addresses, accounts)
+    assert "10.9.8.7" not in degraded.text
+    assert "kafka-admin" not in degraded.text
+    assert "ConnectionError" not in degraded.text
 
 
 async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
@@ -273,3 +278,27 @@ async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
     )
     assert "multipart/form-data" in schema["paths"]["/api/upload"]["post"]["requestBody"]["content"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
+    client: httpx.AsyncClient, runtime: Runtime, unique: str
+) -> None:
+    pts = list(range(0, 3_000_000, 30))  # a long VFR job: 100 000 timestamps
+    plan = {"in_rate": "30/1", "out_rate": "60/1", "chunk_count": 3, "vfr_kept": True, "time_base": "1/90000"}
+    job_id = uuid.uuid4()
+    async with runtime.sessions() as session, session.begin():
+        session.add(
+            Job(id=job_id, source="bucket", source_bucket=SETTINGS.incoming_bucket, source_key=f"tests/{unique}/vfr.mp4",
+                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=plan | {"pts": pts})
+        )  # fmt: skip
+    try:
+        status = await client.get(f"/api/status/{job_id}")
+        events = await client.get(f"/api/events/{job_id}")
+    finally:
+        async with runtime.sessions() as session, session.begin():
+            await session.execute(delete(Job).where(col(Job.id) == job_id))
+    assert status.status_code == 200
+    assert status.json()["plan"] == plan
+    assert len(status.content) < 10_000
+    [data] = [line for line in events.text.splitlines() if line.startswith("data:")]
+    assert json.loads(data.removeprefix("data:"))["plan"] == plan
