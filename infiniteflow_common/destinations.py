@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 import idna
+from pydantic import AfterValidator
 
 from infiniteflow_common.errors import InfiniteFlowError
 
@@ -151,3 +153,7 @@ def loopback_allowlist(entries: Iterable[str]) -> tuple[str, ...]:
                 )
         kept.append(entry)
     return tuple(kept)
+
+
+LoopbackAllowlist = Annotated[tuple[str, ...], AfterValidator(loopback_allowlist)]
+"""The type of `WEBHOOK_ALLOWED_DESTINATIONS` in the settings of ingest and the notifier."""

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from infiniteflow_common.destinations import loopback_allowlist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_ENV = REPO_ROOT / "infra" / "local.env"
@@ -66,11 +64,3 @@ class CommonSettings(BaseSettings):
     # Fault tests only (infiniteflow_common.chaos): the crash point to die at once, and its marker file.
     crash_at: str | None = None
     crash_marker: Path | None = None
-    # Local development only: loopback hosts, addresses or networks webhooks may reach (ingest accepts
-    # such URLs, the notifier sends to them); empty in production. Any other range is refused here.
-    webhook_allowed_destinations: tuple[str, ...] = ()
-
-    @field_validator("webhook_allowed_destinations")
-    @classmethod
-    def _loopback_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return loopback_allowlist(value)

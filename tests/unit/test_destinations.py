@@ -14,7 +14,8 @@ from infiniteflow_common.destinations import (
     check_host,
     check_literal,
 )
-from infiniteflow_common.settings import CommonSettings
+from services.ingest.config import IngestSettings
+from services.notifier.config import NotifierSettings
 
 
 @pytest.mark.parametrize(
@@ -82,10 +83,11 @@ def test_loopback_may_be_allowed_for_local_development_but_no_other_range() -> N
 
 @pytest.mark.parametrize("entry", ["10.0.0.0/8", "100.64.0.0/10", "192.168.1.5", "0.0.0.0/0", "a..b"])
 def test_the_allowlist_setting_refuses_anything_but_loopback(entry: str) -> None:
-    with pytest.raises(ValidationError, match="WEBHOOK_ALLOWED_DESTINATIONS"):
-        CommonSettings(webhook_allowed_destinations=(entry,))
+    for settings in (IngestSettings, NotifierSettings):
+        with pytest.raises(ValidationError, match="WEBHOOK_ALLOWED_DESTINATIONS"):
+            settings(webhook_allowed_destinations=(entry,))
 
 
 def test_the_allowlist_setting_takes_loopback_addresses_networks_and_names() -> None:
-    settings = CommonSettings(webhook_allowed_destinations=("127.0.0.1", "::1", "127.0.0.0/8", "localhost"))
+    settings = IngestSettings(webhook_allowed_destinations=("127.0.0.1", "::1", "127.0.0.0/8", "localhost"))
     assert settings.webhook_allowed_destinations == ("127.0.0.1", "::1", "127.0.0.0/8", "localhost")
