@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
@@ -53,31 +53,67 @@ def ensure_kafka_notification(client: Minio, bucket: str) -> None:
     client.set_bucket_notification(bucket, config)
 
 
-class SourceUnavailableError(InfiniteFlowError):
-    """The job's source object is gone, changed since it was probed, or not readable (permanent)."""
+# --- what an object-store failure means for the job -------------------------------------------------
+
+# S3 error codes that no retry can fix: the object (or its version, or its bucket) is gone, we may not
+# read it, or it is no longer the version the job was made from. Everything else (connection errors,
+# 5xx, throttling) is the server's trouble and stays transient.
+GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+FORBIDDEN_CODES = frozenset({"AccessDenied"})
+CHANGED_CODES = frozenset({"PreconditionFailed"})
+PRECONDITION_FAILED = 412
+
+
+class ObjectUnavailableError(InfiniteFlowError):
+    """An object a job needs can never be read as it was (permanent): the job fails with this code.
+
+    `E_SOURCE_GONE` (deleted: key, version or bucket), `E_SOURCE_FORBIDDEN` (access denied) or
+    `E_SOURCE_CHANGED` (replaced since the job was made: its ETag precondition failed).
+    """
 
     code = "E_SOURCE_GONE"
 
 
-SOURCE_ERRORS = {
-    "NoSuchKey": ("E_SOURCE_GONE", "the source object was deleted before the job finished"),
-    "NoSuchVersion": ("E_SOURCE_GONE", "the probed version of the source object was deleted"),
-    "NoSuchBucket": ("E_SOURCE_GONE", "the source bucket no longer exists"),
-    "PreconditionFailed": (
-        "E_SOURCE_CHANGED",
-        "the source object was overwritten after it was probed; upload it again to process the new file",
-    ),
-    "AccessDenied": ("E_SOURCE_FORBIDDEN", "the pipeline may no longer read the source object"),
-}
+def permanent_storage_failure(exc: BaseException) -> ObjectUnavailableError | None:
+    """The permanent job failure a minio error stands for, or None when retrying may help.
+
+    The one place that classifies object-store errors: handlers (through `job_fails_on`), the reliable
+    consumer (for errors that escape a handler) and ingest's download all ask it.
+    """
+    if isinstance(exc, S3Error):
+        where = _object_of(exc)
+        if exc.code in GONE_CODES:
+            return ObjectUnavailableError(
+                f"{where} no longer exists ({exc.code}); upload the video again", code="E_SOURCE_GONE"
+            )
+        if exc.code in FORBIDDEN_CODES:
+            return ObjectUnavailableError(
+                f"{where} may not be read with the service's credentials (AccessDenied); fix the bucket "
+                "policy, then upload the video again",
+                code="E_SOURCE_FORBIDDEN",
+            )
+        if exc.code in CHANGED_CODES:
+            return _changed(where)
+    # A HEAD request carries no error body, so a failed If-Match there arrives as a bare 412.
+    if isinstance(exc, ServerError) and exc.status_code == PRECONDITION_FAILED:
+        return _changed("the object")
+    return None
 
 
-def source_error(exc: S3Error) -> InfiniteFlowError | None:
-    """The permanent job error an S3 error on the source means; None when it is worth retrying."""
-    known = SOURCE_ERRORS.get(exc.code or "")
-    if known is None:
-        return None
-    code, message = known
-    return SourceUnavailableError(f"{message} ({exc.code})", code=code)
+def _changed(where: str) -> ObjectUnavailableError:
+    return ObjectUnavailableError(
+        f"{where} was replaced after the job was made (PreconditionFailed); the new upload is a job of "
+        "its own",
+        code="E_SOURCE_CHANGED",
+    )
+
+
+def _object_of(exc: S3Error) -> str:
+    if exc.object_name:
+        return f"the object {exc.object_name!r} in {exc.bucket_name!r}"
+    if exc.bucket_name:
+        return f"the bucket {exc.bucket_name!r}"
+    return "the object"
 
 
 def fetch_source(
@@ -88,8 +124,8 @@ def fetch_source(
         client.fget_object(
             bucket, key, str(path), version_id=version_id, request_headers={"If-Match": f'"{etag}"'}
         )
-    except S3Error as exc:
-        if (error := source_error(exc)) is not None:
+    except (S3Error, ServerError) as exc:
+        if (error := permanent_storage_failure(exc)) is not None:
             raise error from exc
         raise
 

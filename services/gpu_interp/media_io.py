@@ -29,7 +29,7 @@ from infiniteflow_common.encoding import encoder_args
 from infiniteflow_common.errors import InfiniteFlowError, TransientError
 from infiniteflow_common.events import SourceRange, VideoEncoding
 from infiniteflow_common.media import MediaError
-from infiniteflow_common.storage import SourceUnavailableError
+from infiniteflow_common.storage import ObjectUnavailableError
 
 
 class EncodeError(InfiniteFlowError):
@@ -53,15 +53,15 @@ def _open(location: str, etag: str | None, timeout_s: float) -> Any:
     try:
         return av.open(location, "r", options=options)
     except av.error.HTTPNotFoundError as exc:
-        raise SourceUnavailableError(
+        raise ObjectUnavailableError(
             "the source object was deleted before the job finished", code="E_SOURCE_GONE"
         ) from exc
     except av.error.HTTPForbiddenError as exc:
-        raise SourceUnavailableError(
+        raise ObjectUnavailableError(
             "the pipeline may no longer read the source object", code="E_SOURCE_FORBIDDEN"
         ) from exc
     except av.error.HTTPClientError as exc:  # 412: the object is not the probed one any more
-        raise SourceUnavailableError(
+        raise ObjectUnavailableError(
             f"the source object changed after it was probed ({exc}); upload it again to process the new file",
             code="E_SOURCE_CHANGED",
         ) from exc

@@ -55,7 +55,7 @@ from services.ingest.params import (
     parse_output_options,
     parse_params,
 )
-from services.ingest.start import JobStarter, object_record, param_defaults
+from services.ingest.start import JobStarter, Uploader, object_record, param_defaults
 
 log = get_logger()
 
@@ -409,7 +409,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             version_id=written.version_id,
             created_at=datetime.now(UTC),
         )
-        job, _created = await deps.starter.create(record, source="api")
+        job, _created = await deps.starter.create(record, source="api", uploader=Uploader(caller.tenant_id))
         status = job.status
         try:
             status = (await deps.starter.process(job.id, record, source="api")).status
@@ -515,7 +515,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             "minio": lambda: asyncio.to_thread(deps.storage.bucket_exists, settings.incoming_bucket),
             "postgres": lambda: _select_one(deps.sessions),
         }
-        results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
+        results = await asyncio.gather(*(_check(name, fn) for name, fn in checks.items()))
         components = dict(zip(checks, results, strict=True))
         healthy = all(c["status"] == "ok" for c in components.values())
         return JSONResponse(
@@ -544,13 +544,17 @@ async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(text("select 1"))
 
 
-async def _check(fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+async def _check(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         result = await asyncio.wait_for(fn(), timeout=HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "down", "error": f"no answer within {HEALTH_TIMEOUT_S:g} s"}
     except Exception as exc:
-        return {"status": "down", "error": repr(exc)[:200]}
+        # Anyone may call /health: the exception's text (addresses, user names, paths) goes to the log.
+        log.warning("health check failed", component=name, error=repr(exc))
+        return {"status": "down", "error": "unreachable (see the ingest log)"}
     if result is False:  # bucket_exists: reachable, but the bucket is missing
         return {"status": "down", "error": "the incoming bucket does not exist"}
     return {"status": "ok", "latency_ms": round((loop.time() - started) * 1000, 1)}
