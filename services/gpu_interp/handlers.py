@@ -30,7 +30,7 @@ from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRang
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.storage import source_url
+from infiniteflow_common.storage import delete_prefix, source_url
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
 from services.gpu_interp.chunk_work import ChunkOutcome, interpolate_with_retries
@@ -91,11 +91,20 @@ class ChunkHandler(PipelineHandler):
             bound.info("chunk already done; skipped")
             return
         failing = job_fails_on(
-            self.sessions, self.publish, job_id=spec.job_id, stage="gpu_interp", chunk_index=spec.chunk_index
+            self.sessions,
+            self.publish,
+            job_id=spec.job_id,
+            stage="gpu_interp",
+            chunk_index=spec.chunk_index,
+            cleanup=self._delete_work,
         )
         async with failing:
             with metrics.BUSY.track_inprogress():
                 await self._work(spec, epoch)
+
+    async def _delete_work(self, job_id: uuid.UUID) -> None:
+        """The failed job's chunks already uploaded (by any worker) go; the muxer removes later ones."""
+        await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
 
     async def _claim(self, spec: ChunkReady) -> int | None:
         """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.

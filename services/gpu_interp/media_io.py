@@ -52,23 +52,30 @@ def _open(location: str, etag: str | None, timeout_s: float) -> Any:
         options = {"protocol_whitelist": "file"}
     try:
         return av.open(location, "r", options=options)
-    except av.error.HTTPNotFoundError as exc:
-        raise ObjectUnavailableError(
+    except av.FFmpegError as exc:
+        raise _http_failure(exc) or MediaError(
+            f"cannot open the source: {exc}", code="E_MEDIA_UNREADABLE"
+        ) from exc
+
+
+def _http_failure(exc: av.FFmpegError) -> InfiniteFlowError | None:
+    """What an HTTP error reading the source means (when opening it or in a later ranged read)."""
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return ObjectUnavailableError(
             "the source object was deleted before the job finished", code="E_SOURCE_GONE"
-        ) from exc
-    except av.error.HTTPForbiddenError as exc:
-        raise ObjectUnavailableError(
+        )
+    if isinstance(exc, av.error.HTTPForbiddenError):
+        return ObjectUnavailableError(
             "the pipeline may no longer read the source object", code="E_SOURCE_FORBIDDEN"
-        ) from exc
-    except av.error.HTTPClientError as exc:  # 412: the object is not the probed one any more
-        raise ObjectUnavailableError(
+        )
+    if isinstance(exc, av.error.HTTPClientError):  # 412: the object is not the probed one any more
+        return ObjectUnavailableError(
             f"the source object changed after it was probed ({exc}); upload it again to process the new file",
             code="E_SOURCE_CHANGED",
-        ) from exc
-    except av.error.HTTPServerError as exc:
-        raise TransientError(f"the object store failed a read of the source: {exc}") from exc
-    except av.FFmpegError as exc:
-        raise MediaError(f"cannot open the source: {exc}", code="E_MEDIA_UNREADABLE") from exc
+        )
+    if isinstance(exc, av.error.HTTPServerError):
+        return TransientError(f"the object store failed a read of the source: {exc}")
+    return None
 
 
 def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0) -> Iterator[Any]:
@@ -87,7 +94,10 @@ def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0
         else:
             yield from _pick(container.decode(stream), list(source.frame_indices), lambda i, _f: i)
     except av.FFmpegError as exc:
-        raise MediaError(f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT") from exc
+        # a ranged read after the open can find the object deleted or replaced meanwhile
+        raise _http_failure(exc) or MediaError(
+            f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
+        ) from exc
     finally:
         container.close()
 

@@ -182,16 +182,23 @@ class MuxHandler(PipelineHandler):
         await self._maybe_assemble(event.job_id)
 
     async def _maybe_assemble(self, job_id: uuid.UUID) -> None:
+        ended = False
         async with transaction(self.sessions) as session:
             done = await chunks.done_count(session, job_id)
             job = await session.get(Job, job_id, with_for_update=True)
-            if job is None or job.chunks_total is None or job.status in FINAL_STATUSES:
-                return
-            progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
-            await jobs.record_chunks_done(session, job_id, done)
-            await jobs.set_progress(session, job_id, progress)
-            if done < job.chunks_total:
-                return
+            ended = job is not None and job.status in FINAL_STATUSES
+            if job is None or job.chunks_total is None or ended:
+                job = None
+            else:
+                progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
+                await jobs.record_chunks_done(session, job_id, done)
+                await jobs.set_progress(session, job_id, progress)
+        if ended:
+            # a chunk uploaded after its job ended (failed by another chunk meanwhile, or a fenced
+            # worker's late result) arrived after the job's cleanup: remove it now
+            await self._delete_work(job_id)
+        if job is None or job.chunks_total is None or done < job.chunks_total:
+            return
         if not await self._claim(job_id):
             return
         async with job_fails_on(
