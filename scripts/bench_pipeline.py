@@ -387,8 +387,8 @@ def render(results: dict[str, Result], meta: dict[str, Any]) -> str:
         "",
         "Memory and long clips (after only unless a figure is given for before):",
         "",
-        "| case | end to end | chunks | worker VmHWM | worker + children, sampled peak |",
-        "|---|---|---|---|---|",
+        "| case | end to end | split_s | mux_s | chunks | worker VmHWM | worker + children, sampled peak |",
+        "|---|---|---|---|---|---|---|",
     ]
     labels = {
         "new-1w": f"1080p ×2, 1 worker, default chunk ({meta['default_chunk']} frames)",
@@ -400,13 +400,14 @@ def render(results: dict[str, Result], meta: dict[str, Any]) -> str:
     for name, label in labels.items():
         r = get(name)
         if r is None:
-            lines.append(f"| {label} | not measured | | | |")
+            lines.append(f"| {label} | not measured | | | | | |")
             continue
         state = (
             "" if r.status.startswith("completed") else f" ({r.status}{': ' + r.error if r.error else ''})"
         )
         lines.append(
-            f"| {label} | {fmt(r.end_to_end_s, ' s', 1)}{state} | {fmt(r.chunks, '', 0)} | "
+            f"| {label} | {fmt(r.end_to_end_s, ' s', 1)}{state} | {fmt(r.split_s, ' s', 1)} | {fmt(r.mux_s, ' s', 1)} | "
+            f"{fmt(r.chunks, '', 0)} | "
             f"{fmt(r.worker_hwm_mib, ' MiB', 0)} | {fmt(r.worker_tree_peak_mib, ' MiB', 0)} |"
         )
     one, four = get("new-1w"), get("new-rss4x")
