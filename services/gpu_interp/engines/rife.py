@@ -244,6 +244,12 @@ class RifeEngine(InterpolationEngine):
             estimator = Estimator(self.net, shrinks)
             runner = make_runner(estimator, self.backend, self.device, s.cache_dir, s.threads)
             self._runners[shrinks] = runner
+        if self.backend == "openvino" and a.shape[0] > 1:
+            # One pair per call: a converted model is specialised to its input shape, and batching
+            # does not speed up a CPU (compute-bound convolutions), so a batch of 4 and its last
+            # partial batch would each cost a conversion for nothing.
+            parts = [runner(a[i : i + 1], b[i : i + 1]) for i in range(a.shape[0])]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_cpu_bf16):
             flow, mask = runner(a, b)
         return flow, mask

@@ -46,6 +46,18 @@ def test_openvino_draws_the_same_frames_as_eager_torch(rife_engine: Any, tmp_pat
     assert mse(ours, truth) < mse(((first.astype(np.float64) + second) / 2).round(), truth) / 4
 
 
+def test_openvino_batches_reuse_the_one_pair_model(tmp_path: Path) -> None:
+    engine = RifeEngine(RifeSettings(device="cpu", precision="fp32", backend="openvino", cache_dir=tmp_path))
+    firsts = np.stack([panned(40, 56, 0), panned(40, 56, 1, 1), panned(40, 56, 2)])
+    seconds = np.stack([panned(40, 56, 4), panned(40, 56, -3, 2), panned(40, 56, 5, 1)])
+    batch = engine.interpolate(firsts, seconds)
+    singles = np.stack([engine.interpolate(f, s) for f, s in zip(firsts, seconds, strict=True)])
+    assert np.array_equal(batch, singles)
+    (runner,) = engine._runners.values()
+    assert isinstance(runner, accel.OpenVinoRunner)
+    assert runner.compiles == 1
+
+
 def test_a_second_process_loads_the_converted_model_instead_of_converting(tmp_path: Path) -> None:
     x, y = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
     first = accel.OpenVinoRunner(TwoConvs(seed=1), tmp_path)
