@@ -521,7 +521,7 @@ def main(
                 "flow engine, before issue 14",
                 engine_fn(FlowEngine(before)),
                 triplets,
-                "DIS medium preset, bilinear warps",
+                "DIS medium preset, bilinear warps, occlusion-aware",
             )
         )
         dev.append(
@@ -529,7 +529,7 @@ def main(
                 "flow engine",
                 engine_fn(FlowEngine()),
                 triplets,
-                "DIS both ways (patch stride 2, alpha 10, no mean normalisation), bicubic warps, occlusion-aware",
+                "DIS both ways (patch stride 2, alpha 10, no mean normalisation), bicubic warps, time-weighted",
             )
         )
         fast_row = evaluate("rife fast (fp32, scale 1)", engine_fn(fast), triplets, "1 pass")

@@ -3,19 +3,22 @@
 Per pair: OpenCV DIS optical flow both ways (0→1 and 1→0, on luma), the flows from time t to
 each frame by the quadratic combination of both directions from Super SloMo (Jiang et al., 2018:
 F_t0 = −t(1−t)·F01 + t²·F10, F_t1 = (1−t)²·F01 − t(1−t)·F10), which averages out much of each
-single flow's error, backward warping of both frames, and a blend weighted by time and by
-visibility: a pixel whose forward and backward flows disagree (|F01(x) + F10(x + F01(x))| large)
-is probably occluded in the other frame and counts less. No weights, no per-pixel Python; OpenCV
-does the work on all cores.
+single flow's error, backward warping of both frames, and a blend weighted by time — and, when
+`occlusion_px2` is set, by visibility: a pixel whose forward and backward flows disagree
+(|F01(x) + F10(x + F01(x))| large) is probably occluded in the other frame and counts less. No
+weights, no per-pixel Python; OpenCV does the work on all cores.
 
 The defaults were tuned on the UCF101 development set (docs/benchmarks.md; 33.40 → 33.81 dB, each
 step measured alone and together): DIS patches every 2 pixels instead of 3 (denser, +0.14 dB),
 no per-patch mean normalisation (+0.07: these clips change brightness little, and normalising
 lets textureless patches match anywhere), a lighter smoothness term in DIS's variational refinement
 (alpha 10, +0.09: sharper motion edges), bicubic instead of bilinear resampling of the frames
-(+0.09: a half-pixel bilinear shift is a blur), and an occlusion scale that only real occlusions
-reach (+0.06). A ball crossing the sky faster than its own size is still lost by DIS's coarse
-levels (the largest remaining gap to RIFE on that set).
+(+0.09: a half-pixel bilinear shift is a blur). The visibility weighting is off by default: with
+these denser flows it changed nothing measurable (UCF101 33.81 with it at 1000 px², 33.83 without;
+the generated clip of bench.py identical) and its four extra warps cost about a fifth of the
+engine's time. A ball crossing the sky faster than its own size is still lost by DIS's coarse
+levels (the largest remaining gap to RIFE on that set), and on the generated clip's larger
+motions (×4, fifths) these settings are ~0.3 dB below the old ones while ×2 gains 1.8 dB.
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ PRESETS = {
 class FlowSettings:
     """`preset`: DIS speed/quality, refined by the three DIS fields below (None: the preset's own);
     `occlusion_px2`: squared flow disagreement (px²) at which a pixel's weight falls to 1/e — large,
-    so only real occlusions, not flow noise, shift the blend; `warp`: how frames are resampled."""
+    so only real occlusions, not flow noise, shift the blend (None: no visibility weighting, time
+    only); `warp`: how frames are resampled."""
 
     preset: Literal["ultrafast", "fast", "medium"] = "medium"
     patch_stride: int | None = 2  # medium's own is 3
     mean_normalization: bool | None = False  # the presets normalise
     refine_alpha: float | None = 10.0  # smoothness weight of the variational refinement; presets: 20
-    occlusion_px2: float = 1000.0
+    occlusion_px2: float | None = None
     warp: Literal["linear", "cubic"] = "cubic"
     threads: int | None = None
     # Flow is estimated on frames shrunk by `scale` and scaled back up (warping stays at full size);
@@ -132,9 +136,10 @@ class FlowEngine(InterpolationEngine):
     def pair_at_times(self, a: FrameArray, b: FrameArray, times: Sequence[Fraction]) -> list[FrameArray]:
         """One pair, several times: the flows and visibilities are computed once."""
         f01, f10 = self.flows(a, b)
+        occlusion = self.settings.occlusion_px2
         # Visibility of each frame's pixels in the other frame, from forward-backward consistency.
-        vis0 = self._visibility(f01, f10)
-        vis1 = self._visibility(f10, f01)
+        vis0 = self._visibility(f01, f10, occlusion) if occlusion else None
+        vis1 = self._visibility(f10, f01, occlusion) if occlusion else None
         out: list[FrameArray] = []
         for t in times:
             if t == 0:
@@ -146,20 +151,22 @@ class FlowEngine(InterpolationEngine):
             tf = float(t)
             ft0 = cv2.addWeighted(f10, tf * tf, f01, -tf * (1 - tf), 0.0)
             ft1 = cv2.addWeighted(f01, (1 - tf) * (1 - tf), f10, -tf * (1 - tf), 0.0)
+            interp = self._frame_interp
+            w0, w1 = self._warp(a, ft0, interp), self._warp(b, ft1, interp)
+            if vis0 is None or vis1 is None:
+                out.append(np.asarray(cv2.addWeighted(w0, 1 - tf, w1, tf, 0.0)))
+                continue
             # The floor keeps a plain average where both sides look occluded (flow failure).
             k0 = self._warp(vis0, ft0) * np.float32(1 - tf) + np.float32(1e-3)
             k1 = self._warp(vis1, ft1) * np.float32(tf) + np.float32(1e-3)
-            interp = self._frame_interp
-            out.append(_blend(self._warp(a, ft0, interp), self._warp(b, ft1, interp), k0, k1))
+            out.append(_blend(w0, w1, k0, k1))
         return out
 
-    def _visibility(self, forward: Float32Array, backward: Float32Array) -> Float32Array:
-        """exp(−|F(x) + B(x + F(x))|² / occlusion_px2): 1 where the two flows agree, → 0 where not."""
+    def _visibility(self, forward: Float32Array, backward: Float32Array, scale_px2: float) -> Float32Array:
+        """exp(−|F(x) + B(x + F(x))|² / scale_px2): 1 where the two flows agree, → 0 where not."""
         loop = cv2.add(forward, self._warp(backward, forward))
         err = cv2.magnitude(loop[..., 0], loop[..., 1])
-        return np.asarray(
-            cv2.exp(cv2.multiply(err, err, scale=-1.0 / self.settings.occlusion_px2)), np.float32
-        )
+        return np.asarray(cv2.exp(cv2.multiply(err, err, scale=-1.0 / scale_px2)), np.float32)
 
     def _warp(
         self, image: npt.NDArray[Any], flow: npt.NDArray[Any], interp: int = cv2.INTER_LINEAR

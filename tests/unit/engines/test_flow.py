@@ -85,3 +85,16 @@ def test_a_fast_object_crossing_a_still_background_is_drawn_once_at_its_middle_p
     square = np.abs(truth.astype(np.float64) - square_scene(96, 128, -200, size=20)).sum(2) > 30
     assert np.abs(out - truth).sum(2)[square].mean() < 12
     assert mse(out, truth) < mse((first.astype(np.float64) + second) / 2, truth) / 3
+
+
+def test_visibility_weighting_favours_the_frame_where_a_pixel_is_not_occluded() -> None:
+    # The square uncovers background on its left: at t = 1/2 that background is visible in the
+    # second frame only, so weighting by forward-backward agreement must not make it worse.
+    plain, weighted = FlowEngine(), FlowEngine(FlowSettings(occlusion_px2=100.0))
+    first, second, truth = (square_scene(96, 128, shift, size=24) for shift in (0, 10, 5))
+    f01, f10 = weighted.flows(first, second)
+    visibility = weighted._visibility(f01, f10, 100.0)
+    assert visibility.min() < 0.5 < np.median(visibility)  # some pixels occluded, most not
+    assert (
+        mse(weighted.interpolate(first, second), truth) <= mse(plain.interpolate(first, second), truth) * 1.1
+    )
