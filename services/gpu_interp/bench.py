@@ -514,7 +514,7 @@ def main(
             )
         dev.append(evaluate("DIS medium, halved flows, plain average", dis_average, triplets))
         before = FlowSettings(
-            patch_stride=None, mean_normalization=None, refine_alpha=None, occlusion_px2=100.0, warp="linear"
+            patch_size=None, mean_normalization=None, refine_alpha=None, occlusion_px2=100.0, warp="linear"
         )
         dev.append(
             evaluate(
@@ -529,7 +529,7 @@ def main(
                 "flow engine",
                 engine_fn(FlowEngine()),
                 triplets,
-                "DIS both ways (patch stride 2, alpha 10, no mean normalisation), bicubic warps, time-weighted",
+                "DIS both ways (5×5 patches, alpha 10, no mean normalisation), bicubic warps, time-weighted",
             )
         )
         fast_row = evaluate("rife fast (fp32, scale 1)", engine_fn(fast), triplets, "1 pass")

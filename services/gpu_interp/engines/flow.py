@@ -8,17 +8,17 @@ single flow's error, backward warping of both frames, and a blend weighted by ti
 (|F01(x) + F10(x + F01(x))| large) is probably occluded in the other frame and counts less. No
 weights, no per-pixel Python; OpenCV does the work on all cores.
 
-The defaults were tuned on the UCF101 development set (docs/benchmarks.md; 33.40 → 33.81 dB, each
-step measured alone and together): DIS patches every 2 pixels instead of 3 (denser, +0.14 dB),
-no per-patch mean normalisation (+0.07: these clips change brightness little, and normalising
-lets textureless patches match anywhere), a lighter smoothness term in DIS's variational refinement
-(alpha 10, +0.09: sharper motion edges), bicubic instead of bilinear resampling of the frames
-(+0.09: a half-pixel bilinear shift is a blur). The visibility weighting is off by default: with
-these denser flows it changed nothing measurable (UCF101 33.81 with it at 1000 px², 33.83 without;
-the generated clip of bench.py identical) and its four extra warps cost about a fifth of the
-engine's time. A ball crossing the sky faster than its own size is still lost by DIS's coarse
-levels (the largest remaining gap to RIFE on that set), and on the generated clip's larger
-motions (×4, fifths) these settings are ~0.3 dB below the old ones while ×2 gains 1.8 dB.
+The defaults were tuned on the UCF101 development set (docs/benchmarks.md; 33.40 → 34.12 dB at
+the old speed): DIS patches of 5×5 pixels instead of the medium preset's 8×8 (+0.4 dB with the
+rest: small patches follow small objects and motion edges), no per-patch mean normalisation
+(these clips change brightness little, and normalising lets textureless patches match anywhere),
+a lighter smoothness term in DIS's variational refinement (alpha 10 instead of 20: sharper motion
+edges; 20 undoes most of the gain), and bicubic instead of bilinear resampling of the frames
+(+0.09 dB: a half-pixel bilinear shift is a blur). Denser patches (stride 2) add 0.1 dB for 1.5×
+the time. The visibility weighting is off by default: with these flows it changed nothing
+measurable (UCF101 +0.015 dB without it, the generated clip of bench.py identical) and its four
+extra warps cost about a fifth of the engine's time. A ball crossing the sky faster than its own
+size is still lost by DIS's coarse levels (the largest remaining gap to RIFE on that set).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class FlowSettings:
     only); `warp`: how frames are resampled."""
 
     preset: Literal["ultrafast", "fast", "medium"] = "medium"
-    patch_stride: int | None = 2  # medium's own is 3
+    patch_size: int | None = 5  # medium's own is 8
+    patch_stride: int | None = None  # medium's own (3)
     mean_normalization: bool | None = False  # the presets normalise
     refine_alpha: float | None = 10.0  # smoothness weight of the variational refinement; presets: 20
     occlusion_px2: float | None = None
@@ -105,6 +106,8 @@ class FlowEngine(InterpolationEngine):
 
     def _make_dis(self) -> Any:
         dis = cv2.DISOpticalFlow_create(PRESETS[self.settings.preset])  # type: ignore[attr-defined]
+        if self.settings.patch_size is not None:
+            dis.setPatchSize(self.settings.patch_size)
         if self.settings.patch_stride is not None:
             dis.setPatchStride(self.settings.patch_stride)
         if self.settings.mean_normalization is not None:
