@@ -410,7 +410,7 @@ def render_report(
         labels = {
             "eager": "eager torch",
             "compile": "`torch.compile` (inductor, frozen weights)",
-            "openvino": "OpenVINO (CPU plugin, fp32)",
+            "openvino": "OpenVINO (CPU plugin)",
         }
         lines += [
             "| | s per pair | pairs/s | × reference | PSNR vs reference output (dB) | first call: cold / from cache (s) |",

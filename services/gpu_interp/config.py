@@ -31,7 +31,7 @@ class WorkerSettings(CommonSettings):
     simulated_memory_pixels: int | None = Field(default=None, ge=1)
     device: str | None = None
     rife_scale: float | None = None
-    # How the rife network runs: auto (OpenVINO on CPU workers, ~1.5× eager here; eager on CUDA),
+    # How the rife network runs: auto (OpenVINO on CPU workers, 1.2–1.4× eager here; eager on CUDA),
     # eager, compile (torch.compile) or openvino. The compiling backends pay about a minute per new
     # frame size once; their artifacts are kept in `compile_cache_dir` for the next worker process.
     rife_backend: Literal["auto", "eager", "compile", "openvino"] = "auto"
