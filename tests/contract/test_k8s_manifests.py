@@ -113,6 +113,11 @@ KEPT_DEFAULTS: dict[str, str] = {
         "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256",
     ),
     **_kept(
+        "the rife backend: auto runs OpenVINO on CPU pods and eager on GPU pods; compiled artifacts "
+        "go under the pod's home (a restarted container recompiles once per frame size)",
+        "RIFE_BACKEND", "COMPILE_CACHE_DIR",
+    ),
+    **_kept(
         "one GPU worker per pod: the engine may use every core the pod is given",
         "ENGINE_THREADS",
     ),
