@@ -54,6 +54,26 @@ WeightsOpt = Annotated[str | None, typer.Option("--weights", help="Other weights
 WeightsHashOpt = Annotated[str | None, typer.Option("--weights-sha256", help="SHA-256 of --weights.")]
 
 
+class BackendName(StrEnum):
+    """How the rife network runs (engines/accel.py)."""
+
+    auto = "auto"
+    eager = "eager"
+    compile = "compile"
+    openvino = "openvino"
+
+
+BackendOpt = Annotated[
+    BackendName,
+    typer.Option(
+        "--backend",
+        help="rife: eager, compile (torch.compile) or openvino (CPU); auto: openvino on CPUs. "
+        "Compiling costs about a minute per frame size, once: it is cached in ~/.cache/infiniteflow.",
+    ),
+]
+COMPILE_CACHE = "~/.cache/infiniteflow/compile"
+
+
 def build_engine(
     engine: EngineName,
     quality: Quality = Quality.fast,
@@ -63,6 +83,7 @@ def build_engine(
     weights_sha256: str | None = None,
     batch_size: int = 4,
     compile_model: bool = False,
+    backend: BackendName = BackendName.eager,
     model: str = "hdv3",
 ) -> InterpolationEngine:
     """Construct the chosen engine once (for RIFE this loads and verifies `model`'s weights)."""
@@ -74,7 +95,12 @@ def build_engine(
     from services.gpu_interp.engines.rife import RifeSettings
 
     settings = RifeSettings(
-        quality=quality.value, scale=scale, device=device, batch_size=batch_size, compile=compile_model
+        quality=quality.value,
+        scale=scale,
+        device=device,
+        batch_size=batch_size,
+        backend="compile" if compile_model else backend.value,
+        cache_dir=Path(COMPILE_CACHE).expanduser(),
     )
     return build_model(model, settings, weights, weights_sha256)
 
@@ -161,9 +187,9 @@ def register(app: typer.Typer) -> None:
         scenes: Annotated[bool, typer.Option(help="Detect scene cuts (no interpolation across).")] = True,
         batch_size: Annotated[int, typer.Option(min=1, help="Frame pairs per model call.")] = 4,
         compile_model: Annotated[
-            bool,
-            typer.Option("--compile", help="rife: torch.compile first (1–2 min; pays off on long videos)."),
+            bool, typer.Option("--compile", help="rife: the same as --backend compile.")
         ] = False,
+        backend: BackendOpt = BackendName.auto,
         weights: WeightsOpt = None,
         weights_sha256: WeightsHashOpt = None,
         model: ModelOpt = ModelName.auto,
@@ -183,7 +209,16 @@ def register(app: typer.Typer) -> None:
             if model is ModelName.auto:  # ×2 only puts frames at t = 1/2; a target rate may not
                 chosen = "hdv3" if multiplier == 2 else "v4.25"
             net = build_engine(
-                engine, quality, scale, device, weights, weights_sha256, batch_size, compile_model, chosen
+                engine,
+                quality,
+                scale,
+                device,
+                weights,
+                weights_sha256,
+                batch_size,
+                compile_model,
+                backend,
+                chosen,
             )
             columns = (
                 TextColumn("{task.description}"),

@@ -142,6 +142,7 @@ def choose_model(
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 4,
     free_samples: int = 0,
+    window: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ModelChoice:
     """The model for a chunk of `frame_count` frames whose pair i needs `pair_times[i]`.
@@ -149,7 +150,9 @@ def choose_model(
     `requested` is the job's `model`: a named model is used as it is; `auto` checks the candidate
     `engines` (by model name) on sampled frames when every new frame is at t = 1/2 and the budget
     allows, else applies the rule. Ties go to the rule's model. `free_samples`: how many frames the
-    chunk's quality self-check re-creates anyway (the chosen model's check replaces it).
+    chunk's quality self-check re-creates anyway (the chosen model's check replaces it). `window`:
+    only frames 0 … window − 1 are at hand (a streaming worker decides before the rest is decoded),
+    so the checked frames are spread over those.
     """
     if requested != AUTO:
         return ModelChoice(requested, "job")
@@ -160,13 +163,14 @@ def choose_model(
     if not all_halves(times) or len(engines) < 2:
         return ModelChoice(fallback, "rule")
     candidates = [MODELS[name] for name in engines]
+    seen = frame_count if window is None else min(window, frame_count)
     samples = affordable_samples(
-        frame_count, pair_times.values(), candidates, budget, max_samples, free_samples
+        frame_count, pair_times.values(), candidates, budget, min(max_samples, seen - 2), free_samples
     )
     if samples == 0:
         return ModelChoice(fallback, "rule")
     started = clock()
-    picks = sample_frames(frame_count, samples)
+    picks = sample_frames(seen, samples)
     checks: dict[str, ChunkQuality] = {}
     for name, engine in engines.items():
         check = self_check(engine, frame, picks, batch_size=batch_size, clock=clock)

@@ -39,6 +39,7 @@ from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, tr
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.reports import plan_view, stage_seconds
 from infiniteflow_common.tenants import authenticate
 from services.ingest import metrics
 from services.ingest.auth import Caller, count_request, presented_key
@@ -54,7 +55,7 @@ from services.ingest.params import (
     parse_output_options,
     parse_params,
 )
-from services.ingest.start import JobStarter, object_record, param_defaults
+from services.ingest.start import JobStarter, Uploader, object_record, param_defaults
 
 log = get_logger()
 
@@ -189,7 +190,7 @@ def job_view(job: Job) -> dict[str, Any]:
         ),
         "output_fps": out_fps,
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
-        "plan": job.plan,
+        "plan": plan_view(job.plan),
         "result": job.result,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
@@ -199,6 +200,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "updated_at": _iso(job.updated_at),
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
+            **stage_seconds(job),
         },
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
     }
@@ -408,7 +410,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             version_id=written.version_id,
             created_at=datetime.now(UTC),
         )
-        job, _created = await deps.starter.create(record, source="api")
+        job, _created = await deps.starter.create(record, source="api", uploader=Uploader(caller.tenant_id))
         status = job.status
         try:
             status = (await deps.starter.process(job.id, record, source="api")).status
@@ -514,7 +516,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             "minio": lambda: asyncio.to_thread(deps.storage.bucket_exists, settings.incoming_bucket),
             "postgres": lambda: _select_one(deps.sessions),
         }
-        results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
+        results = await asyncio.gather(*(_check(name, fn) for name, fn in checks.items()))
         components = dict(zip(checks, results, strict=True))
         healthy = all(c["status"] == "ok" for c in components.values())
         return JSONResponse(
@@ -543,13 +545,17 @@ async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(text("select 1"))
 
 
-async def _check(fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+async def _check(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         result = await asyncio.wait_for(fn(), timeout=HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "down", "error": f"no answer within {HEALTH_TIMEOUT_S:g} s"}
     except Exception as exc:
-        return {"status": "down", "error": repr(exc)[:200]}
+        # Anyone may call /health: the exception's text (addresses, user names, paths) goes to the log.
+        log.warning("health check failed", component=name, error=repr(exc))
+        return {"status": "down", "error": "unreachable (see the ingest log)"}
     if result is False:  # bucket_exists: reachable, but the bucket is missing
         return {"status": "down", "error": "the incoming bucket does not exist"}
     return {"status": "ok", "latency_ms": round((loop.time() - started) * 1000, 1)}

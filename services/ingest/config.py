@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from infiniteflow_common.destinations import LoopbackAllowlist
 from infiniteflow_common.settings import CommonSettings
 
 GIB = 1024**3
@@ -32,6 +33,10 @@ DEFAULT_ALLOWED_FORMATS: tuple[str, ...] = (
 
 class IngestSettings(CommonSettings):
     """Frozen configuration of the ingest service; every field reads the same-named env variable."""
+
+    # Local development only: loopback hosts, addresses or networks webhooks may reach (ingest accepts
+    # such URLs, the notifier sends to them); empty in production. Any other range is a settings error.
+    webhook_allowed_destinations: LoopbackAllowlist = ()
 
     # Job defaults for options the user leaves out.
     default_multiplier: int = Field(default=2)

@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from infiniteflow_common.db import JobStatus
-from infiniteflow_common.events import ChunkModel, QualityReport, TimingReport
+from infiniteflow_common.events import ChunkModel, JobSplit, QualityReport, TimingReport
 from services.muxer.assemble import OutputTiming
 
 
@@ -83,21 +82,21 @@ def final_status(quality: QualityReport | None) -> JobStatus:
     return JobStatus.COMPLETED
 
 
-def timing_report(plan: Mapping[str, Any], *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
+def timing_report(split: JobSplit, *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
     """The job's timing: planned input rate, frames and cuts, and the output as measured."""
-    in_rate = Fraction(plan["in_rate"])
-    cuts = [int(frame) for frame in plan["scene_starts"]]
-    frames = int(plan["source_frames"])
+    in_rate = Fraction(split.in_fps_num, split.in_fps_den)
+    cuts = [int(frame) for frame in split.scene_cuts]
+    frames = int(split.source_frame_count)
     duration = Fraction(frames) / in_rate
     times = [frame / in_rate for frame in cuts]
-    if plan.get("vfr_kept"):  # variable rate kept: the input's own timestamps
-        tick, pts = Fraction(plan["time_base"]), [int(p) for p in plan["pts"]]
+    if split.vfr_kept and split.vfr_pts:  # variable rate kept: the input's own timestamps
+        tick, pts = Fraction(split.vfr_time_base_num, split.vfr_time_base_den), list(split.vfr_pts)
         last = pts[-1] - pts[-2] if len(pts) > 1 else 0
         duration = (pts[-1] + last) * tick
         times = [pts[frame] * tick for frame in cuts]
     return TimingReport(
         input_vfr=input_vfr,
-        vfr_converted=bool(plan["vfr_converted"]),
+        vfr_converted=split.vfr_converted,
         in_duration_s=float(duration),
         out_duration_s=measured.video_duration_s,
         out_frames_measured=measured.video_frames,

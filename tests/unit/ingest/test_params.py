@@ -187,3 +187,30 @@ def test_the_api_form_field_model_reaches_the_object_metadata_and_back() -> None
     metadata = _params_metadata(params)
     assert metadata["model"] == "v4.25"
     assert parse_params(metadata, DEFAULTS) == params
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://" + "a" * 64 + ".example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://hooks..example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("https://bad_name.example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://2130706433/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://100.100.100.200/latest/meta-data", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://10.0.0.5:8080/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://[fd00:ec2::254]/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://127.0.0.1:9000/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+    ],
+)
+def test_webhook_hosts_follow_idna_rules_and_literal_addresses_must_be_public(url: str, code: str) -> None:
+    with pytest.raises(InvalidParams, match="webhook-url") as caught:
+        parse_params({"webhook-url": url}, DEFAULTS)
+    assert caught.value.code == code
+
+
+def test_loopback_webhooks_are_accepted_only_where_local_development_allows_them() -> None:
+    local = ParamDefaults(webhook_allowed=("127.0.0.1",))
+    assert parse_params({"webhook-url": "http://127.0.0.1:9/h"}, local).webhook_url == "http://127.0.0.1:9/h"
+    with pytest.raises(InvalidParams):
+        parse_params({"webhook-url": "http://100.64.0.1/h"}, local)
+    assert parse_params({"webhook-url": "https://93.184.216.34/h"}, DEFAULTS).webhook_url is not None

@@ -164,31 +164,84 @@ def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_on
 
 
 @pytest.mark.ffmpeg
-def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_check(tmp_path: Any) -> None:
-    from infiniteflow_common.media import LosslessWriter
-    from services.gpu_interp.chunk_work import SlotSpec, interpolate_chunk
+def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_check() -> None:
+    import av
 
-    frames = _chunk(9, 3)
-    with LosslessWriter(tmp_path / "in.mkv", width=48, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as w:
-        for frame in frames:
-            w.write_rgb(frame)
+    from infiniteflow_common.events import OutputSlot
+    from services.gpu_interp.chunk_work import interpolate_chunk
+
+    class Sink:
+        count = 0
+
+        def write(self, frame: Any) -> None:
+            self.count += 1
+
+        def write_rgb(self, rgb: Any) -> None:
+            self.count += 1
+
+    frames = [av.VideoFrame.from_ndarray(f, format="rgb24") for f in _chunk(9, 3)]
     auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
-    slots = [SlotSpec(i, Fraction(k, 2)) for i in range(8) for k in range(2)] + [SlotSpec(8, Fraction(0))]
+    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(8) for k in range(2)]
+    slots.append(OutputSlot(source_offset=8, t=0.0))
+    seen_windows: list[int] = []
+
+    def choose(frame: Any, count: int, pairs: Any, *, window: int) -> Any:
+        seen_windows.append(window)
+        return auto.choose(frame, count, pairs, budget=1.0, window=window)
+
+    sink = Sink()
     outcome = interpolate_chunk(
-        auto,
-        tmp_path / "in.mkv",
-        tmp_path / "out.mkv",
-        slots,
-        expected_frames=9,
-        out_rate=Fraction(50),
-        quality_budget=0.5,
-        choose=lambda frame, count, pairs: auto.choose(frame, count, pairs, budget=1.0),
+        auto, iter(frames), sink, slots, expected_frames=9, quality_budget=0.5, choose=choose
     )
+    assert seen_windows == [9], "a chunk shorter than the window is checked on all its frames"
+    assert sink.count == 17
     assert outcome.model_choice is not None
     assert outcome.model_choice.model == "v4.25"
     assert outcome.quality == outcome.model_choice.quality, "the choice's check is the self-check"
     assert outcome.quality is not None
     assert outcome.quality.psnr_db > 40
+
+
+def test_a_long_chunk_is_checked_on_its_leading_frames_only() -> None:
+    """The choice happens before interpolation starts, so a worker holds at most the window's frames."""
+    import av
+
+    from infiniteflow_common.events import OutputSlot
+    from services.gpu_interp.chunk_work import CHOICE_WINDOW, interpolate_chunk
+
+    class Sink:
+        count = 0
+
+        def write(self, frame: Any) -> None:
+            self.count += 1
+
+        def write_rgb(self, rgb: Any) -> None:
+            self.count += 1
+
+    count = CHOICE_WINDOW * 4
+    decoded: list[int] = []
+
+    def frames() -> Any:
+        for index, frame in enumerate(_chunk(count, 3)):
+            decoded.append(index)
+            yield av.VideoFrame.from_ndarray(frame, format="rgb24")
+
+    auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
+    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(count - 1) for k in range(2)]
+    slots.append(OutputSlot(source_offset=count - 1, t=0.0))
+    picked: list[tuple[int, int]] = []
+
+    def choose(frame: Any, frame_count: int, pairs: Any, *, window: int) -> Any:
+        picked.append((len(decoded), window))
+        return auto.choose(frame, frame_count, pairs, budget=1.0, window=window)
+
+    outcome = interpolate_chunk(
+        auto, frames(), Sink(), slots, expected_frames=count, quality_budget=0.5, choose=choose
+    )
+    assert picked == [(CHOICE_WINDOW, CHOICE_WINDOW)], "chosen once, after decoding only the window"
+    assert outcome.model_choice is not None
+    assert outcome.model_choice.quality is not None
+    assert max(outcome.model_choice.quality.frames) < CHOICE_WINDOW - 1
 
 
 def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
@@ -212,14 +265,15 @@ def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
         sessions=cast(Any, None), storage=cast(Any, None), catalog=cast(Any, None), publish=cast(Any, None)
     )
     handler = ChunkHandler(settings=WorkerSettings(), deps=deps, engines=cast(EngineCache, Cache()))
-    spec = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta"))
-    engine, choose = handler._engine_for(spec, "auto")
+    spec = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta", model="auto"))
+    engine, choose = handler._engine_for(spec)
     assert isinstance(engine, AutoModel)
     assert choose is not None
     assert built == [("rife", "tta", "hdv3"), ("rife", "tta", "v4.25")]
     built.clear()
-    engine, choose = handler._engine_for(spec, "v4.25")
+    named = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta", model="v4.25"))
+    engine, choose = handler._engine_for(named)
     assert (built, choose) == ([("rife", "tta", "v4.25")], None)
-    flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast"))
-    _, choose = handler._engine_for(flow, "auto")
+    flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast", model="auto"))
+    _, choose = handler._engine_for(flow)
     assert choose is None, "the flow engine has no models to choose from"
