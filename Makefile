@@ -4,13 +4,14 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+GPU_CHECK_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench clean-run
+.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
 	@echo "make test   lint, type-check and run the whole suite against the real servers"
-	@echo "more: setup up down status lint test-unit test-integration bench clean-run"
+	@echo "more: setup up down status lint test-unit test-integration bench bench-pipeline gpu-check clean-run"
 
 setup:  ## install Debian packages, Kafka jars, the MinIO server and the Python venv (idempotent)
 	@scripts/setup.sh
@@ -54,3 +55,9 @@ test: up lint  ## everything, against the real servers
 
 bench: setup  ## engine quality/speed benchmark → docs/benchmarks.md (not part of make test)
 	$(BIN)/python -m services.gpu_interp.bench
+
+gpu-check: setup  ## on a CUDA machine: GPU tests, fp16 vs fp32, pairs/s, one 1080p job → reports/gpu-check-*/ (< 8 min)
+	$(BIN)/python -m services.gpu_interp.gpu_check $(GPU_CHECK_ARGS)
+
+bench-pipeline: up  ## data path before/after → docs/capacity.md (hold the stack lock; see scripts/bench_pipeline.py)
+	$(BIN)/python scripts/bench_pipeline.py $(BENCH_ARGS)

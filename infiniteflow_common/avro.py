@@ -174,7 +174,8 @@ class SchemaCatalog:
         buffer.write(writer.header)
         try:
             # strict: every field given, no unknown keys, so a misspelt optional field cannot become null.
-            schemaless_writer(buffer, writer.parsed, datum, strict=True)
+            # No tuple notation: a model's tuple in a nullable array field is the array, not (branch, value).
+            schemaless_writer(buffer, writer.parsed, datum, strict=True, disable_tuple_notation=True)
             # fastavro writes some bad values without complaint (a uuid field holding "abc"); reading the
             # body back (~20 µs) makes sure no producer emits what its own consumers would dead-letter.
             buffer.seek(len(writer.header))

@@ -109,6 +109,12 @@ class Job(SQLModel, table=True):
     split_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
     cancelled_at: datetime | None = _ts()
+    # Stage wall times: split = split_at - split_started_at, mux = completed_at - mux_started_at.
+    split_started_at: datetime | None = _ts()
+    mux_started_at: datetime | None = _ts()
+    # The muxer replica assembling the job and until when its claim holds (renewed while it works).
+    mux_owner: str | None = Field(default=None, sa_column=Column(Text))
+    mux_lease_expires_at: datetime | None = _ts()
 
 
 class Chunk(SQLModel, table=True):
@@ -137,6 +143,10 @@ class Chunk(SQLModel, table=True):
     scale: float | None = None
     batch_size: int | None = Field(default=None, sa_column=Column(Integer))
     oom_retries: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # Size of the encoded output chunk, and which model made it (with the candidates' scores under auto).
+    encoded_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    model: str | None = Field(default=None, sa_column=Column(String(32)))
+    model_scores: dict[str, float] | None = Field(default=None, sa_column=Column(JSONB))
     # The ChunkReady event that announced this chunk, so a replay can re-announce it unchanged.
     spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = Field(

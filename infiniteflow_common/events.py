@@ -70,6 +70,8 @@ class JobParams(AvroModel):
     engine: str
     quality: str
     webhook_url: str | None
+    # 'hdv3' | 'v4.25' | 'auto' (ingest checks the name; the worker picks per chunk for 'auto')
+    model: str = "auto"
 
     @model_validator(mode="after")
     def _one_rate(self) -> Self:
@@ -112,6 +114,37 @@ class OutputSlot(AvroModel):
     t: float = Field(ge=0.0, lt=1.0)
 
 
+class VideoEncoding(AvroModel):
+    RECORD: ClassVar[str] = "VideoEncoding"
+
+    encoder: str
+    pix_fmt: str
+    crf: Int32 | None = None
+    bitrate: LongCount | None = None
+    preset: str | None = None
+    color_range: str | None = None
+    color_space: str | None = None
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    mastering_display: tuple[str, ...] | None = None
+    max_cll: Count | None = None
+    max_fall: Count | None = None
+
+
+class SourceRange(AvroModel):
+    RECORD: ClassVar[str] = "SourceRange"
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size_bytes: LongCount
+    time_base_num: Positive
+    time_base_den: Positive
+    frame_pts: tuple[Long, ...] | None
+    frame_indices: tuple[LongCount, ...]
+
+
 class VideoUploaded(Event):
     RECORD: ClassVar[str] = "VideoUploaded"
 
@@ -141,6 +174,14 @@ class JobSplit(Event):
     scene_cuts: tuple[LongCount, ...]
     vfr_converted: bool
     split_at: UtcMillis
+    planned_frame_count: LongCount = 0
+    duplicates_skipped: LongCount = 0
+    vfr_kept: bool = False
+    vfr_time_base_num: Count = 0
+    vfr_time_base_den: Positive = 1
+    vfr_pts: tuple[Long, ...] | None = None
+    encoding: VideoEncoding | None = None
+    split_started_at: UtcMillis | None = None
 
 
 class ChunkReady(Event):
@@ -162,6 +203,11 @@ class ChunkReady(Event):
     height: Positive
     pix_fmt: str
     attempt: Positive
+    source: SourceRange | None = None
+    encoding: VideoEncoding | None = None
+    out_fps_num: Count = 0
+    out_fps_den: Positive = 1
+    model: str = "auto"
 
 
 class ChunkInterpolated(Event):
@@ -185,6 +231,19 @@ class ChunkInterpolated(Event):
     quality_seconds: float = Field(default=0.0, ge=0.0)
     batch_size: Positive | None = None
     oom_retries: Count = 0
+    encoded_bytes: LongCount = 0
+    started_at: UtcMillis | None = None
+    model: str | None = None
+    model_scores: dict[str, float] | None = None
+
+
+class ChunkModel(AvroModel):
+    RECORD: ClassVar[str] = "ChunkModel"
+
+    chunk_index: Count
+    model: str
+    chosen_by: Literal["job", "check", "rule"]
+    scores: dict[str, float] = Field(default_factory=dict)
 
 
 class QualityReport(AvroModel):
@@ -197,6 +256,8 @@ class QualityReport(AvroModel):
     worst_chunk_psnr_db: float
     psnr_floor_db: float
     chunks_below_floor: tuple[Count, ...]
+    model_chunks: dict[str, Count] = Field(default_factory=dict)
+    chunk_models: tuple[ChunkModel, ...] = ()
 
 
 class TimingReport(AvroModel):
@@ -282,7 +343,16 @@ class DeadLetter(Event):
     job_id: UUID | None
 
 
-NESTED_MODELS: tuple[type[AvroModel], ...] = (JobParams, MediaProbe, OutputSlot, QualityReport, TimingReport)
+NESTED_MODELS: tuple[type[AvroModel], ...] = (
+    JobParams,
+    MediaProbe,
+    OutputSlot,
+    ChunkModel,
+    QualityReport,
+    TimingReport,
+    VideoEncoding,
+    SourceRange,
+)
 EVENT_MODELS: tuple[type[Event], ...] = (
     VideoUploaded,
     JobSplit,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+from minio.error import MinioException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common import jobs
@@ -17,6 +18,7 @@ from infiniteflow_common.errors import HandedBack, InfiniteFlowError, TransientE
 from infiniteflow_common.events import JobFailed, JobParams
 from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import Topic
 
 log = get_logger()
@@ -86,26 +88,23 @@ async def job_fails_on(
     job_id: uuid.UUID,
     stage: str,
     chunk_index: int | None = None,
+    cleanup: Callable[[uuid.UUID], Awaitable[None]] | None = None,
 ) -> AsyncIterator[None]:
     """A permanent error inside the block fails the job (announced) and ends the message's handling.
 
-    Bad media, an impossible plan, a failed encode: retrying cannot help, and the record itself was
-    fine, so the job fails with the error's code and the consumer commits and goes on. Transient
-    errors propagate to the consumer's retry policy.
+    Bad media, an impossible plan, a failed encode, a source deleted or replaced: retrying cannot
+    help, and the record itself was fine, so the job fails with the error's code and the consumer
+    commits and goes on. Transient errors propagate to the consumer's retry policy.
+
+    `cleanup(job_id)` then removes the job's work objects (a failed job keeps none); its own failure
+    is logged, not raised: the object store's lifecycle rule is the backstop.
     """
     try:
         yield
-    except (OSError, InfiniteFlowError) as exc:
-        if isinstance(exc, OSError):
-            if not is_disk_full(exc):
-                raise
-            # A full scratch disk must not leave a half-written output behind or loop forever: the
-            # job fails with a code an operator can act on; the handler's scratch folder is removed.
-            failure: InfiniteFlowError = ScratchFullError.during(stage, exc)
-        elif isinstance(exc, TransientError | HandedBack):
+    except (OSError, InfiniteFlowError, MinioException) as exc:
+        failure = permanent_failure(exc, stage)
+        if failure is None:
             raise
-        else:
-            failure = exc
         if getattr(failure, "media_failure", False):
             FFMPEG_FAILURES.labels(stage, failure.code).inc()
         await report_failure(
@@ -117,3 +116,24 @@ async def job_fails_on(
             message=failure.message,
             chunk_index=chunk_index,
         )
+        if cleanup is not None:
+            try:
+                await cleanup(job_id)
+            except Exception as error:  # the lifecycle rule removes what this leaves
+                log.warning("work objects of a failed job not removed", job_id=str(job_id), error=str(error))
+
+
+def permanent_failure(exc: BaseException, stage: str) -> InfiniteFlowError | None:
+    """The job failure `exc` stands for when no retry can fix it; None when it is worth retrying.
+
+    A full scratch disk must not leave a half-written output behind or loop forever: the job fails
+    with a code an operator can act on. An object that is gone, forbidden or replaced fails the job
+    (`storage.permanent_storage_failure`); other object-store and OS errors are transient.
+    """
+    if isinstance(exc, OSError):
+        return ScratchFullError.during(stage, exc) if is_disk_full(exc) else None
+    if isinstance(exc, TransientError | HandedBack):
+        return None
+    if isinstance(exc, InfiniteFlowError):
+        return exc
+    return permanent_storage_failure(exc)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -179,3 +179,56 @@ async def cancelled_among(session: AsyncSession, job_ids: list[uuid.UUID]) -> se
         .where(col(Job.status) == JobStatus.CANCELLED.value)
     )
     return set(rows.scalars().all())
+async def claim_assembly(
+    session: AsyncSession, job_id: uuid.UUID, *, owner: str, lease_s: float
+) -> tuple[bool, datetime | None]:
+    """Take the job's assembly (→ muxing) unless another muxer holds a live claim on it.
+
+    Returns (claimed, until when the other claim holds). A claim of a crashed muxer expires after
+    `lease_s`; its job is then taken over by whoever reads the job's records next.
+    """
+    now = utcnow()
+    result = await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .where(col(Job.status).not_in(FINAL))
+        .where(
+            or_(
+                col(Job.mux_owner).is_(None),
+                col(Job.mux_owner) == owner,
+                col(Job.mux_lease_expires_at) < now,
+            )
+        )
+        .values(
+            status=JobStatus.MUXING.value,
+            mux_owner=owner,
+            mux_lease_expires_at=now + timedelta(seconds=lease_s),
+            mux_started_at=func.coalesce(col(Job.mux_started_at), now),
+            updated_at=now,
+        )
+        .returning(col(Job.id))
+    )
+    if result.scalar_one_or_none() is not None:
+        return True, None
+    job = await session.get(Job, job_id)
+    return False, job.mux_lease_expires_at if job else None
+
+
+async def renew_assembly(session: AsyncSession, job_id: uuid.UUID, *, owner: str, lease_s: float) -> bool:
+    """Extend this muxer's claim on the job's assembly; False when it lost it."""
+    result = await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.mux_owner) == owner)
+        .where(col(Job.status).not_in(FINAL))
+        .values(mux_lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def record_chunks_done(session: AsyncSession, job_id: uuid.UUID, done: int) -> None:
+    """Raise the job's count of chunks with a result (never lowers it)."""
+    await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(chunks_done=func.greatest(col(Job.chunks_done), done), updated_at=utcnow())
+    )

@@ -5,7 +5,10 @@ raises, and `NACK` seeks back at once so a poison message loops hot. Every subsc
 uses `AckPolicy.MANUAL` and `ReliableConsumer` decides, per message:
 
 * success → commit that offset (asynchronously: the handler's output is already durable);
-* `InvalidMessage` → publish a `DeadLetter` to `<topic>.dlq` (acks=all) with origin headers, then commit;
+* `InvalidMessage` (or an object-store error no retry can fix: `storage.permanent_storage_failure`) →
+  publish a `DeadLetter` to `<topic>.dlq` (acks=all) with origin headers, report it (`on_dead_letter`:
+  the job fails), then commit; if either step raises, nothing is committed and the record is handled
+  again like a transient failure (so it is never skipped);
 * anything else → back off (exponential, full jitter) and seek back to re-read the same message; after
   `retry_max_attempts` the consumer turns fatal: it never commits again and asks its process to stop,
   so a restart resumes from the last committed offset.
@@ -42,6 +45,7 @@ from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMes
 from infiniteflow_common.health import GroupMembership
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import TopicSpec, dlq_of
 
 if TYPE_CHECKING:
@@ -220,6 +224,7 @@ class ReliableConsumer:
         )
         self.fatal: ConsumerStopped | None = None
         self._attempts: dict[tuple[int, int], int] = {}
+        self._invalid: set[tuple[int, int]] = set()
 
     async def __call__(self, message: KafkaMessage) -> None:
         """Process one raw faststream message (registered with `AckPolicy.MANUAL`)."""
@@ -248,8 +253,13 @@ class ReliableConsumer:
                 await message.nack()
                 metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "handed_back").inc()
                 log.info("work handed back", where=delivery.where, reason=exc.message)
-            except Exception as exc:  # anything not known to be permanent is worth retrying
-                await self._retry_or_stop(message, delivery, exc)
+            except Exception as exc:
+                if (gone := permanent_storage_failure(exc)) is not None:
+                    # An object the record needs is gone, forbidden or replaced: retrying would loop
+                    # forever, so the record is dead-lettered and its job fails with the error's code.
+                    await self._dead_letter(message, delivery, InvalidMessage(gone.message, code=gone.code))
+                else:  # anything not known to be permanent is worth retrying
+                    await self._retry_or_stop(message, delivery, exc)
             else:
                 await commit(message)
                 self._attempts.pop((delivery.partition, delivery.offset), None)
@@ -261,30 +271,43 @@ class ReliableConsumer:
                 )
 
     async def _dead_letter(self, message: KafkaMessage, delivery: Delivery, exc: InvalidMessage) -> None:
-        if self.breaker.record(invalid=True):
-            metrics.DLQ_BREAKER_TRIPS.labels(self.service, self.topic).inc()
-            await message.nack()
-            self._stop(
-                ConsumerStopped(
-                    f"more than {self.settings.dlq_max_invalid_ratio:.0%} of the last "
-                    f"{self.settings.dlq_breaker_window} messages on {self.topic} were invalid "
-                    f"(latest at {delivery.where}: {exc}); refusing to drain the topic into its DLQ"
+        position = (delivery.partition, delivery.offset)
+        # A record counts once towards the breaker, however often its dead-lettering is retried.
+        if position not in self._invalid:
+            self._invalid.add(position)
+            if self.breaker.record(invalid=True):
+                metrics.DLQ_BREAKER_TRIPS.labels(self.service, self.topic).inc()
+                await message.nack()
+                self._stop(
+                    ConsumerStopped(
+                        f"more than {self.settings.dlq_max_invalid_ratio:.0%} of the last "
+                        f"{self.settings.dlq_breaker_window} messages on {self.topic} were invalid "
+                        f"(latest at {delivery.where}: {exc}); refusing to drain the topic into its DLQ"
+                    )
                 )
+                return
+        try:
+            await publish_dead_letter(
+                self.broker,
+                self.catalog,
+                delivery,
+                service=self.service,
+                code=exc.code,
+                reason=exc.message,
+                attempts=self._attempts.get(position, 0) + 1,
             )
+            if self.on_dead_letter is not None:
+                # e.g. fail the message's job, so its user hears about it instead of waiting forever
+                await self.on_dead_letter(delivery, exc)
+        except Exception as failure:
+            # The record is not safely in the DLQ, or its job was not told: committing now would lose
+            # it (the next record's commit skips past it). Handle it again after a backoff — the
+            # handler fails the same way and the dead-lettering is retried — or stop without committing.
+            log.warning("dead-lettering failed", where=delivery.where, code=exc.code, error=repr(failure))
+            await self._retry_or_stop(message, delivery, failure)
             return
-        attempts = self._attempts.pop((delivery.partition, delivery.offset), 0) + 1
-        await publish_dead_letter(
-            self.broker,
-            self.catalog,
-            delivery,
-            service=self.service,
-            code=exc.code,
-            reason=exc.message,
-            attempts=attempts,
-        )
-        if self.on_dead_letter is not None:
-            # e.g. fail the message's job, so its user hears about it instead of waiting forever
-            await self.on_dead_letter(delivery, exc)
+        self._attempts.pop(position, None)
+        self._invalid.discard(position)
         await commit(message)
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
         log.warning(

@@ -6,10 +6,13 @@ drift is also given in output frames, the unit its bound is stated in (under one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from infiniteflow_common.events import TimingReport
+from infiniteflow_common.db import Job
+from infiniteflow_common.events import JobSplit, TimingReport
 
 
 def rational(rate: Fraction) -> str:
@@ -48,4 +51,41 @@ def timing_view(
             {"frame": frame, "time_s": time}
             for frame, time in zip(report.scene_cut_frames, report.scene_cut_times_s, strict=True)
         ],
+    }
+
+
+def plan_view(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The job's plan as the status API shows it: rates, counts, cuts, VFR (no per-frame lists)."""
+    if not plan:
+        return None
+    try:
+        split = JobSplit.model_validate(plan)
+    except ValueError:
+        return None
+    return {
+        "in_rate": f"{split.in_fps_num}/{split.in_fps_den}",
+        "out_rate": f"{split.out_fps_num}/{split.out_fps_den}",
+        "source_frames": split.source_frame_count,
+        "out_frames": split.out_frame_count,
+        "scene_starts": list(split.scene_cuts),
+        "chunk_count": split.chunk_count,
+        "duplicates_skipped": split.duplicates_skipped,
+        "vfr_converted": split.vfr_converted,
+        "vfr_kept": split.vfr_kept,
+        "encoder": split.encoding.encoder if split.encoding else None,
+    }
+
+
+def stage_seconds(job: Job) -> dict[str, float | None]:
+    """Wall seconds of each stage: split (planning), interpolate (first chunk start → last chunk end),
+    mux (assembly claimed → output recorded); None while a stage has not finished."""
+
+    def between(start: datetime | None, end: datetime | None) -> float | None:
+        return round((end - start).total_seconds(), 3) if start and end else None
+
+    interpolate = (job.result or {}).get("interpolate_s")
+    return {
+        "split_s": between(job.split_started_at, job.split_at),
+        "interpolate_s": float(interpolate) if interpolate is not None else None,
+        "mux_s": between(job.mux_started_at, job.completed_at),
     }

@@ -30,6 +30,11 @@ class CommonSettings(BaseSettings):
     output_bucket: str = "outputs"
     work_bucket: str = "work"
     models_bucket: str = "models"
+    # Object lifecycle (days after writing; 0 keeps objects): uploads and results are the user's and
+    # kept by default; work objects are deleted when their job ends, and this expiry is the backstop.
+    incoming_retention_days: int = Field(default=0, ge=0)
+    output_retention_days: int = Field(default=0, ge=0)
+    work_retention_days: int = Field(default=2, ge=1)
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: SecretStr = SecretStr(
         "postgresql+asyncpg://infiniteflow:infiniteflow@127.0.0.1:5433/infiniteflow"

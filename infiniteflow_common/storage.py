@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error, ServerError
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
+from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.settings import CommonSettings
 
 # MinIO's ARN for the Kafka target configured as MINIO_NOTIFY_KAFKA_*_PRIMARY in infra/stack.sh.
@@ -44,3 +51,113 @@ def ensure_kafka_notification(client: Minio, bucket: str) -> None:
         ]
     )
     client.set_bucket_notification(bucket, config)
+
+
+# --- what an object-store failure means for the job -------------------------------------------------
+
+# S3 error codes that no retry can fix: the object (or its version, or its bucket) is gone, we may not
+# read it, or it is no longer the version the job was made from. Everything else (connection errors,
+# 5xx, throttling) is the server's trouble and stays transient.
+GONE_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+FORBIDDEN_CODES = frozenset({"AccessDenied"})
+CHANGED_CODES = frozenset({"PreconditionFailed"})
+PRECONDITION_FAILED = 412
+
+
+class ObjectUnavailableError(InfiniteFlowError):
+    """An object a job needs can never be read as it was (permanent): the job fails with this code.
+
+    `E_SOURCE_GONE` (deleted: key, version or bucket), `E_SOURCE_FORBIDDEN` (access denied) or
+    `E_SOURCE_CHANGED` (replaced since the job was made: its ETag precondition failed).
+    """
+
+    code = "E_SOURCE_GONE"
+
+
+def permanent_storage_failure(exc: BaseException) -> ObjectUnavailableError | None:
+    """The permanent job failure a minio error stands for, or None when retrying may help.
+
+    The one place that classifies object-store errors: handlers (through `job_fails_on`), the reliable
+    consumer (for errors that escape a handler) and ingest's download all ask it.
+    """
+    if isinstance(exc, S3Error):
+        where = _object_of(exc)
+        if exc.code in GONE_CODES:
+            return ObjectUnavailableError(
+                f"{where} no longer exists ({exc.code}); upload the video again", code="E_SOURCE_GONE"
+            )
+        if exc.code in FORBIDDEN_CODES:
+            return ObjectUnavailableError(
+                f"{where} may not be read with the service's credentials (AccessDenied); fix the bucket "
+                "policy, then upload the video again",
+                code="E_SOURCE_FORBIDDEN",
+            )
+        if exc.code in CHANGED_CODES:
+            return _changed(where)
+    # A HEAD request carries no error body, so a failed If-Match there arrives as a bare 412.
+    if isinstance(exc, ServerError) and exc.status_code == PRECONDITION_FAILED:
+        return _changed("the object")
+    return None
+
+
+def _changed(where: str) -> ObjectUnavailableError:
+    return ObjectUnavailableError(
+        f"{where} was replaced after the job was made (PreconditionFailed); the new upload is a job of "
+        "its own",
+        code="E_SOURCE_CHANGED",
+    )
+
+
+def _object_of(exc: S3Error) -> str:
+    if exc.object_name:
+        return f"the object {exc.object_name!r} in {exc.bucket_name!r}"
+    if exc.bucket_name:
+        return f"the bucket {exc.bucket_name!r}"
+    return "the object"
+
+
+def fetch_source(
+    client: Minio, bucket: str, key: str, path: Path, *, version_id: str | None, etag: str
+) -> None:
+    """Download the probed version of a source object; a deleted or changed one is a permanent error."""
+    try:
+        client.fget_object(
+            bucket, key, str(path), version_id=version_id, request_headers={"If-Match": f'"{etag}"'}
+        )
+    except (S3Error, ServerError) as exc:
+        if (error := permanent_storage_failure(exc)) is not None:
+            raise error from exc
+        raise
+
+
+def source_url(client: Minio, bucket: str, key: str, *, version_id: str | None, expires_s: float) -> str:
+    """A presigned GET of the probed version, for a reader that fetches only the ranges it needs."""
+    return client.presigned_get_object(
+        bucket, key, expires=timedelta(seconds=max(60.0, expires_s)), version_id=version_id
+    )
+
+
+def delete_prefix(client: Minio, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix` (a job's work objects); returns how many were named."""
+    names = [
+        DeleteObject(o.object_name)
+        for o in client.list_objects(bucket, prefix=prefix, recursive=True)
+        if o.object_name
+    ]
+    if names:
+        for error in client.remove_objects(bucket, names):
+            raise OSError(f"could not delete {error.name} from {bucket}: {error.message}")
+    return len(names)
+
+
+def ensure_expiry(client: Minio, bucket: str, days: int | None, rule_id: str) -> None:
+    """Expire the bucket's objects `days` after they were written (None or 0: keep them)."""
+    if not days:
+        try:
+            client.delete_bucket_lifecycle(bucket)
+        except S3Error as exc:
+            if exc.code != "NoSuchLifecycleConfiguration":
+                raise
+        return
+    rule = Rule(ENABLED, rule_filter=Filter(prefix=""), rule_id=rule_id, expiration=Expiration(days=days))
+    client.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -68,6 +68,29 @@ async def create_tenant(
         raise TenantError("the rate limit must be at least 1 request per minute")
     if await session.get(Tenant, tenant_id) is not None:
         raise TenantError(f"tenant {tenant_id!r} exists already")
+    # One object key, one owner: a prefix inside another tenant's (or around it) would make a drop or
+    # an upload of one tenant another's job.
+    nested = (
+        (
+            await session.execute(
+                select(Tenant)
+                .where(
+                    or_(
+                        func.starts_with(prefix, col(Tenant.bucket_prefix)),
+                        func.starts_with(col(Tenant.bucket_prefix), prefix),
+                    )
+                )
+                .limit(1)
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if nested is not None:
+        raise TenantError(
+            f"bucket prefix {prefix!r} overlaps tenant {nested.id!r}'s {nested.bucket_prefix!r}; a "
+            "tenant's prefix may not lie inside another's (nor contain one)"
+        )
     tenant = Tenant(
         id=tenant_id,
         name=name or tenant_id,

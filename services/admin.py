@@ -14,7 +14,7 @@ from infiniteflow_common import migrate, tenants
 from infiniteflow_common.db import make_engine, session_factory, transaction
 from infiniteflow_common.kafka import ensure_topics
 from infiniteflow_common.settings import CommonSettings
-from infiniteflow_common.storage import ensure_buckets, ensure_kafka_notification, make_client
+from infiniteflow_common.storage import ensure_buckets, ensure_expiry, ensure_kafka_notification, make_client
 from infiniteflow_common.topics import topic_specs
 
 admin_app = typer.Typer(
@@ -48,9 +48,21 @@ def bootstrap() -> None:
     buckets = [settings.incoming_bucket, settings.work_bucket, settings.output_bucket, settings.models_bucket]
     created = _retry("bucket creation", lambda: ensure_buckets(client, buckets))
     _retry("bucket notification", lambda: ensure_kafka_notification(client, settings.incoming_bucket))
+    # A job deletes its work objects when it ends; this rule removes what a crash left behind.
+    expiry = {
+        settings.work_bucket: settings.work_retention_days,
+        settings.incoming_bucket: settings.incoming_retention_days,
+        settings.output_bucket: settings.output_retention_days,
+    }
+    for bucket, days in expiry.items():
+        _retry(
+            "lifecycle rules",
+            lambda b=bucket, d=days: ensure_expiry(client, b, d, f"infiniteflow-{b}-expiry"),
+        )
     typer.echo(
         f"buckets: {', '.join(buckets)}; created: {created or 'none'}; "
-        f"{settings.incoming_bucket} → minio.events"
+        f"{settings.incoming_bucket} → minio.events; expiry (days, 0 = kept): "
+        + ", ".join(f"{bucket} {days}" for bucket, days in expiry.items())
     )
     _retry("migrations", lambda: migrate.upgrade(settings.database_url.get_secret_value()))
     typer.echo("database: migrated to head")

@@ -157,6 +157,9 @@ def register(app: typer.Typer) -> None:
         multiplier: int | None = typer.Option(None, "--multiplier", "-m", help="2, 4 or 8"),
         fps: str | None = typer.Option(None, "--fps", help="target frame rate, e.g. 60 or 60000/1001"),
         engine: str | None = typer.Option(None, "--engine", help="rife or flow (server default if unset)"),
+        model: str | None = typer.Option(
+            None, "--model", help="rife model: auto, hdv3 or v4.25 (server default if unset: auto)"
+        ),
         webhook: str | None = typer.Option(None, "--webhook", help="URL to notify when done"),
         wait: bool = typer.Option(False, "--wait", help="follow the job and print the download URL"),
         api_url: str | None = typer.Option(None, "--api-url", help="defaults to API_URL"),
@@ -171,6 +174,7 @@ def register(app: typer.Typer) -> None:
                 "multiplier": multiplier,
                 "target_fps": fps,
                 "engine": engine,
+                "model": model,
                 "webhook_url": webhook,
             }.items()
             if value is not None

@@ -6,8 +6,8 @@ Three parts, each a table:
    FFmpeg minterpolate, plain DIS average);
 2. a generated clip whose in-between frames are rendered exactly (×2, ×4, and 24→60-style fifths),
    comparing the ways each engine reaches times other than 0.5;
-3. the `rife` engine against the published reference code at 1280×720 (fp32, one pair per call):
-   throughput ratio and PSNR between the two outputs.
+3. the `rife` engine on each CPU backend (eager, torch.compile, OpenVINO) against the published
+   reference code at 1280×720 (fp32, one pair per call): throughput ratio and PSNR between outputs.
 The machine's other load shifts absolute speeds; ratios are measured interleaved in one run.
 """
 
@@ -232,6 +232,8 @@ def generated_rows(
 ) -> list[tuple[str, str, float, float]]:
     """(case, method, PSNR, seconds per output frame) on the generated clip for ×2, ×4 and fifths."""
     cases = {"×2 (t=1/2)": 2, "×4 (t=1/4,1/2,3/4)": 4, "24→60 (t=k/5)": 5}
+    from services.gpu_interp.bench_models import ChunkAuto
+
     rows = []
     for case, step in cases.items():
         times = [Fraction(k, step) for k in range(1, step)]
@@ -239,6 +241,12 @@ def generated_rows(
             times = [Fraction(k, 5) for k in (2, 4, 1, 3)]
         for name, engine in engines.items():
             scores, elapsed, count = [], 0.0, 0
+            label = name
+            if isinstance(engine, ChunkAuto):  # the case's pairs are one chunk: choose, then run
+                start = time.perf_counter()
+                choice = engine.prepare([render(p * step * 1.0) for p in range(pairs + 1)], times)
+                elapsed += time.perf_counter() - start
+                label = f"{name} → {choice.model} ({choice.chosen_by})"
             for p in range(pairs):
                 t0 = p * step * 1.0
                 a, b = render(t0), render(t0 + step)
@@ -249,7 +257,7 @@ def generated_rows(
                     assert isinstance(out, np.ndarray)
                     scores.append(psnr(out, render(t0 + step * float(t))))
                     count += 1
-            rows.append((case, name, float(np.mean(scores)), elapsed / count))
+            rows.append((case, label, float(np.mean(scores)), elapsed / count))
             typer.echo(f"  {case} {name}: {rows[-1][2]:.2f} dB, {rows[-1][3] * 1000:.0f} ms/frame")
     return rows
 
@@ -294,42 +302,56 @@ def reference_pair(net: Any, a: FrameArray, b: FrameArray) -> FrameArray:
 
 
 def speed_vs_reference(reps: int = 3) -> dict[str, Any]:
-    """Interleaved timings at 1280×720 (min over `reps`): the reference, our engine eager and compiled,
-    one pair per call; PSNR between the reference's and our outputs."""
+    """Interleaved timings at 1280×720 (min over `reps`): the reference and our engine on each CPU
+    backend (eager, torch.compile, OpenVINO), one pair per call; PSNR between the reference's and our
+    outputs. First calls (compiling, converting) are timed apart: cold, then from the disk cache."""
+    import torch
+
+    from services.gpu_interp.engines.accel import openvino_available
     from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
 
     a, b = render(0.0, 720, 1280), render(4.0, 720, 1280)
     net = reference_model()
-    eager = RifeEngine(RifeSettings(scale=1.0, batch_size=1))
-    compiled = RifeEngine(RifeSettings(scale=1.0, batch_size=1, compile=True))
-    reference_pair(net, a, b)
-    eager.interpolate(a, b)
-    start = time.perf_counter()
-    compiled.interpolate(a, b)
-    compile_s = time.perf_counter() - start
-    times: dict[str, list[float]] = {"reference": [], "eager": [], "compiled": []}
+    backends = ["eager", "compile"] + (["openvino"] if openvino_available() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        cold_dir = Path(tmp)
+        engines = {
+            name: RifeEngine(RifeSettings(scale=1.0, batch_size=1, backend=name, cache_dir=cold_dir))  # type: ignore[arg-type]
+            for name in backends
+        }
+        reference_pair(net, a, b)
+        first_call: dict[str, float] = {}
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.interpolate(a, b)
+            first_call[name] = time.perf_counter() - start
+        # A restarted worker: a fresh engine whose compiled artifacts are already on disk.
+        warm_first_call: dict[str, float] = {}
+        if "openvino" in engines:
+            start = time.perf_counter()
+            RifeEngine(
+                RifeSettings(scale=1.0, batch_size=1, backend="openvino", cache_dir=cold_dir)
+            ).interpolate(a, b)
+            warm_first_call["openvino"] = time.perf_counter() - start
+    times: dict[str, list[float]] = {"reference": [], **{name: [] for name in engines}}
     outputs: dict[str, Any] = {}
-    runs: dict[str, Callable[[], Any]] = {
-        "reference": lambda: reference_pair(net, a, b),
-        "eager": lambda: eager.interpolate(a, b),
-        "compiled": lambda: compiled.interpolate(a, b),
-    }
+    runs: dict[str, Callable[[], Any]] = {"reference": lambda: reference_pair(net, a, b)}
+    for name, engine in engines.items():
+        runs[name] = lambda engine=engine: engine.interpolate(a, b)  # type: ignore[misc]
     for _ in range(reps):
         for name, run in runs.items():
             start = time.perf_counter()
             outputs[name] = run()
             times[name].append(time.perf_counter() - start)
     best = {name: min(values) for name, values in times.items()}
-    result = {
-        "reference_s": best["reference"],
-        "ours_s": best["eager"],
-        "compiled_s": best["compiled"],
-        "ratio": best["reference"] / best["eager"],
-        "ratio_compiled": best["reference"] / best["compiled"],
-        "psnr_vs_reference": psnr(outputs["eager"], outputs["reference"]),
-        "psnr_compiled_vs_reference": psnr(outputs["compiled"], outputs["reference"]),
-        "compile_s": compile_s,
-        "dtype": str(eager.dtype).removeprefix("torch."),
+    result: dict[str, Any] = {
+        "seconds": best,
+        "ratio": {name: best["reference"] / value for name, value in best.items()},
+        "psnr_vs_reference": {name: psnr(outputs[name], outputs["reference"]) for name in engines},
+        "first_call_s": first_call,
+        "warm_first_call_s": warm_first_call,
+        "dtype": str(engines["eager"].dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
     }
     typer.echo(f"  {result}")
     return result
@@ -382,7 +404,13 @@ def render_report(
             "compared with each method's output (6 pairs per case). HDv3 was trained for t = 1/2 only:",
             "*bisection* makes t = 1/2, then 1/4 and 3/4 from those, … (exact for dyadic t; other t go to",
             "the nearest 1/8); *flow scaling* runs the model once, scales the middle flows to reach t",
-            "(2t·F_½→0, 2(1−t)·F_½→1) and shifts the mask logit by log((1−t)/t).",
+            "(2t·F_½→0, 2(1−t)·F_½→1) and shifts the mask logit by log((1−t)/t). `rife, …` rows are",
+            "HDv3; v4.25 takes t as an input (one pass per t). `model=auto` treats a case's 7 source frames",
+            "as one chunk. It checks only chunks whose new frames are all at t = 1/2 (the check's own t),",
+            "and only within 6 % of the chunk's work — too little for 6 pairs — else the rule decides",
+            "(hdv3 for t = 1/2 only, v4.25 otherwise); the forced row lifts the budget. Checking other",
+            "timesteps at t = 1/2 misleads: forced on the ×4 and 24→60 chunks it chose hdv3 (27.64 and",
+            "27.58 dB) over v4.25 (31.20 and 28.44 dB) in this benchmark's run of 2026-11-30.",
             "",
             "| case | method | PSNR (dB) | ms per output frame |",
             "|---|---|---|---|",
@@ -393,29 +421,78 @@ def render_report(
     if speed is None:
         lines += ["Skipped (--no-reference).", ""]
     else:
+        labels = {
+            "eager": "eager torch",
+            "compile": "`torch.compile` (inductor, frozen weights)",
+            "openvino": "OpenVINO (CPU plugin)",
+        }
         lines += [
-            "| | s per pair | pairs/s | × reference |",
-            "|---|---|---|---|",
-            f"| reference (fp32, one pair per call) | {speed['reference_s']:.2f} | {1 / speed['reference_s']:.3f} | 1.00 |",
-            f"| rife engine ({speed['dtype']}, one pair per call) | {speed['ours_s']:.2f} | "
-            f"{1 / speed['ours_s']:.3f} | {speed['ratio']:.2f} |",
-            f"| rife engine ({speed['dtype']}, `compile=True`, one pair per call) | {speed['compiled_s']:.2f} | "
-            f"{1 / speed['compiled_s']:.3f} | {speed['ratio_compiled']:.2f} |",
+            "| | s per pair | pairs/s | × reference | PSNR vs reference output (dB) | first call: cold / from cache (s) |",
+            "|---|---|---|---|---|---|",
+            f"| reference (fp32, one pair per call) | {speed['seconds']['reference']:.2f} | "
+            f"{1 / speed['seconds']['reference']:.3f} | 1.00 | — | — |",
+        ]
+        for name, label in labels.items():
+            if name not in speed["seconds"]:
+                continue
+            cold = speed["first_call_s"][name]
+            warm = speed["warm_first_call_s"].get(name)
+            first = f"{cold:.0f} / {warm:.0f}" if warm is not None else f"{cold:.0f} / —"
+            lines.append(
+                f"| rife engine, {label} ({speed['dtype']}) | {speed['seconds'][name]:.2f} | "
+                f"{1 / speed['seconds'][name]:.3f} | {speed['ratio'][name]:.2f} | "
+                f"{speed['psnr_vs_reference'][name]:.1f} | {first} |"
+            )
+        lines += [
             "",
-            f"PSNR between the reference's output and ours: {speed['psnr_vs_reference']:.1f} dB (eager), "
-            f"{speed['psnr_compiled_vs_reference']:.1f} dB (compiled). Compiling took {speed['compile_s']:.0f} s, "
-            "once per frame size, excluded from the timings. Each figure is the best of 3 interleaved runs.",
+            f"One pair per call, {speed['threads']} threads; each figure is the best of 3 runs interleaved with "
+            "the reference in one process (the machine is shared, so only the ratios are comparable between "
+            "runs). The first call of a compiling backend converts/compiles for the frame size; *from cache* "
+            "is a fresh engine (a restarted worker) finding the artifacts in `COMPILE_CACHE_DIR`.",
             "",
             "Where the speed comes from: the 90-channel layers run as 96 channels with zero weights (oneDNN's",
             "AVX2 kernels work in blocks of 8 channels; ~10% faster single-threaded), channels_last,",
             "both directions of each level in one batch, fused flow/mask heads, no resampling at scale 1,",
-            "no warps after the last level, `torch.inference_mode`, threads = usable cores; `compile=True`",
-            "adds inductor's fused pointwise kernels and frozen, prepacked weights. Batching pairs does not",
-            "help on this CPU (the convolutions are already compute-bound); it matters on GPUs.",
-            "bf16 autocast is used only on CPUs with AVX512-BF16/AMX (not this one); CUDA runs fp16.",
+            "no warps after the last level, `torch.inference_mode`, threads = usable cores. OpenVINO runs the",
+            "same traced network with its own fused AVX2 kernels (brgconv; PReLU, residual adds and bias in",
+            "the convolutions' epilogues) and no Python between layers. Batching pairs does not help on this",
+            "CPU (the convolutions are compute-bound); it matters on GPUs. bf16 is used only on CPUs with",
+            "AVX512-BF16/AMX (not this one); CUDA runs fp16.",
+            "",
+            "Levers measured by hand for issue 14 that did not make it (not re-run by this script): int8",
+            "(OpenVINO + NNCF post-training quantisation, calibrated on generated frames) costs 0.43 dB on",
+            "UCF101, 0.47 dB even with only the finest level's residual blocks quantised — far outside the",
+            "0.03 dB budget; Winograd convolution (ncnn's F(6,3)/F(4,3) kernels, or our own F(4,3) in torch)",
+            "is no faster than oneDNN's direct AVX2 kernels for 96-channel 3×3 layers here (the tile transforms",
+            "eat the saved multiplications); NNPACK fails to initialise on this CPU; bf16 has no native support",
+            "on it. The 3×3 convolutions already run near this CPU's fp32 peak (~75 GMAC/s on 2 cores, the",
+            "network is ~137 GMAC per 720p pair), so fp32 cannot reach 2.5× the reference here: that needs",
+            "native bf16/int8 hardware (AVX512-BF16, AMX, VNNI) or a GPU.",
             "",
         ]
+    lines += targets(dev, speed)
     return "\n".join(lines)
+
+
+def targets(dev: list[Row] | None, speed: dict[str, Any] | None) -> list[str]:
+    """Issue 14's speed and flow-engine rows, from the figures above (same run)."""
+    rows = {r.method: r for r in dev or []}
+    lines = ["## Issue 14 targets (this run)", "", "| | target | measured |", "|---|---|---|"]
+    if speed is not None:
+        fastest = max((n for n in speed["ratio"] if n != "reference"), key=lambda n: speed["ratio"][n])
+        quality = {"openvino": "rife fast, OpenVINO backend"}.get(fastest, "rife fast (fp32, scale 1)")
+        delta = f"{rows[quality].psnr - 34.73:+.3f} dB vs the reference's 34.73" if quality in rows else "—"
+        lines.append(
+            f"| CPU speed vs reference, 720p | ≥ 2.5× within 0.03 dB | {speed['ratio'][fastest]:.2f}× "
+            f"({fastest}); UCF101 {delta} |"
+        )
+    if "flow engine" in rows:
+        flow, before = rows["flow engine"], rows.get("flow engine, before issue 14")
+        was = f" (before: {before.psnr:.2f} dB, {before.mpix_s:.2f} MPix/s)" if before else ""
+        lines.append(
+            f"| flow engine, UCF101 | ≥ 33.8 dB, ≥ 2 MPix/s | {flow.psnr:.2f} dB, {flow.mpix_s:.2f} MPix/s{was} |"
+        )
+    return [*lines, ""]
 
 
 app = typer.Typer(add_completion=False)
@@ -432,13 +509,17 @@ def main(
     """Measure every engine and baseline; write the tables to OUT."""
     import torch
 
-    from services.gpu_interp.engines.flow import FlowEngine
+    from services.gpu_interp.bench_models import ChunkAuto, auto_pair_fn
+    from services.gpu_interp.engines.accel import openvino_available
+    from services.gpu_interp.engines.flow import FlowEngine, FlowSettings
+    from services.gpu_interp.engines.models import build_model
     from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     header = machine()
     typer.echo(header)
     fast = RifeEngine(RifeSettings(scale=1.0, precision="fp32"))
+    v4 = build_model("v4.25", RifeSettings(scale=1.0, precision="fp32"))
     dev: list[Row] | None = None
     if devset.is_dir():
         typer.echo("development set")
@@ -449,11 +530,40 @@ def main(
                 evaluate("FFmpeg minterpolate (yuv444p)", minterpolate, triplets, "one process per pair")
             )
         dev.append(evaluate("DIS medium, halved flows, plain average", dis_average, triplets))
+        before = FlowSettings(
+            patch_size=None, mean_normalization=None, refine_alpha=None, occlusion_px2=100.0, warp="linear"
+        )
         dev.append(
-            evaluate("flow engine", engine_fn(FlowEngine()), triplets, "DIS both ways, occlusion-aware")
+            evaluate(
+                "flow engine, before issue 14",
+                engine_fn(FlowEngine(before)),
+                triplets,
+                "DIS medium preset, bilinear warps, occlusion-aware",
+            )
+        )
+        dev.append(
+            evaluate(
+                "flow engine",
+                engine_fn(FlowEngine()),
+                triplets,
+                "DIS both ways (5×5 patches, alpha 10, no mean normalisation), bicubic warps, time-weighted",
+            )
         )
         fast_row = evaluate("rife fast (fp32, scale 1)", engine_fn(fast), triplets, "1 pass")
         dev.append(fast_row)
+        dev.append(evaluate("rife v4.25 fast (fp32, scale 1)", engine_fn(v4), triplets, "1 pass"))
+        auto = ChunkAuto({"hdv3": fast, "v4.25": v4})
+        auto_row = evaluate("rife auto (fp32, scale 1)", auto_pair_fn(auto), triplets)
+        auto_row.note = f"each triplet a 2-frame chunk, nothing to check: {auto.summary()}"
+        dev.append(auto_row)
+        if openvino_available():
+            with tempfile.TemporaryDirectory() as tmp:
+                ov_engine = RifeEngine(
+                    RifeSettings(scale=1.0, precision="fp32", backend="openvino", cache_dir=Path(tmp))
+                )
+                row = evaluate("rife fast, OpenVINO backend", engine_fn(ov_engine), triplets, "1 pass")
+            row.note += f"; {row.psnr - fast_row.psnr:+.3f} dB vs eager"
+            dev.append(row)
         modes = [("tta", "3 passes: + h-flip, v-flip")] + (
             [("best", "8 passes: all flips × transpose")] if best else []
         )
@@ -474,6 +584,9 @@ def main(
             "rife, bisection (depth 3)": RifeEngine(RifeSettings(scale=1.0, timestep_method="bisect")),
             "rife, flow scaling": RifeEngine(RifeSettings(scale=1.0, timestep_method="flowscale")),
             "rife, auto (bisection if dyadic, else flow scaling)": fast,
+            "rife v4.25 (native t)": v4,
+            "rife model=auto (check within 6 %, else rule)": ChunkAuto({"hdv3": fast, "v4.25": v4}),
+            "rife model=auto, check forced (budget 100 %)": ChunkAuto({"hdv3": fast, "v4.25": v4}, 1.0),
         }
         gen = generated_rows(gen_engines)
     speed: dict[str, Any] | None = None

@@ -24,6 +24,15 @@ class EngineName(StrEnum):
     flow = "flow"
 
 
+class ModelName(StrEnum):
+    """RIFE models; `auto` picks hdv3 when every new frame is at t = 1/2, v4.25 otherwise (the
+    pipeline's worker checks both on each chunk instead; one local call has no chunks to check)."""
+
+    auto = "auto"
+    hdv3 = "hdv3"
+    v4_25 = "v4.25"
+
+
 class Quality(StrEnum):
     """RIFE quality modes (cost: 1, 3 and 8 model passes)."""
 
@@ -38,8 +47,31 @@ ScaleOpt = Annotated[
     float | None, typer.Option("--scale", help="rife flow scale; default 1.0 up to 1440p, 0.5 above.")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda; default: cuda when present.")]
-WeightsOpt = Annotated[str | None, typer.Option("--weights", help="Other RIFE HDv3 weights (a path).")]
+ModelOpt = Annotated[
+    ModelName, typer.Option("--model", help="rife model: auto, hdv3 (best at ×2) or v4.25 (native t).")
+]
+WeightsOpt = Annotated[str | None, typer.Option("--weights", help="Other weights for --model (a path).")]
 WeightsHashOpt = Annotated[str | None, typer.Option("--weights-sha256", help="SHA-256 of --weights.")]
+
+
+class BackendName(StrEnum):
+    """How the rife network runs (engines/accel.py)."""
+
+    auto = "auto"
+    eager = "eager"
+    compile = "compile"
+    openvino = "openvino"
+
+
+BackendOpt = Annotated[
+    BackendName,
+    typer.Option(
+        "--backend",
+        help="rife: eager, compile (torch.compile) or openvino (CPU); auto: openvino on CPUs. "
+        "Compiling costs about a minute per frame size, once: it is cached in ~/.cache/infiniteflow.",
+    ),
+]
+COMPILE_CACHE = "~/.cache/infiniteflow/compile"
 
 
 def build_engine(
@@ -51,18 +83,26 @@ def build_engine(
     weights_sha256: str | None = None,
     batch_size: int = 4,
     compile_model: bool = False,
+    backend: BackendName = BackendName.eager,
+    model: str = "hdv3",
 ) -> InterpolationEngine:
-    """Construct the chosen engine once (for RIFE this loads and verifies the weights)."""
+    """Construct the chosen engine once (for RIFE this loads and verifies `model`'s weights)."""
     if engine is EngineName.flow:
         from services.gpu_interp.engines.flow import FlowEngine
 
         return FlowEngine()
-    from services.gpu_interp.engines.rife import RifeSettings, load_engine
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
 
     settings = RifeSettings(
-        quality=quality.value, scale=scale, device=device, batch_size=batch_size, compile=compile_model
+        quality=quality.value,
+        scale=scale,
+        device=device,
+        batch_size=batch_size,
+        backend="compile" if compile_model else backend.value,
+        cache_dir=Path(COMPILE_CACHE).expanduser(),
     )
-    return load_engine(settings, weights, weights_sha256)
+    return build_model(model, settings, weights, weights_sha256)
 
 
 def _fail(exc: InfiniteFlowError) -> typer.Exit:
@@ -88,11 +128,13 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         weights: WeightsOpt = None,
         weights_sha256: WeightsHashOpt = None,
+        model: ModelOpt = ModelName.auto,
     ) -> None:
         """Interpolate the frame at time T between two images (or many pairs with --batch)."""
         import cv2
         import numpy as np
 
+        from services.gpu_interp.engines.models import rule_for
         from services.gpu_interp.engines.pipeline import frames_of
 
         if batch is not None:
@@ -111,12 +153,13 @@ def register(app: typer.Typer) -> None:
             typer.echo("give FIRST SECOND -o OUT, or --batch LIST", err=True)
             raise typer.Exit(code=2)
         try:
-            model = build_engine(engine, quality, scale, device, weights, weights_sha256)
+            chosen = rule_for([t]) if model is ModelName.auto else model.value
+            net = build_engine(engine, quality, scale, device, weights, weights_sha256, model=chosen)
             for a_path, b_path, out_path in jobs:
                 a, b = frames_of([a_path, b_path])
                 if a.dtype != b.dtype:  # mixed depths: compare at 16 bits
                     a, b = (x.astype(np.uint16) * 257 if x.dtype == np.uint8 else x for x in (a, b))
-                result = model.interpolate(a, b, t)
+                result = net.interpolate(a, b, t)
                 assert isinstance(result, np.ndarray)
                 if result.dtype == np.uint16:
                     result = (result.astype(np.uint32) * 255 // 65535).astype(np.uint8)
@@ -144,11 +187,12 @@ def register(app: typer.Typer) -> None:
         scenes: Annotated[bool, typer.Option(help="Detect scene cuts (no interpolation across).")] = True,
         batch_size: Annotated[int, typer.Option(min=1, help="Frame pairs per model call.")] = 4,
         compile_model: Annotated[
-            bool,
-            typer.Option("--compile", help="rife: torch.compile first (1–2 min; pays off on long videos)."),
+            bool, typer.Option("--compile", help="rife: the same as --backend compile.")
         ] = False,
+        backend: BackendOpt = BackendName.auto,
         weights: WeightsOpt = None,
         weights_sha256: WeightsHashOpt = None,
+        model: ModelOpt = ModelName.auto,
     ) -> None:
         """Raise a video's frame rate: decode, find scene cuts, interpolate, encode, copy the audio."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -161,8 +205,20 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2)
         try:
             target = parse_rate(fps) if fps is not None else None
-            model = build_engine(
-                engine, quality, scale, device, weights, weights_sha256, batch_size, compile_model
+            chosen = model.value
+            if model is ModelName.auto:  # ×2 only puts frames at t = 1/2; a target rate may not
+                chosen = "hdv3" if multiplier == 2 else "v4.25"
+            net = build_engine(
+                engine,
+                quality,
+                scale,
+                device,
+                weights,
+                weights_sha256,
+                batch_size,
+                compile_model,
+                backend,
+                chosen,
             )
             columns = (
                 TextColumn("{task.description}"),
@@ -175,7 +231,7 @@ def register(app: typer.Typer) -> None:
                 info, rate, written = interpolate_video(
                     source,
                     out,
-                    model,
+                    net,
                     out_rate=target,
                     multiplier=multiplier,
                     lossless=lossless,

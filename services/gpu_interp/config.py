@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -30,15 +31,28 @@ class WorkerSettings(CommonSettings):
     simulated_memory_pixels: int | None = Field(default=None, ge=1)
     device: str | None = None
     rife_scale: float | None = None
-    # torch.compile the model (about a minute per frame size, then ~1.3× faster on CPU): for
-    # long-lived workers that see many chunks of the same size.
-    rife_compile: bool = False
+    # How the rife network runs: auto (OpenVINO on CPU workers, 1.2–1.4× eager here; eager on CUDA),
+    # eager, compile (torch.compile) or openvino. The compiling backends pay about a minute per new
+    # frame size once; their artifacts are kept in `compile_cache_dir` for the next worker process.
+    rife_backend: Literal["auto", "eager", "compile", "openvino"] = "auto"
+    rife_compile: bool = False  # older switch, kept: true means RIFE_BACKEND=compile
+    # Compiled kernels and converted models (inductor's FX-graph cache, OpenVINO IR and blobs),
+    # keyed by weights, frame size and library versions; None: torch's per-process temp default.
+    compile_cache_dir: Path | None = Path.home() / ".cache" / "infiniteflow" / "compile"
     # CPU threads of one engine (None: every core this process may use). Several CPU workers on one
     # machine each want cores / workers, or they fight over the same cores.
     engine_threads: int | None = Field(default=None, ge=1)
     weights_path: str | None = None
     weights_sha256: str | None = None
+    v425_weights_path: str | None = None
+    v425_weights_sha256: str | None = None
+    # model=auto: the choice may cost at most this share of a chunk's engine work, else the rule decides.
+    model_choice_budget: float = Field(default=0.06, ge=0, le=1)
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
+    # A source read that stalls this long fails the attempt (transient: the chunk is retried).
+    source_timeout_s: float = Field(default=60.0, gt=0)
+    # FFmpeg finishing a chunk's encode after its last frame.
+    encode_timeout_s: float = Field(default=600.0, gt=0)
     metrics_port: int | None = 9103
     # A worker told to stop finishes its chunk within this, or hands it back (pods: below the
     # termination grace period).

@@ -31,6 +31,19 @@ QUALITY_COST = Histogram(
     "Self-check time as a share of the chunk's interpolation time.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2),
 )
+# Chunks by the RIFE model that interpolated them and how it was picked: "job" (named by the job),
+# "check" (auto: the better score on the chunk's own re-created frames), "rule" (auto, chunk too short).
+MODEL_CHOICES = Counter(
+    "infiniteflow_chunk_model_total",
+    "Chunks interpolated by each RIFE model, by how the model was chosen.",
+    ["model", "chosen_by"],
+)
+# auto's check: PSNR of the chosen model minus the best other candidate's (dB, >= 0); how clear choices are.
+MODEL_CHOICE_MARGIN = Histogram(
+    "infiniteflow_model_choice_margin_db",
+    "Score margin of auto's model choice over the runner-up (dB).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+)
 # Out-of-memory retries of a chunk at a lighter step (lower scale, then smaller batch).
 OOM_RETRIES = Counter(
     "infiniteflow_chunk_oom_retries_total", "Chunk retries after running out of memory.", ["engine"]

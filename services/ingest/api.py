@@ -41,6 +41,7 @@ from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, tr
 from infiniteflow_common.events import JobCancelled, JobParams, MediaProbe
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.reports import plan_view, stage_seconds
 from infiniteflow_common.tenants import authenticate
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
@@ -57,13 +58,13 @@ from services.ingest.params import (
     parse_output_options,
     parse_params,
 )
-from services.ingest.start import JobStarter, object_record, param_defaults
+from services.ingest.start import JobStarter, Uploader, object_record, param_defaults
 
 log = get_logger()
 
 OPTION_FIELDS = (
-    "multiplier", "target_fps", "engine", "quality", "webhook_url", "codec", "crf", "bitrate", "preset",
-    "dedupe",
+    "multiplier", "target_fps", "engine", "quality", "model", "webhook_url", "codec", "crf", "bitrate",
+    "preset", "dedupe",
 )  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
@@ -196,7 +197,7 @@ def job_view(job: Job) -> dict[str, Any]:
         ),
         "output_fps": out_fps,
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
-        "plan": job.plan,
+        "plan": plan_view(job.plan),
         "result": job.result,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
@@ -206,6 +207,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "updated_at": _iso(job.updated_at),
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
+            **stage_seconds(job),
         },
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
         "cancel_url": None if job.status in FINAL_STATUSES else f"/api/jobs/{job.id}/cancel",
@@ -378,6 +380,12 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                     "default": defaults.quality,
                                     "description": "fast: one pass; tta and best: more passes, slower",
                                 },
+                                "model": {
+                                    "type": "string",
+                                    "enum": list(settings.allowed_models),
+                                    "default": defaults.model,
+                                    "description": "rife weights: auto picks per chunk; hdv3 or v4.25 for every chunk",
+                                },
                                 "webhook_url": {
                                     "type": "string",
                                     "format": "uri",
@@ -484,7 +492,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             version_id=written.version_id,
             created_at=datetime.now(UTC),
         )
-        job, _created = await deps.starter.create(record, source="api")
+        job, _created = await deps.starter.create(record, source="api", uploader=Uploader(caller.tenant_id))
         status = job.status
         try:
             status = (await deps.starter.process(job.id, record, source="api")).status
@@ -693,7 +701,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
             "minio": lambda: asyncio.to_thread(deps.storage.bucket_exists, settings.incoming_bucket),
             "postgres": lambda: _select_one(deps.sessions),
         }
-        results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
+        results = await asyncio.gather(*(_check(name, fn) for name, fn in checks.items()))
         components = dict(zip(checks, results, strict=True))
         healthy = all(c["status"] == "ok" for c in components.values())
         return JSONResponse(
@@ -722,13 +730,17 @@ async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(text("select 1"))
 
 
-async def _check(fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+async def _check(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         result = await asyncio.wait_for(fn(), timeout=HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "down", "error": f"no answer within {HEALTH_TIMEOUT_S:g} s"}
     except Exception as exc:
-        return {"status": "down", "error": repr(exc)[:200]}
+        # Anyone may call /health: the exception's text (addresses, user names, paths) goes to the log.
+        log.warning("health check failed", component=name, error=repr(exc))
+        return {"status": "down", "error": "unreachable (see the ingest log)"}
     if result is False:  # bucket_exists: reachable, but the bucket is missing
         return {"status": "down", "error": "the incoming bucket does not exist"}
     return {"status": "ok", "latency_ms": round((loop.time() - started) * 1000, 1)}
@@ -741,6 +753,7 @@ def _params_metadata(params: JobParams) -> dict[str, str]:
         "target-fps": params.target_fps,
         "engine": params.engine,
         "quality": params.quality,
+        "model": params.model,
         "webhook-url": params.webhook_url,
     }
     return normalise_keys(options)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from infiniteflow_common.destinations import LoopbackAllowlist
 from infiniteflow_common.settings import CommonSettings
 
 GIB = 1024**3
@@ -33,12 +34,19 @@ DEFAULT_ALLOWED_FORMATS: tuple[str, ...] = (
 class IngestSettings(CommonSettings):
     """Frozen configuration of the ingest service; every field reads the same-named env variable."""
 
+    # Local development only: loopback hosts, addresses or networks webhooks may reach (ingest accepts
+    # such URLs, the notifier sends to them); empty in production. Any other range is a settings error.
+    webhook_allowed_destinations: LoopbackAllowlist = ()
+
     # Job defaults for options the user leaves out.
     default_multiplier: int = Field(default=2)
     default_engine: str = "rife"
     default_quality: str = "fast"
     allowed_engines: tuple[str, ...] = ("rife", "flow")
     allowed_qualities: tuple[str, ...] = ("fast", "tta", "best")
+    # RIFE model: 'auto' lets the worker compare both on each chunk's own frames.
+    default_model: str = "auto"
+    allowed_models: tuple[str, ...] = ("auto", "hdv3", "v4.25")
 
     # HTTP API.
     api_host: str = "127.0.0.1"

@@ -1,6 +1,6 @@
 """User options → `JobParams` (pure).
 
-Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `webhook-url`,
+Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `model`, `webhook-url`,
 and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by the event
 parser) or as API form fields (`target_fps`, `webhook_url`). Absent
 options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import urlsplit
 
+from infiniteflow_common.destinations import DestinationRefused, check_host, check_literal
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.output import OutputOptionError, OutputOptions, for_source, parse_output
@@ -40,9 +41,13 @@ class ParamDefaults:
     quality: str = "fast"
     engines: tuple[str, ...] = ("rife", "flow")
     qualities: tuple[str, ...] = ("fast", "tta", "best")
+    model: str = "auto"
+    models: tuple[str, ...] = ("auto", "hdv3", "v4.25")
     max_fps: float = 480.0
     # Video encoders this FFmpeg lists (the output codecs offered follow from them).
     encoders: frozenset[str] = frozenset()
+    # Loopback destinations webhooks may name (local development; `WEBHOOK_ALLOWED_DESTINATIONS`).
+    webhook_allowed: tuple[str, ...] = ()
 
 
 def normalise_keys(options: Mapping[str, str | None]) -> dict[str, str]:
@@ -106,15 +111,19 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
         raise InvalidParams(
             f"quality={quality[:40]!r} is not allowed: use one of {', '.join(defaults.qualities)}"
         )
+    model = opts.get("model", defaults.model).lower()
+    if model not in defaults.models:
+        raise InvalidParams(f"model={model[:40]!r} is not allowed: use one of {', '.join(defaults.models)}")
     webhook_url = opts.get("webhook-url")
     if webhook_url is not None:
-        check_webhook_url(webhook_url)
+        check_webhook_url(webhook_url, defaults.webhook_allowed)
     return JobParams(
         multiplier=multiplier,  # checked against MULTIPLIERS above
         target_fps=target_fps,
         engine=engine,
         quality=quality,
         webhook_url=webhook_url,
+        model=model,
     )
 
 
@@ -146,8 +155,12 @@ def output_metadata(options: OutputOptions) -> dict[str, str]:
     return normalise_keys(values)
 
 
-def check_webhook_url(url: str) -> None:
-    """An absolute http(s) URL with a host, no credentials, whitespace or control characters."""
+def check_webhook_url(url: str, allowed: tuple[str, ...] = ()) -> None:
+    """An absolute http(s) URL with a valid host, no credentials, whitespace or control characters.
+
+    The host must be a host name by IDNA rules or an IP address; an address written literally must be
+    public (loopback only where `allowed` names it), since the notifier would refuse it anyway.
+    """
     problem = None
     if len(url) > MAX_URL_LENGTH:
         problem = f"longer than {MAX_URL_LENGTH} characters"
@@ -166,6 +179,12 @@ def check_webhook_url(url: str) -> None:
             problem = "not an absolute http:// or https:// URL"
         elif parts.username or parts.password:
             problem = "must not carry credentials"
+        else:
+            try:
+                check_host(host)
+                check_literal(host, allowed)
+            except DestinationRefused as exc:
+                raise InvalidParams(f"webhook-url={url[:80]!r}: {exc.message}", code=exc.code) from None
     if problem:
         raise InvalidParams(f"webhook-url={url[:80]!r} is {problem}; use http(s)://host/path")
 

@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import re
-import resource
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import MediaProbe
 
 FFPROBE = "ffprobe"
+# util-linux (beside `unshare`): sets the rlimits in the child by exec, no Python between fork and exec
+PRLIMIT = "prlimit"
 # What the MOV demuxer says when a track's data reference points outside the file (not followed).
 EXTERNAL_REFERENCE = "Skipped opening external track"
 
@@ -332,12 +333,22 @@ def network_jail() -> tuple[str, ...]:
     return ()
 
 
-def _limit_resources(limits: ProbeLimits) -> None:
-    # Runs in the child between fork and exec: only async-signal-safe work (setrlimit is).
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def limited(limits: ProbeLimits, command: Sequence[str]) -> list[str]:
+    """`command` run under `prlimit` with the probe's CPU, memory, file-size and core-dump limits.
+
+    Set by a program exec'd in the child, not by a `preexec_fn`: Python code between fork and exec is
+    unsafe in a process with threads (the event loop's executor, database and Kafka clients), where a
+    lock held by another thread at the fork never comes free in the child.
+    """
+    return [
+        PRLIMIT,
+        f"--cpu={limits.cpu_seconds}",
+        f"--as={limits.memory_bytes}",
+        "--fsize=0",
+        "--core=0",
+        "--",
+        *command,
+    ]
 
 
 async def run_ffprobe(
@@ -364,11 +375,10 @@ async def run_ffprobe(
     ]
     process = await asyncio.create_subprocess_exec(
         *limits.jail,
-        *args,
+        *limited(limits, args),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=lambda: _limit_resources(limits),
         start_new_session=True,
     )
     try:

@@ -1,11 +1,12 @@
 """`JobStarter`: one source object (a bucket event, an API upload, a sweeper find) → a started job.
 
-Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); lock it; unless it
-was already handled, download the object to a scratch file (size limit first), probe it safely, and
-either publish `VideoUploaded` and record the probe, or fail the job and publish `JobFailed`. The event
-is published *before* the transaction that records it commits, so a crash in between republishes (the
-splitter dedupes) rather than losing the job. The row lock serialises the API and the MinIO event of
-the same upload, and two ingest replicas: the second one waits, then sees the job handled.
+Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); unless it was
+already handled, download the object to a scratch file (size limit first) and probe it safely, outside
+any transaction; then, under a short row lock that re-checks the job, either publish `VideoUploaded`
+and record the probe, or fail the job and publish `JobFailed`. The event is published *before* the
+transaction that records it commits, so a crash in between republishes (the splitter dedupes) rather
+than losing the job. The row lock makes one of two attempts (the API and the MinIO event of the same
+upload, or two ingest replicas) record the job; the other sees it handled.
 
 Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
 job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
@@ -18,7 +19,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -39,6 +40,7 @@ from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import available_encoders
+from infiniteflow_common.storage import ObjectUnavailableError, permanent_storage_failure
 from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
@@ -62,20 +64,41 @@ STARTED_PROGRESS = 2
 _CHUNK = 1024 * 1024
 
 
-class SourceGoneError(InfiniteFlowError):
-    """The object named by the event is gone or was replaced before we could read it (permanent)."""
-
-    code = "E_SOURCE_MISSING"
-
-
 class UploadTooLargeError(InfiniteFlowError):
     """The object is over the configured size limit (permanent)."""
 
     code = "E_UPLOAD_TOO_LARGE"
 
 
-PERMANENT = (InvalidParams, ProbeError, SourceGoneError, UploadTooLargeError)
+PERMANENT = (InvalidParams, ProbeError, ObjectUnavailableError, UploadTooLargeError)
 """Failures that no retry can fix: the job fails and the user is told."""
+
+
+def _handled(job: Job) -> bool:
+    """Whether an earlier attempt already took the job through ingest (announced or rejected)."""
+    return job.status != JobStatus.PENDING.value or job.probe is not None
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: uuid.UUID) -> AsyncIterator[None]:
+        """Hold the lock of `key` for the block."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 def param_defaults(settings: IngestSettings) -> ParamDefaults:
@@ -86,9 +109,19 @@ def param_defaults(settings: IngestSettings) -> ParamDefaults:
         quality=settings.default_quality,
         engines=tuple(settings.allowed_engines),
         qualities=tuple(settings.allowed_qualities),
+        model=settings.default_model,
+        models=tuple(settings.allowed_models),
         max_fps=settings.max_fps,
         encoders=available_encoders(),
+        webhook_allowed=settings.webhook_allowed_destinations,
     )
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """Who uploaded an object through the API: its job is theirs (None: an anonymous caller)."""
+
+    tenant_id: str | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +156,7 @@ class JobStarter:
         self.failed_topic = failed_topic
         self.defaults = param_defaults(settings)
         self.limits: ProbeLimits = limits_from(settings)
+        self._in_hand = KeyedLocks()
 
     async def __call__(self, record: ObjectCreated) -> None:
         """Start the job of a bucket notification."""
@@ -133,8 +167,14 @@ class JobStarter:
         job, created = await self.create(record, source=source)
         return await self.process(job.id, record, source=source, created=created)
 
-    async def create(self, record: ObjectCreated, *, source: UploadSource) -> tuple[Job, bool]:
-        """The job row of `record` (created when new), by its natural key (bucket, key, etag)."""
+    async def create(
+        self, record: ObjectCreated, *, source: UploadSource, uploader: Uploader | None = None
+    ) -> tuple[Job, bool]:
+        """The job row of `record` (created when new), by its natural key (bucket, key, etag).
+
+        The job belongs to `uploader` (the authenticated caller of an API upload) when given, else to
+        the tenant whose bucket prefix holds the key.
+        """
         try:
             params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
         except InvalidParams:
@@ -145,11 +185,14 @@ class JobStarter:
         with contextlib.suppress(InvalidParams):
             output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
         async with transaction(self.sessions) as session:
-            # an API upload lands under its tenant's prefix too, so one rule serves drops and uploads
-            tenant = await tenant_of_key(session, record.key)
+            if uploader is not None:
+                tenant_id = uploader.tenant_id
+            else:
+                tenant = await tenant_of_key(session, record.key)
+                tenant_id = tenant.id if tenant is not None else None
             job, created = await create_job(
                 session,
-                tenant_id=tenant.id if tenant is not None else None,
+                tenant_id=tenant_id,
                 source=source,
                 source_bucket=record.bucket,
                 source_key=record.key,
@@ -159,6 +202,9 @@ class JobStarter:
                 params=params,
                 output_options=output,
             )
+            if uploader is not None and job.tenant_id != tenant_id:
+                # the upload's own bucket event made the row first, judging by the key alone
+                job.tenant_id = tenant_id
         if created:
             metrics.JOBS_CREATED.labels(source).inc()
             log.info(
@@ -174,17 +220,24 @@ class JobStarter:
     async def process(
         self, job_id: uuid.UUID, record: ObjectCreated, *, source: UploadSource, created: bool = False
     ) -> StartResult:
-        """Probe and announce the job unless another attempt already did (serialised by a row lock)."""
+        """Probe and announce the job unless another attempt already did.
+
+        The download and the ffprobe runs happen outside any transaction and hold no pooled connection
+        (a few large uploads must not starve every other request); the outcome is then recorded under a
+        short row lock that re-checks the job, so of two attempts (the API and the upload's bucket event,
+        or two replicas) exactly one announces it. In one process the second attempt waits for the first
+        instead of probing the same file again.
+        """
         bound = log.bind(job_id=str(job_id), source=source)
-        async with transaction(self.sessions) as session:
-            job = (
-                await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
-            ).scalar_one()
-            if job.status != JobStatus.PENDING.value or job.probe is not None:
+        async with self._in_hand.hold(job_id):
+            async with self.sessions() as session:
+                job = (await session.execute(select(Job).where(col(Job.id) == job_id))).scalar_one()
+            if _handled(job):
                 metrics.REPLAYS.labels(source).inc()
                 bound.info("job already handled", status=job.status)
                 return StartResult(job.id, job.status, created, handled_now=False)
             params: JobParams | None = None
+            failure: InfiniteFlowError | None = None
             try:
                 params = parse_params(record.user_metadata, self.defaults)
                 output = parse_output_options(record.user_metadata, self.defaults)
@@ -194,36 +247,46 @@ class JobStarter:
             except (*PERMANENT, OSError) as exc:
                 if isinstance(exc, OSError) and not is_disk_full(exc):
                     raise
-                error = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
-                await self._reject(session, job, record, params, error)
-                bound.warning("job rejected at ingest", code=error.code, reason=error.message)
-                return StartResult(job.id, JobStatus.FAILED.value, created, True, error.code)
-            await self.publish(
-                self.uploaded_topic,
-                VideoUploaded(
-                    job_id=job.id,
-                    source=source,
-                    bucket=record.bucket,
-                    key=record.key,
-                    etag=record.etag,
-                    version_id=record.version_id,
-                    size_bytes=record.size,
-                    params=params,
-                    probe=probe,
-                    uploaded_at=record.event_time or datetime.now(UTC),
-                ),
-            )
-            await session.execute(
-                update(Job)
-                .where(col(Job.id) == job_id)
-                .values(
-                    params=params.to_avro(),
-                    probe=probe.to_avro(),
-                    output_options=output.model_dump(mode="json"),
-                    progress=func.greatest(Job.progress, STARTED_PROGRESS),
-                    updated_at=utcnow(),
+                failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+            async with transaction(self.sessions) as session:
+                job = (
+                    await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
+                ).scalar_one()
+                if _handled(job):  # another replica recorded its probe while ours ran
+                    metrics.REPLAYS.labels(source).inc()
+                    bound.info("job already handled", status=job.status)
+                    return StartResult(job.id, job.status, created, handled_now=False)
+                if failure is not None:
+                    await self._reject(session, job, record, params, failure)
+                    bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
+                    return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
+                assert params is not None  # parsed, or `failure` says why not
+                await self.publish(
+                    self.uploaded_topic,
+                    VideoUploaded(
+                        job_id=job.id,
+                        source=source,
+                        bucket=record.bucket,
+                        key=record.key,
+                        etag=record.etag,
+                        version_id=record.version_id,
+                        size_bytes=record.size,
+                        params=params,
+                        probe=probe,
+                        uploaded_at=record.event_time or datetime.now(UTC),
+                    ),
                 )
-            )
+                await session.execute(
+                    update(Job)
+                    .where(col(Job.id) == job_id)
+                    .values(
+                        params=params.to_avro(),
+                        probe=probe.to_avro(),
+                        output_options=output.model_dump(mode="json"),
+                        progress=func.greatest(Job.progress, STARTED_PROGRESS),
+                        updated_at=utcnow(),
+                    )
+                )
         metrics.JOBS_STARTED.labels(source).inc()
         bound.info(
             "job started",
@@ -294,16 +357,9 @@ class JobStarter:
                 request_headers={"If-Match": f'"{record.etag}"'} if record.etag else None,
             )
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchVersion", "NoSuchBucket"):
-                raise SourceGoneError(
-                    f"the object {record.key!r} no longer exists in {record.bucket!r}; upload it again"
-                ) from exc
-            if exc.code == "PreconditionFailed":
-                raise SourceGoneError(
-                    f"the object {record.key!r} was replaced before it was read; the new upload is a "
-                    "job of its own",
-                    code="E_SOURCE_CHANGED",
-                ) from exc
+            # gone, forbidden or replaced: the job fails (E_SOURCE_*); anything else is retried
+            if (failure := permanent_storage_failure(exc)) is not None:
+                raise failure from exc
             raise
         written = 0
         try:

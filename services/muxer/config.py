@@ -13,8 +13,9 @@ from infiniteflow_common.settings import CommonSettings
 class MuxerSettings(CommonSettings):
     """How a finished job is assembled and encoded."""
 
-    x264_preset: str = "medium"
-    x264_crf: int = Field(default=16, ge=0, le=51)
+    # One muxer assembles a job: its claim lasts this long, renewed every third of it while it works;
+    # a crashed muxer's job is taken over once its claim expires.
+    assembly_lease_s: float = Field(default=60.0, gt=1)
     # A checked chunk whose self-check PSNR is below this floor (dB) makes the job
     # completed_with_warnings and is named in its report.
     # The self-check re-creates frames across twice the motion the output has, so it reads low

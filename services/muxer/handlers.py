@@ -1,59 +1,52 @@
 """`chunk.interpolated` and `job.split` → when every chunk is in, the output and `job.completed`.
 
 Each chunk result is recorded at most once, and only for the chunk's current lease epoch (a late
-result of an evicted worker is fenced off). Progress only grows. All of a job's records share a
-partition (keyed by job_id), so one muxer instance sees them in order; the transition to `muxing`
-happens once, and a crash mid-assembly is resumed by the redelivered record (the output key is
-deterministic, so a second upload replaces the first with the same content).
+result of an evicted worker is fenced off). Progress only grows. When the last chunk is in, one muxer
+claims the job's assembly with a lease (renewed while it works), so two replicas never assemble one
+job; a crashed muxer's claim expires and the redelivered record resumes it (the output key is
+deterministic, so a second upload replaces the first with the same content). Assembly is I/O: the
+encoded chunks are concatenated by stream copy with the source's audio and subtitles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
+import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlmodel import col
-
-from infiniteflow_common import jobs
+from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
-from infiniteflow_common.db import FINAL_STATUSES, Chunk, ChunkStatus, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.events import (
-    ChunkInterpolated,
-    JobCompleted,
-    JobParams,
-    JobSplit,
-    decode_event,
-)
+from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParams, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.reports import timing_view
+from infiniteflow_common.storage import delete_prefix, fetch_source
 from infiniteflow_common.tenants import tenant_prefix
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
 from services.muxer.assemble import (
     MuxError,
-    OutputSpec,
-    build_command,
+    OutputTiming,
     measure_output,
-    output_times,
-    probe_hdr,
+    output_stamps,
     probe_streams,
-    restamp,
-    rotation_command,
+    remux_command,
     run_ffmpeg,
-    write_concat_list,
 )
+from services.muxer.concat import concatenate
 from services.muxer.config import MuxerSettings
 from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
 
@@ -75,10 +68,93 @@ def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None
     metrics.JOB_STAGE_SECONDS.labels("mux").observe(mux_seconds)
     if job.split_at is not None:
         metrics.JOB_STAGE_SECONDS.labels("split").observe(
-            max(0.0, (job.split_at - job.created_at).total_seconds())
+            max(0.0, (job.split_at - (job.split_started_at or job.created_at)).total_seconds())
         )
         interpolate = (completed_at - job.split_at).total_seconds() - mux_seconds
         metrics.JOB_STAGE_SECONDS.labels("interpolate").observe(max(0.0, interpolate))
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """What the I/O shell made: the output object, its size and what ffprobe measured in it."""
+
+    key: str
+    size: int
+    measured: OutputTiming
+
+
+def completion(
+    job: Job,
+    split: JobSplit,
+    parts: list[Chunk],
+    assembled: Assembled,
+    *,
+    floor_db: float,
+    output_bucket: str,
+    completed_at: datetime,
+    mux_seconds: float,
+) -> tuple[JobCompleted, dict[str, Any]]:
+    """The job's `JobCompleted` event and its stored result (pure)."""
+    rate = Fraction(split.out_fps_num, split.out_fps_den)
+    in_rate = Fraction(split.in_fps_num, split.in_fps_den)
+    quality = quality_report(
+        (
+            ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim, c.model, c.model_scores)
+            for c in parts
+        ),
+        floor_db,
+        requested_model=str((job.params or {}).get("model") or "auto"),
+    )
+    status = final_status(quality)
+    probe = job.probe or {}
+    timing = timing_report(split, input_vfr=bool(probe.get("is_vfr")), measured=assembled.measured)
+    encoding = split.encoding
+    out_frames = int(split.out_frame_count)
+    result = {
+        "output_bucket": output_bucket,
+        "output_key": assembled.key,
+        "output_size_bytes": assembled.size,
+        "in_fps": f"{in_rate.numerator}/{in_rate.denominator}",
+        "out_fps": f"{rate.numerator}/{rate.denominator}",
+        "in_frames": split.source_frame_count,
+        "out_frames": out_frames,
+        "duration_s": out_frames / float(rate),
+        "scene_starts": list(split.scene_cuts),
+        "vfr_converted": split.vfr_converted,
+        "mux_seconds": round(mux_seconds, 3),
+        "video": {
+            "encoder": encoding.encoder if encoding else None,
+            "crf": encoding.crf if encoding else None,
+            "bitrate": encoding.bitrate if encoding else None,
+            "preset": encoding.preset if encoding else None,
+        },
+        "quality": quality.model_dump(mode="json") if quality else None,
+        "timing": timing_view(
+            timing, in_rate=in_rate, out_rate=rate, in_frames=int(split.source_frame_count)
+        ),
+    }
+    event = JobCompleted(
+        job_id=job.id,
+        bucket=job.source_bucket,
+        key=job.source_key,
+        params=JobParams.model_validate(job.params),
+        output_bucket=output_bucket,
+        output_key=assembled.key,
+        output_size_bytes=assembled.size,
+        in_fps_num=in_rate.numerator,
+        in_fps_den=in_rate.denominator,
+        out_fps_num=rate.numerator,
+        out_fps_den=rate.denominator,
+        in_frame_count=int(split.source_frame_count),
+        out_frame_count=out_frames,
+        duration_s=out_frames / float(rate),
+        processing_seconds=(completed_at - job.created_at).total_seconds(),
+        completed_at=completed_at,
+        status=status.value,
+        quality=quality,
+        timing=timing,
+    )
+    return event, result
 
 
 class MuxHandler(PipelineHandler):
@@ -87,46 +163,22 @@ class MuxHandler(PipelineHandler):
     def __init__(self, *, settings: MuxerSettings, deps: Deps) -> None:
         super().__init__(deps)
         self.settings = settings
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     async def on_chunk(self, delivery: Delivery) -> None:
         """Handle one `chunk.interpolated` record."""
         event = decode_event(self.catalog, delivery.value, ChunkInterpolated)
         async with transaction(self.sessions) as session:
-            recorded = await session.execute(
-                update(Chunk)
-                .where(col(Chunk.job_id) == event.job_id, col(Chunk.chunk_index) == event.chunk_index)
-                .where(
-                    col(Chunk.lease_epoch) == event.lease_epoch, col(Chunk.status) != ChunkStatus.DONE.value
-                )
-                .values(
-                    status=ChunkStatus.DONE.value,
-                    output_key=event.object_key,
-                    frames_out=event.frames_out,
-                    interp_seconds=event.interp_seconds,
-                    quality_psnr_db=event.quality_psnr_db,
-                    quality_ssim=event.quality_ssim,
-                    quality_samples=event.quality_samples,
-                    quality_seconds=event.quality_seconds,
-                    scale=event.scale,
-                    batch_size=event.batch_size,
-                    oom_retries=event.oom_retries,
-                    worker=event.worker_id,
-                    finished_at=event.finished_at,
-                )
+            outcome = await chunks.record_result(session, event)
+        metrics.CHUNK_RESULTS.labels(outcome).inc()
+        if outcome != "recorded":
+            log.info(
+                "chunk result not counted",
+                job_id=str(event.job_id),
+                chunk_index=event.chunk_index,
+                epoch=event.lease_epoch,
+                outcome=outcome,
             )
-            if getattr(recorded, "rowcount", 0):
-                metrics.CHUNK_RESULTS.labels("recorded").inc()
-            else:
-                chunk = await session.get(Chunk, (event.job_id, event.chunk_index))
-                outcome = "replayed" if chunk and chunk.lease_epoch == event.lease_epoch else "fenced"
-                metrics.CHUNK_RESULTS.labels(outcome).inc()
-                log.info(
-                    "chunk result not counted",
-                    job_id=str(event.job_id),
-                    chunk_index=event.chunk_index,
-                    epoch=event.lease_epoch,
-                    outcome=outcome,
-                )
         await self._maybe_assemble(event.job_id)
 
     async def on_split(self, delivery: Delivery) -> None:
@@ -135,157 +187,113 @@ class MuxHandler(PipelineHandler):
         await self._maybe_assemble(event.job_id)
 
     async def _maybe_assemble(self, job_id: uuid.UUID) -> None:
+        ended = False
         async with transaction(self.sessions) as session:
-            done = (
-                await session.execute(
-                    select(func.count())
-                    .select_from(Chunk)
-                    .where(col(Chunk.job_id) == job_id, col(Chunk.status) == ChunkStatus.DONE.value)
-                )
-            ).scalar_one()
+            done = await chunks.done_count(session, job_id)
             job = await session.get(Job, job_id, with_for_update=True)
-            if job is None or job.chunks_total is None or job.status in FINAL_STATUSES:
-                return
-            progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
-            await session.execute(
-                update(Job)
-                .where(col(Job.id) == job_id)
-                .values(chunks_done=func.greatest(col(Job.chunks_done), done), updated_at=utcnow())
-            )
-            await jobs.set_progress(session, job_id, progress)
-            if done < job.chunks_total:
-                return
-            await jobs.advance(session, job_id, JobStatus.MUXING, progress=MUX_PROGRESS)
-        async with job_fails_on(self.sessions, self.publish, job_id=job_id, stage="muxer"):
+            ended = job is not None and job.status in FINAL_STATUSES
+            if job is None or job.chunks_total is None or ended:
+                job = None
+            else:
+                progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
+                await jobs.record_chunks_done(session, job_id, done)
+                await jobs.set_progress(session, job_id, progress)
+        if ended:
+            # a chunk uploaded after its job ended (failed by another chunk meanwhile, or a fenced
+            # worker's late result) arrived after the job's cleanup: remove it now
+            await self._delete_work(job_id)
+        if job is None or job.chunks_total is None or done < job.chunks_total:
+            return
+        if not await self._claim(job_id):
+            return
+        async with job_fails_on(
+            self.sessions, self.publish, job_id=job_id, stage="muxer", cleanup=self._delete_work
+        ):
             await self._assemble(job_id)
+
+    async def _claim(self, job_id: uuid.UUID) -> bool:
+        """Take the job's assembly; wait out a silent claim of another muxer (it may have crashed)."""
+        for _ in range(3):
+            async with transaction(self.sessions) as session:
+                claimed, until = await jobs.claim_assembly(
+                    session, job_id, owner=self.owner, lease_s=self.settings.assembly_lease_s
+                )
+            if claimed:
+                return True
+            if until is None:
+                return False  # final meanwhile
+            wait = (until - utcnow()).total_seconds() + 0.5
+            log.info(
+                "job assembled by another muxer; waiting for its claim",
+                job_id=str(job_id),
+                wait_s=round(wait, 1),
+            )
+            await asyncio.sleep(min(max(wait, 0.1), self.settings.assembly_lease_s + 1))
+        metrics.ASSEMBLY_CLAIMS.labels("held_elsewhere").inc()
+        log.info("job is being assembled by another muxer", job_id=str(job_id))
+        return False
+
+    async def _keep_claim(self, job_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.settings.assembly_lease_s / 3)
+            try:
+                async with transaction(self.sessions) as session:
+                    await jobs.renew_assembly(
+                        session, job_id, owner=self.owner, lease_s=self.settings.assembly_lease_s
+                    )
+            except Exception as exc:  # a database hiccup: the lease has slack for the next try
+                log.warning("assembly claim renewal failed", job_id=str(job_id), error=str(exc))
 
     async def _assemble(self, job_id: uuid.UUID) -> None:
         started = time.perf_counter()
+        metrics.ASSEMBLY_CLAIMS.labels("claimed").inc()
         async with transaction(self.sessions) as session:
             job = await session.get(Job, job_id)
-            chunks = (
-                (
-                    await session.execute(
-                        select(Chunk).where(col(Chunk.job_id) == job_id).order_by(col(Chunk.chunk_index))
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            parts = await chunks.in_order(session, job_id)
+            first_start, last_end = await chunks.work_window(session, job_id)
+            prefix = await tenant_prefix(session, job.tenant_id) if job else ""
         if job is None or job.plan is None:
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
-        plan: dict[str, Any] = job.plan
-        probe: dict[str, Any] = job.probe or {}
-        rate = Fraction(plan["out_rate"])
-        workdir = self.settings.scratch_dir / str(job_id)
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        split = JobSplit.model_validate(job.plan)
+        rate = Fraction(split.out_fps_num, split.out_fps_den)
+        keeper = asyncio.create_task(self._keep_claim(job_id))
         try:
-            paths = []
-            for chunk in chunks:
-                path = workdir / f"{chunk.chunk_index:05d}.mkv"
-                await asyncio.to_thread(
-                    self.storage.fget_object, self.settings.work_bucket, str(chunk.output_key), str(path)
-                )
-                paths.append(path)
-            source = workdir / "source"
-            await asyncio.to_thread(self.storage.fget_object, job.source_bucket, job.source_key, str(source))
-            concat = workdir / "chunks.ffconcat"
-            write_concat_list(concat, paths)
-            output = workdir / "output.mp4"
-            streams = await asyncio.to_thread(probe_streams, source)
-            options = OutputOptions.model_validate(job.output_options or {})
-            encoder = options.encoder or "libx264"
-            x264 = encoder == "libx264"
-            spec = OutputSpec(
-                rate=rate,
-                pix_fmt=str(probe.get("pix_fmt") or "yuv420p"),
-                rotation=int(probe.get("rotation") or 0),
-                color_range=probe.get("color_range"),
-                color_space=probe.get("color_space"),
-                color_transfer=probe.get("color_transfer"),
-                color_primaries=probe.get("color_primaries"),
-                encoder=encoder,
-                crf=options.crf if options.crf is not None or not x264 else self.settings.x264_crf,
-                preset=options.preset or (self.settings.x264_preset if x264 else None),
-                bitrate=options.bitrate,
-                hdr=await asyncio.to_thread(probe_hdr, source, streams),
-            )
-            encoded = workdir / "encoded.mp4" if spec.rotation % 360 else output
-            timed: Path | None = None
-            stamps = output_times(plan)
-            if stamps is not None:  # variable-rate input kept variable: frames keep their own times
-                timed = workdir / "timed.nut"
-                await asyncio.to_thread(restamp, paths, timed, *stamps)
-            command = build_command(
-                concat, source, encoded, spec, streams,
-                timed_video=timed, time_base=stamps[0] if stamps else None,
-            )  # fmt: skip
-            await asyncio.to_thread(run_ffmpeg, command, self.settings.ffmpeg_timeout_s)
-            if encoded != output:
-                rotate = rotation_command(encoded, output, spec.rotation)
-                await asyncio.to_thread(run_ffmpeg, rotate, self.settings.ffmpeg_timeout_s)
-            measured = await asyncio.to_thread(measure_output, output)
-            async with transaction(self.sessions) as session:
-                prefix = await tenant_prefix(session, job.tenant_id)
-            key = output_key(job, rate, prefix)
-            size = output.stat().st_size
-            await asyncio.to_thread(
-                self.storage.fput_object,
-                self.settings.output_bucket,
-                key,
-                str(output),
-                content_type="video/mp4",
-            )
-            crash_point(self.settings, "muxer.after_upload")
+            assembled = await asyncio.to_thread(self._build, job, split, parts, output_key(job, rate, prefix))
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        in_rate = Fraction(plan["in_rate"])
-        out_frames = int(plan["out_frames"])
-        quality = quality_report(
-            (ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim) for c in chunks),
-            self.settings.quality_psnr_floor,
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        crash_point(self.settings, "muxer.after_upload")
+        completed_at = datetime.now(UTC)
+        mux_seconds = time.perf_counter() - started
+        event, result = completion(
+            job,
+            split,
+            parts,
+            assembled,
+            floor_db=self.settings.quality_psnr_floor,
+            output_bucket=self.settings.output_bucket,
+            completed_at=completed_at,
+            mux_seconds=mux_seconds,
         )
-        status = final_status(quality)
-        timing = timing_report(plan, input_vfr=bool(probe.get("is_vfr")), measured=measured)
-        if timing.audio_video_drift_s is not None and abs(timing.audio_video_drift_s) >= 1 / float(rate):
+        if first_start and last_end:
+            result["interpolate_s"] = round((last_end - first_start).total_seconds(), 3)
+        quality = event.quality
+        drift = event.timing.audio_video_drift_s if event.timing else None
+        if drift is not None and abs(drift) >= 1 / float(rate):
             log.warning(
                 "audio and video ends differ by more than one output frame",
                 job_id=str(job_id),
-                drift_s=round(timing.audio_video_drift_s, 4),
+                drift_s=round(drift, 4),
             )
-        completed_at = datetime.now(UTC)
-        result = {
-            "output_bucket": self.settings.output_bucket,
-            "output_key": key,
-            "output_size_bytes": size,
-            "in_fps": plan["in_rate"],
-            "out_fps": plan["out_rate"],
-            "in_frames": plan["source_frames"],
-            "out_frames": out_frames,
-            "duration_s": out_frames / float(rate),
-            "scene_starts": plan["scene_starts"],
-            "vfr_converted": plan["vfr_converted"],
-            "mux_seconds": round(time.perf_counter() - started, 3),
-            "video": {
-                "encoder": spec.encoder,
-                "crf": spec.crf,
-                "bitrate": spec.bitrate,
-                "preset": spec.preset,
-            },
-            "quality": quality.model_dump(mode="json") if quality else None,
-            "timing": timing_view(
-                timing, in_rate=in_rate, out_rate=rate, in_frames=int(plan["source_frames"])
-            ),
-        }
         async with transaction(self.sessions) as session:
             completed = await jobs.advance(
                 session,
                 job_id,
-                status,
+                JobStatus(event.status),
                 progress=100,
                 output_bucket=self.settings.output_bucket,
-                output_key=key,
+                output_key=assembled.key,
                 completed_at=completed_at,
                 result=result,
                 quality_psnr_db=quality.psnr_db if quality else None,
@@ -294,48 +302,82 @@ class MuxHandler(PipelineHandler):
                 quality_worst_psnr_db=quality.worst_chunk_psnr_db if quality else None,
                 quality_low_chunks=list(quality.chunks_below_floor) if quality else None,
             )
-            # not completed: a replay (announce again) or a job cancelled meanwhile (never announced)
-            cancelled = not completed and await jobs.is_cancelled(session, job_id)
-        if cancelled:
-            log.info("job cancelled while muxing; not announced as completed", job_id=str(job_id))
+            now = await jobs.get_job(session, job_id)
+        if now is None or now.status not in SUCCEEDED:
+            # failed or cancelled while we assembled: a final job never also completes, and the
+            # output just uploaded is nobody's (no download link will ever point at it)
+            log.warning(
+                "job ended while it was assembled; not completed, output removed",
+                job_id=str(job_id),
+                status=now and now.status,
+                output_key=assembled.key,
+            )
+            await asyncio.to_thread(self.storage.remove_object, self.settings.output_bucket, assembled.key)
+            await self._delete_work(job_id)
             return
-        await self.publish(
-            Topic.JOB_COMPLETED,
-            JobCompleted(
-                job_id=job_id,
-                bucket=job.source_bucket,
-                key=job.source_key,
-                params=JobParams.model_validate(job.params),
-                output_bucket=self.settings.output_bucket,
-                output_key=key,
-                output_size_bytes=size,
-                in_fps_num=in_rate.numerator,
-                in_fps_den=in_rate.denominator,
-                out_fps_num=rate.numerator,
-                out_fps_den=rate.denominator,
-                in_frame_count=int(plan["source_frames"]),
-                out_frame_count=out_frames,
-                duration_s=out_frames / float(rate),
-                processing_seconds=(completed_at - job.created_at).total_seconds(),
-                completed_at=completed_at,
-                status=status.value,
-                quality=quality,
-                timing=timing,
-            ),
-        )
-        metrics.MUX_SECONDS.observe(time.perf_counter() - started)
+        await self.publish(Topic.JOB_COMPLETED, event)
+        await self._delete_work(job_id)
+        metrics.MUX_SECONDS.observe(mux_seconds)
         if completed:  # a replayed assembly does not count the job twice
-            observe_job(job, completed_at, mux_seconds=result["mux_seconds"])
+            observe_job(job, completed_at, mux_seconds=mux_seconds)
             if quality is not None:
                 metrics.JOB_QUALITY_PSNR.observe(quality.psnr_db)
         log.info(
             "job completed",
             job_id=str(job_id),
-            status=status.value,
-            output_key=key,
-            out_frames=out_frames,
-            size_bytes=size,
+            status=event.status,
+            output_key=assembled.key,
+            out_frames=event.out_frame_count,
+            size_bytes=assembled.size,
+            mux_seconds=round(mux_seconds, 3),
             quality_psnr_db=round(quality.psnr_db, 2) if quality else None,
             worst_chunk=quality.worst_chunk_index if quality else None,
             chunks_below_floor=list(quality.chunks_below_floor) if quality else None,
         )
+
+    def _build(self, job: Job, split: JobSplit, parts: list[Chunk], key: str) -> Assembled:
+        """Download, concatenate, mux with the source's audio, measure and upload (in a worker thread)."""
+        workdir = self.settings.scratch_dir / str(job.id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            paths = []
+            for part in parts:
+                path = workdir / f"{part.chunk_index:05d}.mkv"
+                self.storage.fget_object(self.settings.work_bucket, str(part.output_key), str(path))
+                paths.append(path)
+            source = workdir / "source"
+            fetch_source(
+                self.storage,
+                job.source_bucket,
+                job.source_key,
+                source,
+                version_id=job.source_version,
+                etag=job.source_etag,
+            )
+            time_base, stamps = output_stamps(split)
+            video = workdir / "video.mp4"
+            rate = Fraction(split.out_fps_num, split.out_fps_den)
+            concatenate(paths, [int(p.frames_out or 0) for p in parts], rate, video, time_base, stamps)
+            output = workdir / "output.mp4"
+            command = remux_command(
+                video,
+                source,
+                output,
+                probe_streams(source),
+                timescale=time_base.denominator,
+                rotation=int((job.probe or {}).get("rotation") or 0),
+            )
+            run_ffmpeg(command, self.settings.ffmpeg_timeout_s)
+            measured = measure_output(output)
+            size = output.stat().st_size
+            self.storage.fput_object(self.settings.output_bucket, key, str(output), content_type="video/mp4")
+            return Assembled(key=key, size=size, measured=measured)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _delete_work(self, job_id: uuid.UUID) -> None:
+        removed = await asyncio.to_thread(
+            delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/"
+        )
+        metrics.WORK_OBJECTS_DELETED.inc(removed)

@@ -34,3 +34,13 @@ JOB_STAGE_SECONDS = Histogram(
 )
 for _stage in ("split", "interpolate", "mux"):
     JOB_STAGE_SECONDS.labels(_stage)  # the series exist (at zero) before the first job completes
+# Assembly claims: claimed (this muxer assembles the job), held_elsewhere (another replica does).
+ASSEMBLY_CLAIMS = Counter(
+    "infiniteflow_assembly_claims_total", "Job assembly claims by outcome.", ["outcome"]
+)
+for _outcome in ("claimed", "held_elsewhere"):
+    ASSEMBLY_CLAIMS.labels(_outcome)
+# Work objects (encoded chunks) deleted when their job ended.
+WORK_OBJECTS_DELETED = Counter(
+    "infiniteflow_work_objects_deleted_total", "Work-bucket objects deleted when their job ended."
+)

@@ -13,27 +13,53 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from infiniteflow_common.db import JobStatus
-from infiniteflow_common.events import QualityReport, TimingReport
+from infiniteflow_common.events import ChunkModel, JobSplit, QualityReport, TimingReport
 from services.muxer.assemble import OutputTiming
 
 
 @dataclass(frozen=True)
 class ChunkScore:
-    """One chunk's self-check score (None: the chunk was not checked)."""
+    """One chunk's self-check score (None: the chunk was not checked), and the RIFE model it ran
+    with with the scores of the models checked for it (None / empty: unknown or not chosen by check)."""
 
     index: int
     psnr_db: float | None
     ssim: float | None
+    model: str | None = None
+    model_scores: Mapping[str, float] | None = None
 
 
-def quality_report(scores: Iterable[ChunkScore], floor_db: float) -> QualityReport | None:
+def model_report(
+    scores: Iterable[ChunkScore], requested: str
+) -> tuple[dict[str, int], tuple[ChunkModel, ...]]:
+    """Chunks per model, and each chunk's model with how it was picked: by the job (`requested` names
+    a model), by `auto`'s check (the chunk has scores) or by `auto`'s rule."""
+    entries: list[ChunkModel] = []
+    for score in sorted(scores, key=lambda s: s.index):
+        if score.model is None:
+            continue
+        checked = dict(score.model_scores or {})
+        chosen_by = "job" if requested != "auto" else ("check" if checked else "rule")
+        entries.append(
+            ChunkModel(chunk_index=score.index, model=score.model, chosen_by=chosen_by, scores=checked)
+        )
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.model] = counts.get(entry.model, 0) + 1
+    return counts, tuple(entries)
+
+
+def quality_report(
+    scores: Iterable[ChunkScore], floor_db: float, requested_model: str = "auto"
+) -> QualityReport | None:
     """The job's quality summary, or None when no chunk was checked."""
+    scores = list(scores)
     checked = [(s.index, s.psnr_db, s.ssim) for s in scores if s.psnr_db is not None]
     if not checked:
         return None
+    model_chunks, chunk_models = model_report(scores, requested_model)
     ssims = [ssim for _, _, ssim in checked if ssim is not None]
     worst_index, worst_psnr, _ = min(checked, key=lambda c: (c[1], c[0]))
     return QualityReport(
@@ -44,6 +70,8 @@ def quality_report(scores: Iterable[ChunkScore], floor_db: float) -> QualityRepo
         worst_chunk_psnr_db=worst_psnr,
         psnr_floor_db=floor_db,
         chunks_below_floor=tuple(sorted(index for index, psnr, _ in checked if psnr < floor_db)),
+        model_chunks=model_chunks,
+        chunk_models=chunk_models,
     )
 
 
@@ -54,21 +82,21 @@ def final_status(quality: QualityReport | None) -> JobStatus:
     return JobStatus.COMPLETED
 
 
-def timing_report(plan: Mapping[str, Any], *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
+def timing_report(split: JobSplit, *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
     """The job's timing: planned input rate, frames and cuts, and the output as measured."""
-    in_rate = Fraction(plan["in_rate"])
-    cuts = [int(frame) for frame in plan["scene_starts"]]
-    frames = int(plan["source_frames"])
+    in_rate = Fraction(split.in_fps_num, split.in_fps_den)
+    cuts = [int(frame) for frame in split.scene_cuts]
+    frames = int(split.source_frame_count)
     duration = Fraction(frames) / in_rate
     times = [frame / in_rate for frame in cuts]
-    if plan.get("vfr_kept"):  # variable rate kept: the input's own timestamps
-        tick, pts = Fraction(plan["time_base"]), [int(p) for p in plan["pts"]]
+    if split.vfr_kept and split.vfr_pts:  # variable rate kept: the input's own timestamps
+        tick, pts = Fraction(split.vfr_time_base_num, split.vfr_time_base_den), list(split.vfr_pts)
         last = pts[-1] - pts[-2] if len(pts) > 1 else 0
         duration = (pts[-1] + last) * tick
         times = [pts[frame] * tick for frame in cuts]
     return TimingReport(
         input_vfr=input_vfr,
-        vfr_converted=bool(plan["vfr_converted"]),
+        vfr_converted=split.vfr_converted,
         in_duration_s=float(duration),
         out_duration_s=measured.video_duration_s,
         out_frames_measured=measured.video_frames,

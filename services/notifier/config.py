@@ -8,6 +8,7 @@ import binascii
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from infiniteflow_common.destinations import LoopbackAllowlist
 from infiniteflow_common.settings import CommonSettings
 
 # Standard Webhooks' suggested schedule after the first attempt, about a day in all.
@@ -20,11 +21,11 @@ class NotifierSettings(CommonSettings):
     # Validation errors must not echo the webhook secret into logs.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 
+    # Local development only: loopback hosts, addresses or networks webhooks may reach (ingest accepts
+    # such URLs, the notifier sends to them); empty in production. Any other range is a settings error.
+    webhook_allowed_destinations: LoopbackAllowlist = ()
     # Seconds one attempt may take, connect to last byte, before it counts as a timeout.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-    # Hosts, addresses or networks (CIDR) webhooks may reach although they are internal (loopback,
-    # private, link-local); empty in production, 127.0.0.1 in infra/local.env for local receivers.
-    webhook_allowed_destinations: tuple[str, ...] = ()
     # Delay before retry n (1-based) after a retryable failure; one more failure after the last entry
     # exhausts the webhook. An empty schedule means a single attempt.
     webhook_retry_schedule_s: tuple[float, ...] = Field(default=DEFAULT_RETRY_SCHEDULE_S)

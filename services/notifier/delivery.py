@@ -31,7 +31,13 @@ from infiniteflow_common.observability import get_logger
 from infiniteflow_common.topics import dlq_of
 from services.notifier import metrics
 from services.notifier.config import NotifierSettings
-from services.notifier.egress import DestinationRefused, Resolver, check_destination, system_resolver
+from services.notifier.egress import (
+    DestinationRefused,
+    ResolutionFailed,
+    Resolver,
+    check_destination,
+    system_resolver,
+)
 from services.notifier.schedule import RetryPolicy, parse_retry_after
 from services.notifier.store import (
     AttemptRecord,
@@ -75,8 +81,10 @@ class Response:
     status_code: int | None
     error: str | None
     kind: str
-    """Bounded class for metrics: 2xx, 3xx, 4xx, 429, 5xx, timeout, connect, invalid_url, error."""
+    """Bounded class for metrics: 2xx, 3xx, 4xx, 429, 5xx, timeout, connect, dns, invalid_url, error."""
     retry_after: str | None = None
+    code: str | None = None
+    """The dead-letter code of a permanent failure decided before any request (a refused destination)."""
 
     @property
     def permanent(self) -> bool:
@@ -240,7 +248,8 @@ class Deliverer:
         latency_s = time.perf_counter() - started
         decision = (
             Decision(
-                Outcome.REJECTED, code=E_WEBHOOK_ENDPOINT_DISABLED if response.kind == "disabled" else None
+                Outcome.REJECTED,
+                code=E_WEBHOOK_ENDPOINT_DISABLED if response.kind == "disabled" else response.code,
             )
             if response.permanent
             else decide(
@@ -286,8 +295,10 @@ class Deliverer:
             target = await asyncio.to_thread(
                 check_destination, webhook.url or "", self.settings.webhook_allowed_destinations, self.resolve
             )
+        except ResolutionFailed as exc:
+            return Response(None, exc.message, "dns")
         except DestinationRefused as exc:
-            return Response(None, exc.message, "invalid_url")
+            return Response(None, exc.message, "invalid_url", code=exc.code)
         sni = {"sni_hostname": target.host.rsplit(":", 1)[0]} if target.url.startswith("https:") else {}
         try:
             async with (

@@ -88,7 +88,9 @@ def completed_data(
     """The `data` of a job.completed webhook: source, parameters, the output and its presigned URL.
 
     `status` is `completed` or `completed_with_warnings`; `quality` is the self-check summary (null
-    when no chunk was checked) whose `chunks_below_floor` names the chunks behind a warning; `timing`
+    when no chunk was checked) whose `chunks_below_floor` names the chunks behind a warning and whose
+    `model_chunks` / `chunk_models` say which RIFE model did each chunk (with both models' check scores
+    where `model=auto` chose by checking); `timing`
     is the timing report (rates, frame counts, durations, audio drift, scene cuts, VFR).
     """
     return {

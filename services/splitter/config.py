@@ -13,9 +13,20 @@ from infiniteflow_common.settings import CommonSettings
 class SplitterSettings(CommonSettings):
     """How sources are cut into chunks."""
 
-    # Source frames per chunk (each chunk's own frames; inside a scene one more is shared). Short chunks
-    # spread a job over many workers and keep each chunk's work well inside max.poll.interval.ms.
-    chunk_frames: int = Field(default=48, ge=2)
+    # Chunks are sized by work: about `chunk_target_s` seconds of engine time each, from pixels ×
+    # frames × (multiplier − 1) and the engine's speed (megapixels interpolated per second on the
+    # workers: the defaults are this project's 2-core CPU; set your fleet's, e.g. rife=400 on a GPU).
+    chunk_target_s: float = Field(default=60.0, gt=0)
+    engine_mpix_per_s: dict[str, float] = Field(default_factory=lambda: {"flow": 2.0, "rife": 0.6})
+    chunk_min_frames: int = Field(default=8, ge=2)
+    # Streaming workers need no more memory for longer chunks; the cap bounds a chunk's retry cost.
+    chunk_max_frames: int = Field(default=20_000, ge=2)
+    # A fixed number of source frames per chunk instead (each chunk's own frames; inside a scene one
+    # more is shared): tests and drills use it to spread a short job over several workers.
+    chunk_frames: int | None = Field(default=None, ge=2)
+    # The job's encoding when the user chose none (H.264): CRF and preset of libx264.
+    x264_preset: str = "medium"
+    x264_crf: int = Field(default=16, ge=0, le=51)
     # PySceneDetect ContentDetector threshold and the shortest scene it may report, in frames.
     scene_threshold: float = Field(default=27.0, gt=0)
     scene_min_frames: int = Field(default=8, ge=1)

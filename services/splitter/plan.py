@@ -132,3 +132,27 @@ def plan_job(
         chunks=tuple(chunks),
         input_frames=input_frames,
     )
+
+
+def frames_for_work(
+    *,
+    width: int,
+    height: int,
+    in_rate: Fraction,
+    out_rate: Fraction,
+    engine_pixels_per_s: float,
+    target_s: float,
+    min_frames: int,
+    max_frames: int,
+) -> int:
+    """Source frames per chunk so that one chunk is about `target_s` seconds of engine work.
+
+    The work of a source frame is the pixels of the frames interpolated after it: (out/in − 1) of
+    them on average (×2: 1, ×8: 7, 24 → 60 fps: 1.5). A long clip of tiny frames becomes a handful of
+    chunks; a 4K ×8 chunk stays short enough for its lease. At least a little work per frame is
+    assumed, so a copy-only job (out rate = in rate) is not one endless chunk.
+    """
+    interpolated = max(Fraction(1, 10), out_rate / in_rate - 1)
+    work = width * height * float(interpolated)
+    frames = int(target_s * engine_pixels_per_s / max(1.0, work))
+    return max(min_frames, min(max_frames, frames))

@@ -36,9 +36,11 @@ def test_a_message_is_marker_then_fingerprint_then_body(catalog: SchemaCatalog) 
 
 def test_encode_writes_the_newest_version_unless_told(catalog: SchemaCatalog) -> None:
     datum = catalog.example("JobSplit")
+    first = catalog.example("JobSplit", 1)
 
+    assert catalog.latest("JobSplit").version > 1
     assert catalog.encode("JobSplit", datum)[2:10] == catalog.latest("JobSplit").fingerprint
-    assert catalog.encode("JobSplit", datum, version=1)[2:10] == catalog.get("JobSplit", 1).fingerprint
+    assert catalog.encode("JobSplit", first, version=1)[2:10] == catalog.get("JobSplit", 1).fingerprint
 
 
 def test_decode_returns_the_record_name_and_a_typed_datum(catalog: SchemaCatalog) -> None:
@@ -125,6 +127,16 @@ def test_a_datum_that_breaks_the_schema_is_a_producer_bug_not_an_invalid_message
 
     assert caught.value.code == "E_ENCODE"
     assert not isinstance(caught.value, InvalidMessage)
+
+
+def test_a_tuple_in_a_nullable_array_field_is_the_array_not_union_notation(catalog: SchemaCatalog) -> None:
+    datum = catalog.example("JobSplit") | {"vfr_kept": True, "vfr_pts": (0, 33, 67), "scene_cuts": (1,)}
+    as_lists = datum | {"vfr_pts": [0, 33, 67], "scene_cuts": [1]}
+
+    payload = catalog.encode("JobSplit", datum)
+
+    assert payload == catalog.encode("JobSplit", as_lists)
+    assert catalog.decode(payload)[1]["vfr_pts"] == [0, 33, 67]
 
 
 def test_a_missing_field_is_refused_even_when_nullable(catalog: SchemaCatalog) -> None:

@@ -25,7 +25,9 @@ from infiniteflow_common.events import (
     JobParams,
     JobSplit,
     OutputSlot,
+    SourceRange,
     UploadSource,
+    VideoEncoding,
     VideoUploaded,
     decode_event,
     encode_event,
@@ -149,6 +151,36 @@ instant = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 
 text = st.text(max_size=40)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
+signed_long = st.integers(-(2**63), 2**63 - 1)
+# Nullable arrays are tuples in the models: the codec must write them as arrays, not as union notation.
+encodings = st.builds(
+    VideoEncoding,
+    encoder=text,
+    pix_fmt=text,
+    crf=st.none() | st.integers(0, 63),
+    bitrate=st.none() | long,
+    preset=st.none() | text,
+    color_range=st.none() | text,
+    color_space=st.none() | text,
+    color_transfer=st.none() | text,
+    color_primaries=st.none() | text,
+    mastering_display=st.none() | st.lists(text, min_size=2, max_size=10).map(tuple),
+    max_cll=st.none() | int32,
+    max_fall=st.none() | int32,
+)
+source_ranges = st.builds(
+    SourceRange,
+    bucket=text,
+    key=text,
+    version_id=st.none() | text,
+    etag=text,
+    size_bytes=long,
+    time_base_num=positive,
+    time_base_den=positive,
+    frame_pts=st.none() | st.lists(signed_long, max_size=12).map(tuple),
+    frame_indices=st.lists(long, max_size=12).map(tuple),
+)
+
 job_splits = st.builds(
     JobSplit,
     job_id=st.uuids(),
@@ -162,6 +194,10 @@ job_splits = st.builds(
     scene_cuts=st.lists(long, max_size=20).map(lambda cuts: tuple(sorted(cuts))),
     vfr_converted=st.booleans(),
     split_at=instant,
+    vfr_kept=st.booleans(),
+    vfr_pts=st.none() | st.lists(signed_long, min_size=2, max_size=12).map(tuple),
+    encoding=st.none() | encodings,
+    split_started_at=st.none() | instant,
 )
 chunk_readies = st.builds(
     ChunkReady,
@@ -183,6 +219,10 @@ chunk_readies = st.builds(
     height=positive,
     pix_fmt=text,
     attempt=positive,
+    source=st.none() | source_ranges,
+    encoding=st.none() | encodings,
+    out_fps_num=int32,
+    out_fps_den=positive,
 )
 dead_letters = st.builds(
     DeadLetter,

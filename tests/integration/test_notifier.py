@@ -37,6 +37,7 @@ from infiniteflow_common.storage import make_client
 from infiniteflow_common.topics import dlq_of
 from services.notifier.config import NotifierSettings
 from services.notifier.delivery import Deliverer
+from services.notifier.egress import Resolver, system_resolver
 from services.notifier.handlers import JobEventHandler
 from services.notifier.store import Webhook, claim_due, enable_endpoint, endpoint_disabled_at
 from services.notifier.webhooks import EventType, Signer, webhook_id
@@ -200,6 +201,7 @@ def deliverer(
     sessions: async_sessionmaker[AsyncSession],
     jobs: set[uuid.UUID],
     broker: KafkaBroker | None = None,
+    resolve: Resolver = system_resolver,
 ) -> Deliverer:
     async def dead_letter(origin: Delivery, *, code: str, reason: str, attempts: int, job_id: str) -> None:
         assert broker is not None, "this test expected no dead letter"
@@ -215,7 +217,12 @@ def deliverer(
         )
 
     return Deliverer(
-        settings=settings, sessions=sessions, signer=Signer(SECRET), dead_letter=dead_letter, only_jobs=jobs
+        settings=settings,
+        sessions=sessions,
+        signer=Signer(SECRET),
+        dead_letter=dead_letter,
+        only_jobs=jobs,
+        resolve=resolve,
     )
 
 
@@ -688,3 +695,78 @@ async def test_a_cancelled_job_sends_one_signed_job_cancelled_webhook_however_of
         "progress": 40,
         "cancelled_at": "2026-11-30T21:00:05.120Z",
     }
+@pytest.mark.kafka
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://hooks..example.com/in", "E_WEBHOOK_URL_INVALID"),  # getaddrinfo raised UnicodeError
+        ("http://" + "a" * 64 + ".example.com/in", "E_WEBHOOK_URL_INVALID"),
+        ("http://100.100.100.200/latest/meta-data/", "E_WEBHOOK_DESTINATION_REFUSED"),  # CGNAT metadata
+    ],
+)
+async def test_a_webhook_url_that_can_never_be_sent_to_costs_one_attempt_and_the_loop_goes_on(
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    broker: KafkaBroker,
+    jobs: set[uuid.UUID],
+    receiver: Receiver,
+    unique: str,
+    url: str,
+    code: str,
+) -> None:
+    bad, good = uuid.uuid4(), uuid.uuid4()
+    jobs.update({bad, good})
+    good_url = receiver.script(f"/after-bad/{good}")
+    with private_topic(settings, f"test.notifier.badhost.{unique}") as topic:
+        # stored before ingest checked hosts (or by an older version): the notifier must cope on its own
+        await handler(EventType.JOB_FAILED, sessions)(delivery_of(failed(bad, url), topic=topic))
+        await handler(EventType.JOB_FAILED, sessions)(
+            delivery_of(failed(good, good_url), topic=topic, offset=1)
+        )
+        async with delivering(deliverer(notifier_settings, sessions, jobs, broker)):
+            await eventually(lambda: dead_lettered(sessions, bad), 10, "the bad URL's webhook to end")
+            await eventually(lambda: status_is(sessions, good, "delivered"), 10, "the next webhook delivered")
+        [dead] = read_all(settings, dlq_of(topic), 1)
+    [attempt] = await attempts(sessions, bad)
+    assert (attempt.status_code, attempt.outcome) == (None, "rejected")
+    [row] = await webhook_row(sessions, bad)
+    assert (row.status, row.error_code) == ("exhausted", code)
+    assert dict(dead.headers())[H_ERROR_CODE] == code.encode()
+
+
+async def test_a_name_that_does_not_resolve_is_a_failed_attempt_retried_on_the_schedule_until_exhausted(
+    notifier_settings: NotifierSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    jobs: set[uuid.UUID],
+) -> None:
+    job_id = uuid.uuid4()
+    jobs.add(job_id)
+    lookups: list[str] = []
+
+    def no_dns(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        raise OSError("Temporary failure in name resolution")
+
+    await handler(EventType.JOB_FAILED, sessions)(
+        delivery_of(failed(job_id, "https://hooks.example.com/in"), topic="job.failed")
+    )
+    dead: list[str] = []
+
+    async def dead_letter(origin: Delivery, *, code: str, reason: str, attempts: int, job_id: str) -> None:
+        dead.append(code)
+
+    loop = Deliverer(
+        settings=notifier_settings,
+        sessions=sessions,
+        signer=Signer(SECRET),
+        dead_letter=dead_letter,
+        only_jobs=jobs,
+        resolve=no_dns,
+    )
+    async with delivering(loop):
+        await eventually(lambda: status_is(sessions, job_id, "exhausted"), 10, "the schedule to run out")
+        await eventually(lambda: dead == ["E_WEBHOOK_EXHAUSTED"], 10, "the dead letter")
+    outcomes = [(a.attempt, a.outcome) for a in await attempts(sessions, job_id)]
+    assert outcomes == [(1, "retry"), (2, "retry"), (3, "retry"), (4, "exhausted")]
+    assert lookups == ["hooks.example.com"] * 4

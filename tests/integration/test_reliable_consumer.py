@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
 from infiniteflow_common.avro import SchemaCatalog
@@ -149,3 +152,67 @@ async def test_dlq_circuit_breaker_stops_a_consumer_that_would_dead_letter_most_
     # The breaker opens on the message that tips the ratio: earlier ones were dead-lettered, that one not.
     assert 1 <= len(dead) < 10
     assert committed == len(dead)
+
+
+async def test_a_failed_job_report_is_retried_and_the_record_is_not_committed_past_until_it_succeeds(
+    fast_retries: CommonSettings, unique: str
+) -> None:
+    handled: list[bytes] = []
+    reports: list[str] = []
+
+    async def handle(delivery: Delivery) -> None:
+        if delivery.value == b"poison":
+            raise InvalidMessage("this record can never be processed", code="E_TEST_POISON")
+        handled.append(delivery.value)
+
+    async def report(delivery: Delivery, error: InvalidMessage) -> None:
+        reports.append(delivery.where)
+        if len(reports) < 3:
+            raise ConnectionError("database down while failing the job")
+
+    with private_topic(fast_retries, f"test.report.{unique}") as topic:
+        produce(fast_retries, topic, [b"one", b"poison", b"two"])
+        group = f"g-{unique}"
+        async with running_consumer(
+            fast_retries, topic, handle, group=group, on_dead_letter=report
+        ) as consumer:
+            await eventually(
+                lambda: committed_offset(fast_retries, topic, group) == 3, what="commit past all"
+            )
+            assert consumer.fatal is None
+        dead = read_all(fast_retries, dlq_of(topic), 3, timeout_s=3)
+    assert reports == [f"{topic}[0]@1"] * 3, "the job failure is reported again until it succeeds"
+    assert handled == [b"one", b"two"]
+    # at least once: each try of the dead-lettering published before the report failed
+    assert [dict(m.headers())[H_ORIGIN_OFFSET] for m in dead] == [b"1"] * 3
+
+
+class DlqDown(SchemaCatalog):
+    """A catalog that cannot encode dead letters: publishing to the DLQ fails every time."""
+
+    def encode(self, record: str, datum: Mapping[str, Any], *, version: int | None = None) -> bytes:
+        if record == "DeadLetter":
+            raise ConnectionError("the DLQ's partition leader is unavailable")
+        return super().encode(record, datum, version=version)
+
+
+async def test_a_dlq_that_cannot_be_written_stops_the_consumer_without_committing_past_the_record(
+    fast_retries: CommonSettings, unique: str
+) -> None:
+    handled: list[bytes] = []
+
+    async def handle(delivery: Delivery) -> None:
+        if delivery.value == b"poison":
+            raise InvalidMessage("this record can never be processed", code="E_TEST_POISON")
+        handled.append(delivery.value)
+
+    with private_topic(fast_retries, f"test.dlqdown.{unique}") as topic:
+        produce(fast_retries, topic, [b"one", b"poison", b"two"])
+        group = f"g-{unique}"
+        catalog = DlqDown.load()
+        async with running_consumer(fast_retries, topic, handle, group=group, catalog=catalog) as consumer:
+            await eventually(lambda: consumer.fatal is not None, what="the consumer to give up")
+            committed = committed_offset(fast_retries, topic, group)
+        assert read_all(fast_retries, dlq_of(topic), 1, timeout_s=2) == []
+    assert committed == 1, "committed past 'one' only: the poison record is read again after a restart"
+    assert handled == [b"one"]

@@ -16,7 +16,7 @@ from sqlmodel import col
 from typer.testing import CliRunner
 
 from infiniteflow_common import tenants
-from infiniteflow_common.db import ApiKey, Job, transaction
+from infiniteflow_common.db import ApiKey, Job, Tenant, transaction
 from infiniteflow_common.runtime import Runtime
 from services.cli import app as cli
 from services.ingest.config import IngestSettings
@@ -207,3 +207,43 @@ async def test_an_operator_creates_a_tenant_and_its_key_works(client: httpx.Asyn
     assert again.exit_code == 2
     assert "exists already" in again.output
     assert (await client.get(f"/api/status/{uuid.uuid4()}", headers=_bearer(secret))).status_code == 404
+
+
+async def test_a_tenant_prefix_may_not_nest_inside_another(runtime: Runtime) -> None:
+    base = f"n-{uuid.uuid4().hex[:8]}"
+    async with transaction(runtime.sessions) as session:
+        await tenants.create_tenant(session, f"{base}-outer", bucket_prefix=f"{base}/mid/")
+        await tenants.create_tenant(
+            session, f"{base}-peer", bucket_prefix=f"{base}/mid-2/"
+        )  # a sibling is fine
+    for name, prefix in [("inner", f"{base}/mid/inner/"), ("around", f"{base}/"), ("same", f"{base}/mid/")]:
+        with pytest.raises(tenants.TenantError, match="overlaps"):
+            async with transaction(runtime.sessions) as session:
+                await tenants.create_tenant(session, f"{base}-{name}", bucket_prefix=prefix)
+
+
+async def test_an_api_upload_belongs_to_the_caller_whatever_tenant_its_key_falls_under(
+    client: httpx.AsyncClient, runtime: Runtime, clip: bytes
+) -> None:
+    # Two tenants nested before creation refused it: the inner prefix holds the outer one's uploads.
+    base = f"legacy-{uuid.uuid4().hex[:8]}"
+    async with transaction(runtime.sessions) as session:
+        session.add(Tenant(id=f"{base}-outer", name="outer", bucket_prefix=f"{base}/"))
+        session.add(Tenant(id=f"{base}-inner", name="inner", bucket_prefix=f"{base}/api/"))
+        await session.flush()
+        outer = await tenants.issue_key(session, f"{base}-outer")
+        inner = await tenants.issue_key(session, f"{base}-inner")
+
+    response = await client.post(
+        "/api/upload", files={"file": ("mine.mp4", clip, "video/mp4")}, headers=_bearer(outer.secret)
+    )
+
+    assert response.status_code == 202, response.text
+    job_id, key = response.json()["job_id"], response.json()["key"]
+    assert key.startswith(f"{base}/api/"), "uploads land under the caller's prefix"
+    async with runtime.sessions() as session:
+        job = await session.get(Job, uuid.UUID(job_id))
+    assert job is not None
+    assert job.tenant_id == f"{base}-outer"
+    assert (await client.get(f"/api/status/{job_id}", headers=_bearer(outer.secret))).status_code == 200
+    assert (await client.get(f"/api/status/{job_id}", headers=_bearer(inner.secret))).status_code == 404

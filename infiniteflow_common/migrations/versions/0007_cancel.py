@@ -5,7 +5,7 @@ row moved there. Downgrading turns cancelled jobs into failed ones with `E_JOB_C
 closest status the older schema knows (they have no output either).
 
 Revision ID: 0007
-Revises: 0005 (the lead re-chains it after 0006 at merge)
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

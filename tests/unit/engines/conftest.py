@@ -65,3 +65,12 @@ def rife_engine() -> Any:
     from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
 
     return RifeEngine(RifeSettings(device="cpu", precision="fp32", scale=1.0))
+
+
+@pytest.fixture(scope="session")
+def v4_engine() -> Any:
+    """One fp32 CPU engine of the RIFE 4.25-class model for the session."""
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
+
+    return build_model("v4.25", RifeSettings(device="cpu", precision="fp32", scale=1.0))

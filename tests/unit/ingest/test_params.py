@@ -162,3 +162,55 @@ def test_a_target_rate_must_raise_the_rate_by_at_most_eight_times(target: str) -
     with pytest.raises(InvalidParams, match="must be above"):
         check_against_probe(parse_params({"target-fps": target}, DEFAULTS), _probe())
     check_against_probe(parse_params({"target-fps": "240"}, DEFAULTS), _probe())
+
+
+def test_the_model_defaults_to_auto_and_accepts_each_known_model() -> None:
+    assert parse_params({}, DEFAULTS).model == "auto"
+    assert parse_params({"model": "HDv3"}, DEFAULTS).model == "hdv3"
+    assert parse_params({"model": " v4.25 "}, DEFAULTS).model == "v4.25"
+    assert parse_params({}, ParamDefaults(model="v4.25")).model == "v4.25"
+
+
+def test_an_unknown_model_is_refused_with_the_choices() -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params({"model": "v9"}, DEFAULTS)
+    assert caught.value.code == "E_PARAM_INVALID"
+    assert "model='v9'" in caught.value.message
+    assert "auto, hdv3, v4.25" in caught.value.message
+
+
+def test_the_api_form_field_model_reaches_the_object_metadata_and_back() -> None:
+    from services.ingest.api import OPTION_FIELDS, _params_metadata
+
+    assert "model" in OPTION_FIELDS
+    params = parse_params({"model": "v4.25", "multiplier": "4"}, DEFAULTS)
+    metadata = _params_metadata(params)
+    assert metadata["model"] == "v4.25"
+    assert parse_params(metadata, DEFAULTS) == params
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://" + "a" * 64 + ".example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://hooks..example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("https://bad_name.example.com/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://2130706433/hook", "E_WEBHOOK_URL_INVALID"),
+        ("http://100.100.100.200/latest/meta-data", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://10.0.0.5:8080/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://[fd00:ec2::254]/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+        ("http://127.0.0.1:9000/hook", "E_WEBHOOK_DESTINATION_REFUSED"),
+    ],
+)
+def test_webhook_hosts_follow_idna_rules_and_literal_addresses_must_be_public(url: str, code: str) -> None:
+    with pytest.raises(InvalidParams, match="webhook-url") as caught:
+        parse_params({"webhook-url": url}, DEFAULTS)
+    assert caught.value.code == code
+
+
+def test_loopback_webhooks_are_accepted_only_where_local_development_allows_them() -> None:
+    local = ParamDefaults(webhook_allowed=("127.0.0.1",))
+    assert parse_params({"webhook-url": "http://127.0.0.1:9/h"}, local).webhook_url == "http://127.0.0.1:9/h"
+    with pytest.raises(InvalidParams):
+        parse_params({"webhook-url": "http://100.64.0.1/h"}, local)
+    assert parse_params({"webhook-url": "https://93.184.216.34/h"}, DEFAULTS).webhook_url is not None

@@ -123,6 +123,7 @@ def test_a_completed_body_carries_source_params_output_url_rates_counts_and_timi
                 "engine": "rife",
                 "quality": "high",
                 "webhook_url": "http://127.0.0.1:1/hook",
+                "model": "auto",
             },
             "input": {"fps": "24000/1001", "frame_count": 240},
             "output": {
@@ -166,6 +167,8 @@ def test_a_completed_with_warnings_body_names_the_chunks_below_the_quality_floor
         "worst_chunk_psnr_db": 18.25,
         "psnr_floor_db": 22.0,
         "chunks_below_floor": [2],
+        "model_chunks": {},
+        "chunk_models": [],
     }
 
 

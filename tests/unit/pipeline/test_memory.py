@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import LosslessWriter, decode_video
-from services.gpu_interp.chunk_work import SlotSpec, interpolate_with_retries
+from services.gpu_interp.chunk_work import interpolate_with_retries
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
 from services.gpu_interp.memory import (
@@ -54,13 +56,25 @@ class Retries:
         self.seen.append((failed, following))
 
 
-def _chunk(path: Path, count: int = 9) -> list[SlotSpec]:
+def _chunk(path: Path, count: int = 9) -> list[OutputSlot]:
     with LosslessWriter(path, width=64, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as writer:
         for i in range(count):
             writer.write_rgb(np.full((32, 64, 3), 20 * i, np.uint8))
-    return [SlotSpec(i, Fraction(k, 2)) for i in range(count - 1) for k in range(2)] + [
-        SlotSpec(count - 1, Fraction(0))
+    return [OutputSlot(source_offset=i, t=k / 2) for i in range(count - 1) for k in range(2)] + [
+        OutputSlot(source_offset=count - 1, t=0.0)
     ]
+
+
+def _io(tmp_path: Path) -> tuple[Callable[[], Iterator[Any]], Callable[[], LosslessWriter]]:
+    """A fresh decode of the chunk and a fresh output file for every try."""
+
+    def frames() -> Iterator[Any]:
+        return decode_video(tmp_path / "in.mkv")
+
+    def sink() -> LosslessWriter:
+        return LosslessWriter(tmp_path / "out.mkv", width=64, height=32, pix_fmt="yuv444p", rate=Fraction(50))
+
+    return frames, sink
 
 
 def test_the_ladder_lowers_the_scale_first_then_the_batch() -> None:
@@ -102,8 +116,8 @@ def test_a_chunk_over_the_memory_budget_is_retried_lighter_and_reports_what_it_u
     engine = SimulatedMemoryLimit(inner, max_pixels=300)
     retries = Retries([])
     outcome = interpolate_with_retries(
-        engine, tmp_path / "in.mkv", tmp_path / "out.mkv", slots, width=64, height=32, batch_size=4,
-        on_retry=retries, expected_frames=9, out_rate=Fraction(50),
+        engine, *_io(tmp_path), slots, width=64, height=32, batch_size=4, on_retry=retries,
+        expected_frames=9,
     )  # fmt: skip
     assert (outcome.scale, outcome.batch_size, outcome.oom_retries) == (0.25, 2, 3)
     assert [failed for failed, _ in retries.seen] == [
@@ -122,8 +136,7 @@ def test_a_chunk_that_fits_nowhere_fails_the_job_with_a_code(tmp_path: Path) -> 
     engine = SimulatedMemoryLimit(ScaledBlend(), max_pixels=100)
     with pytest.raises(EngineOutOfMemory) as error:
         interpolate_with_retries(
-            engine, tmp_path / "in.mkv", tmp_path / "out.mkv", slots, width=64, height=32, batch_size=4,
-            expected_frames=9, out_rate=Fraction(50),
+            engine, *_io(tmp_path), slots, width=64, height=32, batch_size=4, expected_frames=9,
         )  # fmt: skip
     assert error.value.code == "E_ENGINE_OOM"
     assert "scale 0.25 with 1 pair" in error.value.message
@@ -143,8 +156,7 @@ def test_other_errors_are_not_retried(tmp_path: Path) -> None:
     engine = Broken()
     with pytest.raises(RuntimeError, match="shapes"):
         interpolate_with_retries(
-            engine, tmp_path / "in.mkv", tmp_path / "out.mkv", slots, width=64, height=32, batch_size=4,
-            expected_frames=9, out_rate=Fraction(50),
+            engine, *_io(tmp_path), slots, width=64, height=32, batch_size=4, expected_frames=9,
         )  # fmt: skip
     assert engine.calls == [4]
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from infiniteflow_common.db import JobStatus
-from infiniteflow_common.media import LosslessWriter
-from services.gpu_interp.chunk_work import SlotSpec, interpolate_chunk
+from infiniteflow_common.events import OutputSlot
+from infiniteflow_common.media import LosslessWriter, decode_video
+from services.gpu_interp.chunk_work import interpolate_chunk
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
 from services.gpu_interp.quality import (
@@ -98,12 +99,16 @@ def test_a_chunk_long_enough_is_checked_and_the_check_is_one_extra_pair(tmp_path
     with LosslessWriter(tmp_path / "in.mkv", width=64, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as w:
         for i in range(50):
             w.write_rgb(np.ascontiguousarray(strip[:, 2 * i : 2 * i + 64]))
-    slots = [SlotSpec(i, Fraction(k, 2)) for i in range(49) for k in range(2)] + [SlotSpec(49, Fraction(0))]
+    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(49) for k in range(2)]
+    slots.append(OutputSlot(source_offset=49, t=0.0))
     engine = Blend()
-    outcome = interpolate_chunk(
-        engine, tmp_path / "in.mkv", tmp_path / "out.mkv", slots,
-        expected_frames=50, out_rate=Fraction(50), batch_size=8, quality_budget=0.04, quality_samples=3,
-    )  # fmt: skip
+    with LosslessWriter(
+        tmp_path / "out.mkv", width=64, height=32, pix_fmt="yuv444p", rate=Fraction(50)
+    ) as out:
+        outcome = interpolate_chunk(
+            engine, decode_video(tmp_path / "in.mkv"), out, slots,
+            expected_frames=50, batch_size=8, quality_budget=0.04, quality_samples=3,
+        )  # fmt: skip
     assert outcome.frames_out == 99
     assert outcome.quality is not None
     assert outcome.quality.samples == 1, "49 pairs × 4 % affords one re-created frame"
@@ -137,3 +142,25 @@ def test_the_job_score_is_the_mean_and_names_the_worst_and_low_chunks() -> None:
 def test_a_job_without_checked_chunks_has_no_score_and_no_warning() -> None:
     assert quality_report([ChunkScore(0, None, None)], floor_db=22.0) is None
     assert final_status(None) is JobStatus.COMPLETED
+
+
+def test_the_report_names_each_chunks_model_and_how_it_was_chosen() -> None:
+    from services.muxer.report import model_report
+
+    scores = [
+        ChunkScore(2, 30.0, 0.9, "v4.25", None),
+        ChunkScore(0, 31.0, 0.9, "hdv3", {"hdv3": 31.0, "v4.25": 30.2}),
+        ChunkScore(1, None, None, None, None),  # an older worker's chunk: model unknown
+    ]
+    counts, chunks = model_report(scores, "auto")
+    assert counts == {"hdv3": 1, "v4.25": 1}
+    assert [(c.chunk_index, c.model, c.chosen_by) for c in chunks] == [
+        (0, "hdv3", "check"),
+        (2, "v4.25", "rule"),
+    ]
+    assert chunks[0].scores == {"hdv3": 31.0, "v4.25": 30.2}
+    _, named = model_report(scores, "hdv3")
+    assert {c.chosen_by for c in named} == {"job"}
+    report = quality_report(scores, floor_db=20.0)
+    assert report is not None
+    assert report.model_chunks == counts

@@ -1,0 +1,192 @@
+"""The chunk lifecycle in PostgreSQL: planned → claimed (under a lease) → done, each step idempotent.
+
+A chunk is keyed by (job_id, chunk_index). A claim bumps the chunk's lease epoch (a fencing token) and
+sets a lease the worker renews while it works; another worker can take the chunk over only once that
+lease has expired. A result counts only for the chunk's current epoch, so a late result from an
+evicted worker is fenced off. The splitter, gpu_interp and muxer handlers go through this module and
+contain no SQL of their own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from infiniteflow_common.db import Chunk, ChunkStatus, utcnow
+from infiniteflow_common.events import ChunkInterpolated, ChunkReady
+
+ResultOutcome = Literal["recorded", "replayed", "fenced"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim attempt got: a new lease epoch, or the chunk is done, or it is leased until then."""
+
+    epoch: int | None = None
+    done: bool = False
+    leased_until: datetime | None = None
+
+
+async def insert_planned(session: AsyncSession, job_id: uuid.UUID, specs: Sequence[ChunkReady]) -> None:
+    """Record a job's planned chunks (a replayed plan changes nothing)."""
+    for spec in specs:
+        await session.execute(
+            insert(Chunk)
+            .values(
+                job_id=job_id,
+                chunk_index=spec.chunk_index,
+                first_frame=spec.first_frame,
+                frame_count=spec.frame_count,
+                status=ChunkStatus.PENDING.value,
+                spec=spec.model_dump(mode="json"),
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+async def pending_specs(session: AsyncSession, job_id: uuid.UUID) -> list[ChunkReady]:
+    """The announcements of a job's chunks that are not done yet, in chunk order."""
+    rows = (
+        await session.execute(
+            select(Chunk)
+            .where(col(Chunk.job_id) == job_id, col(Chunk.status) != ChunkStatus.DONE.value)
+            .order_by(col(Chunk.chunk_index))
+        )
+    ).scalars()
+    return [ChunkReady.model_validate(row.spec) for row in rows if row.spec]
+
+
+async def claim(
+    session: AsyncSession, job_id: uuid.UUID, chunk_index: int, *, worker_id: str, lease_s: float
+) -> Claim:
+    """Take the chunk's lease when it is pending, its lease expired, or this worker holds it already."""
+    now = utcnow()
+    result = await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(
+            or_(
+                col(Chunk.status) == ChunkStatus.PENDING.value,
+                (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.lease_expires_at) < now),
+                (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.worker) == worker_id),
+            )
+        )
+        .values(
+            status=ChunkStatus.CLAIMED.value,
+            worker=worker_id,
+            lease_epoch=col(Chunk.lease_epoch) + 1,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=col(Chunk.attempts) + 1,
+            started_at=now,
+        )
+        .returning(col(Chunk.lease_epoch))
+    )
+    epoch = result.scalar_one_or_none()
+    if epoch is not None:
+        return Claim(epoch=int(epoch))
+    row = await session.get(Chunk, (job_id, chunk_index))
+    if row is None:
+        raise LookupError(f"chunk {chunk_index} of job {job_id} is not recorded")
+    if row.status == ChunkStatus.DONE.value:
+        return Claim(done=True)
+    return Claim(leased_until=row.lease_expires_at or now)
+
+
+async def renew(
+    session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int, *, lease_s: float
+) -> bool:
+    """Extend the lease of `epoch`; False when the chunk was taken over (the epoch moved on)."""
+    result = await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def release(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int) -> None:
+    """Hand the chunk back at once (the worker is stopping), so the next claim need not wait."""
+    await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+        .values(status=ChunkStatus.PENDING.value, worker=None, lease_expires_at=None)
+    )
+
+
+async def record_result(session: AsyncSession, event: ChunkInterpolated) -> ResultOutcome:
+    """Record a worker's result once, only for the chunk's current lease epoch."""
+    recorded = await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == event.job_id, col(Chunk.chunk_index) == event.chunk_index)
+        .where(col(Chunk.lease_epoch) == event.lease_epoch, col(Chunk.status) != ChunkStatus.DONE.value)
+        .values(
+            status=ChunkStatus.DONE.value,
+            output_key=event.object_key,
+            frames_out=event.frames_out,
+            interp_seconds=event.interp_seconds,
+            quality_psnr_db=event.quality_psnr_db,
+            quality_ssim=event.quality_ssim,
+            quality_samples=event.quality_samples,
+            quality_seconds=event.quality_seconds,
+            scale=event.scale,
+            batch_size=event.batch_size,
+            oom_retries=event.oom_retries,
+            encoded_bytes=event.encoded_bytes,
+            model=event.model,
+            model_scores=event.model_scores,
+            worker=event.worker_id,
+            finished_at=event.finished_at,
+        )
+    )
+    if getattr(recorded, "rowcount", 0):
+        return "recorded"
+    chunk = await session.get(Chunk, (event.job_id, event.chunk_index))
+    return "replayed" if chunk and chunk.lease_epoch == event.lease_epoch else "fenced"
+
+
+async def done_count(session: AsyncSession, job_id: uuid.UUID) -> int:
+    """How many of the job's chunks have a recorded result."""
+    return int(
+        (
+            await session.execute(
+                select(func.count())
+                .select_from(Chunk)
+                .where(col(Chunk.job_id) == job_id, col(Chunk.status) == ChunkStatus.DONE.value)
+            )
+        ).scalar_one()
+    )
+
+
+async def in_order(session: AsyncSession, job_id: uuid.UUID) -> list[Chunk]:
+    """Every chunk of the job in chunk order (results and their scores for assembly and reports)."""
+    return list(
+        (
+            await session.execute(
+                select(Chunk).where(col(Chunk.job_id) == job_id).order_by(col(Chunk.chunk_index))
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def work_window(session: AsyncSession, job_id: uuid.UUID) -> tuple[datetime | None, datetime | None]:
+    """First chunk start and last chunk end of the job (the interpolate stage's wall time)."""
+    row = (
+        await session.execute(
+            select(func.min(col(Chunk.started_at)), func.max(col(Chunk.finished_at))).where(
+                col(Chunk.job_id) == job_id
+            )
+        )
+    ).one()
+    return row[0], row[1]

@@ -1,0 +1,139 @@
+"""The RIFE 4.25-class model as an engine: every timestep native, padded to 64, with quality modes.
+
+It shares the `rife` engine's settings, quality modes (`fast`, `tta`, `best`: the same flips and
+transpositions, averaged) and device/precision rules; only the network differs (`ifnet_v4`). Because
+t is an input, each requested time costs one pass and is exact — no bisection, no flow scaling;
+`timestep_method` and `bisect_depth` in the settings are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+
+from services.gpu_interp.engines import weights as weights_mod
+from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.ifnet_v4 import PAD_MULTIPLE, SHRINKS, IFNetV4, remap_published_keys
+from services.gpu_interp.engines.rife import (
+    AUGMENTS,
+    Precision,
+    RifeSettings,
+    auto_scale,
+    cpu_has_native_bf16,
+)
+
+
+class RifeV4Engine(InterpolationEngine):
+    """RIFE 4.25-class interpolation; the model is built and loaded once, in the constructor."""
+
+    name = "rife"
+    model = "v4.25"
+    native_timesteps = True
+
+    def __init__(
+        self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
+    ) -> None:
+        self.settings = settings or RifeSettings()
+        self._configured = self.settings
+        s = self.settings
+        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(s.threads or len(os.sched_getaffinity(0)))
+        self.dtype = self._choose_dtype(s.precision)
+        net = IFNetV4()
+        source = weights or weights_mod.resolve(package=weights_mod.V425_PACKAGE)
+        net.load_state_dict(remap_published_keys(weights_mod.load_state_dict(source)))
+        net.eval().requires_grad_(False)
+        self.autocast_cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
+        self.work_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        moved = net.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net: IFNetV4 = moved.to(self.work_dtype)
+        self._estimate_net: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self.net.estimate
+        if s.compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            self._estimate_net = torch.compile(self.net.estimate, dynamic=False)
+
+    def _choose_dtype(self, precision: Precision) -> torch.dtype:
+        if precision == "auto":
+            if self.device.type == "cuda":
+                return torch.float16
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+    def _to_tensor(self, frames: Frames) -> torch.Tensor:
+        # trained on BGR frames (OpenCV), like HDv3
+        if isinstance(frames, torch.Tensor):
+            return frames.to(self.device, torch.float32).flip(1)
+        top = float(np.iinfo(frames.dtype).max)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
+
+    def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
+        if isinstance(like, torch.Tensor):
+            return x.flip(1).clamp_(0, 1)
+        top = float(np.iinfo(like.dtype).max)
+        out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
+        return out.to("cpu", torch.int32).numpy().astype(like.dtype)
+
+    def _scale(self, height: int, width: int) -> float:
+        return self.settings.scale or auto_scale(height, width, self.device.type)
+
+    def memory_scale(self, height: int, width: int) -> float | None:
+        return self._scale(height, width)
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        self.settings = replace(
+            self.settings,
+            scale=scale if scale is not None else self._configured.scale,
+            batch_size=batch_size if batch_size is not None else self._configured.batch_size,
+        )
+
+    @torch.inference_mode()
+    def frames_at(
+        self, img0: torch.Tensor, img1: torch.Tensor, times: Sequence[Fraction]
+    ) -> list[torch.Tensor]:
+        """For each t, the frames at t (N,3,H,W, float, BGR) averaged over the quality mode's transforms."""
+        h, w = img0.shape[2:]
+        scale = self._scale(h, w)
+        multiple = max(PAD_MULTIPLE, int(PAD_MULTIPLE / scale))
+        shrinks = tuple(s / scale for s in SHRINKS)
+        totals: dict[int, torch.Tensor] = {}
+        augments = AUGMENTS[self.settings.quality]
+        for forward, inverse in augments:
+            a, b = forward(img0), forward(img1)
+            ah, aw = a.shape[2:]
+            pad = (0, -aw % multiple, 0, -ah % multiple)
+            a = F.pad(a, pad, mode="constant").contiguous(memory_format=torch.channels_last)
+            b = F.pad(b, pad, mode="constant").contiguous(memory_format=torch.channels_last)
+            a, b = a.to(self.work_dtype), b.to(self.work_dtype)
+            for k, t in enumerate(times):
+                time = a.new_full((1, 1, 1, 1), float(t))
+                with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_cpu_bf16):
+                    flow, mask = self._estimate_net(a, b, time, shrinks)
+                frame = inverse(
+                    self.net.blend(a, b, flow.to(a.dtype), mask.to(a.dtype))[:, :, :ah, :aw].float()
+                )
+                totals[k] = totals[k] + frame if k in totals else frame
+        return [totals[k] / len(augments) for k in range(len(times))]
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        n = int(first.shape[0])
+        bs = max(1, self.settings.batch_size)
+        inner = [t for t in times if t not in (0, 1)]
+        parts: list[list[torch.Tensor]] = [[] for _ in times]
+        for start in range(0, n, bs):
+            a = self._to_tensor(first[start : start + bs])
+            b = self._to_tensor(second[start : start + bs])
+            made = dict(zip(inner, self.frames_at(a, b, inner), strict=True)) if inner else {}
+            made[Fraction(0)], made[Fraction(1)] = a, b
+            for k, t in enumerate(times):
+                parts[k].append(made[t])
+        return [self._from_tensor(torch.cat(p, 0), first) for p in parts]

@@ -1,0 +1,240 @@
+"""A worker's media I/O: its range of the pinned source in, its encoded chunk out.
+
+Reading: FFmpeg opens a presigned URL of the probed object version and fetches only what it needs
+(the index, then from the keyframe before the chunk's first frame to its last) with HTTP range
+requests; `If-Match` on the probed ETag turns an overwritten source into `E_SOURCE_CHANGED` instead of
+a mix of two files. Writing: frames go as raw video in NUT through a pipe into the system `ffmpeg`,
+which encodes them with the job's `VideoEncoding` into a Matroska chunk (the same encoders ingest
+checked the job against). Only loopback HTTP to the object store and our own files are opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+from infiniteflow_common.encoding import encoder_args
+from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.events import SourceRange, VideoEncoding
+from infiniteflow_common.media import MediaError
+from infiniteflow_common.storage import ObjectUnavailableError
+
+
+class EncodeError(InfiniteFlowError):
+    """FFmpeg could not encode the chunk."""
+
+    code = "E_ENCODE_FAILED"
+    media_failure = True  # counted in infiniteflow_ffmpeg_failures_total
+
+
+def _open(location: str, etag: str | None, timeout_s: float) -> Any:
+    if location.startswith(("http://", "https://")):
+        options = {
+            "protocol_whitelist": "http,https,tcp,tls",
+            "rw_timeout": str(int(timeout_s * 1_000_000)),
+            "reconnect": "1",
+        }
+        if etag:
+            options["headers"] = f'If-Match: "{etag}"\r\n'
+    else:
+        options = {"protocol_whitelist": "file"}
+    try:
+        return av.open(location, "r", options=options)
+    except av.FFmpegError as exc:
+        raise _http_failure(exc) or MediaError(
+            f"cannot open the source: {exc}", code="E_MEDIA_UNREADABLE"
+        ) from exc
+
+
+def _http_failure(exc: av.FFmpegError) -> InfiniteFlowError | None:
+    """What an HTTP error reading the source means (when opening it or in a later ranged read)."""
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return ObjectUnavailableError(
+            "the source object was deleted before the job finished", code="E_SOURCE_GONE"
+        )
+    if isinstance(exc, av.error.HTTPForbiddenError):
+        return ObjectUnavailableError(
+            "the pipeline may no longer read the source object", code="E_SOURCE_FORBIDDEN"
+        )
+    if isinstance(exc, av.error.HTTPClientError):  # 412: the object is not the probed one any more
+        return ObjectUnavailableError(
+            f"the source object changed after it was probed ({exc}); upload it again to process the new file",
+            code="E_SOURCE_CHANGED",
+        )
+    if isinstance(exc, av.error.HTTPServerError):
+        return TransientError(f"the object store failed a read of the source: {exc}")
+    return None
+
+
+def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0) -> Iterator[Any]:
+    """The chunk's frames, in order (a frame repeats where the plan repeats it), from `location`.
+
+    With timestamps, decoding starts at the keyframe before the chunk's first frame; without, from
+    the start of the stream, counting frames.
+    """
+    container = _open(location, source.etag, timeout_s)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if source.frame_pts is not None:
+            container.seek(min(source.frame_pts), stream=stream, backward=True, any_frame=False)
+            yield from _pick(container.decode(stream), list(source.frame_pts), lambda _i, f: f.pts)
+        else:
+            yield from _pick(container.decode(stream), list(source.frame_indices), lambda i, _f: i)
+    except av.FFmpegError as exc:
+        # a ranged read after the open can find the object deleted or replaced meanwhile
+        raise _http_failure(exc) or MediaError(
+            f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
+        ) from exc
+    finally:
+        container.close()
+
+
+def _pick(decoded: Iterator[Any], wanted: list[int], position: Any) -> Iterator[Any]:
+    """The decoded frames whose position is in `wanted` (ascending, repeats allowed), in its order."""
+    at = 0
+    for index, frame in enumerate(decoded):
+        here = position(index, frame)
+        if here is None:
+            continue
+        while at < len(wanted) and wanted[at] == here:
+            yield frame
+            at += 1
+        if at == len(wanted):
+            return
+        if here > wanted[at]:
+            raise MediaError(
+                f"the source has no frame at {wanted[at]} (next is {here}); it differs from the probed file",
+                code="E_CHUNK_FRAME_COUNT",
+            )
+    if at < len(wanted):
+        raise MediaError(
+            f"the source ended {len(wanted) - at} frame(s) before the chunk did", code="E_CHUNK_FRAME_COUNT"
+        )
+
+
+class ChunkEncoder:
+    """Encodes frames, in order, at exactly `rate` into a Matroska chunk with the job's encoding.
+
+    A frame sink (`write`, `write_rgb`, `count`): decoded frames pass in their own pixel format, RGB
+    arrays are converted back to the source's, and FFmpeg does the final conversion and encode.
+    """
+
+    def __init__(
+        self,
+        output: Path,
+        encoding: VideoEncoding,
+        *,
+        width: int,
+        height: int,
+        rate: Fraction,
+        timeout_s: float,
+    ) -> None:
+        self.output = output
+        self.count = 0
+        self.pix_fmt = encoding.pix_fmt
+        self.timeout_s = timeout_s
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - FFmpeg's stderr, closed with the encoder
+        command = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+            "-f", "nut", "-i", "pipe:0",
+            "-map", "0:v:0", "-fps_mode", "passthrough",
+            *encoder_args(encoding),
+            "-f", "matroska", "file:" + str(output),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+        assert self._process.stdin is not None
+        self._container: Any = av.open(self._process.stdin, "w", format="nut")
+        stream = self._container.add_stream("rawvideo", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
+        stream.codec_context.time_base = 1 / rate
+        self._stream = stream
+        self._time_base = 1 / rate
+
+    def write(self, frame: Any) -> None:
+        """Append a decoded `av.VideoFrame` (converted to the source's pixel format if needed)."""
+        if frame.format.name != self.pix_fmt:
+            frame = frame.reformat(format=self.pix_fmt)
+        frame.pts = self.count
+        frame.time_base = self._time_base
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except (BrokenPipeError, av.FFmpegError) as exc:
+            self._raise_failure(exc)
+        self.count += 1
+
+    def write_rgb(self, rgb: npt.NDArray[Any]) -> None:
+        """Append an (H, W, 3) RGB array (uint8 → rgb24, uint16 → rgb48le)."""
+        layout = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
+        self.write(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=layout))
+
+    def close(self) -> None:
+        """Flush, let FFmpeg finish the file, and check it did."""
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except (BrokenPipeError, av.FFmpegError) as exc:
+            self._raise_failure(exc)
+        finally:
+            self._close_pipe()
+        try:
+            code = self._process.wait(self.timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            self._process.kill()
+            raise EncodeError(
+                f"ffmpeg did not finish the chunk within {self.timeout_s:.0f} s", code="E_ENCODE_TIMEOUT"
+            ) from exc
+        if code != 0:
+            self._raise_failure(None)
+
+    def abort(self) -> None:
+        """Stop FFmpeg and drop the partial output."""
+        self._close_pipe()
+        self._process.kill()
+        self._process.wait()
+        self._log.close()
+        self.output.unlink(missing_ok=True)
+
+    def _close_pipe(self) -> None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()
+
+    def _raise_failure(self, cause: BaseException | None) -> None:
+        self._close_pipe()
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._log.seek(0)
+        said = self._log.read().decode(errors="replace").strip()
+        if "No space left on device" in said:
+            raise OSError(errno.ENOSPC, "No space left on device (the chunk's encode)")
+        raise EncodeError(f"ffmpeg could not encode the chunk: {said[-500:] or cause}") from cause
+
+    def __enter__(self) -> ChunkEncoder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,221 @@
+"""`model=auto`: pick the RIFE model for one chunk from evidence in the chunk itself.
+
+Before a chunk is interpolated, each candidate model re-creates a few real frames of it from their
+neighbours — the quality self-check's method (`quality.self_check`: frame i from frames i − 1 and
+i + 1 at t = 1/2, PSNR against the real frame i), on frames spread over the chunk — and the model
+with the higher mean PSNR does the chunk. Neither model wins everywhere (HDv3 on small motion at
+t = 1/2, v4.25 on large motion and other timesteps), and the chunk's own frames say which case this is.
+
+The check re-creates frames at t = 1/2, so it measures what a chunk needs only when every frame the
+chunk adds is at t = 1/2 (×2). Chunks with other timesteps (×4, ×8, target rates) get the measured
+rule without a check: there the difference between the models is mostly how they reach t ≠ 1/2
+(HDv3 by bisection or flow scaling, v4.25 natively), which a t = 1/2 check cannot see — on the
+generated ×4 clip the check preferred HDv3 (27.64 dB) where v4.25 makes 31.20 dB (docs/benchmarks.md).
+
+Budget: the check may add at most `budget` (6 %) to the chunk's engine work, counted in passes
+weighted by each model's relative cost, whichever model wins (the chunk then costs that model's
+work). The chosen model's samples double as the chunk's quality self-check, so the samples the
+self-check would have made anyway are not counted. A chunk too short for one sample per model
+within that is not checked; it gets the rule (`models.rule_for`: hdv3 when every new frame is at
+t = 1/2, v4.25 otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy.typing as npt
+
+from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.models import AUTO, MODELS, ModelSpec, rule_for
+from services.gpu_interp.quality import ChunkQuality, sample_frames, self_check
+
+CHOICE_BUDGET = 0.06
+"""Share of the chunk's planned engine work the choice may cost."""
+MAX_SAMPLES = 3
+"""Frames each candidate re-creates at most."""
+
+ChosenBy = Literal["job", "check", "rule"]
+FrameSource = Callable[[int], npt.NDArray[Any]]
+"""Frame i of the chunk as an RGB array (decoded on demand)."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model does the chunk, how it was picked, and each candidate's check (empty unless
+    `chosen_by` is "check")."""
+
+    model: str
+    chosen_by: ChosenBy
+    checks: Mapping[str, ChunkQuality] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Mean PSNR (dB) of the re-created frames, by model."""
+        return {name: check.psnr_db for name, check in self.checks.items()}
+
+    @property
+    def quality(self) -> ChunkQuality | None:
+        """The chosen model's check: the chunk's quality self-check, already done."""
+        return self.checks.get(self.model)
+
+
+def planned_passes(
+    model: ModelSpec, pair_times: Iterable[Sequence[Fraction]], bisect_depth: int = 3
+) -> float:
+    """The chunk's engine work for `model`, in passes of the network (× its relative cost).
+
+    A native-timestep model runs once per requested t. HDv3 runs once per bisection midpoint it
+    needs for dyadic t (t = 1/4 needs 1/2 first), plus once per pair for all non-dyadic t together
+    (flow scaling shares one estimate). Quality modes multiply every pass alike, the check's too.
+    """
+    total = 0
+    for times in pair_times:
+        inner = {Fraction(t) for t in times if 0 < t < 1}
+        if model.native_timesteps:
+            total += len(inner)
+            continue
+        midpoints: set[Fraction] = set()
+        flowscale = False
+        for t in inner:
+            if t.denominator & (t.denominator - 1) or t.denominator > (1 << bisect_depth):
+                flowscale = True
+                continue
+            lo, hi = Fraction(0), Fraction(1)
+            while (mid := (lo + hi) / 2) != t:
+                midpoints.add(mid)
+                lo, hi = (lo, mid) if t < mid else (mid, hi)
+            midpoints.add(t)
+        total += len(midpoints) + int(flowscale)
+    return total * model.relative_cost
+
+
+def all_halves(times: Iterable[Fraction]) -> bool:
+    """True when every frame to make (0 < t < 1) is at t = 1/2: what the check itself measures."""
+    return all(t == Fraction(1, 2) for t in (Fraction(x) for x in times) if 0 < t < 1)
+
+
+def affordable_samples(
+    frame_count: int,
+    pair_times: Iterable[Sequence[Fraction]],
+    candidates: Sequence[ModelSpec],
+    budget: float = CHOICE_BUDGET,
+    max_samples: int = MAX_SAMPLES,
+    free_samples: int = 0,
+) -> int:
+    """Frames each candidate may re-create, whichever candidate then does the chunk.
+
+    Every sample costs one pass of every candidate. If candidate c wins, the chunk costs c's planned
+    work, and c's first `free_samples` samples are the quality self-check the chunk runs anyway; the
+    rest must fit in `budget` × c's work, for every c.
+    """
+    if frame_count < 3 or budget <= 0 or not candidates:
+        return 0
+    times = list(pair_times)
+    per_sample = sum(spec.relative_cost for spec in candidates)
+    best = 0
+    for samples in range(1, min(max_samples, frame_count - 2) + 1):
+        fits = all(
+            samples * per_sample - min(samples, free_samples) * spec.relative_cost
+            <= budget * planned_passes(spec, times) + 1e-9
+            for spec in candidates
+        )
+        if not fits:
+            break
+        best = samples
+    return best
+
+
+def choose_model(
+    requested: str,
+    engines: Mapping[str, InterpolationEngine],
+    frame: FrameSource,
+    frame_count: int,
+    pair_times: Mapping[int, Sequence[Fraction]],
+    *,
+    budget: float = CHOICE_BUDGET,
+    max_samples: int = MAX_SAMPLES,
+    batch_size: int = 4,
+    free_samples: int = 0,
+    window: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ModelChoice:
+    """The model for a chunk of `frame_count` frames whose pair i needs `pair_times[i]`.
+
+    `requested` is the job's `model`: a named model is used as it is; `auto` checks the candidate
+    `engines` (by model name) on sampled frames when every new frame is at t = 1/2 and the budget
+    allows, else applies the rule. Ties go to the rule's model. `free_samples`: how many frames the
+    chunk's quality self-check re-creates anyway (the chosen model's check replaces it). `window`:
+    only frames 0 … window − 1 are at hand (a streaming worker decides before the rest is decoded),
+    so the checked frames are spread over those.
+    """
+    if requested != AUTO:
+        return ModelChoice(requested, "job")
+    times = [t for ts in pair_times.values() for t in ts]
+    fallback = rule_for([float(t) for t in times])
+    if fallback not in engines:
+        fallback = next(iter(engines))
+    if not all_halves(times) or len(engines) < 2:
+        return ModelChoice(fallback, "rule")
+    candidates = [MODELS[name] for name in engines]
+    seen = frame_count if window is None else min(window, frame_count)
+    samples = affordable_samples(
+        frame_count, pair_times.values(), candidates, budget, min(max_samples, seen - 2), free_samples
+    )
+    if samples == 0:
+        return ModelChoice(fallback, "rule")
+    started = clock()
+    picks = sample_frames(seen, samples)
+    checks: dict[str, ChunkQuality] = {}
+    for name, engine in engines.items():
+        check = self_check(engine, frame, picks, batch_size=batch_size, clock=clock)
+        assert check is not None  # picks is not empty
+        checks[name] = check
+    best = max(checks, key=lambda name: (checks[name].psnr_db, name == fallback))
+    return ModelChoice(best, "check", checks, clock() - started)
+
+
+class AutoModel(InterpolationEngine):
+    """The candidate models as one engine: `choose` picks the one that interpolates next.
+
+    Memory settings go to every candidate, so whichever is chosen runs at the chunk's memory step.
+    """
+
+    name = "rife"
+
+    def __init__(self, engines: Mapping[str, InterpolationEngine]) -> None:
+        if not engines:
+            raise ValueError("AutoModel needs at least one candidate engine")
+        self.engines = dict(engines)
+        self.active = next(iter(self.engines))
+
+    @property
+    def device(self) -> Any:
+        return getattr(self.engines[self.active], "device", "cpu")
+
+    def choose(
+        self,
+        frame: FrameSource,
+        frame_count: int,
+        pair_times: Mapping[int, Sequence[Fraction]],
+        **options: Any,
+    ) -> ModelChoice:
+        """`choose_model` for `auto`; the chosen engine interpolates from now on."""
+        choice = choose_model(AUTO, self.engines, frame, frame_count, pair_times, **options)
+        self.active = choice.model
+        return choice
+
+    def memory_scale(self, height: int, width: int) -> float | None:
+        return self.engines[self.active].memory_scale(height, width)
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        for engine in self.engines.values():
+            engine.set_memory(scale, batch_size)
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        return self.engines[self.active].interpolate_times(first, second, times)

@@ -1,0 +1,105 @@
+"""The splitter's decisions as contracts: the chunk announcements and the job's plan (pure)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from infiniteflow_common.events import (
+    ChunkReady,
+    JobSplit,
+    OutputSlot,
+    SourceRange,
+    VideoEncoding,
+    VideoUploaded,
+)
+from services.splitter.analysis import Analysis
+from services.splitter.plan import JobPlan
+
+
+def chunk_specs(
+    event: VideoUploaded, plan: JobPlan, analysis: Analysis, encoding: VideoEncoding, *, model: str
+) -> list[ChunkReady]:
+    """One `ChunkReady` per planned chunk: its frames in the pinned source and its output slots."""
+    timed = all(p is not None for p in analysis.frame_pts)
+    base = analysis.stream_time_base
+    specs = []
+    for chunk in plan.chunks:
+        decoded = [
+            analysis.source_of[i] for i in range(chunk.first_frame, chunk.first_frame + chunk.frame_count)
+        ]
+        pts = tuple(int(analysis.frame_pts[d] or 0) for d in decoded) if timed else None
+        specs.append(
+            ChunkReady(
+                job_id=event.job_id,
+                chunk_index=chunk.index,
+                chunk_count=len(plan.chunks),
+                object_key=event.key,
+                first_frame=chunk.first_frame,
+                frame_count=chunk.frame_count,
+                first_output_frame=chunk.first_output_frame,
+                shares_last_frame=chunk.shares_last_frame,
+                ends_scene=chunk.ends_scene,
+                timesteps=tuple(OutputSlot(source_offset=s.source_index, t=float(s.t)) for s in chunk.slots),
+                engine=event.params.engine,
+                quality=event.params.quality,
+                width=analysis.width,
+                height=analysis.height,
+                pix_fmt=analysis.pix_fmt,
+                attempt=1,
+                source=SourceRange(
+                    bucket=event.bucket,
+                    key=event.key,
+                    version_id=event.version_id,
+                    etag=event.etag,
+                    size_bytes=event.size_bytes,
+                    time_base_num=base.numerator,
+                    time_base_den=base.denominator,
+                    frame_pts=pts,
+                    frame_indices=tuple(decoded),
+                ),
+                encoding=encoding,
+                out_fps_num=plan.out_rate.numerator,
+                out_fps_den=plan.out_rate.denominator,
+                model=model,
+            )
+        )
+    return specs
+
+
+def job_split(
+    job_id: uuid.UUID,
+    plan: JobPlan,
+    analysis: Analysis,
+    encoding: VideoEncoding,
+    *,
+    started_at: datetime,
+    split_at: datetime,
+) -> JobSplit:
+    """The job's plan as the muxer and the status API read it."""
+    positions = analysis.positions
+    # scene cuts as the user counts frames: input frame indices, whatever was skipped
+    cuts = tuple(int(positions[s]) if positions else s for s in plan.scene_starts)
+    vfr = analysis.pts is not None and analysis.time_base is not None
+    time_base = analysis.time_base if vfr and analysis.time_base else None
+    return JobSplit(
+        job_id=job_id,
+        chunk_count=len(plan.chunks),
+        source_frame_count=plan.input_frames or plan.source_frames,
+        in_fps_num=plan.in_rate.numerator,
+        in_fps_den=plan.in_rate.denominator,
+        out_fps_num=plan.out_rate.numerator,
+        out_fps_den=plan.out_rate.denominator,
+        out_frame_count=plan.out_frames,
+        scene_cuts=cuts,
+        vfr_converted=analysis.vfr_converted,
+        split_at=split_at,
+        planned_frame_count=plan.source_frames,
+        duplicates_skipped=(plan.input_frames or plan.source_frames) - plan.source_frames,
+        vfr_kept=vfr,
+        vfr_time_base_num=time_base.numerator if time_base else 0,
+        vfr_time_base_den=time_base.denominator if time_base else 1,
+        vfr_pts=tuple(analysis.pts or ()) if vfr else None,
+        encoding=encoding,
+        split_started_at=started_at,
+    )

@@ -1,0 +1,279 @@
+"""`model=auto`: each chunk gets the model that re-creates its own real frames better, within budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.models import MODELS
+from services.gpu_interp.model_choice import (
+    AutoModel,
+    affordable_samples,
+    choose_model,
+    planned_passes,
+)
+from tests.unit.engines.conftest import mse, panned
+
+
+class Blend(InterpolationEngine):
+    """Stand-in: the weighted average (poor wherever something moves)."""
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        return [(first * (1 - float(t)) + second * float(t)).round().astype(first.dtype) for t in times]
+
+
+class Oracle(InterpolationEngine):
+    """Stand-in that knows the scene: a pan of `step` px per frame, so its frames are exact."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.scale: float | None = None
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        # first is frame i - 1 of the pan (maybe through a lossy round trip): find i - 1 from the frame
+        starts = [min(range(16), key=lambda k: mse(f, _pan(k, self.step))) for f in first]
+        return [np.stack([_pan(s + 2 * float(t), self.step) for s in starts]) for t in times]
+
+    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+        self.scale = scale
+
+
+def _pan(index: float, step: float) -> Any:
+    return panned(32, 48, step * index)
+
+
+def _chunk(count: int, step: float) -> list[Any]:
+    return [_pan(i, step) for i in range(count)]
+
+
+def _halves(pairs: int) -> dict[int, list[Fraction]]:
+    return {i: [Fraction(1, 2)] for i in range(pairs)}
+
+
+def test_a_job_that_names_its_model_gets_it_unchecked() -> None:
+    frames = _chunk(9, 3)
+    choice = choose_model("v4.25", {"hdv3": Blend(), "v4.25": Blend()}, frames.__getitem__, 9, _halves(8))
+    assert (choice.model, choice.chosen_by, choice.scores) == ("v4.25", "job", {})
+
+
+@pytest.mark.parametrize(("good", "bad"), [("hdv3", "v4.25"), ("v4.25", "hdv3")])
+def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, bad: str) -> None:
+    frames = _chunk(9, 3)
+    engines = {good: Oracle(3), bad: Blend()}
+    choice = choose_model("auto", engines, frames.__getitem__, 9, _halves(8), budget=1.0)
+    assert choice.model == good
+    assert choice.chosen_by == "check"
+    assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
+    assert choice.scores[bad] < 40
+    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2
+    assert choice.quality is not None
+    assert choice.quality.samples == 2
+
+
+def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
+    """Constructed chunks where one model is clearly better (≥ 2 dB, measured when written):
+    a 2 px/frame pan (HDv3 +3 dB) and a 28 px/frame pan (v4.25 +3 dB)."""
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
+
+    settings = RifeSettings(device="cpu", precision="fp32", scale=1.0)
+    engines = {name: build_model(name, settings) for name in MODELS}
+    for step, expected in ((2, "hdv3"), (28, "v4.25")):
+        frames = [panned(96, 128, step * i) for i in range(5)]
+        # budget 4: 4 pairs × 0.45 × 4 / 1.45 → every inner frame (1, 2, 3) re-created by both models
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=4.0)
+        assert choice.model == expected, f"{step} px/frame: {choice.scores}"
+        loser = min(choice.scores.values())
+        assert choice.scores[expected] - loser > 2.0
+
+
+def test_other_timesteps_get_the_rule_because_a_half_way_check_cannot_judge_them() -> None:
+    frames = _chunk(9, 3)
+    thirds = {i: [Fraction(1, 3), Fraction(2, 3)] for i in range(8)}
+    choice = choose_model(
+        "auto", {"hdv3": Oracle(3), "v4.25": Blend()}, frames.__getitem__, 9, thirds, budget=1.0
+    )
+    assert (choice.model, choice.chosen_by, choice.scores) == ("v4.25", "rule", {})
+
+
+def test_a_chunk_too_short_for_the_budget_gets_the_rule_without_any_check() -> None:
+    calls: list[str] = []
+
+    class Counting(Blend):
+        def _interpolate_times(
+            self, first: Frames, second: Frames, times: Sequence[Fraction]
+        ) -> list[Frames]:
+            calls.append("pass")
+            return super()._interpolate_times(first, second, times)
+
+    frames = _chunk(9, 3)
+    engines = {"hdv3": Counting(), "v4.25": Counting()}
+    halves = choose_model("auto", engines, frames.__getitem__, 9, _halves(8))
+    quarters = {i: [Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)] for i in range(8)}
+    fours = choose_model("auto", engines, frames.__getitem__, 9, quarters)
+    assert (halves.model, halves.chosen_by) == ("hdv3", "rule")
+    assert (fours.model, fours.chosen_by) == ("v4.25", "rule")
+    assert calls == []
+
+
+def test_planned_work_counts_bisection_for_hdv3_and_one_pass_per_time_for_v425() -> None:
+    quarters = [[Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)]] * 10
+    assert planned_passes(MODELS["hdv3"], quarters) == 30
+    assert planned_passes(MODELS["v4.25"], quarters) == pytest.approx(30 * MODELS["v4.25"].relative_cost)
+    assert planned_passes(MODELS["hdv3"], [[Fraction(1, 4)]]) == 2  # 1/2 first, then 1/4
+    fifths = [[Fraction(1, 5), Fraction(2, 5), Fraction(1, 2)]]
+    assert planned_passes(MODELS["hdv3"], fifths) == 2  # one shared flow-scaling pass + 1/2
+
+
+@pytest.mark.parametrize("free", [0, 1, 3])
+@pytest.mark.parametrize("pairs", [1, 6, 24, 48, 96, 500, 10_000])
+def test_the_check_adds_at_most_six_percent_whichever_model_wins(pairs: int, free: int) -> None:
+    both = [MODELS["hdv3"], MODELS["v4.25"]]
+    halves = [[Fraction(1, 2)]] * pairs
+    samples = affordable_samples(pairs + 1, halves, both, free_samples=free)
+    assert samples <= 3
+    for winner in both:
+        extra = samples * sum(m.relative_cost for m in both) - min(samples, free) * winner.relative_cost
+        assert extra <= 0.06 * planned_passes(winner, halves) + 1e-9
+
+
+def test_a_default_48_frame_x2_chunk_affords_one_frame_per_model_counting_the_self_check() -> None:
+    both = [MODELS["hdv3"], MODELS["v4.25"]]
+    halves = [[Fraction(1, 2)]] * 48
+    assert affordable_samples(49, halves, both, free_samples=1) == 1
+    assert affordable_samples(49, halves, both, free_samples=0) == 0  # without the self-check's share
+    assert affordable_samples(2, [[Fraction(1, 2)]], both, free_samples=3) == 0  # no frame has two neighbours
+
+
+def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
+    oracle, blend = Oracle(3), Oracle(3)
+    auto = AutoModel({"hdv3": oracle, "v4.25": blend})
+    auto.set_memory(0.5, 2)
+    assert oracle.scale == blend.scale == 0.5
+    frames = _chunk(9, 3)
+    auto.engines["v4.25"] = Blend()
+    choice = auto.choose(frames.__getitem__, 9, _halves(8), budget=1.0)
+    assert auto.active == choice.model == "hdv3"
+    out = auto.interpolate(frames[0], frames[2])
+    assert np.array_equal(out, frames[1])
+
+
+@pytest.mark.ffmpeg
+def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_check() -> None:
+    import av
+
+    from infiniteflow_common.events import OutputSlot
+    from services.gpu_interp.chunk_work import interpolate_chunk
+
+    class Sink:
+        count = 0
+
+        def write(self, frame: Any) -> None:
+            self.count += 1
+
+        def write_rgb(self, rgb: Any) -> None:
+            self.count += 1
+
+    frames = [av.VideoFrame.from_ndarray(f, format="rgb24") for f in _chunk(9, 3)]
+    auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
+    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(8) for k in range(2)]
+    slots.append(OutputSlot(source_offset=8, t=0.0))
+    seen_windows: list[int] = []
+
+    def choose(frame: Any, count: int, pairs: Any, *, window: int) -> Any:
+        seen_windows.append(window)
+        return auto.choose(frame, count, pairs, budget=1.0, window=window)
+
+    sink = Sink()
+    outcome = interpolate_chunk(
+        auto, iter(frames), sink, slots, expected_frames=9, quality_budget=0.5, choose=choose
+    )
+    assert seen_windows == [9], "a chunk shorter than the window is checked on all its frames"
+    assert sink.count == 17
+    assert outcome.model_choice is not None
+    assert outcome.model_choice.model == "v4.25"
+    assert outcome.quality == outcome.model_choice.quality, "the choice's check is the self-check"
+    assert outcome.quality is not None
+    assert outcome.quality.psnr_db > 40
+
+
+def test_a_long_chunk_is_checked_on_its_leading_frames_only() -> None:
+    """The choice happens before interpolation starts, so a worker holds at most the window's frames."""
+    import av
+
+    from infiniteflow_common.events import OutputSlot
+    from services.gpu_interp.chunk_work import CHOICE_WINDOW, interpolate_chunk
+
+    class Sink:
+        count = 0
+
+        def write(self, frame: Any) -> None:
+            self.count += 1
+
+        def write_rgb(self, rgb: Any) -> None:
+            self.count += 1
+
+    count = CHOICE_WINDOW * 4
+    decoded: list[int] = []
+
+    def frames() -> Any:
+        for index, frame in enumerate(_chunk(count, 3)):
+            decoded.append(index)
+            yield av.VideoFrame.from_ndarray(frame, format="rgb24")
+
+    auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
+    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(count - 1) for k in range(2)]
+    slots.append(OutputSlot(source_offset=count - 1, t=0.0))
+    picked: list[tuple[int, int]] = []
+
+    def choose(frame: Any, frame_count: int, pairs: Any, *, window: int) -> Any:
+        picked.append((len(decoded), window))
+        return auto.choose(frame, frame_count, pairs, budget=1.0, window=window)
+
+    outcome = interpolate_chunk(
+        auto, frames(), Sink(), slots, expected_frames=count, quality_budget=0.5, choose=choose
+    )
+    assert picked == [(CHOICE_WINDOW, CHOICE_WINDOW)], "chosen once, after decoding only the window"
+    assert outcome.model_choice is not None
+    assert outcome.model_choice.quality is not None
+    assert max(outcome.model_choice.quality.frames) < CHOICE_WINDOW - 1
+
+
+def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from infiniteflow_common.deps import Deps
+    from infiniteflow_common.events import ChunkReady
+    from services.gpu_interp.config import WorkerSettings
+    from services.gpu_interp.engine_registry import EngineCache
+    from services.gpu_interp.handlers import ChunkHandler
+
+    built: list[tuple[str, str, str]] = []
+
+    class Cache:
+        def get(self, name: str, quality: str, model: str = "hdv3") -> InterpolationEngine:
+            built.append((name, quality, model))
+            return Blend()
+
+    deps = Deps(
+        sessions=cast(Any, None), storage=cast(Any, None), catalog=cast(Any, None), publish=cast(Any, None)
+    )
+    handler = ChunkHandler(settings=WorkerSettings(), deps=deps, engines=cast(EngineCache, Cache()))
+    spec = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta", model="auto"))
+    engine, choose = handler._engine_for(spec)
+    assert isinstance(engine, AutoModel)
+    assert choose is not None
+    assert built == [("rife", "tta", "hdv3"), ("rife", "tta", "v4.25")]
+    built.clear()
+    named = cast(ChunkReady, SimpleNamespace(engine="rife", quality="tta", model="v4.25"))
+    engine, choose = handler._engine_for(named)
+    assert (built, choose) == ([("rife", "tta", "v4.25")], None)
+    flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast", model="auto"))
+    _, choose = handler._engine_for(flow)
+    assert choose is None, "the flow engine has no models to choose from"
