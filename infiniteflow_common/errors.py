@@ -42,6 +42,12 @@ class DecodeError(InvalidMessage):
     code = "E_DECODE"
 
 
+class WorkCancelled(InfiniteFlowError):  # noqa: N818 - a decision, not a failure
+    """The job was cancelled while this stage worked on it: stop, keep nothing, commit the record."""
+
+    code = "E_JOB_CANCELLED"
+
+
 class HandedBack(InfiniteFlowError):  # noqa: N818 - a decision, not a failure
     """The process is stopping and gave the message's work back: leave it uncommitted, do not retry.
 

@@ -179,6 +179,8 @@ async def cancelled_among(session: AsyncSession, job_ids: list[uuid.UUID]) -> se
         .where(col(Job.status) == JobStatus.CANCELLED.value)
     )
     return set(rows.scalars().all())
+
+
 async def claim_assembly(
     session: AsyncSession, job_id: uuid.UUID, *, owner: str, lease_s: float
 ) -> tuple[bool, datetime | None]:

@@ -18,6 +18,8 @@ class WorkerSettings(CommonSettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}")
     # A claimed chunk is this worker's for `lease_seconds`, renewed every third of it while it works.
     lease_seconds: float = Field(default=60.0, gt=1)
+    # How often a worker asks whether the job of the chunk in hand was cancelled (it stops at the next batch).
+    cancel_poll_s: float = Field(default=2.0, gt=0)
     # Chunk work runs inside the handler; this bounds it (chunks are kept short by the splitter).
     max_poll_interval_ms: int = Field(default=1_800_000, ge=60_000)
     batch_size: int = Field(default=4, ge=1)

@@ -1,5 +1,7 @@
 """Stopping a worker without losing time: finish the chunk in hand if it fits the grace period, else hand it back.
 
+A cancelled job stops its chunks at the next batch, whatever the worker is doing otherwise.
+
 A pod being scaled down gets SIGTERM and a termination grace period. Finishing a chunk that will be done
 in time saves its work; a chunk that would not be done in time is better released at once (its lease
 cleared, its record left uncommitted) so another worker starts it now rather than after the lease runs out.
@@ -11,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infiniteflow_common.errors import HandedBack
+from infiniteflow_common.errors import HandedBack, WorkCancelled
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Drain:
     stopping: Callable[[], bool]
     budget_s: float
     clock: Callable[[], float] = time.monotonic
+    cancelled: Callable[[], bool] = lambda: False
     started_at: float = field(init=False)
     stop_seen_at: float | None = None
 
@@ -28,7 +31,10 @@ class Drain:
         self.started_at = self.clock()
 
     def check(self, done: int, total: int) -> None:
-        """Raise `HandedBack` when the worker is stopping and the chunk would not finish within the budget."""
+        """Raise `WorkCancelled` once the job is cancelled, and `HandedBack` when the worker is stopping
+        and the chunk would not finish within the budget."""
+        if self.cancelled():
+            raise WorkCancelled("the job was cancelled; the chunk is abandoned")
         if not self.stopping():
             return
         now = self.clock()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 from infiniteflow_common import chunks, jobs
 from infiniteflow_common.db import FINAL_STATUSES, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError
+from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError, WorkCancelled
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
@@ -167,22 +168,38 @@ class ChunkHandler(PipelineHandler):
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         lost = asyncio.Event()
+        cancelled = threading.Event()
         keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
+        watcher = asyncio.create_task(self._watch_cancel(spec, cancelled))
         started_at = datetime.now(UTC)
         try:
             output = workdir / "chunk.mkv"
             try:
                 engine, choose = await asyncio.to_thread(self._engine_for, spec)
                 # told to stop while getting ready: hand back before starting
-                drain = Drain(self.stopping, budget_s=self.settings.shutdown_grace_s * 0.7)
+                drain = Drain(
+                    self.stopping,
+                    budget_s=self.settings.shutdown_grace_s * 0.7,
+                    cancelled=cancelled.is_set,
+                )
                 drain.check(0, 1)
                 started = time.perf_counter()
                 outcome = await asyncio.to_thread(self._interpolate, spec, engine, output, drain, choose)
+                if await self._job_cancelled(spec.job_id):  # after the last batch: upload nothing
+                    raise WorkCancelled("the job was cancelled; the chunk is abandoned")
             except (HandedBack, asyncio.CancelledError):
                 # handing back, or cut short at the end of the grace period: free the chunk either way
                 await asyncio.shield(self._release(spec, epoch))
                 metrics.CHUNKS.labels("handed_back").inc()
                 raise
+            except WorkCancelled:
+                await self._release(spec, epoch)  # nobody will claim it; the lease shows it idle
+                metrics.CHUNKS.labels("cancelled").inc()
+                log.info(
+                    "job cancelled; chunk abandoned", job_id=str(spec.job_id), chunk_index=spec.chunk_index
+                )
+                await self._delete_work(spec.job_id)
+                return
             seconds = time.perf_counter() - started
             if lost.is_set() or not await self._renew(spec, epoch):
                 metrics.CHUNKS.labels("fenced").inc()
@@ -204,10 +221,26 @@ class ChunkHandler(PipelineHandler):
             )
             self._observe(spec, epoch, outcome, seconds, size)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (keeper, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _job_cancelled(self, job_id: uuid.UUID) -> bool:
+        async with transaction(self.sessions) as session:
+            return await jobs.is_cancelled(session, job_id)
+
+    async def _watch_cancel(self, spec: ChunkReady, cancelled: threading.Event) -> None:
+        """Set `cancelled` once the chunk's job is cancelled; the work stops at its next batch."""
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll_s)
+            try:
+                if await self._job_cancelled(spec.job_id):
+                    cancelled.set()
+                    return
+            except Exception as exc:  # a database hiccup: ask again at the next poll
+                log.warning("cancel check failed", job_id=str(spec.job_id), error=str(exc))
 
     def _engine_for(self, spec: ChunkReady) -> tuple[InterpolationEngine, ChooseModel | None]:
         """The chunk's engine; for `rife` with `model=auto`, both models and the hook that picks one.

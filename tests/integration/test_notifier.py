@@ -695,6 +695,8 @@ async def test_a_cancelled_job_sends_one_signed_job_cancelled_webhook_however_of
         "progress": 40,
         "cancelled_at": "2026-11-30T21:00:05.120Z",
     }
+
+
 @pytest.mark.kafka
 @pytest.mark.parametrize(
     ("url", "code"),
