@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from infiniteflow_common.errors import HandedBack
+from infiniteflow_common.errors import HandedBack, WorkCancelled
 from services.gpu_interp.drain import Drain
 
 
@@ -52,3 +52,12 @@ def test_the_budget_counts_from_when_the_stop_was_first_seen() -> None:
     clock.now = 65  # slowed down: 10 s left of the budget, 11 s of work to go
     with pytest.raises(HandedBack):
         drain.check(50, 60)
+
+
+def test_a_cancelled_job_stops_its_chunk_at_the_next_batch_even_when_the_worker_is_not_stopping() -> None:
+    cancelled = False
+    drain = Drain(lambda: False, budget_s=60, clock=Clock(), cancelled=lambda: cancelled)
+    drain.check(1, 10)
+    cancelled = True
+    with pytest.raises(WorkCancelled):
+        drain.check(2, 10)
