@@ -13,7 +13,7 @@ from pathlib import Path
 from infiniteflow_common.media import MediaError, decode_video, rational
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
-from services.splitter.scenes import SceneCuts, small_bgr
+from services.splitter.scenes import Downscaler, SceneCuts
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def _analyse_timing(
     width = height = 0
     pix_fmt = ""
     cuts = SceneCuts(rate, settings.scene_threshold, settings.scene_min_frames)
+    small_bgr = Downscaler(settings.scene_width)
     index = -1
     for index, frame in enumerate(decode_video(source)):
         if index == 0:
@@ -102,7 +103,7 @@ def _analyse_timing(
             if frame.pts is not None
             else Fraction(index) / rate
         )
-        small = small_bgr(frame, settings.scene_width)
+        small = small_bgr(frame)
         cuts.feed(index, small)
         if duplicates is not None:
             duplicates.feed(small)

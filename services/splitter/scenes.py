@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
 from scenedetect import ContentDetector
 from scenedetect.common import FrameTimecode
 
@@ -33,7 +34,18 @@ class SceneCuts:
         return sorted({s for s in self.starts if s > 0})
 
 
-def small_bgr(frame: Any, width: int) -> npt.NDArray[np.uint8]:
-    """The frame downscaled to `width` (aspect kept) as BGR, what the detector compares."""
-    height = max(2, round(frame.height * width / max(1, frame.width)) // 2 * 2)
-    return np.asarray(frame.reformat(width=width, height=height, format="bgr24").to_ndarray())
+class Downscaler:
+    """Frames as small BGR images, what the detectors compare: `width` wide, aspect kept.
+
+    One scaler is reused for every frame: PyAV's `VideoFrame.reformat` builds a new one per call,
+    which cost more than decoding the frame (measured: the split of a 16×16 stream 7.1 s → 1.0 s).
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._scaler = VideoReformatter()
+
+    def __call__(self, frame: Any) -> npt.NDArray[np.uint8]:
+        height = max(2, round(frame.height * self.width / max(1, frame.width)) // 2 * 2)
+        scaled = self._scaler.reformat(frame, width=self.width, height=height, format="bgr24")
+        return np.asarray(scaled.to_ndarray())
