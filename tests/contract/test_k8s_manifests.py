@@ -94,12 +94,13 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept("chunking rules", "CHUNK_FRAMES", "SCENE_THRESHOLD", "SCENE_MIN_FRAMES", "SCENE_WIDTH"),
     **_kept(
         "chunk sizing by work: the target, bounds and engine speeds are tuned with the capacity script",
-        "CHUNK_TARGET_S", "CHUNK_MIN_FRAMES", "CHUNK_MAX_FRAMES", "ENGINE_MPIX_PER_S",
+        "CHUNK_TARGET_S", "CHUNK_MIN_FRAMES", "CHUNK_MAX_FRAMES",
     ),
     **_kept(
         "a worker's source reads and chunk encodes: stalls and hangs fail the attempt, which is retried",
         "SOURCE_TIMEOUT_S", "ENCODE_TIMEOUT_S",
     ),
+    **_kept("how soon a worker notices its job was cancelled: one cheap query per poll", "CANCEL_POLL_S"),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
     **_kept(
         "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
