@@ -130,6 +130,23 @@ def fetch_source(
         raise
 
 
+def check_source(client: Minio, bucket: str, key: str, *, version_id: str | None, etag: str) -> None:
+    """Raise the permanent error of a source that is no longer the probed object (deleted, forbidden or
+    replaced); return when it still is.
+
+    A reader streaming the source over HTTP sees a deletion mid-read as broken data, not as a 404:
+    asking the store tells a damaged file from a missing one.
+    """
+    try:
+        info = client.stat_object(bucket, key, version_id=version_id)
+    except (S3Error, ServerError) as exc:
+        if (error := permanent_storage_failure(exc)) is not None:
+            raise error from exc
+        raise
+    if version_id is None and (info.etag or "").strip('"') != etag.strip('"'):
+        raise _changed(f"the object {key!r}")
+
+
 def source_url(client: Minio, bucket: str, key: str, *, version_id: str | None, expires_s: float) -> str:
     """A presigned GET of the probed version, for a reader that fetches only the ranges it needs."""
     return client.presigned_get_object(

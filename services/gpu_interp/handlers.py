@@ -30,8 +30,9 @@ from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientErro
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.media import MediaError
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.storage import delete_prefix, source_url
+from infiniteflow_common.storage import check_source, delete_prefix, source_url
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import metrics
 from services.gpu_interp.chunk_work import ChooseModel, ChunkOutcome, interpolate_with_retries
@@ -46,6 +47,9 @@ from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
 from services.gpu_interp.quality import sample_count
 
 log = get_logger()
+
+SOURCE_READ_CODES = frozenset({"E_MEDIA_CORRUPT", "E_MEDIA_UNREADABLE", "E_CHUNK_FRAME_COUNT"})
+"""Decode failures of a source ingest probed as sound: the object may have been deleted or replaced."""
 
 
 def result_key(job_id: uuid.UUID, index: int, epoch: int) -> str:
@@ -192,6 +196,10 @@ class ChunkHandler(PipelineHandler):
                 await asyncio.shield(self._release(spec, epoch))
                 metrics.CHUNKS.labels("handed_back").inc()
                 raise
+            except MediaError as exc:
+                if exc.code in SOURCE_READ_CODES:  # broken data, or the source went away mid-read?
+                    await asyncio.to_thread(self._check_source, spec)
+                raise
             except WorkCancelled:
                 await self._release(spec, epoch)  # nobody will claim it; the lease shows it idle
                 metrics.CHUNKS.labels("cancelled").inc()
@@ -226,6 +234,11 @@ class ChunkHandler(PipelineHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _check_source(self, spec: ChunkReady) -> None:
+        assert spec.source is not None
+        source = spec.source
+        check_source(self.storage, source.bucket, source.key, version_id=source.version_id, etag=source.etag)
 
     async def _job_cancelled(self, job_id: uuid.UUID) -> bool:
         async with transaction(self.sessions) as session:
