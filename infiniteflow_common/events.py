@@ -182,6 +182,7 @@ class JobSplit(Event):
     vfr_pts: tuple[Long, ...] | None = None
     encoding: VideoEncoding | None = None
     split_started_at: UtcMillis | None = None
+    container: Literal["mp4", "mov", "mkv"] = "mp4"
 
 
 class ChunkReady(Event):

@@ -13,6 +13,7 @@ import functools
 import re
 import subprocess
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +70,11 @@ class OutputOptions(BaseModel):
     preset: str | None = None
     # Skip duplicated source frames and interpolate across the real motion (timing unchanged).
     dedupe: bool = False
+    # Decided at ingest from the source's streams (`infiniteflow_common.streams`), never by the user:
+    # the container that carries every audio and subtitle track bit-exact, why, and what it drops.
+    container: Literal["mp4", "mov", "mkv"] = "mp4"
+    container_reason: str | None = None
+    container_losses: tuple[str, ...] = ()
 
 
 @functools.cache

@@ -410,7 +410,15 @@ async def run_ffprobe(
 
 
 async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction | None = None) -> MediaProbe:
-    """Probe a local file safely; `frame_factor` (the multiplier) bounds frames × factor when known.
+    """Probe a local file safely; `frame_factor` (the multiplier) bounds frames × factor when known."""
+    probe, _ = await probe_source(path, limits, frame_factor=frame_factor)
+    return probe
+
+
+async def probe_source(
+    path: Path, limits: ProbeLimits, *, frame_factor: Fraction | None = None
+) -> tuple[MediaProbe, list[dict[str, Any]]]:
+    """`probe_file`, plus ffprobe's stream list (for the output container decision).
 
     Three ffprobe runs: the header (cheap: all structural limits are checked here, including an estimate
     of the frame budget), the counted packets of the video stream, and the first packets' timestamps for
@@ -463,7 +471,7 @@ async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction 
     probe = map_probe(doc, limits, frame_count=frame_count, pts=pts)
     if frame_factor is not None:
         check_frame_budget(probe.frame_count, frame_factor, limits)
-    return probe
+    return probe, [s for s in doc.get("streams") or [] if isinstance(s, dict)]
 
 
 def limits_from(settings: Any) -> ProbeLimits:

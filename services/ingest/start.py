@@ -39,8 +39,9 @@ from infiniteflow_common.failures import ScratchFullError, is_disk_full
 from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.output import available_encoders
+from infiniteflow_common.output import OutputOptions, available_encoders
 from infiniteflow_common.storage import ObjectUnavailableError, permanent_storage_failure
+from infiniteflow_common.streams import StreamUnsupportedError, plan_streams
 from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
@@ -54,7 +55,7 @@ from services.ingest.params import (
     parse_params,
     resolve_output,
 )
-from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_file
+from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_source
 
 log = get_logger()
 
@@ -70,7 +71,7 @@ class UploadTooLargeError(InfiniteFlowError):
     code = "E_UPLOAD_TOO_LARGE"
 
 
-PERMANENT = (InvalidParams, ProbeError, ObjectUnavailableError, UploadTooLargeError)
+PERMANENT = (InvalidParams, ProbeError, ObjectUnavailableError, UploadTooLargeError, StreamUnsupportedError)
 """Failures that no retry can fix: the job fails and the user is told."""
 
 
@@ -241,9 +242,9 @@ class JobStarter:
             try:
                 params = parse_params(record.user_metadata, self.defaults)
                 output = parse_output_options(record.user_metadata, self.defaults)
-                probe = await self._fetch_and_probe(job_id, record, params)
+                probe, streams = await self._fetch_and_probe(job_id, record, params)
                 check_against_probe(params, probe)
-                output = resolve_output(output, probe, self.defaults)
+                output = with_container(resolve_output(output, probe, self.defaults), streams, probe)
             except (*PERMANENT, OSError) as exc:
                 if isinstance(exc, OSError) and not is_disk_full(exc):
                     raise
@@ -327,7 +328,7 @@ class JobStarter:
 
     async def _fetch_and_probe(
         self, job_id: uuid.UUID, record: ObjectCreated, params: JobParams
-    ) -> MediaProbe:
+    ) -> tuple[MediaProbe, list[dict[str, Any]]]:
         limit = self.settings.max_upload_bytes
         if record.size > limit:
             raise UploadTooLargeError(_too_large(record.size, limit))
@@ -340,12 +341,12 @@ class JobStarter:
             try:
                 # A target rate's factor is only known after the probe; it is checked below.
                 factor = Fraction(params.multiplier) if params.multiplier is not None else None
-                probe = await probe_file(path, self.limits, frame_factor=factor)
+                probe, streams = await probe_source(path, self.limits, frame_factor=factor)
             finally:
                 metrics.PROBE_SECONDS.observe(time.perf_counter() - started)
         if params.target_fps is not None:
             check_frame_budget(probe.frame_count, Fraction(params.target_fps) / input_fps(probe), self.limits)
-        return probe
+        return probe, streams
 
     def _download(self, record: ObjectCreated, path: Path, limit: int) -> None:
         """Stream the exact object version of the event (If-Match on its ETag) into `path`."""
@@ -374,6 +375,22 @@ class JobStarter:
             with contextlib.suppress(Exception):
                 response.close()
                 response.release_conn()
+
+
+def with_container(output: OutputOptions, streams: list[dict[str, Any]], probe: MediaProbe) -> OutputOptions:
+    """The resolved output options with the container that carries every stream of the source.
+
+    Decided here, before any work, so a stream no container carries fails the job at once
+    (`E_STREAM_UNSUPPORTED`) instead of at the final mux after all the GPU work.
+    """
+    plan = plan_streams(streams, video_codec=output.codec, rotation=probe.rotation)
+    return output.model_copy(
+        update={
+            "container": plan.container,
+            "container_reason": plan.reason,
+            "container_losses": plan.losses,
+        }
+    )
 
 
 def _too_large(size: int, limit: int) -> str:

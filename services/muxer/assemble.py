@@ -20,8 +20,11 @@ from typing import Any
 
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import JobSplit
+from infiniteflow_common.streams import KNOWN_DISPOSITIONS, TEXT_SUBTITLES, Container, tracks_of
 
-TEXT_SUBTITLES = {"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "text"}
+LEGACY_STYLED = frozenset({"ass", "ssa"})
+"""Plans from before the container decision put styled subtitles into MP4 as plain text; now they go
+to Matroska, styles and all."""
 
 
 class MuxError(InfiniteFlowError):
@@ -92,8 +95,24 @@ def timing_of(probed: dict[str, Any]) -> OutputTiming:
     )
 
 
-def measure_output(path: Path, timeout_s: float = 120.0) -> OutputTiming:
-    """Frame count and stream ends of the finished output (ffprobe counts the video packets)."""
+def kept_tracks(probed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The audio and subtitle streams of an ffprobe result, as the job's result lists them (pure)."""
+    return [
+        {
+            "index": t.index,
+            "kind": t.kind,
+            "codec": t.codec,
+            "language": t.language,
+            "title": t.title,
+            "dispositions": sorted(t.dispositions),
+        }
+        for t in tracks_of(probed.get("streams") or [])
+    ]
+
+
+def measure_output(path: Path, timeout_s: float = 120.0) -> tuple[OutputTiming, list[dict[str, Any]]]:
+    """Frame count and stream ends of the finished output (ffprobe counts the video packets), and its
+    audio and subtitle tracks."""
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-count_packets", "-of", "json",
          "-show_streams", "file:" + str(path)],
@@ -101,7 +120,8 @@ def measure_output(path: Path, timeout_s: float = 120.0) -> OutputTiming:
     )  # fmt: skip
     if result.returncode != 0:
         raise MuxError(f"ffprobe could not read the output: {result.stderr.strip()[-300:]}")
-    return timing_of(json.loads(result.stdout))
+    probed = json.loads(result.stdout)
+    return timing_of(probed), kept_tracks(probed)
 
 
 def output_stamps(split: JobSplit) -> tuple[Fraction, list[int]]:
@@ -145,10 +165,14 @@ def remux_command(
     *,
     timescale: int,
     rotation: int = 0,
+    container: Container = "mp4",
 ) -> list[str]:
     """The ffmpeg argument list that muxes the video with the source's audio and subtitles, all copied.
 
-    The video's timestamps pass unchanged (`timescale` is a multiple of their time base).
+    Every audio stream is copied packet for packet; every subtitle stream the container takes is
+    mapped (text ones converted to its text format), each with its tags and its exact dispositions
+    (set explicitly, so FFmpeg adds no `default` flag of its own). For MP4/MOV the video's timestamps
+    pass unchanged (`timescale` is a multiple of their time base); Matroska keeps 1 ms ones.
     """
     command = [
         "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
@@ -156,17 +180,48 @@ def remux_command(
         "-protocol_whitelist", "file", "-i", "file:" + str(source),
         "-map", "0:v:0", "-map", "1:a?",
     ]  # fmt: skip
-    subtitle_codecs = [s.get("codec_name") for s in source_streams if s.get("codec_type") == "subtitle"]
-    if subtitle_codecs and all(codec in TEXT_SUBTITLES for codec in subtitle_codecs):
+    tracks = [t for t in tracks_of(source_streams) if t.kind == "subtitle"]
+    if container == "mkv":
+        command += ["-map", "1:s?", "-map", "1:t?"]  # attachments: the fonts of ASS subtitles
+        # Matroska has no mov_text: MP4's text subtitles become SRT, word for word
+        command += ["-c:s", "copy"]
+        for position, track in enumerate(tracks):
+            if track.codec in ("mov_text", "text"):
+                command += [f"-c:s:{position}", "subrip"]
+    elif tracks and all(t.codec in TEXT_SUBTITLES | LEGACY_STYLED for t in tracks):
         command += ["-map", "1:s?"]
-        command += ["-c:s", "copy"] if all(c == "mov_text" for c in subtitle_codecs) else ["-c:s", "mov_text"]
+        command += ["-c:s", "copy"] if all(t.codec == "mov_text" for t in tracks) else ["-c:s", "mov_text"]
+    else:
+        tracks = []  # a plan from before the container decision: MP4 takes no bitmap subtitles
     command += ["-map_metadata", "1", "-map_chapters", "1"]
-    command += ["-c:v", "copy", "-c:a", "copy", "-video_track_timescale", str(timescale)]
-    if rotation % 360:
+    command += ["-c:v", "copy", "-c:a", "copy"]
+    command += dispositions(source_streams, subtitles=bool(tracks))
+    if container != "mkv":
+        command += ["-video_track_timescale", str(timescale)]
+    if rotation % 360 and container != "mkv":
         # FFmpeg 5.1 writes the display matrix from this tag when stream-copying; it reads back as `rotation`
         command += ["-metadata:s:v:0", f"rotate={rotation % 360}"]
-    command += ["-movflags", "+faststart", "file:" + str(output)]
+    if container != "mkv":
+        command += ["-movflags", "+faststart"]
+    command += ["-f", {"mp4": "mp4", "mov": "mov", "mkv": "matroska"}[container], "file:" + str(output)]
     return command
+
+
+def dispositions(source_streams: list[dict[str, Any]], *, subtitles: bool) -> list[str]:
+    """`-disposition` options giving each copied audio (and subtitle) stream exactly its source's flags.
+
+    Without them FFmpeg marks the first stream of a kind `default` when none is, changing the file.
+    """
+    options = ["-disposition:v:0", "default"]
+    counts = {"audio": 0, "subtitle": 0}
+    for track in tracks_of(source_streams):
+        if track.kind == "subtitle" and not subtitles:
+            continue
+        position = counts[track.kind]
+        counts[track.kind] += 1
+        flags = "+".join(name for name in KNOWN_DISPOSITIONS if name in track.dispositions) or "0"
+        options += [f"-disposition:{track.kind[0]}:{position}", flags]
+    return options
 
 
 def run_ffmpeg(command: list[str], timeout_s: float) -> None:

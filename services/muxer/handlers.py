@@ -34,6 +34,7 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.reports import timing_view
 from infiniteflow_common.storage import delete_prefix, fetch_source
+from infiniteflow_common.streams import CONTENT_TYPES
 from infiniteflow_common.tenants import tenant_prefix
 from infiniteflow_common.topics import Topic
 from services.muxer import metrics
@@ -54,12 +55,15 @@ log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
 
 
-def output_key(job: Job, rate: Fraction, prefix: str = "") -> str:
-    """`{tenant prefix}{job_id}/{source stem}_{rate}fps.mp4`, the stem reduced to safe characters."""
+def output_key(job: Job, rate: Fraction, prefix: str = "", container: str = "mp4") -> str:
+    """`{tenant prefix}{job_id}/{source stem}_{rate}fps.{container}`, the stem reduced to safe characters.
+
+    The extension is the container chosen at ingest (`mp4`, `mov` or `mkv`), so the key says it.
+    """
     stem = PurePosixPath(job.source_key).stem
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80] or "video"
     fps = f"{float(rate):.3f}".rstrip("0").rstrip(".")
-    return f"{prefix}{job.id}/{safe}_{fps}fps.mp4"
+    return f"{prefix}{job.id}/{safe}_{fps}fps.{container}"
 
 
 def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None:
@@ -81,6 +85,8 @@ class Assembled:
     key: str
     size: int
     measured: OutputTiming
+    tracks: tuple[dict[str, Any], ...] = ()
+    """The output's audio and subtitle streams as ffprobe reads them back (codec, language, title, flags)."""
 
 
 def completion(
@@ -122,6 +128,10 @@ def completion(
         "scene_starts": list(split.scene_cuts),
         "vfr_converted": split.vfr_converted,
         "mux_seconds": round(mux_seconds, 3),
+        "container": split.container,
+        "container_reason": (job.output_options or {}).get("container_reason"),
+        "container_losses": list((job.output_options or {}).get("container_losses") or []),
+        "tracks": list(assembled.tracks),
         "video": {
             "encoder": encoding.encoder if encoding else None,
             "crf": encoding.crf if encoding else None,
@@ -258,7 +268,8 @@ class MuxHandler(PipelineHandler):
         rate = Fraction(split.out_fps_num, split.out_fps_den)
         keeper = asyncio.create_task(self._keep_claim(job_id))
         try:
-            assembled = await asyncio.to_thread(self._build, job, split, parts, output_key(job, rate, prefix))
+            key = output_key(job, rate, prefix, split.container)
+            assembled = await asyncio.to_thread(self._build, job, split, parts, key)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -359,7 +370,7 @@ class MuxHandler(PipelineHandler):
             video = workdir / "video.mp4"
             rate = Fraction(split.out_fps_num, split.out_fps_den)
             concatenate(paths, [int(p.frames_out or 0) for p in parts], rate, video, time_base, stamps)
-            output = workdir / "output.mp4"
+            output = workdir / f"output.{split.container}"
             command = remux_command(
                 video,
                 source,
@@ -367,12 +378,15 @@ class MuxHandler(PipelineHandler):
                 probe_streams(source),
                 timescale=time_base.denominator,
                 rotation=int((job.probe or {}).get("rotation") or 0),
+                container=split.container,
             )
             run_ffmpeg(command, self.settings.ffmpeg_timeout_s)
-            measured = measure_output(output)
+            measured, tracks = measure_output(output)
             size = output.stat().st_size
-            self.storage.fput_object(self.settings.output_bucket, key, str(output), content_type="video/mp4")
-            return Assembled(key=key, size=size, measured=measured)
+            self.storage.fput_object(
+                self.settings.output_bucket, key, str(output), content_type=CONTENT_TYPES[split.container]
+            )
+            return Assembled(key=key, size=size, measured=measured, tracks=tuple(tracks))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -166,7 +166,13 @@ class SplitHandler(PipelineHandler):
         return Split(
             chunks=chunk_specs(event, plan, analysis, encoding, model=model),
             plan=job_split(
-                event.job_id, plan, analysis, encoding, started_at=started_at, split_at=datetime.now(UTC)
+                event.job_id,
+                plan,
+                analysis,
+                encoding,
+                started_at=started_at,
+                split_at=datetime.now(UTC),
+                container=options.container,
             ),
         )
 

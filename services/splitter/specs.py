@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from infiniteflow_common.events import (
     ChunkReady,
@@ -75,6 +76,7 @@ def job_split(
     *,
     started_at: datetime,
     split_at: datetime,
+    container: Literal["mp4", "mov", "mkv"] = "mp4",
 ) -> JobSplit:
     """The job's plan as the muxer and the status API read it."""
     positions = analysis.positions
@@ -102,4 +104,5 @@ def job_split(
         vfr_pts=tuple(analysis.pts or ()) if vfr else None,
         encoding=encoding,
         split_started_at=started_at,
+        container=container,
     )
