@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -35,15 +36,16 @@ class SlowProbe(JobStarter):
 
     async def _fetch_and_probe(
         self, job_id: uuid.UUID, record: ObjectCreated, params: JobParams
-    ) -> MediaProbe:
+    ) -> tuple[MediaProbe, list[dict[str, Any]]]:
         self.probes.append(job_id)
         await asyncio.sleep(PROBE_S)
-        return MediaProbe(
+        probe = MediaProbe(
             format_name="mov,mp4,m4a,3gp,3g2,mj2", video_codec="h264", width=64, height=64,
             pix_fmt="yuv420p", bit_depth=8, fps_num=30, fps_den=1, avg_fps_num=30, avg_fps_den=1,
             frame_count=30, duration_s=1.0, is_vfr=False, rotation=0, color_range=None, color_space=None,
             color_transfer=None, color_primaries=None, has_audio=False, audio_streams=0, subtitle_streams=0,
         )  # fmt: skip
+        return probe, [{"index": 0, "codec_type": "video", "codec_name": "h264"}]
 
 
 @pytest.fixture
