@@ -58,10 +58,14 @@ async def _chunk_rows(settings: CommonSettings, job_id: object) -> int:
         await connection.close()
 
 
-async def test_a_mov_with_two_pcm_tracks_completes_as_mov_with_both_tracks_bit_exact(
+def _rotation(info: dict[str, Any]) -> list[object]:
+    return [d.get("rotation") for d in video_stream(info).get("side_data_list", []) if "rotation" in d]
+
+
+async def test_a_rotated_mov_with_two_pcm_tracks_completes_as_mov_with_both_tracks_bit_exact(
     pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
 ) -> None:
-    clip = pcm_mov_clip(workdir / "camera.mov")
+    clip = pcm_mov_clip(workdir / "camera.mov", rotate=90)
     key = f"e2e/{unique}/camera.mov"
     _drop(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
@@ -82,6 +86,7 @@ async def test_a_mov_with_two_pcm_tracks_completes_as_mov_with_both_tracks_bit_e
     before, after = probe(clip.path), probe(out)
     assert int(video_stream(after)["nb_read_frames"]) == 2 * clip.frames
     assert video_stream(after)["r_frame_rate"] == "60/1", "MOV keeps the exact rate"
+    assert _rotation(after) == _rotation(before) != [], "and the display rotation"
     for index in (0, 1):
         assert audio_packets(out, index) == audio_packets(clip.path, index), f"audio {index} bit-exact"
     assert stream_tags(after, "audio") == stream_tags(before, "audio"), "languages and flags kept"
