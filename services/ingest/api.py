@@ -196,6 +196,9 @@ def job_view(job: Job) -> dict[str, Any]:
             else None
         ),
         "output_fps": out_fps,
+        # the output container (mp4, mov or mkv), decided at ingest from the source's streams
+        "output_container": (job.result or {}).get("container")
+        or (job.output_options or {}).get("container"),
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": plan_view(job.plan),
         "result": job.result,

@@ -73,6 +73,7 @@ async def test_a_rotated_mov_with_two_pcm_tracks_completes_as_mov_with_both_trac
     assert job["output_key"].endswith("_60fps.mov"), "the key's extension says the container"
     async with httpx.AsyncClient(base_url=settings.api_url, timeout=30) as client:
         status = (await client.get(f"/api/status/{job['id']}")).json()
+    assert status["output_container"] == "mov"
     result = status["result"]
     assert result["container"] == "mov"
     assert "pcm_s16le" in result["container_reason"], result["container_reason"]

@@ -83,3 +83,38 @@ def test_an_ffmpeg_failure_carries_its_last_words() -> None:
         )
     assert error.value.code == "E_MUX_FAILED"
     assert "nonexistent" in error.value.message
+
+
+def test_mov_keeps_the_ticks_and_rotation_matroska_takes_every_subtitle_and_the_fonts() -> None:
+    streams = [
+        {"index": 1, "codec_type": "audio", "codec_name": "pcm_s24le", "disposition": {"default": 1}},
+        {"index": 2, "codec_type": "audio", "codec_name": "pcm_s16le", "disposition": {"comment": 1}},
+        {"index": 3, "codec_type": "subtitle", "codec_name": "hdmv_pgs_subtitle"},
+        {"index": 4, "codec_type": "subtitle", "codec_name": "mov_text", "disposition": {"forced": 1}},
+    ]
+    mov = remux_command(
+        Path("v"), Path("s"), Path("o.mov"), streams[:2], timescale=600, rotation=90, container="mov"
+    )
+    assert (_after(mov, "-f"), _after(mov, "-video_track_timescale")) == ("mov", "600")
+    assert _after(mov, "-metadata:s:v:0") == "rotate=90"
+    mkv = remux_command(Path("v"), Path("s"), Path("o.mkv"), streams, timescale=600, container="mkv")
+    assert _after(mkv, "-f") == "matroska"
+    assert _pairs(mkv, "-map") == ["0:v:0", "1:a?", "1:s?", "1:t?"]
+    assert _after(mkv, "-c:s") == "copy", "bitmap subtitles pass as they are"
+    assert _after(mkv, "-c:s:1") == "subrip", "Matroska has no mov_text: the text becomes SRT"
+    assert "-video_track_timescale" not in mkv
+    assert "-movflags" not in mkv
+
+
+def test_each_track_gets_exactly_its_sources_flags_and_no_default_of_ffmpegs_own() -> None:
+    streams = [
+        {"index": 1, "codec_type": "audio", "codec_name": "aac", "disposition": {"default": 0}},
+        {"index": 2, "codec_type": "audio", "codec_name": "aac", "disposition": {"default": 1, "dub": 1}},
+        {"index": 3, "codec_type": "subtitle", "codec_name": "subrip", "disposition": {"forced": 1}},
+    ]
+    command = remux_command(Path("v"), Path("s"), Path("o"), streams, timescale=600)
+    flags = {arg: command[i + 1] for i, arg in enumerate(command) if arg.startswith("-disposition")}
+    assert flags["-disposition:a:0"] == "0"
+    assert flags["-disposition:a:1"] == "default+dub"
+    assert flags["-disposition:s:0"] == "forced"
+    assert flags["-disposition:v:0"] == "default"
