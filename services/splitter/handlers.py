@@ -19,10 +19,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
 
 from infiniteflow_common import chunks, jobs
-from infiniteflow_common.db import FINAL_STATUSES, JobStatus, transaction
+from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.encoding import encoding_for, probe_hdr
 from infiniteflow_common.events import ChunkReady, JobSplit, VideoUploaded, decode_event
@@ -78,19 +77,22 @@ class SplitHandler(PipelineHandler):
         async with job_fails_on(
             self.sessions, self.publish, job_id=event.job_id, stage="splitter", cleanup=self._cleanup
         ):
-            split = await self._split(event, job.output_options or {})
+            split = await self._split(event)
         await self._announce(event.job_id, split.chunks, split.plan)
 
-    async def _split(self, event: VideoUploaded, output_options: dict[str, Any]) -> Split:
+    async def _split(self, event: VideoUploaded) -> Split:
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         async with transaction(self.sessions) as session:
+            # Ingest publishes video.uploaded inside the transaction that records the resolved output
+            # options (codec, container), under the row's lock: waiting for that lock here reads them
+            # as committed, not as they stood before the probe.
+            job = await session.get(Job, event.job_id, with_for_update=True, populate_existing=True)
             await jobs.advance(
                 session, event.job_id, JobStatus.SPLITTING, progress=5, split_started_at=started_at
             )
-        split = await asyncio.to_thread(
-            self._plan, event, OutputOptions.model_validate(output_options), started_at
-        )
+        options = OutputOptions.model_validate((job.output_options if job else None) or {})
+        split = await asyncio.to_thread(self._plan, event, options, started_at)
         async with transaction(self.sessions) as session:
             await chunks.insert_planned(session, event.job_id, split.chunks)
             await jobs.advance(
