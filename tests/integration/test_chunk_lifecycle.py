@@ -16,6 +16,7 @@ from infiniteflow_common import chunks
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
 from infiniteflow_common.deps import Deps
+from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import (
     ChunkInterpolated,
     ChunkReady,
@@ -261,3 +262,22 @@ async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_f
 
     await last(delivery)  # the record read again (a replay): the job is final, nothing changes
     assert len(published) == 1
+
+
+async def test_a_transient_failure_hands_the_chunk_back_without_counting_a_lost_attempt(
+    sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _worker(sessions, "worker-a")
+
+    def engine_for(spec: ChunkReady, *, conservative: bool = False) -> Any:
+        raise TransientError("the model store is unreachable")
+
+    monkeypatch.setattr(worker, "_engine_for", engine_for)
+    delivery = _delivery(SchemaCatalog.load(), _full_spec(job_with_chunks, 1))
+    for _ in range(4):  # the consumer's retries, then its give-up and a restart: never a death
+        with pytest.raises(TransientError):
+            await worker(delivery)
+    chunk = await _chunk(sessions, job_with_chunks, 1)
+    assert (chunk.status, chunk.attempts, chunk.lease_epoch) == ("pending", 0, 4)
+    held = await _worker(sessions, "worker-b", chunk_max_attempts=1)._claim(_full_spec(job_with_chunks, 1))
+    assert held == Held(5, AttemptPlan.NORMAL, 0), "a restarted worker starts afresh"
