@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.topics import Topic
@@ -28,5 +30,18 @@ def build(settings: WorkerSettings | None = None) -> Runtime:
 
 
 def main() -> None:
-    """Run the worker until SIGTERM."""
-    raise SystemExit(asyncio.run(build().run()))
+    """Run the worker until SIGTERM.
+
+    A chunk's computation runs in a thread that cannot be interrupted inside one engine call (a
+    compiling backend converts the network for a new frame size in tens of seconds). Once the service
+    has stopped — the chunk handed back, its record left uncommitted — the process exits without
+    joining that thread, so stopping takes the grace period, not the grace period plus the call.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(build().run())
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -60,6 +60,9 @@ def _open(location: str, etag: str | None, timeout_s: float) -> Any:
 
 def _http_failure(exc: av.FFmpegError) -> InfiniteFlowError | None:
     """What an HTTP error reading the source means (when opening it or in a later ranged read)."""
+    if isinstance(exc, ConnectionError | TimeoutError | av.error.HTTPTooManyRequestsError):
+        # the store restarting, a network blip, throttling: the read is retried with backoff
+        return TransientError(f"the object store could not serve the source just now: {exc}")
     if isinstance(exc, av.error.HTTPNotFoundError):
         return ObjectUnavailableError(
             "the source object was deleted before the job finished", code="E_SOURCE_GONE"

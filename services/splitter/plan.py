@@ -92,12 +92,8 @@ def plan_job(
     # [begin, end) of each chunk's own frames, and whether it shares its last frame with the next chunk
     ranges: list[tuple[int, int, bool]] = []
     for begin, end in scene_bounds:
-        cursor = begin
-        while cursor < end:
-            stop = cursor + max_frames - 1 if end - cursor > max_frames else end
-            # inside a scene a chunk owns max_frames - 1 frames plus the next chunk's first
-            ranges.append((cursor, stop, stop < end))
-            cursor = stop
+        for own_begin, own_end in _balanced(begin, end, max_frames):
+            ranges.append((own_begin, own_end, own_end < end))
     if positions is None:
         all_slots = timing.plan(source_frames, in_rate, out_rate)
     else:
@@ -132,6 +128,24 @@ def plan_job(
         chunks=tuple(chunks),
         input_frames=input_frames,
     )
+
+
+def _balanced(begin: int, end: int, max_frames: int) -> list[tuple[int, int]]:
+    """[begin, end) of each chunk's own frames in one scene: as few chunks as fit, of even length.
+
+    Inside a scene a chunk owns at most max_frames − 1 frames plus the next chunk's first; the scene's
+    last chunk owns up to max_frames. Even lengths keep the last chunk from being a sliver that costs
+    a source open and an encoder start for a few frames, and end a job's chunks at the same time.
+    """
+    length = end - begin
+    count = max(1, -(-(length - 1) // (max_frames - 1)))
+    base, extra = divmod(length, count)
+    sizes = [base + (1 if k >= count - extra else 0) for k in range(count)]  # the extra frames go last
+    bounds, cursor = [], begin
+    for size in sizes:
+        bounds.append((cursor, cursor + size))
+        cursor += size
+    return bounds
 
 
 def frames_for_work(

@@ -27,7 +27,7 @@ pytestmark = [
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: room for the upload, not for the lossless chunks made from it."""
+    """A 1 MiB tmpfs: room for the upload and a worker's encoded chunk, not for the muxer's output."""
     mountpoint = tmp_path / "scratch"
     mountpoint.mkdir()
     assert os.geteuid() == 0, "mounting a small tmpfs needs root"
@@ -46,8 +46,9 @@ async def test_a_full_scratch_disk_fails_the_job_with_a_clear_code_and_leaves_no
 ) -> None:
     key = f"faults/{unique}/disk-full.mp4"
     with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, SCRATCH_DIR=str(small_disk)) as services:
-        await _run_job(settings, tmp_path, key)
-        job = await wait_for_job(settings, key=key, timeout_s=120)
+        # 640×360, 3 s: a 0.27 MB upload whose ×2 output, with the chunks it is made of, exceeds 1 MiB
+        await _run_job(settings, tmp_path, key, size=(640, 360))
+        job = await wait_for_job(settings, key=key, timeout_s=180)
 
         assert job["status"] == "failed"
         assert job["error_code"] == "E_SCRATCH_FULL"

@@ -81,3 +81,23 @@ def test_chunks_cover_every_output_frame_once_in_order(
 def test_a_single_frame_cannot_be_interpolated() -> None:
     with pytest.raises(PlanError):
         plan_job(1, Fraction(30), Fraction(60), [], max_frames=10)
+
+
+def test_a_long_scene_is_split_into_chunks_of_even_length_with_no_sliver_at_the_end() -> None:
+    # 228 frames, at most 57 per chunk: 56 + 56 + 56 + 56 + 4 would leave a 4-frame chunk
+    plan = plan_job(228, Fraction(30), Fraction(60), [], max_frames=57)
+    owned = [c.frame_count - (1 if c.shares_last_frame else 0) for c in plan.chunks]
+    assert owned == [45, 45, 46, 46, 46]
+    assert all(c.frame_count <= 57 for c in plan.chunks)
+
+
+@given(st.integers(2, 400), st.integers(2, 60))
+def test_chunks_never_exceed_their_size_and_a_scene_never_needs_more_of_them_than_a_greedy_cut(
+    frames: int, max_frames: int
+) -> None:
+    plan = plan_job(frames, Fraction(24), Fraction(48), [], max_frames=max_frames)
+    assert all(c.frame_count <= max_frames for c in plan.chunks)
+    owned = [c.frame_count - (1 if c.shares_last_frame else 0) for c in plan.chunks]
+    assert max(owned) - min(owned) <= 1
+    greedy = 1 if frames <= max_frames else 1 + -(-(frames - max_frames) // (max_frames - 1))
+    assert len(plan.chunks) <= greedy
