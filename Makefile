@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check clean-run
+.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check soak clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
@@ -58,6 +58,9 @@ bench: setup  ## engine quality/speed benchmark → docs/benchmarks.md (not part
 
 gpu-check: setup  ## on a CUDA machine: GPU tests, fp16 vs fp32, pairs/s, one 1080p job → reports/gpu-check-*/ (< 8 min)
 	$(BIN)/python -m services.gpu_interp.gpu_check $(GPU_CHECK_ARGS)
+
+soak: up  ## issue 13's soak: 20 mixed jobs under a chaos loop of SIGKILLs → docs/operating.md (~25 min; hold the stack lock)
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 bench-pipeline: up  ## data path before/after → docs/capacity.md (hold the stack lock; see scripts/bench_pipeline.py)
 	$(BIN)/python scripts/bench_pipeline.py $(BENCH_ARGS)

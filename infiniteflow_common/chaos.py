@@ -1,20 +1,30 @@
-"""Crash points for fault tests: die at a named point once, the way a power cut or OOM kill would.
+"""Crash points for fault tests: die at a named point, the way a power cut or OOM kill would.
 
 Set `CRASH_AT=<point>` and `CRASH_MARKER=<file>`: the first process to reach the point creates the
 marker and exits at once (no cleanup, no commit); later ones pass, so a restarted service carries on.
-Unset (always, outside tests), a crash point costs one comparison.
+Or set `CRASH_AT=<point>` and `CRASH_MATCH=<item>`: every process that reaches the point with that
+item (a point names what it works on, e.g. a chunk as `<source key>#<index>`) is SIGKILLed, every
+time — a poison input that kills whoever touches it. Unset (always, outside tests), a crash point costs
+one comparison.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 from infiniteflow_common.settings import CommonSettings
 
 
-def crash_point(settings: CommonSettings, name: str) -> None:
-    """Exit the process here if the settings name this point and it has not crashed here before."""
-    if settings.crash_at != name or settings.crash_marker is None:
+def crash_point(settings: CommonSettings, name: str, item: str | None = None) -> None:
+    """Die here if the settings name this point: once (marker), or every time for `item` (match)."""
+    if settings.crash_at != name:
+        return
+    if settings.crash_match is not None:
+        if item == settings.crash_match:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
+    if settings.crash_marker is None:
         return
     try:
         settings.crash_marker.touch(exist_ok=False)

@@ -5,6 +5,13 @@ sets a lease the worker renews while it works; another worker can take the chunk
 lease has expired. A result counts only for the chunk's current epoch, so a late result from an
 evicted worker is fenced off. The splitter, gpu_interp and muxer handlers go through this module and
 contain no SQL of their own.
+
+`attempts` counts the tries that did not hand the chunk back: a claim adds one, a hand-back
+(`release`: the worker is stopping, hit a transient error, or the job was cancelled) takes its one
+back, and a worker re-claiming the chunk it holds continues its own try. So whenever a chunk that is
+not done is claimed, every earlier counted try ended without a result and without a hand-back: its
+worker died (an OOM kill, a crash) or ran out its lease. `Claim.lost_attempts` is that number, which
+the workers' poison-chunk rule (`services.gpu_interp.poison`) decides on.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -28,11 +35,15 @@ ResultOutcome = Literal["recorded", "replayed", "fenced"]
 
 @dataclass(frozen=True)
 class Claim:
-    """What a claim attempt got: a new lease epoch, or the chunk is done, or it is leased until then."""
+    """What a claim attempt got: a new lease epoch, or the chunk is done, or it is leased until then.
+
+    With an epoch, `lost_attempts` counts the chunk's earlier tries whose worker died or timed out.
+    """
 
     epoch: int | None = None
     done: bool = False
     leased_until: datetime | None = None
+    lost_attempts: int = 0
 
 
 async def insert_planned(session: AsyncSession, job_id: uuid.UUID, specs: Sequence[ChunkReady]) -> None:
@@ -67,8 +78,14 @@ async def pending_specs(session: AsyncSession, job_id: uuid.UUID) -> list[ChunkR
 async def claim(
     session: AsyncSession, job_id: uuid.UUID, chunk_index: int, *, worker_id: str, lease_s: float
 ) -> Claim:
-    """Take the chunk's lease when it is pending, its lease expired, or this worker holds it already."""
+    """Take the chunk's lease when it is pending, its lease expired, or this worker holds it already.
+
+    A new try counts one attempt; re-claiming the lease this worker holds (its own retry of the same
+    record) continues that try. Worker ids are unique per process start, so a restarted process is a
+    new worker and its predecessor's try counts as lost.
+    """
     now = utcnow()
+    own = (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.worker) == worker_id)
     result = await session.execute(
         update(Chunk)
         .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
@@ -76,7 +93,7 @@ async def claim(
             or_(
                 col(Chunk.status) == ChunkStatus.PENDING.value,
                 (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.lease_expires_at) < now),
-                (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.worker) == worker_id),
+                own,
             )
         )
         .values(
@@ -84,14 +101,15 @@ async def claim(
             worker=worker_id,
             lease_epoch=col(Chunk.lease_epoch) + 1,
             lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=col(Chunk.attempts) + 1,
+            attempts=col(Chunk.attempts) + case((own, 0), else_=1),
             started_at=now,
         )
-        .returning(col(Chunk.lease_epoch))
+        .returning(col(Chunk.lease_epoch), col(Chunk.attempts))
     )
-    epoch = result.scalar_one_or_none()
-    if epoch is not None:
-        return Claim(epoch=int(epoch))
+    claimed = result.one_or_none()
+    if claimed is not None:
+        epoch, attempts = claimed
+        return Claim(epoch=int(epoch), lost_attempts=max(0, int(attempts) - 1))
     row = await session.get(Chunk, (job_id, chunk_index))
     if row is None:
         raise LookupError(f"chunk {chunk_index} of job {job_id} is not recorded")
@@ -114,12 +132,30 @@ async def renew(
 
 
 async def release(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int) -> None:
-    """Hand the chunk back at once (the worker is stopping), so the next claim need not wait."""
+    """Hand the chunk back at once (the worker is stopping), so the next claim need not wait.
+
+    The try is given back too: a hand-back is not a lost attempt.
+    """
     await session.execute(
         update(Chunk)
         .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
         .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
-        .values(status=ChunkStatus.PENDING.value, worker=None, lease_expires_at=None)
+        .values(
+            status=ChunkStatus.PENDING.value,
+            worker=None,
+            lease_expires_at=None,
+            attempts=func.greatest(col(Chunk.attempts) - 1, 0),
+        )
+    )
+
+
+async def give_up(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int) -> None:
+    """Mark the chunk failed under `epoch` (its job fails with it): no worker holds or takes it again."""
+    await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+        .values(status=ChunkStatus.FAILED.value, lease_expires_at=None, finished_at=utcnow())
     )
 
 

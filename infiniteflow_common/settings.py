@@ -66,6 +66,8 @@ class CommonSettings(BaseSettings):
     dlq_max_invalid_ratio: float = Field(default=0.5, gt=0, le=1)
     dlq_breaker_window: int = Field(default=20, ge=1)
     dlq_breaker_min_messages: int = Field(default=10, ge=1)
-    # Fault tests only (infiniteflow_common.chaos): the crash point to die at once, and its marker file.
+    # Fault tests only (infiniteflow_common.chaos): the crash point to die at once, and its marker file;
+    # or, with `crash_match`, die by SIGKILL every time the point is reached for that one item.
     crash_at: str | None = None
     crash_marker: Path | None = None
+    crash_match: str | None = None

@@ -35,6 +35,7 @@ from services.gpu_interp.memory import (
     EngineOutOfMemory,
     MemoryStep,
     is_out_of_memory,
+    lightest_step,
     memory_ladder,
     release_memory,
 )
@@ -104,14 +105,21 @@ def interpolate_with_retries(
     batch_size: int,
     min_scale: float = MIN_SCALE,
     on_retry: OnRetry | None = None,
+    conservative: bool = False,
     **options: Any,
 ) -> ChunkOutcome:
     """`interpolate_chunk` over fresh `frames()` into a fresh `sink()`, retried down the memory ladder.
 
+    `conservative` starts (and ends) at the bottom of the ladder: the lowest scale, one pair per call
+    (the last try of a chunk whose workers were killed, where an in-process retry never got to run).
     The engine is put back to its configured settings afterwards (it serves the next chunk too).
     Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
     """
-    ladder = memory_ladder(engine.memory_scale(height, width), batch_size, min_scale=min_scale)
+    scale = engine.memory_scale(height, width)
+    if conservative:
+        ladder = [lightest_step(scale, min_scale=min_scale)]
+    else:
+        ladder = memory_ladder(scale, batch_size, min_scale=min_scale)
     try:
         for tries, step in enumerate(ladder):
             engine.set_memory(step.scale, step.batch_size)

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from infiniteflow_common.settings import CommonSettings
+
+PROCESS_TOKEN = secrets.token_hex(4)
+"""Drawn once per process start: part of the worker's identity, so a restarted process is a new worker."""
 
 
 class WorkerSettings(CommonSettings):
     """How a worker claims and interpolates chunks."""
 
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}")
+    # WORKER_ID names the worker (default: hostname-pid); its identity is that name plus a token drawn
+    # at each process start. A restarted container (same hostname, often the same pid, the same
+    # WORKER_ID) is thus a new worker: it cannot take its dead predecessor's lease as its own, and the
+    # predecessor's try counts as lost (the poison-chunk rule).
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validate_default=True
+    )
     # A claimed chunk is this worker's for `lease_seconds`, renewed every third of it while it works.
     lease_seconds: float = Field(default=60.0, gt=1)
     # How often a worker asks whether the job of the chunk in hand was cancelled (it stops at the next batch).
@@ -29,6 +40,10 @@ class WorkerSettings(CommonSettings):
     quality_samples: int = Field(default=3, ge=0)
     # Out of memory, a chunk is retried at lower flow scales down to this one, then with smaller batches.
     min_scale: float = Field(default=0.25, gt=0, le=1)
+    # Poison chunks: after this many attempts whose workers died or ran out their lease (an OOM kill
+    # never reaches the in-process step-down), a chunk is tried once more at `min_scale` with one pair
+    # per call; if that one is lost too, its job fails with E_CHUNK_POISON.
+    chunk_max_attempts: int = Field(default=3, ge=1)
     # Drills and tests: pretend memory runs out above this many pairs × pixels × scale² per engine call.
     simulated_memory_pixels: int | None = Field(default=None, ge=1)
     device: str | None = None
@@ -59,3 +74,8 @@ class WorkerSettings(CommonSettings):
     # A worker told to stop finishes its chunk within this, or hands it back (pods: below the
     # termination grace period).
     shutdown_grace_s: float = Field(default=90.0, gt=0)
+
+    @field_validator("worker_id")
+    @classmethod
+    def _unique_per_process(cls, name: str) -> str:
+        return name if name.endswith(f"-{PROCESS_TOKEN}") else f"{name}-{PROCESS_TOKEN}"

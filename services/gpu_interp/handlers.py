@@ -7,6 +7,10 @@ evicted worker neither overwrites nor counts: the muxer accepts only the current
 
 The work itself is one bounded stream (`chunk_work`): the chunk's frames are read from the pinned
 source with ranged reads, interpolated in batches and encoded in the job's final codec as they come.
+
+A claim also decides how the chunk is tried (`poison`): a chunk whose earlier workers died or ran out
+their lease is retried, then tried once at the lightest memory settings, then fails its job with
+`E_CHUNK_POISON`, so one chunk that kills its worker cannot crash-loop the whole fleet.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from infiniteflow_common import chunks, jobs
+from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import FINAL_STATUSES, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError, WorkCancelled
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
-from infiniteflow_common.failures import job_fails_on
+from infiniteflow_common.failures import job_fails_on, permanent_failure
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import MediaError
 from infiniteflow_common.observability import get_logger
@@ -44,6 +49,7 @@ from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
 from services.gpu_interp.memory import MemoryStep
 from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
+from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
 from services.gpu_interp.quality import sample_count
 
 log = get_logger()
@@ -61,6 +67,14 @@ class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class nam
     """Another worker took the chunk over; this worker's result must be discarded."""
 
     code = "E_LEASE_LOST"
+
+
+class Held(NamedTuple):
+    """A chunk this worker claimed: its lease epoch, and how it is to be tried (the poison-chunk rule)."""
+
+    epoch: int
+    plan: AttemptPlan
+    lost_attempts: int
 
 
 class ChunkHandler(PipelineHandler):
@@ -94,8 +108,8 @@ class ChunkHandler(PipelineHandler):
         if job is None or job.status in FINAL_STATUSES:
             bound.info("chunk of a finished job skipped", status=job.status if job else None)
             return
-        epoch = await self._claim(spec)
-        if epoch is None:
+        held = await self._claim(spec)
+        if held is None:
             bound.info("chunk already done; skipped")
             return
         failing = job_fails_on(
@@ -107,15 +121,20 @@ class ChunkHandler(PipelineHandler):
             cleanup=self._delete_work,
         )
         async with failing:
+            if held.plan is AttemptPlan.POISON:
+                await self._give_up(spec, held)
             with metrics.BUSY.track_inprogress():
-                await self._work(spec, epoch)
+                await self._work(spec, held.epoch, conservative=held.plan is AttemptPlan.CONSERVATIVE)
 
     async def _delete_work(self, job_id: uuid.UUID) -> None:
         """The failed job's chunks already uploaded (by any worker) go; the muxer removes later ones."""
         await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
 
-    async def _claim(self, spec: ChunkReady) -> int | None:
+    async def _claim(self, spec: ChunkReady) -> Held | None:
         """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.
+
+        The claim counts the chunk's earlier tries whose workers died or timed out, and the poison-chunk
+        rule turns that count into the plan for this try.
 
         A chunk re-read after a rebalance is usually still leased by the worker that was evicted (killed,
         stopped, partitioned away). Its lease stops being renewed, so waiting until it expires — at most
@@ -133,8 +152,10 @@ class ChunkHandler(PipelineHandler):
                     )
             except LookupError as exc:
                 raise TransientError(str(exc)) from exc
-            if claim.epoch is not None or claim.done:
-                return claim.epoch
+            if claim.done:
+                return None
+            if claim.epoch is not None:
+                return self._plan(spec, claim.epoch, claim.lost_attempts)
             wait = ((claim.leased_until or utcnow()) - utcnow()).total_seconds() + 0.5
             log.info(
                 "chunk leased by another worker; waiting for its lease", job_id=str(spec.job_id),
@@ -144,6 +165,34 @@ class ChunkHandler(PipelineHandler):
         raise TransientError(
             f"chunk {spec.chunk_index} of job {spec.job_id} is still leased by another worker"
         )
+
+    def _plan(self, spec: ChunkReady, epoch: int, lost_attempts: int) -> Held:
+        plan = plan_attempt(lost_attempts, self.settings.chunk_max_attempts)
+        if lost_attempts:
+            metrics.LOST_ATTEMPTS.labels(plan.value).inc()
+            log.warning(
+                "chunk's earlier workers died or timed out",
+                job_id=str(spec.job_id),
+                chunk_index=spec.chunk_index,
+                epoch=epoch,
+                lost_attempts=lost_attempts,
+                max_attempts=self.settings.chunk_max_attempts,
+                plan=plan.value,
+            )
+        return Held(epoch, plan, lost_attempts)
+
+    async def _give_up(self, spec: ChunkReady, held: Held) -> None:
+        """The chunk is poison: mark it failed and fail its job (raises `ChunkPoisoned`)."""
+        async with transaction(self.sessions) as session:
+            await chunks.give_up(session, spec.job_id, spec.chunk_index, held.epoch)
+        metrics.CHUNKS.labels("poison").inc()
+        log.error(
+            "poison chunk: every attempt killed its worker; failing the job",
+            job_id=str(spec.job_id),
+            chunk_index=spec.chunk_index,
+            lost_attempts=held.lost_attempts,
+        )
+        raise poisoned(spec.chunk_index, held.lost_attempts, min_scale=self.settings.min_scale)
 
     async def _renew(self, spec: ChunkReady, epoch: int) -> bool:
         async with transaction(self.sessions) as session:
@@ -167,7 +216,7 @@ class ChunkHandler(PipelineHandler):
             except Exception as exc:  # a database hiccup: the lease has slack for the next try
                 log.warning("lease renewal failed", job_id=str(spec.job_id), error=str(exc))
 
-    async def _work(self, spec: ChunkReady, epoch: int) -> None:
+    async def _work(self, spec: ChunkReady, epoch: int, *, conservative: bool = False) -> None:
         workdir = self.settings.scratch_dir / f"{spec.job_id}-{spec.chunk_index}-{epoch}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -179,7 +228,7 @@ class ChunkHandler(PipelineHandler):
         try:
             output = workdir / "chunk.mkv"
             try:
-                engine, choose = await asyncio.to_thread(self._engine_for, spec)
+                engine, choose = await asyncio.to_thread(self._engine_for, spec, conservative=conservative)
                 # told to stop while getting ready: hand back before starting
                 drain = Drain(
                     self.stopping,
@@ -188,7 +237,15 @@ class ChunkHandler(PipelineHandler):
                 )
                 drain.check(0, 1)
                 started = time.perf_counter()
-                outcome = await asyncio.to_thread(self._interpolate, spec, engine, output, drain, choose)
+                if conservative:
+                    log.warning(
+                        "trying the chunk once with the most conservative settings",
+                        job_id=str(spec.job_id), chunk_index=spec.chunk_index, epoch=epoch,
+                        min_scale=self.settings.min_scale, batch_size=1,
+                    )  # fmt: skip
+                outcome = await asyncio.to_thread(
+                    self._interpolate, spec, engine, output, drain, choose, conservative=conservative
+                )
                 if await self._job_cancelled(spec.job_id):  # after the last batch: upload nothing
                     raise WorkCancelled("the job was cancelled; the chunk is abandoned")
             except (HandedBack, asyncio.CancelledError):
@@ -228,12 +285,23 @@ class ChunkHandler(PipelineHandler):
                 self._result(spec, epoch, key, size, engine, outcome, seconds, started_at),
             )
             self._observe(spec, epoch, outcome, seconds, size)
+        except Exception as exc:
+            if not isinstance(exc, HandedBack) and permanent_failure(exc, "gpu_interp") is None:
+                # a transient failure ends this try gracefully: give the chunk back (not a lost attempt)
+                await self._release_quietly(spec, epoch)
+            raise
         finally:
             for task in (keeper, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _release_quietly(self, spec: ChunkReady, epoch: int) -> None:
+        try:
+            await self._release(spec, epoch)
+        except Exception as error:  # the database is down too: the lease runs out instead
+            log.warning("chunk not handed back", job_id=str(spec.job_id), error=str(error))
 
     def _check_source(self, spec: ChunkReady) -> None:
         assert spec.source is not None
@@ -255,8 +323,12 @@ class ChunkHandler(PipelineHandler):
             except Exception as exc:  # a database hiccup: ask again at the next poll
                 log.warning("cancel check failed", job_id=str(spec.job_id), error=str(exc))
 
-    def _engine_for(self, spec: ChunkReady) -> tuple[InterpolationEngine, ChooseModel | None]:
+    def _engine_for(
+        self, spec: ChunkReady, *, conservative: bool = False
+    ) -> tuple[InterpolationEngine, ChooseModel | None]:
         """The chunk's engine; for `rife` with `model=auto`, both models and the hook that picks one.
+
+        `conservative`: the pick, too, runs one frame pair per call.
 
         An unknown model (a plan from a newer or broken producer) fails the job with E_PARAM_INVALID.
         """
@@ -276,7 +348,7 @@ class ChunkHandler(PipelineHandler):
                 count,
                 pair_times,
                 budget=s.model_choice_budget,
-                batch_size=s.batch_size,
+                batch_size=1 if conservative else s.batch_size,
                 free_samples=free,
                 window=window,
             )
@@ -290,11 +362,17 @@ class ChunkHandler(PipelineHandler):
         output: Path,
         drain: Drain,
         choose: ChooseModel | None = None,
+        *,
+        conservative: bool = False,
     ) -> ChunkOutcome:
-        """Decode → interpolate → encode, in this worker thread (retried lighter when memory runs out)."""
+        """Decode → interpolate → encode, in this worker thread (retried lighter when memory runs out).
+
+        `conservative`: only at the lightest memory settings (the poison-chunk rule's last try).
+        """
         assert spec.source is not None
         assert spec.encoding is not None
         source: SourceRange = spec.source
+        crash_point(self.settings, "gpu_interp.interpolate", f"{source.key}#{spec.chunk_index}")
         encoding = spec.encoding
         rate = Fraction(spec.out_fps_num, spec.out_fps_den)
         location = source_url(
@@ -346,6 +424,7 @@ class ChunkHandler(PipelineHandler):
             quality_samples=self.settings.quality_samples,
             on_batch=drain.check,
             choose=choose,
+            conservative=conservative,
         )
 
     def _result(

@@ -73,6 +73,12 @@ def memory_ladder(scale: float | None, batch_size: int, *, min_scale: float = MI
     return steps
 
 
+def lightest_step(scale: float | None, *, min_scale: float = MIN_SCALE) -> MemoryStep:
+    """The most conservative settings: the lowest flow scale (`min_scale`, or lower if configured so)
+    and one frame pair per engine call. A chunk whose workers keep dying gets one last try with these."""
+    return MemoryStep(None if scale is None else min(scale, min_scale), 1)
+
+
 def release_memory() -> None:
     """Give back what a failed try held: Python garbage and, when torch uses CUDA, its cached blocks."""
     gc.collect()

@@ -9,8 +9,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-# Chunks finished by outcome: done, or fenced (another worker took over; result discarded).
+# Chunks finished by outcome: done, fenced (another worker took over; result discarded), handed_back,
+# cancelled, or poison (every attempt killed its worker; the job failed with E_CHUNK_POISON).
 CHUNKS = Counter("infiniteflow_worker_chunks_total", "Chunks a worker finished, by outcome.", ["outcome"])
+# Claims that found the chunk's earlier tries lost (worker died or ran out its lease), by the plan for
+# this try: normal (retry), conservative (once at the lightest settings), poison (the job fails).
+LOST_ATTEMPTS = Counter(
+    "infiniteflow_chunk_lost_attempts_total",
+    "Chunk claims after tries whose worker died or timed out, by the poison-chunk rule's plan.",
+    ["plan"],
+)
 # Engine time per chunk (decode + inference + lossless encode), without transfers.
 CHUNK_SECONDS = Histogram(
     "infiniteflow_chunk_seconds",
@@ -55,7 +63,7 @@ BUSY = Gauge("infiniteflow_worker_busy", "Chunks being interpolated by this work
 # Who this worker is: its id and configured device (one series per worker process).
 WORKER = Info("infiniteflow_worker", "This worker's id and device.")
 
-for _outcome in ("done", "fenced"):
+for _outcome in ("done", "fenced", "poison"):
     CHUNKS.labels(_outcome)  # the series exist (at zero) before the first chunk
 
 

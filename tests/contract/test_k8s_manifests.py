@@ -107,7 +107,7 @@ KEPT_DEFAULTS: dict[str, str] = {
         "INCOMING_RETENTION_DAYS", "OUTPUT_RETENTION_DAYS", "WORK_RETENTION_DAYS",
     ),
     **_kept(
-        "worker identity and leases: the default id is the pod's hostname and pid",
+        "worker identity and leases: the default name is the pod's hostname and pid (plus a per-start token)",
         "WORKER_ID", "LEASE_SECONDS", "MAX_POLL_INTERVAL_MS", "BATCH_SIZE",
     ),
     **_kept(
@@ -132,6 +132,10 @@ KEPT_DEFAULTS: dict[str, str] = {
     ),
     **_kept("out-of-memory retries: the lowest flow scale a chunk is retried at", "MIN_SCALE"),
     **_kept(
+        "poison chunks: lost tries (OOM-killed, crashed or stalled workers) before the lightest last try",
+        "CHUNK_MAX_ATTEMPTS",
+    ),
+    **_kept(
         "webhook delivery: Standard Webhooks' suggested schedule and limits",
         "WEBHOOK_TIMEOUT_S", "WEBHOOK_RETRY_SCHEDULE_S", "WEBHOOK_JITTER_RATIO", "WEBHOOK_RETRY_AFTER_MAX_S",
         "WEBHOOK_POLL_INTERVAL_S", "WEBHOOK_BATCH_SIZE", "WEBHOOK_OUTPUT_URL_TTL_S",
@@ -140,7 +144,7 @@ KEPT_DEFAULTS: dict[str, str] = {
 
 # Fault-test switches (infiniteflow_common.chaos, the workers' pretend memory budget): a deployment
 # must never set them.
-NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER", "SIMULATED_MEMORY_PIXELS"})
+NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER", "CRASH_MATCH", "SIMULATED_MEMORY_PIXELS"})
 
 # Credentials: every SecretStr setting, and the S3 access key (a plain str, but half of a credential).
 PLAIN_CREDENTIALS = frozenset({"S3_ACCESS_KEY"})

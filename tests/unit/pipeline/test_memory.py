@@ -22,6 +22,7 @@ from services.gpu_interp.memory import (
     MemoryStep,
     SimulatedMemoryLimit,
     is_out_of_memory,
+    lightest_step,
     memory_ladder,
 )
 from tests.fixtures.media import textured
@@ -174,3 +175,30 @@ def test_a_4k_pair_goes_through_the_flow_engine_untuned_in_well_under_a_minute()
     inner = (slice(64, -64), slice(64, -64))
     error = np.abs(middle[inner].astype(int) - truth[inner].astype(int)).mean()
     assert error < 3, f"mean error {error:.2f} against the true middle frame"
+
+
+def test_the_lightest_step_is_the_lowest_scale_with_one_pair() -> None:
+    assert lightest_step(1.0, min_scale=0.25) == MemoryStep(0.25, 1)
+    assert lightest_step(0.5, min_scale=0.3) == MemoryStep(0.3, 1), "min_scale itself, not a halving of 0.5"
+    assert lightest_step(0.125, min_scale=0.25) == MemoryStep(0.125, 1), "never above what was configured"
+    assert lightest_step(None, min_scale=0.25) == MemoryStep(None, 1), "no scale: one pair only"
+
+
+@pytest.mark.ffmpeg
+def test_a_conservative_try_starts_at_the_bottom_of_the_ladder(tmp_path: Path) -> None:
+    slots = _chunk(tmp_path / "in.mkv")
+    inner = ScaledBlend()
+    retries = Retries([])
+    outcome = interpolate_with_retries(
+        SimulatedMemoryLimit(inner, max_pixels=10_000), *_io(tmp_path), slots, width=64, height=32,
+        batch_size=4, on_retry=retries, conservative=True, expected_frames=9,
+    )  # fmt: skip
+    assert (outcome.scale, outcome.batch_size, outcome.oom_retries) == (0.25, 1, 0)
+    assert set(inner.calls) == {1}, "one pair per call although 4 would have fitted"
+    assert retries.seen == []
+    assert inner.scale is None, "the engine is back at its configured settings for the next chunk"
+    with pytest.raises(EngineOutOfMemory, match=r"scale 0\.25 with 1 pair"):
+        interpolate_with_retries(
+            SimulatedMemoryLimit(ScaledBlend(), max_pixels=100), *_io(tmp_path), slots, width=64,
+            height=32, batch_size=4, conservative=True, expected_frames=9,
+        )  # fmt: skip
