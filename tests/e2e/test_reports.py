@@ -231,6 +231,8 @@ async def test_an_hdr_10_bit_source_becomes_h265_keeping_depth_colour_and_hdr10_
     status = await _status(settings, str(job["id"]))
     assert status["output_options"] == {
         "codec": "h265", "encoder": "libx265", "crf": 24, "bitrate": None, "preset": "fast", "dedupe": False,
+        "container": "mp4", "container_reason": "MP4 carries every audio and subtitle stream",
+        "container_losses": [],
     }  # fmt: skip
 
 
