@@ -186,6 +186,7 @@ class Chaos:
     def _loop(self) -> None:
         next_kill = time.monotonic() + self.rng.uniform(15, 25)
         while not self._stop.wait(1.0):
+            reap_children()  # a killed service is our child: until reaped it looks alive
             before = set(_running())
             started = start_all(workers=WORKERS, env=SERVICE_ENV)
             for name in set(started) - before:
@@ -197,6 +198,17 @@ class Chaos:
                 self.kills.append((round(now, 1), name))
                 print(f"chaos: SIGKILL {name} (pid {pid})", flush=True)
                 next_kill = now + self.rng.uniform(15, 25)
+
+
+def reap_children() -> None:
+    """Collect the exit status of every service process of ours that ended."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 async def drop(settings: CommonSettings, job: Submission) -> None:
