@@ -105,6 +105,34 @@ def auto_scale(height: int, width: int, device: str = "cuda") -> float:
     return 0.5 if device != "cpu" else 0.25
 
 
+def choose_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+    """The compute dtype: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (for `auto`)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def to_bgr_tensor(frames: Frames, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) RGB integer frames (or an RGB float tensor) as an (N, 3, H, W) BGR float tensor in
+    [0, 1]: the published RIFE models were trained on BGR frames (OpenCV)."""
+    if isinstance(frames, torch.Tensor):
+        return frames.to(device, torch.float32).flip(1)
+    top = float(np.iinfo(frames.dtype).max)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
+
+
+def from_bgr_tensor(x: torch.Tensor, like: Frames) -> Frames:
+    """The inverse of `to_bgr_tensor`, in the type and integer depth of `like`."""
+    if isinstance(like, torch.Tensor):
+        return x.flip(1).clamp_(0, 1)
+    top = float(np.iinfo(like.dtype).max)
+    out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
+    return out.to("cpu", torch.int32).numpy().astype(like.dtype)
+
+
 class Estimator(torch.nn.Module):
     """`IFNet.estimate` at fixed level shrinks, as a module of two tensors (what backends trace)."""
 
@@ -180,28 +208,15 @@ class RifeEngine(InterpolationEngine):
         self._runners: dict[tuple[float, ...], Runner] = {}
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
-        if precision == "auto":
-            if self.device.type == "cuda":
-                return torch.float16
-            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        return choose_dtype(precision, self.device)
 
     # -- frames in and out -------------------------------------------------------------------------
 
     def _to_tensor(self, frames: Frames) -> torch.Tensor:
-        # The published model was trained on BGR frames (OpenCV); give it what it knows.
-        if isinstance(frames, torch.Tensor):
-            return frames.to(self.device, torch.float32).flip(1)
-        top = float(np.iinfo(frames.dtype).max)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
+        return to_bgr_tensor(frames, self.device)
 
     def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
-        if isinstance(like, torch.Tensor):
-            return x.flip(1).clamp_(0, 1)
-        top = float(np.iinfo(like.dtype).max)
-        out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
-        return out.to("cpu", torch.int32).numpy().astype(like.dtype)
+        return from_bgr_tensor(x, like)
 
     # -- the model ---------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from fractions import Fraction
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
@@ -25,7 +24,9 @@ from services.gpu_interp.engines.rife import (
     Precision,
     RifeSettings,
     auto_scale,
-    cpu_has_native_bf16,
+    choose_dtype,
+    from_bgr_tensor,
+    to_bgr_tensor,
 )
 
 
@@ -62,26 +63,13 @@ class RifeV4Engine(InterpolationEngine):
             self._estimate_net = torch.compile(self.net.estimate, dynamic=False)
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
-        if precision == "auto":
-            if self.device.type == "cuda":
-                return torch.float16
-            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        return choose_dtype(precision, self.device)
 
     def _to_tensor(self, frames: Frames) -> torch.Tensor:
-        # trained on BGR frames (OpenCV), like HDv3
-        if isinstance(frames, torch.Tensor):
-            return frames.to(self.device, torch.float32).flip(1)
-        top = float(np.iinfo(frames.dtype).max)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        return x.permute(0, 3, 1, 2).float().flip(1).div_(top)
+        return to_bgr_tensor(frames, self.device)
 
     def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
-        if isinstance(like, torch.Tensor):
-            return x.flip(1).clamp_(0, 1)
-        top = float(np.iinfo(like.dtype).max)
-        out = x.flip(1).permute(0, 2, 3, 1).mul(top).round_().clamp_(0, top)
-        return out.to("cpu", torch.int32).numpy().astype(like.dtype)
+        return from_bgr_tensor(x, like)
 
     def _scale(self, height: int, width: int) -> float:
         return self.settings.scale or auto_scale(height, width, self.device.type)
