@@ -253,6 +253,13 @@ class ReliableConsumer:
                 await message.nack()
                 metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "handed_back").inc()
                 log.info("work handed back", where=delivery.where, reason=exc.message)
+            except asyncio.CancelledError:
+                # the broker stopped mid-record: nothing was committed, so the record is handed back too
+                metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "handed_back").inc()
+                log.info(
+                    "work handed back", where=delivery.where, reason="stopping: the handler was cut short"
+                )
+                raise
             except Exception as exc:
                 if (gone := permanent_storage_failure(exc)) is not None:
                     # An object the record needs is gone, forbidden or replaced: retrying would loop

@@ -37,6 +37,8 @@ class Drain:
             raise WorkCancelled("the job was cancelled; the chunk is abandoned")
         if not self.stopping():
             return
+        if done == 0:  # nothing done yet, so nothing to lose: the next owner starts at once
+            raise HandedBack("stopping before the chunk started")
         now = self.clock()
         if self.stop_seen_at is None:
             self.stop_seen_at = now

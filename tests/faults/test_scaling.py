@@ -48,23 +48,27 @@ async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalli
     key = f"faults/{unique}/scaling.mp4"
     logdir = tmp_path / "logs"
     clip = panning_clip(tmp_path / "in.mp4", width=320, height=180, seconds=3)
-    with running_pipeline(logdir, workers=1, **FAULT_SETTINGS) as services:
+    # chunks long enough (~8 s of CPU work each) that the leaving worker cannot finish its own
+    # within its grace period, and that the job is still running when the new workers have joined
+    settings_under_test = FAULT_SETTINGS | {"CHUNK_FRAMES": "20"}
+    with running_pipeline(logdir, workers=1, **settings_under_test) as services:
         make_client(settings).fput_object(
             settings.incoming_bucket, key, str(clip.path), metadata={"multiplier": "2", "engine": "rife"}
         )
         await _claimed_by(settings, key, "worker-1", timeout_s=90)
 
         # scale up: two workers join the group while the job runs
-        env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | FAULT_SETTINGS
+        env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | settings_under_test
         joined = [
             start_service(
                 "gpu_interp",
                 logdir,
-                # the leaving worker gets a short grace period, so it must hand its chunk back
+                # The leaving worker gets a grace period shorter than a chunk, so it must hand its
+                # chunk back: with a longer one it rightly finishes the chunk instead.
                 env
                 | {
                     "WORKER_ID": f"worker-{i}-{uuid.uuid4().hex[:6]}",
-                    "SHUTDOWN_GRACE_S": "8",
+                    "SHUTDOWN_GRACE_S": "10",
                     "BATCH_SIZE": "1",
                 },
                 f"-{i}",

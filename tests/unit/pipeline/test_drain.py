@@ -44,6 +44,12 @@ def test_a_chunk_that_would_overrun_the_grace_period_is_handed_back_at_once() ->
         drain.check(10, 100)
 
 
+def test_a_chunk_not_yet_started_is_handed_back_untouched_when_the_worker_is_stopping() -> None:
+    drain = Drain(lambda: True, budget_s=600, clock=Clock())
+    with pytest.raises(HandedBack, match="before the chunk started"):
+        drain.check(0, 100)
+
+
 def test_the_budget_counts_from_when_the_stop_was_first_seen() -> None:
     clock, stopping = Clock(), [True]
     drain = Drain(lambda: stopping[0], budget_s=60, clock=clock)
