@@ -13,11 +13,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from infiniteflow_common.settings import CommonSettings
 from tests import stack_hygiene
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Property tests check behaviour, never speed: on a shared, busy machine one example may take 50× its
+# usual time, and Hypothesis's per-example deadline would call that a failure.
+hypothesis_settings.register_profile("shared-machines", deadline=None)
+hypothesis_settings.load_profile("shared-machines")
 
 
 @pytest.fixture(scope="session")
