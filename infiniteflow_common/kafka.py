@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import deque
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from faststream.confluent import KafkaBroker
 from faststream.confluent import KafkaMessage as KafkaMessageParam
@@ -223,6 +224,8 @@ class ReliableConsumer:
             settings.dlq_max_invalid_ratio, settings.dlq_breaker_window, settings.dlq_breaker_min_messages
         )
         self.fatal: ConsumerStopped | None = None
+        # shared by every consumer of one group member; `subscribe` hands it to the rebalance callbacks
+        self.processed = ProcessedOffsets()
         self._attempts: dict[tuple[int, int], int] = {}
         self._invalid: set[tuple[int, int]] = set()
 
@@ -268,7 +271,7 @@ class ReliableConsumer:
                 else:  # anything not known to be permanent is worth retrying
                     await self._retry_or_stop(message, delivery, exc)
             else:
-                await commit(message)
+                await commit(message, self.processed)
                 self._attempts.pop((delivery.partition, delivery.offset), None)
                 self.breaker.record(invalid=False)
                 metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
@@ -315,7 +318,7 @@ class ReliableConsumer:
             return
         self._attempts.pop(position, None)
         self._invalid.discard(position)
-        await commit(message)
+        await commit(message, self.processed)
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
         log.warning(
             "message dead-lettered",
@@ -382,20 +385,71 @@ def to_delivery(message: KafkaMessage) -> Delivery:
     )
 
 
-async def commit(message: KafkaMessage) -> None:
+class ProcessedOffsets:
+    """The next offset to read on each partition this group member has finished records of.
+
+    A commit is fire-and-forget (see `commit`), and we saw one lost: a worker committed a record while
+    the group was rebalancing around a killed member, kept the partition (cooperative-sticky), and no
+    later record came to commit past it, so the record stayed uncommitted for good. After every
+    rebalance the member therefore commits again what it has processed on the partitions it still owns;
+    partitions it gives up are forgotten first, so it never commits over a new owner's progress.
+    Fed from the event loop; the rebalance callbacks run on the consumer's polling thread.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, topic: str, partition: int, next_offset: int) -> None:
+        """`next_offset` is where a reader of this partition resumes after our finished records."""
+        with self._lock:
+            key = (topic, partition)
+            self._next[key] = max(next_offset, self._next.get(key, next_offset))
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        """These partitions left this member (revoked or lost): their offsets are someone else's now."""
+        with self._lock:
+            for p in partitions:
+                self._next.pop((p.topic, p.partition), None)
+
+    def commit_again(self, client: Any) -> None:
+        """Commit, asynchronously, what this member processed on the partitions it still owns."""
+        with self._lock:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._next.items())]
+        if not offsets:
+            return
+        try:
+            send_commit(client, offsets)
+        except (KafkaException, RuntimeError) as exc:  # nothing to commit, the client closing, …
+            log.info("offsets not committed again after the rebalance", error=str(exc))
+            return
+        log.info(
+            "processed offsets committed again after a rebalance",
+            offsets=[f"{o.topic}[{o.partition}]@{o.offset}" for o in offsets],
+        )
+
+
+def send_commit(client: Any, offsets: list[TopicPartition]) -> None:
+    """Ask librdkafka to commit `offsets` (next offsets to read) without waiting for the answer."""
+    client.commit(offsets=offsets, asynchronous=True)
+
+
+async def commit(message: KafkaMessage, processed: ProcessedOffsets | None = None) -> None:
     """Commit the offset after this message, without waiting for the broker's answer.
 
     Never a synchronous commit: librdkafka waits for its result without a timeout, and one issued
     while the broker restarted never returned — the consumer's only thread stayed blocked, so the
     service stopped consuming for good. The handler's output is already durable and every handler is
     idempotent, so a commit that fails (the broker gone, the partition moved) only means the record is
-    read once more.
+    read once more; one the broker refused while the partition stayed here is made again after the
+    rebalance (`ProcessedOffsets`).
     """
     raw = message.raw_message
     record = raw[0] if isinstance(raw, tuple) else raw
     client = message.consumer.consumer  # type: ignore[attr-defined]  # the confluent Consumer
+    topic, partition, offset = str(record.topic()), int(record.partition() or 0), int(record.offset() or 0)
     try:
-        client.commit(message=record, asynchronous=True)
+        send_commit(client, [TopicPartition(topic, partition, offset + 1)])
     except KafkaException as exc:
         code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
         if code == KafkaError._NO_OFFSET:
@@ -405,6 +459,9 @@ async def commit(message: KafkaMessage) -> None:
         # The partition moved to another member while we worked (we were too slow or stopped). Its new
         # owner re-reads this record; the handlers' idempotency makes that harmless.
         log.warning("commit lost to a rebalance", error=str(exc))
+    else:
+        if processed is not None:
+            processed.record(topic, partition, offset + 1)
     message.committed = message.committed or True  # type: ignore[assignment]
 
 
@@ -479,9 +536,28 @@ def subscribe(
 
     Rebalancing is cooperative-sticky: when a worker joins or leaves, only the partitions that move
     are revoked, so the others keep working through a scale-up or scale-down. `membership` follows
-    the assignment (for liveness); `group_instance_id` turns on static membership.
+    the assignment (for liveness); after each rebalance the member commits again what it processed
+    on the partitions it kept (`ProcessedOffsets`); `group_instance_id` turns on static membership.
     """
     by_topic = {consumer.topic: consumer for consumer in consumers}
+    processed = ProcessedOffsets()
+    for consumer in consumers:
+        consumer.processed = processed
+
+    def on_assign(client: Any, partitions: list[Any]) -> None:
+        if membership is not None:
+            membership.on_assign(client, partitions)
+        processed.commit_again(client)
+
+    def on_revoke(client: Any, partitions: list[Any]) -> None:
+        processed.forget(partitions)
+        if membership is not None:
+            membership.on_revoke(client, partitions)
+
+    def on_lost(client: Any, partitions: list[Any]) -> None:
+        processed.forget(partitions)
+        if membership is not None:
+            membership.on_lost(client, partitions)
 
     async def on_message(message: KafkaMessageParam) -> None:
         raw = message.raw_message
@@ -496,7 +572,7 @@ def subscribe(
         max_poll_interval_ms=max_poll_interval_ms,
         partition_assignment_strategy=("cooperative-sticky",),
         group_instance_id=group_instance_id or None,
-        on_assign=membership.on_assign if membership else None,
-        on_revoke=membership.on_revoke if membership else None,
-        on_lost=membership.on_lost if membership else None,
+        on_assign=on_assign,
+        on_revoke=on_revoke,
+        on_lost=on_lost,
     )(on_message)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from infiniteflow_common import kafka
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.errors import InvalidMessage, TransientError
 from infiniteflow_common.kafka import H_ERROR_CODE, H_ORIGIN_OFFSET, H_ORIGIN_TOPIC, Delivery
@@ -114,6 +116,45 @@ async def test_a_transient_failure_is_retried_with_backoff_and_then_succeeds(
             assert consumer.fatal is None
         assert read_all(fast_retries, dlq_of(topic), 1, timeout_s=2) == []
     assert len(attempts) == 3, "the same message is re-read until it succeeds"
+
+
+async def test_a_commit_the_broker_lost_during_a_rebalance_is_made_again_when_the_rebalance_ends(
+    settings: CommonSettings, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the soak: a worker's commit, sent while the group rebalanced around a killed member,
+    # never landed; the worker kept the partition and no later record came to commit past it. Here
+    # the member's first commit request is dropped, as the broker dropped that one.
+    requests: list[Any] = []
+    send = kafka.send_commit
+
+    def lose_the_first(client: Any, offsets: Any) -> None:
+        requests.append(offsets)
+        if len(requests) > 1:
+            send(client, offsets)
+
+    monkeypatch.setattr(kafka, "send_commit", lose_the_first)
+    handled: list[tuple[str, int]] = []
+
+    async def first(delivery: Delivery) -> None:
+        handled.append(("first member", delivery.offset))
+
+    async def second(delivery: Delivery) -> None:
+        handled.append(("second member", delivery.offset))
+
+    group = f"g-{unique}"
+    with private_topic(settings, f"test.lostcommit.{unique}") as topic:
+        produce(settings, topic, [b"work"])
+        async with running_consumer(settings, topic, first, group=group):
+            await eventually(lambda: handled == [("first member", 0)], what="the record handled")
+            await asyncio.sleep(3)
+            assert committed_offset(settings, topic, group) < 0, "the first commit was lost"
+            # A second member joins: the group rebalances and the first keeps its only partition.
+            async with running_consumer(settings, topic, second, group=group):
+                await eventually(
+                    lambda: committed_offset(settings, topic, group) == 1,
+                    what="the processed record committed again after the rebalance",
+                )
+    assert handled == [("first member", 0)], "handled once, by the member that kept the partition"
 
 
 async def test_retries_exhausted_stop_the_consumer_without_committing(
