@@ -1,6 +1,7 @@
 """`infiniteflow services up|down|status`: run the five services in the background on this machine.
 
-Each service is a detached process with its pid in `.run/services/` and JSON logs in `.run/logs/`.
+Each service is a detached process with its pid in `.run/services/` and JSON logs in `.run/logs/`;
+a restarted service's earlier logs are kept as `<name>.log.1` … `.3` (why the last one died is there).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import typer
 
@@ -42,6 +44,20 @@ def _running() -> dict[str, int]:
     return found
 
 
+KEPT_LOGS = 3
+
+
+def rotate_log(log: Path, keep: int = KEPT_LOGS) -> None:
+    """Move `log` to `log.1` (and `.1` to `.2`, …, dropping the oldest) so a new process starts afresh."""
+    if not log.exists() or log.stat().st_size == 0:
+        return
+    for n in range(keep - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            older.replace(log.with_name(f"{log.name}.{n + 1}"))
+    log.replace(log.with_name(f"{log.name}.1"))
+
+
 def start_all(workers: int = 2, env: dict[str, str] | None = None) -> dict[str, int]:
     """Start every service not already running; returns name → pid."""
     PIDS.mkdir(parents=True, exist_ok=True)
@@ -58,6 +74,7 @@ def start_all(workers: int = 2, env: dict[str, str] | None = None) -> dict[str, 
     for name, module, extra in names:
         if name in running:
             continue
+        rotate_log(LOGS / f"{name}.log")
         log = (LOGS / f"{name}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{module}"],
