@@ -104,22 +104,29 @@ def test_the_compile_cache_setting_points_inductor_at_a_kept_folder(
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
-def test_workers_pass_their_backend_and_cache_folder_to_the_engine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def worker_engine_asking_for_openvino(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, native_bf16: bool
+) -> RifeEngine:
+    """The rife engine a CPU worker configured with RIFE_BACKEND=openvino builds, on either kind of CPU."""
     from services.gpu_interp.config import WorkerSettings
     from services.gpu_interp.engine_registry import EngineCache
 
     monkeypatch.setenv("RIFE_BACKEND", "openvino")
     monkeypatch.setenv("COMPILE_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DEVICE", "cpu")
-    # an fp32 CPU: one with native bf16 runs torch's bf16 autocast instead (the next test)
-    monkeypatch.setattr(rife, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(rife, "cpu_has_native_bf16", lambda: native_bf16)
     engine = EngineCache(WorkerSettings()).get("rife", "fast")
     assert isinstance(engine, RifeEngine)
-    assert (engine.backend, engine.settings.cache_dir) == ("openvino", tmp_path)
     frame = panned(32, 48, 0)
     assert np.abs(engine.interpolate(frame, frame).astype(int) - frame).max() <= 2
+    return engine
+
+
+def test_workers_pass_their_backend_and_cache_folder_to_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = worker_engine_asking_for_openvino(tmp_path, monkeypatch, native_bf16=False)
+    assert (engine.backend, engine.settings.cache_dir) == ("openvino", tmp_path)
     assert list((tmp_path / "openvino").glob("*.xml"))
 
 
@@ -128,18 +135,8 @@ def test_a_cpu_with_native_bf16_runs_torch_bf16_autocast_even_where_openvino_was
 ) -> None:
     # Measured on an AVX512-BF16 CPU at 720p: eager bf16 autocast 2.1× the reference (+0.001 dB on
     # UCF101), OpenVINO fp32 1.4×, OpenVINO with a bf16 hint 1.95× but −0.18 dB (it warps in bf16 too).
-    from services.gpu_interp.config import WorkerSettings
-    from services.gpu_interp.engine_registry import EngineCache
-
-    monkeypatch.setenv("RIFE_BACKEND", "openvino")
-    monkeypatch.setenv("COMPILE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("DEVICE", "cpu")
-    monkeypatch.setattr(rife, "cpu_has_native_bf16", lambda: True)
-    engine = EngineCache(WorkerSettings()).get("rife", "fast")
-    assert isinstance(engine, RifeEngine)
+    engine = worker_engine_asking_for_openvino(tmp_path, monkeypatch, native_bf16=True)
     assert (engine.backend, engine.dtype, engine.autocast_cpu_bf16) == ("eager", torch.bfloat16, True)
-    frame = panned(32, 48, 0)
-    assert np.abs(engine.interpolate(frame, frame).astype(int) - frame).max() <= 2
     assert not (tmp_path / "openvino").exists()
 
 
