@@ -143,6 +143,8 @@ class SourceRange(AvroModel):
     time_base_den: Positive
     frame_pts: tuple[Long, ...] | None
     frame_indices: tuple[LongCount, ...]
+    # Where a decode must begin for the first frame to come out whole (ChunkReady v3); None: from the start.
+    decode_start_pts: Long | None = None
 
 
 class VideoUploaded(Event):

@@ -81,28 +81,87 @@ def _http_failure(exc: av.FFmpegError) -> InfiniteFlowError | None:
     return None
 
 
+SEEK_MARGINS_S: tuple[float | None, ...] = (0.0, 1.0, 4.0, 16.0, None)
+"""How far before the planned decode start each read seeks, in turn (None: the start of the stream).
+
+Containers with an index (MP4/MOV, Matroska) land on the keyframe itself; those searched by timestamp
+(MPEG-TS, FLV, AVI without an index, raw streams) land near it, sometimes just past it when decode
+order runs ahead of presentation order. Every landing is verified, never trusted.
+"""
+
+
+class _SeekLandedPastStartError(Exception):
+    """The seek put the decoder after the planned decode start: it must seek further back."""
+
+
 def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0) -> Iterator[Any]:
     """The chunk's frames, in order (a frame repeats where the plan repeats it), from `location`.
 
-    With timestamps, decoding starts at the keyframe before the chunk's first frame; without, from
-    the start of the stream, counting frames.
+    Exact by construction (DESIGN.md): the plan names the keyframe a decode must begin at
+    (`decode_start_pts`, found by the splitter's full decode). The reader seeks before it, drops what
+    the decoder gives until that keyframe comes out, and takes the planned timestamps from there; a
+    seek that landed past it is retried further back, then from the start. Without a planned start
+    (no timestamps, a v2 plan) it decodes from the start of the stream.
     """
-    container = _open(location, source.etag, timeout_s)
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if source.frame_pts is not None:
-            container.seek(min(source.frame_pts), stream=stream, backward=True, any_frame=False)
-            yield from _pick(container.decode(stream), list(source.frame_pts), lambda _i, f: f.pts)
-        else:
-            yield from _pick(container.decode(stream), list(source.frame_indices), lambda i, _f: i)
-    except av.FFmpegError as exc:
-        # a ranged read after the open can find the object deleted or replaced meanwhile
-        raise _http_failure(exc) or MediaError(
-            f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
-        ) from exc
-    finally:
-        container.close()
+    start = source.decode_start_pts if source.frame_pts is not None else None
+    margins = SEEK_MARGINS_S if start is not None else (None,)
+    for margin in margins:
+        container = _open(location, source.etag, timeout_s)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            decoded = container.decode(stream)
+            if start is not None and margin is not None:
+                back = round(Fraction(margin) * Fraction(source.time_base_den, source.time_base_num))
+                container.seek(start - back, stream=stream, backward=True, any_frame=False)
+            if source.frame_pts is None:
+                yield from _pick(decoded, list(source.frame_indices), lambda i, _f: i)
+            elif start is None:
+                yield from _pick(decoded, list(source.frame_pts), lambda _i, f: f.pts)
+            else:
+                whole = _from_decode_start(decoded, start, seeked=margin is not None)
+                yield from _pick(whole, list(source.frame_pts), lambda _i, f: f.pts)
+            return
+        except _SeekLandedPastStartError:
+            continue
+        except av.FFmpegError as exc:
+            # a ranged read after the open can find the object deleted or replaced meanwhile
+            raise _http_failure(exc) or MediaError(
+                f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
+            ) from exc
+        finally:
+            container.close()
+    raise MediaError(  # pragma: no cover - the last margin decodes from the start, which cannot land past it
+        f"the source has no frame at the planned decode start {start}", code="E_CHUNK_FRAME_COUNT"
+    )
+
+
+def _from_decode_start(decoded: Iterator[Any], start: int, *, seeked: bool) -> Iterator[Any]:
+    """The decoded frames from the one at `start` on; what comes before it is dropped.
+
+    Frames before the start are leftovers of where the seek landed (or the start's own leading frames,
+    predicted from a GOP the decode never saw). A frame after the start before the start itself came
+    out, or none at all, means the seek landed past it.
+    """
+    reached = False
+    for frame in decoded:
+        if frame.pts is None:
+            continue
+        if not reached:
+            if frame.pts < start:
+                continue
+            if frame.pts > start:
+                if seeked:
+                    raise _SeekLandedPastStartError
+                raise MediaError(
+                    f"the source has no frame at the planned decode start {start} (next is {frame.pts}); "
+                    "it differs from the probed file",
+                    code="E_CHUNK_FRAME_COUNT",
+                )
+            reached = True
+        yield frame
+    if not reached and seeked:
+        raise _SeekLandedPastStartError  # nothing came out: the seek went past the last keyframe's data
 
 
 def _pick(decoded: Iterator[Any], wanted: list[int], position: Any) -> Iterator[Any]:

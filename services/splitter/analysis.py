@@ -6,6 +6,7 @@ see a small image); nothing is written. Decoding reads a local file, restricted 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +38,9 @@ class Analysis:
     # Each decoded frame's presentation timestamp in `stream_time_base` (None: the stream has none).
     frame_pts: list[int | None]
     stream_time_base: Fraction
+    # Decoded indices of the frames the decoder marked as keyframes (random-access points), ascending:
+    # where a worker's decode may begin (`decode_start`).
+    keyframes: tuple[int, ...]
     width: int
     height: int
     pix_fmt: str
@@ -48,6 +52,20 @@ class Analysis:
     # from the first frame (the muxer stamps the output between them); None when constant.
     pts: list[int] | None = None
     time_base: Fraction | None = None
+
+
+def decode_start(analysis: Analysis, first: int) -> int | None:
+    """The pts of the frame a decode must begin at for decoded frame `first` to come out whole.
+
+    That is the last keyframe at or before `first` in presentation order: its GOP holds `first`, or
+    `first` is a leading frame of the next GOP (open GOP: shown before that GOP's keyframe, decoded
+    after it, predicted from this GOP), which a decode started here also reaches whole. None when the
+    stream has no usable timestamps or no keyframe precedes `first`: decode from the start.
+    """
+    at = bisect.bisect_right(analysis.keyframes, first) - 1
+    if at < 0:
+        return None
+    return analysis.frame_pts[analysis.keyframes[at]]
 
 
 def analyse(
@@ -87,6 +105,7 @@ def _analyse_timing(
     rate = rational(num, den)
     timestamps: list[Fraction] = []
     frame_pts: list[int | None] = []
+    keyframes: list[int] = []
     time_base: Fraction | None = None
     width = height = 0
     pix_fmt = ""
@@ -98,6 +117,8 @@ def _analyse_timing(
             width, height, pix_fmt = frame.width, frame.height, frame.format.name
         time_base = time_base or (Fraction(frame.time_base) if frame.time_base else None)
         frame_pts.append(frame.pts)
+        if frame.key_frame:
+            keyframes.append(index)
         timestamps.append(
             Fraction(frame.pts or 0) * Fraction(frame.time_base or 0)
             if frame.pts is not None
@@ -119,6 +140,7 @@ def _analyse_timing(
         vfr_converted=False,
         frame_pts=frame_pts,
         stream_time_base=time_base or 1 / rate,
+        keyframes=tuple(keyframes),
         width=width,
         height=height,
         pix_fmt=pix_fmt,

@@ -14,7 +14,7 @@ from infiniteflow_common.events import (
     VideoEncoding,
     VideoUploaded,
 )
-from services.splitter.analysis import Analysis
+from services.splitter.analysis import Analysis, decode_start
 from services.splitter.plan import JobPlan
 
 
@@ -58,6 +58,7 @@ def chunk_specs(
                     time_base_den=base.denominator,
                     frame_pts=pts,
                     frame_indices=tuple(decoded),
+                    decode_start_pts=decode_start(analysis, min(decoded)) if timed else None,
                 ),
                 encoding=encoding,
                 out_fps_num=plan.out_rate.numerator,

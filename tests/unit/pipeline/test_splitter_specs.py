@@ -80,7 +80,7 @@ def _analysis(**overrides: Any) -> Analysis:
     values: dict[str, Any] = {
         "rate": Fraction(25), "source_of": list(range(10)), "scene_starts": [6], "vfr_converted": False,
         "frame_pts": [1000 + 512 * i for i in range(10)], "stream_time_base": Fraction(1, 12800),
-        "width": 64, "height": 48, "pix_fmt": "yuv420p10le",
+        "width": 64, "height": 48, "pix_fmt": "yuv420p10le", "keyframes": (0, 5),
     }  # fmt: skip
     return Analysis(**(values | overrides))
 
@@ -99,6 +99,8 @@ def test_each_chunk_reads_its_frames_of_the_pinned_source_by_timestamp() -> None
     assert [s.source.frame_pts for s in specs if s.source] == [
         (1000, 1512, 2024, 2536), (2536, 3048, 3560), (4072, 4584, 5096, 5608),
     ]  # fmt: skip
+    # each decode begins at the last keyframe (decoded frames 0 and 5) at or before the chunk's first frame
+    assert [s.source.decode_start_pts for s in specs if s.source] == [1000, 1000, 3560]
     for spec, chunk in zip(specs, plan.chunks, strict=True):
         source = spec.source
         assert source is not None
@@ -130,6 +132,7 @@ def test_cfr_converted_input_repeats_the_frames_the_plan_repeats() -> None:
     sources = [s.source for s in specs]
     assert [s.frame_indices for s in sources if s] == [(0, 1, 2, 2, 3), (3, 3, 4, 4)]
     assert [s.frame_pts for s in sources if s] == [(0, 40, 80, 80, 160), (160, 160, 240, 240)]
+    assert [s.decode_start_pts for s in sources if s] == [0, 0]
     split = job_split(uuid.UUID(int=9), plan, analysis, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
     assert split.vfr_converted
     assert not split.vfr_kept
@@ -203,3 +206,13 @@ def test_the_analysis_pass_reads_timestamps_size_format_and_cuts(tmp_path: Path)
     assert analysis.pts is None, "constant input is planned on its frame grid"
     ticks = [Fraction(p or 0) * analysis.stream_time_base for p in analysis.frame_pts]
     assert [t - ticks[0] for t in ticks] == [Fraction(i, 25) for i in range(clip.frames)]
+
+
+def test_a_chunk_before_the_first_keyframe_or_without_timestamps_is_decoded_from_the_start() -> None:
+    plan = plan_job(10, Fraction(25), Fraction(50), [6], 4)
+    late_key = chunk_specs(_event(), plan, _analysis(keyframes=(5,)), ENCODING, model="auto")
+    untimed = chunk_specs(_event(), plan, _analysis(frame_pts=[None] * 10), ENCODING, model="auto")
+
+    assert [s.source.decode_start_pts for s in late_key if s.source] == [None, None, 3560]
+    assert [s.source.decode_start_pts for s in untimed if s.source] == [None, None, None]
+    assert [s.source.frame_pts for s in untimed if s.source] == [None, None, None]
