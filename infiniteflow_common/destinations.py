@@ -70,8 +70,22 @@ def check_host(host: str) -> None:
         ) from exc
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address a translator or tunnel delivers to.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052)
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated addresses (RFC 7915)
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses (RFC 4291)
+# Local-use NAT64 (RFC 8215): a site's own translators, with any prefix length inside it, so where the
+# IPv4 address sits is the site's choice. Never globally reachable: refused whatever it carries.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4 or Teredo client), if any."""
+    """The IPv4 address an IPv6 one carries, if any.
+
+    IPv4-mapped, NAT64 (64:ff9b::/96), SIIT IPv4-translated, IPv4-compatible, 6to4 and Teredo client
+    forms: a gateway on the way turns each into a packet to that IPv4 address, so `::ffff:0:a00:1` or
+    `64:ff9b::a00:1` reach 10.0.0.1 just as well as `10.0.0.1` does.
+    """
     if isinstance(address, ipaddress.IPv4Address):
         return None
     if address.ipv4_mapped is not None:
@@ -80,11 +94,15 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
+    if any(address in network for network in (_NAT64, _SIIT, _IPV4_COMPATIBLE)):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
 def is_public(address: IPAddress) -> bool:
     """Globally routable, and so is any IPv4 address it carries inside."""
+    if isinstance(address, ipaddress.IPv6Address) and address in _LOCAL_NAT64:
+        return False
     inner = embedded_ipv4(address)
     # multicast is not "private", so `is_global` alone lets some of it through
     return address.is_global and not address.is_multicast and (inner is None or is_public(inner))
@@ -118,6 +136,12 @@ def address_allowed(address: IPAddress, host: str, allowlist: Sequence[str]) -> 
 def refusal(address: IPAddress, host: str) -> str:
     """Why `address` (of `host`) is refused, in words a user can act on."""
     kind = "a loopback" if is_loopback(address) else "a private or reserved (not globally routable)"
+    inner = embedded_ipv4(address)
+    if inner is not None and not is_public(inner):
+        inner_kind = "loopback" if inner.is_loopback else "private or reserved"
+        kind = f"an IPv6 form of the {inner_kind} IPv4 address {inner}: {kind}"
+    elif isinstance(address, ipaddress.IPv6Address) and address in _LOCAL_NAT64:
+        kind = "a local-use NAT64 (64:ff9b:1::/48): a private or reserved (not globally routable)"
     return f"{host!r} is {address}, {kind} address; webhooks go only to public addresses" + (
         " (an operator may allow loopback with WEBHOOK_ALLOWED_DESTINATIONS)" if is_loopback(address) else ""
     )

@@ -91,3 +91,41 @@ def test_the_allowlist_setting_refuses_anything_but_loopback(entry: str) -> None
 def test_the_allowlist_setting_takes_loopback_addresses_networks_and_names() -> None:
     settings = IngestSettings(webhook_allowed_destinations=("127.0.0.1", "::1", "127.0.0.0/8", "localhost"))
     assert settings.webhook_allowed_destinations == ("127.0.0.1", "::1", "127.0.0.0/8", "localhost")
+
+
+@pytest.mark.parametrize(
+    ("literal", "inner"),
+    [
+        ("64:ff9b::a00:1", "10.0.0.1"),  # NAT64 well-known prefix (RFC 6052)
+        ("64:ff9b::10.0.0.1", "10.0.0.1"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),  # instance metadata through a NAT64 gateway
+        ("64:ff9b::7f00:1", "127.0.0.1"),
+        ("::ffff:0:a00:1", "10.0.0.1"),  # SIIT IPv4-translated (RFC 7915)
+        ("::ffff:0:192.168.0.1", "192.168.0.1"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),  # IPv4-mapped
+        ("::ffff:100.64.0.1", "100.64.0.1"),
+        ("2002:a00:1::1", "10.0.0.1"),  # 6to4
+        ("2002:c0a8:1::1", "192.168.0.1"),
+        ("::10.0.0.1", "10.0.0.1"),  # IPv4-compatible (deprecated)
+    ],
+)
+def test_an_ipv6_address_that_embeds_a_non_global_ipv4_is_refused(literal: str, inner: str) -> None:
+    with pytest.raises(DestinationRefused) as error:
+        check_literal(literal, [])
+    assert error.value.code == "E_WEBHOOK_DESTINATION_REFUSED"
+    assert inner in error.value.message, "the refusal names the IPv4 address inside"
+    assert not address_allowed(ipaddress.ip_address(literal), literal, ["127.0.0.0/8", "::1"])
+
+
+@pytest.mark.parametrize("literal", ["64:ff9b:1::a00:1", "64:ff9b:1::808:808", "64:ff9b:1:ab00::1"])
+def test_a_local_use_nat64_address_is_refused_whatever_it_embeds(literal: str) -> None:
+    # RFC 8215: 64:ff9b:1::/48 is for local translators only, with any prefix length inside it
+    with pytest.raises(DestinationRefused):
+        check_literal(literal, [])
+
+
+@pytest.mark.parametrize(
+    "literal", ["64:ff9b::808:808", "64:ff9b::93.184.216.34", "2002:808:808::1", "2606:4700::1111"]
+)
+def test_an_ipv6_address_that_embeds_a_public_ipv4_or_none_is_allowed(literal: str) -> None:
+    check_literal(literal, [])
