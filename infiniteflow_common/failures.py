@@ -94,7 +94,10 @@ async def job_fails_on(
 
     Bad media, an impossible plan, a failed encode, a source deleted or replaced: retrying cannot
     help, and the record itself was fine, so the job fails with the error's code and the consumer
-    commits and goes on. Transient errors propagate to the consumer's retry policy.
+    commits and goes on. Everything else propagates to the consumer: a transient error
+    (`classify.is_transient`) is retried until the consumer stops for a restart; an error nobody
+    classified is retried a bounded number of times, then the record is dead-lettered and its job
+    fails with `E_INTERNAL` (`kafka.ReliableConsumer`), so it cannot crash-loop the service.
 
     `cleanup(job_id)` then removes the job's work objects (a failed job keeps none); its own failure
     is logged, not raised: the object store's lifecycle rule is the backstop.

@@ -9,9 +9,15 @@ uses `AckPolicy.MANUAL` and `ReliableConsumer` decides, per message:
   publish a `DeadLetter` to `<topic>.dlq` (acks=all) with origin headers, report it (`on_dead_letter`:
   the job fails), then commit; if either step raises, nothing is committed and the record is handled
   again like a transient failure (so it is never skipped);
-* anything else → back off (exponential, full jitter) and seek back to re-read the same message; after
-  `retry_max_attempts` the consumer turns fatal: it never commits again and asks its process to stop,
-  so a restart resumes from the last committed offset.
+* a transient failure (`classify.is_transient`: a server unreachable, restarting or overloaded) → back
+  off (exponential, jitter) and seek back to re-read the same message; after `retry_max_attempts` the
+  consumer turns fatal: it never commits again and asks its process to stop, so a restart resumes
+  from the last committed offset;
+* anything else (an error nobody classified: a codec library's `ValueError`, a `RuntimeError` from the
+  GPU stack, a bug) → retried the same way, in case it was a fluke; after `retry_max_attempts` the
+  record is dead-lettered with `E_INTERNAL` (the error in the reason and the log, a generic message
+  for the job's user) and committed, so one such record cannot crash-loop the service and hold up
+  every record behind it on its partition. A restart would read it again and fail the same way.
 
 A DLQ circuit breaker turns the consumer fatal instead of dead-lettering when most recent messages were
 invalid (a bad deploy must not drain a topic into its DLQ).
@@ -42,6 +48,7 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import REGISTRY
 
 from infiniteflow_common import metrics
+from infiniteflow_common.classify import UnexpectedFailure, describe, is_transient
 from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMessage
 from infiniteflow_common.health import GroupMembership
 from infiniteflow_common.observability import get_logger
@@ -228,6 +235,8 @@ class ReliableConsumer:
         self.processed = ProcessedOffsets()
         self._attempts: dict[tuple[int, int], int] = {}
         self._invalid: set[tuple[int, int]] = set()
+        # records whose unexpected error outlasted its retries: how often it failed (see `_give_up`)
+        self._given_up: dict[tuple[int, int], int] = {}
 
     async def __call__(self, message: KafkaMessage) -> None:
         """Process one raw faststream message (registered with `AckPolicy.MANUAL`)."""
@@ -268,11 +277,14 @@ class ReliableConsumer:
                     # An object the record needs is gone, forbidden or replaced: retrying would loop
                     # forever, so the record is dead-lettered and its job fails with the error's code.
                     await self._dead_letter(message, delivery, InvalidMessage(gone.message, code=gone.code))
-                else:  # anything not known to be permanent is worth retrying
+                elif is_transient(exc):  # the outside world: retry, then stop so a restart resumes
                     await self._retry_or_stop(message, delivery, exc)
+                else:  # nobody classified it: retry, then fail the job rather than the whole service
+                    await self._retry_or_give_up(message, delivery, exc)
             else:
                 await commit(message, self.processed)
                 self._attempts.pop((delivery.partition, delivery.offset), None)
+                self._given_up.pop((delivery.partition, delivery.offset), None)
                 self.breaker.record(invalid=False)
                 metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "ok").inc()
             finally:
@@ -282,6 +294,8 @@ class ReliableConsumer:
 
     async def _dead_letter(self, message: KafkaMessage, delivery: Delivery, exc: InvalidMessage) -> None:
         position = (delivery.partition, delivery.offset)
+        # an unexpected error's own text goes to operators (the DLQ, the log), never to the job's user
+        reason = exc.detail if isinstance(exc, UnexpectedFailure) else exc.message
         # A record counts once towards the breaker, however often its dead-lettering is retried.
         if position not in self._invalid:
             self._invalid.add(position)
@@ -303,8 +317,8 @@ class ReliableConsumer:
                 delivery,
                 service=self.service,
                 code=exc.code,
-                reason=exc.message,
-                attempts=self._attempts.get(position, 0) + 1,
+                reason=reason,
+                attempts=self._given_up.get(position) or self._attempts.get(position, 0) + 1,
             )
             if self.on_dead_letter is not None:
                 # e.g. fail the message's job, so its user hears about it instead of waiting forever
@@ -318,17 +332,20 @@ class ReliableConsumer:
             return
         self._attempts.pop(position, None)
         self._invalid.discard(position)
+        self._given_up.pop(position, None)
         await commit(message, self.processed)
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "dlq").inc()
         log.warning(
             "message dead-lettered",
             where=delivery.where,
             code=exc.code,
-            reason=exc.message,
+            reason=reason,
             dlq=dlq_of(delivery.topic),
         )
 
-    async def _retry_or_stop(self, message: KafkaMessage, delivery: Delivery, exc: Exception) -> None:
+    async def _retry_or_stop(
+        self, message: KafkaMessage, delivery: Delivery, exc: Exception, *, unexpected: bool = False
+    ) -> None:
         position = (delivery.partition, delivery.offset)
         attempts = self._attempts.get(position, 0) + 1
         self._attempts[position] = attempts
@@ -347,15 +364,47 @@ class ReliableConsumer:
         )
         metrics.MESSAGES_CONSUMED.labels(self.service, self.topic, "retried").inc()
         log.warning(
-            "transient failure, retrying",
+            "unexpected failure, retrying" if unexpected else "transient failure, retrying",
             where=delivery.where,
             attempt=attempts,
+            max_attempts=self.settings.retry_max_attempts,
             code=code,
-            error=str(exc),
+            error=describe(exc) if unexpected else str(exc),
             retry_in_s=round(delay, 3),
         )
         await asyncio.sleep(delay)
         await message.nack()  # seek back: the same record is read again
+
+    async def _retry_or_give_up(self, message: KafkaMessage, delivery: Delivery, exc: Exception) -> None:
+        """An unclassified error: retried like a transient one, then dead-lettered with `E_INTERNAL`.
+
+        Once given up, the record is not retried again: if its dead-lettering fails (the DLQ or the
+        database unreachable), that is retried with the transient budget, from the first attempt.
+        An `InfiniteFlowError` that is neither invalid nor transient keeps its own code and message.
+        """
+        position = (delivery.partition, delivery.offset)
+        attempts = self._attempts.get(position, 0) + 1
+        if position not in self._given_up:
+            if attempts < self.settings.retry_max_attempts:
+                await self._retry_or_stop(message, delivery, exc, unexpected=True)
+                return
+            self._given_up[position] = attempts
+            self._attempts.pop(position, None)
+        verdict: InvalidMessage
+        if isinstance(exc, InfiniteFlowError) and exc.code != UnexpectedFailure.code:
+            verdict = InvalidMessage(exc.message, code=exc.code)
+        else:
+            verdict = UnexpectedFailure(exc, attempts=self._given_up[position])
+        log.error(
+            "unexpected error outlasted its retries; the record's job fails",
+            where=delivery.where,
+            attempts=self._given_up[position],
+            code=verdict.code,
+            error_type=type(exc).__qualname__,
+            error=describe(exc),
+            exc_info=exc,
+        )
+        await self._dead_letter(message, delivery, verdict)
 
     def _stop(self, reason: ConsumerStopped) -> None:
         self.fatal = reason

@@ -257,3 +257,64 @@ async def test_a_dlq_that_cannot_be_written_stops_the_consumer_without_committin
         assert read_all(fast_retries, dlq_of(topic), 1, timeout_s=2) == []
     assert committed == 1, "committed past 'one' only: the poison record is read again after a restart"
     assert handled == [b"one"]
+
+
+async def test_an_unexpected_error_is_retried_then_fails_its_job_with_e_internal_and_the_consumer_goes_on(
+    fast_retries: CommonSettings, unique: str
+) -> None:
+    # A codec library's ValueError (PyAV's UnknownCodecError is one) repeats however often the record
+    # is read: stopping the process would only crash-loop it and hold up every record behind it.
+    handled: list[bytes] = []
+    calls: list[bytes] = []
+    reports: list[tuple[str, str]] = []
+
+    async def handle(delivery: Delivery) -> None:
+        calls.append(delivery.value)
+        if delivery.value == b"unknown codec":
+            raise ValueError("unknown codec 'h266' at /srv/secret/path")
+        handled.append(delivery.value)
+
+    async def report(delivery: Delivery, error: InvalidMessage) -> None:
+        reports.append((error.code, error.message))
+
+    with private_topic(fast_retries, f"test.unexpected.{unique}") as topic:
+        produce(fast_retries, topic, [b"one", b"unknown codec", b"two"])
+        group = f"g-{unique}"
+        async with running_consumer(
+            fast_retries, topic, handle, group=group, on_dead_letter=report
+        ) as consumer:
+            await eventually(
+                lambda: committed_offset(fast_retries, topic, group) == 3, what="commit past all"
+            )
+            assert consumer.fatal is None, "the consumer keeps serving"
+        [dead] = read_all(fast_retries, dlq_of(topic), 1)
+    assert handled == [b"one", b"two"]
+    assert calls.count(b"unknown codec") == fast_retries.retry_max_attempts, (
+        "retried a bounded number of times"
+    )
+    assert reports == [("E_INTERNAL", "an internal error stopped this job; operators have the details")]
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert headers[H_ERROR_CODE] == "E_INTERNAL"
+    envelope = SchemaCatalog.load().decode(dead.value(), "DeadLetter")[1]
+    assert envelope["reason"].startswith("ValueError: unknown codec 'h266'"), "operators get the error itself"
+    assert envelope["attempts"] == fast_retries.retry_max_attempts
+
+
+async def test_a_database_connection_lost_mid_query_is_transient_and_stops_the_consumer_without_committing(
+    fast_retries: CommonSettings, unique: str
+) -> None:
+    # SQLAlchemy reports a connection the server closed as a plain DBAPIError: it must not read as an
+    # unexpected error and fail jobs while the database restarts.
+    import asyncpg
+    import sqlalchemy.exc
+
+    async def handle(delivery: Delivery) -> None:
+        lost = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        raise sqlalchemy.exc.DBAPIError("select 1", None, lost, connection_invalidated=True)
+
+    with private_topic(fast_retries, f"test.dbdown.{unique}") as topic:
+        produce(fast_retries, topic, [b"a"])
+        async with running_consumer(fast_retries, topic, handle, group=f"g-{unique}") as consumer:
+            await eventually(lambda: consumer.fatal is not None, what="the consumer to give up")
+        assert committed_offset(fast_retries, topic, f"g-{unique}") < 0, "nothing may be committed"
+        assert read_all(fast_retries, dlq_of(topic), 1, timeout_s=2) == []
