@@ -102,7 +102,9 @@ def concatenate(
             container, stream, packets = _packets(path)
             try:
                 if target is None:
-                    target = out.add_stream_from_template(stream)
+                    # the chunk's codec parameters as they are: never an encoder looked up by the
+                    # decoder's name (PyAV opens AV1 with `libdav1d`, which names no encoder)
+                    target = out.add_stream_from_template(stream, opaque=True)
                     target.time_base = time_base
                     if stream.codec_context.name == "hevc":
                         target.codec_context.codec_tag = "hvc1"  # the HEVC tag players expect in MP4
