@@ -78,12 +78,20 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
 
 
 async def advance(
-    session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *, progress: int | None = None, **fields: Any
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    status: JobStatus,
+    *,
+    progress: int | None = None,
+    assembly_owner: str | None = None,
+    **fields: Any,
 ) -> bool:
     """Move a job forward to `status` (never backwards, never out of a final status).
 
-    `progress` only ever grows. Extra `fields` are written with the transition. Returns whether the
-    job was updated.
+    `progress` only ever grows. Extra `fields` are written with the transition. With `assembly_owner`
+    the move is fenced: it happens only while that muxer holds a live assembly claim
+    (`claim_assembly`), so a muxer that lost its claim to another can never complete the job.
+    Returns whether the job was updated.
     """
     if status is JobStatus.CANCELLED:
         raise ValueError("cancel a job with cancel(), which records when and from which status")
@@ -102,8 +110,15 @@ async def advance(
         .where(current_rank <= rank)
         .values(**values)
     )
+    if assembly_owner is not None:
+        statement = statement.where(*_holds_assembly(assembly_owner))
     result = await session.execute(statement)
     return bool(getattr(result, "rowcount", 0))
+
+
+def _holds_assembly(owner: str) -> tuple[Any, ...]:
+    """The fence of an assembly step: `owner` holds the job's assembly claim and it has not run out."""
+    return (col(Job.mux_owner) == owner, col(Job.mux_lease_expires_at) > utcnow())
 
 
 async def set_progress(session: AsyncSession, job_id: uuid.UUID, progress: int) -> None:
@@ -217,10 +232,14 @@ async def claim_assembly(
 
 
 async def renew_assembly(session: AsyncSession, job_id: uuid.UUID, *, owner: str, lease_s: float) -> bool:
-    """Extend this muxer's claim on the job's assembly; False when it lost it."""
+    """Extend this muxer's claim on the job's assembly; False when it lost it.
+
+    A claim that ran out is lost even when nobody took it yet: another muxer may be taking it at
+    this moment, and the work done since is no longer covered by a claim.
+    """
     result = await session.execute(
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.mux_owner) == owner)
+        .where(col(Job.id) == job_id, *_holds_assembly(owner))
         .where(col(Job.status).not_in(FINAL))
         .values(mux_lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     )

@@ -4,8 +4,12 @@ Each chunk result is recorded at most once, and only for the chunk's current lea
 result of an evicted worker is fenced off). Progress only grows. When the last chunk is in, one muxer
 claims the job's assembly with a lease (renewed while it works), so two replicas never assemble one
 job; a crashed muxer's claim expires and the redelivered record resumes it (the output key is
-deterministic, so a second upload replaces the first with the same content). Assembly is I/O: the
-encoded chunks are concatenated by stream copy with the source's audio and subtitles.
+deterministic, so a second upload replaces the first with the same content). The lease fences the
+assembly: a muxer whose renewal finds the claim lost (or cannot renew it before it runs out) stops
+before its next step and never uploads, and the completion itself is written only while the claim is
+still this muxer's, so a muxer that lost it never completes the job nor announces `job.completed`.
+Assembly is I/O: the encoded chunks are concatenated by stream copy with the source's audio and
+subtitles.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +33,7 @@ from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParams, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
@@ -76,6 +82,13 @@ def observe_job(job: Job, completed_at: datetime, *, mux_seconds: float) -> None
         )
         interpolate = (completed_at - job.split_at).total_seconds() - mux_seconds
         metrics.JOB_STAGE_SECONDS.labels("interpolate").observe(max(0.0, interpolate))
+
+
+class AssemblyLost(TransientError):  # noqa: N818 - a state, not an error class name
+    """This muxer's claim on the job's assembly was lost (taken over, or run out): it stops, keeps
+    nothing, completes nothing; the record is read again and finds the job in other hands or done."""
+
+    code = "E_ASSEMBLY_LEASE_LOST"
 
 
 @dataclass(frozen=True)
@@ -243,16 +256,37 @@ class MuxHandler(PipelineHandler):
         log.info("job is being assembled by another muxer", job_id=str(job_id))
         return False
 
-    async def _keep_claim(self, job_id: uuid.UUID) -> None:
+    async def _keep_claim(self, job_id: uuid.UUID, lost: threading.Event) -> None:
+        """Renew the claim every third of its lease; set `lost` once it is not this muxer's for sure.
+
+        A renewal that finds the claim gone loses it at once. One that fails (the database down) is
+        tried again while the claim last secured still runs; when that runs out unrenewed, another
+        muxer may take the job, so this one counts it lost too.
+        """
+        lease_s = self.settings.assembly_lease_s
+        valid_until = time.monotonic() + lease_s  # `_claim` secured it just now
         while True:
-            await asyncio.sleep(self.settings.assembly_lease_s / 3)
+            await asyncio.sleep(lease_s / 3)
+            asked = time.monotonic()
             try:
                 async with transaction(self.sessions) as session:
-                    await jobs.renew_assembly(
-                        session, job_id, owner=self.owner, lease_s=self.settings.assembly_lease_s
-                    )
-            except Exception as exc:  # a database hiccup: the lease has slack for the next try
-                log.warning("assembly claim renewal failed", job_id=str(job_id), error=str(exc))
+                    renewed = await jobs.renew_assembly(session, job_id, owner=self.owner, lease_s=lease_s)
+            except Exception as exc:
+                if time.monotonic() < valid_until - lease_s / 6:  # slack for one more try
+                    log.warning("assembly claim renewal failed", job_id=str(job_id), error=str(exc))
+                    continue
+                log.error(
+                    "assembly claim could not be renewed before it ran out; stopping the assembly",
+                    job_id=str(job_id),
+                    error=str(exc),
+                )
+                lost.set()
+                return
+            if not renewed:
+                log.warning("assembly claim lost to another muxer; stopping the assembly", job_id=str(job_id))
+                lost.set()
+                return
+            valid_until = asked + lease_s
 
     async def _assemble(self, job_id: uuid.UUID) -> None:
         started = time.perf_counter()
@@ -266,10 +300,11 @@ class MuxHandler(PipelineHandler):
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
         split = JobSplit.model_validate(job.plan)
         rate = Fraction(split.out_fps_num, split.out_fps_den)
-        keeper = asyncio.create_task(self._keep_claim(job_id))
+        lost = threading.Event()
+        keeper = asyncio.create_task(self._keep_claim(job_id, lost))
         try:
             key = output_key(job, rate, prefix, split.container)
-            assembled = await asyncio.to_thread(self._build, job, split, parts, key)
+            assembled = await asyncio.to_thread(self._build, job, split, parts, key, lost)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -302,6 +337,7 @@ class MuxHandler(PipelineHandler):
                 session,
                 job_id,
                 JobStatus(event.status),
+                assembly_owner=self.owner,  # fenced: only while the claim is still this muxer's
                 progress=100,
                 output_bucket=self.settings.output_bucket,
                 output_key=assembled.key,
@@ -314,6 +350,19 @@ class MuxHandler(PipelineHandler):
                 quality_low_chunks=list(quality.chunks_below_floor) if quality else None,
             )
             now = await jobs.get_job(session, job_id)
+        if not completed and now is not None and now.status not in FINAL_STATUSES:
+            # the claim ran out or went to another muxer meanwhile: that one assembles and completes
+            # the job (and uploads this very key), so this one leaves the output and the work alone
+            metrics.ASSEMBLY_CLAIMS.labels("lost").inc()
+            raise AssemblyLost(f"the assembly claim on job {job_id} was lost before it completed")
+        if not completed and now is not None and now.status in SUCCEEDED:
+            # another muxer took the claim over and completed the job: it announced it, not this one
+            log.warning(
+                "job completed by the muxer that took the assembly over; not announced again",
+                job_id=str(job_id),
+                owner=now.mux_owner,
+            )
+            return
         if now is None or now.status not in SUCCEEDED:
             # failed or cancelled while we assembled: a final job never also completes, and the
             # output just uploaded is nobody's (no download link will ever point at it)
@@ -346,14 +395,25 @@ class MuxHandler(PipelineHandler):
             chunks_below_floor=list(quality.chunks_below_floor) if quality else None,
         )
 
-    def _build(self, job: Job, split: JobSplit, parts: list[Chunk], key: str) -> Assembled:
-        """Download, concatenate, mux with the source's audio, measure and upload (in a worker thread)."""
+    def _build(
+        self, job: Job, split: JobSplit, parts: list[Chunk], key: str, lost: threading.Event | None = None
+    ) -> Assembled:
+        """Download, concatenate, mux with the source's audio, measure and upload (in a worker thread).
+
+        Between steps it stops (`AssemblyLost`) once `lost` is set: above all, it never uploads then.
+        """
+
+        def still_ours(step: str) -> None:
+            if lost is not None and lost.is_set():
+                raise AssemblyLost(f"the assembly claim on job {job.id} was lost; stopped before {step}")
+
         workdir = self.settings.scratch_dir / str(job.id)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         try:
             paths = []
             for part in parts:
+                still_ours("downloading the chunks")
                 path = workdir / f"{part.chunk_index:05d}.mkv"
                 self.storage.fget_object(self.settings.work_bucket, str(part.output_key), str(path))
                 paths.append(path)
@@ -366,6 +426,8 @@ class MuxHandler(PipelineHandler):
                 version_id=job.source_version,
                 etag=job.source_etag,
             )
+            crash_point(self.settings, "muxer.assemble", job.source_key)
+            still_ours("concatenating")
             time_base, stamps = output_stamps(split)
             video = workdir / "video.mp4"
             rate = Fraction(split.out_fps_num, split.out_fps_den)
@@ -380,9 +442,11 @@ class MuxHandler(PipelineHandler):
                 rotation=int((job.probe or {}).get("rotation") or 0),
                 container=split.container,
             )
+            still_ours("muxing")
             run_ffmpeg(command, self.settings.ffmpeg_timeout_s)
             measured, tracks = measure_output(output)
             size = output.stat().st_size
+            still_ours("uploading")
             self.storage.fput_object(
                 self.settings.output_bucket, key, str(output), content_type=CONTENT_TYPES[split.container]
             )
