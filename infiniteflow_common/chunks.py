@@ -10,8 +10,14 @@ contain no SQL of their own.
 (`release`: the worker is stopping, hit a transient error, or the job was cancelled) takes its one
 back, and a worker re-claiming the chunk it holds continues its own try. So whenever a chunk that is
 not done is claimed, every earlier counted try ended without a result and without a hand-back: its
-worker died (an OOM kill, a crash) or ran out its lease. `Claim.lost_attempts` is that number, which
-the workers' poison-chunk rule (`services.gpu_interp.poison`) decides on.
+worker died (an OOM kill, a crash), ran out its lease, or gave the chunk up after an error nobody
+classified (`abandon`: such an error may well repeat on every worker). `Claim.lost_attempts` is that
+number, which the workers' poison-chunk rule (`services.gpu_interp.poison`) decides on.
+
+A database outage is not a lost try: a worker cannot renew its lease nor hand the chunk back while
+the database is down, and one whose retries ran out meanwhile restarts as a new worker. So a claim
+that takes over a lease which ran out while the database server was restarting (the server started
+after the lease's last renewal) takes the earlier try over instead of counting a new one.
 """
 
 from __future__ import annotations
@@ -86,6 +92,12 @@ async def claim(
     """
     now = utcnow()
     own = (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (col(Chunk.worker) == worker_id)
+    # The lease's last renewal came before the database server (re)started: its worker could neither
+    # renew nor hand back while the server was down, and may have restarted for that very reason.
+    # A worker killed just before an unrelated restart is forgiven too: the rarer, harmless mistake.
+    cut_by_outage = (col(Chunk.status) == ChunkStatus.CLAIMED.value) & (
+        col(Chunk.lease_expires_at) - timedelta(seconds=lease_s) < func.pg_postmaster_start_time()
+    )
     result = await session.execute(
         update(Chunk)
         .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
@@ -101,7 +113,7 @@ async def claim(
             worker=worker_id,
             lease_epoch=col(Chunk.lease_epoch) + 1,
             lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=col(Chunk.attempts) + case((own, 0), else_=1),
+            attempts=col(Chunk.attempts) + case((own, 0), (cut_by_outage, 0), else_=1),
             started_at=now,
         )
         .returning(col(Chunk.lease_epoch), col(Chunk.attempts))
@@ -146,6 +158,20 @@ async def release(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, ep
             lease_expires_at=None,
             attempts=func.greatest(col(Chunk.attempts) - 1, 0),
         )
+    )
+
+
+async def abandon(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int) -> None:
+    """Give the chunk back at once after an error nobody classified, the try still counted.
+
+    The next claim need not wait out the lease, and it counts this try as lost: an unexpected error of
+    the engine or a codec library is likely to repeat, so the poison-chunk rule must see it.
+    """
+    await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+        .values(status=ChunkStatus.PENDING.value, worker=None, lease_expires_at=None)
     )
 
 

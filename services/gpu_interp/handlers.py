@@ -11,6 +11,16 @@ source with ranged reads, interpolated in batches and encoded in the job's final
 A claim also decides how the chunk is tried (`poison`): a chunk whose earlier workers died or ran out
 their lease is retried, then tried once at the lightest memory settings, then fails its job with
 `E_CHUNK_POISON`, so one chunk that kills its worker cannot crash-loop the whole fleet.
+
+How a try ends decides whether it counts. A transient failure (the object store, the database, the
+broker; `classify.is_transient`) hands the chunk back with its try: the outside world is to blame. A
+permanent one (bad media, a source gone) fails the job at once. Anything else nobody classified — a
+`RuntimeError` from CUDA or cuDNN, a `ValueError` or `KeyError` from the codec library — gives the
+chunk back with its try counted (`chunks.abandon`), as if the worker had died: such errors tend to
+repeat on every worker, and they are exactly what the poison-chunk rule is for. It counts tries in
+PostgreSQL, across restarts and rebalances and the whole fleet (a consumer's own retry count is per
+process), and its last try at the lightest settings (one frame pair per call, lowest flow scale) is a
+real chance for an error that depends on tensor sizes; after that the job fails with E_CHUNK_POISON.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any, NamedTuple
 
 from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
+from infiniteflow_common.classify import describe, is_transient
 from infiniteflow_common.db import FINAL_STATUSES, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError, WorkCancelled
@@ -133,8 +144,8 @@ class ChunkHandler(PipelineHandler):
     async def _claim(self, spec: ChunkReady) -> Held | None:
         """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.
 
-        The claim counts the chunk's earlier tries whose workers died or timed out, and the poison-chunk
-        rule turns that count into the plan for this try.
+        The claim counts the chunk's earlier tries whose workers died, timed out or failed with an error
+        nobody classified, and the poison-chunk rule turns that count into the plan for this try.
 
         A chunk re-read after a rebalance is usually still leased by the worker that was evicted (killed,
         stopped, partitioned away). Its lease stops being renewed, so waiting until it expires — at most
@@ -171,7 +182,7 @@ class ChunkHandler(PipelineHandler):
         if lost_attempts:
             metrics.LOST_ATTEMPTS.labels(plan.value).inc()
             log.warning(
-                "chunk's earlier workers died or timed out",
+                "chunk's earlier tries were lost (a worker died, timed out or failed unexpectedly)",
                 job_id=str(spec.job_id),
                 chunk_index=spec.chunk_index,
                 epoch=epoch,
@@ -286,9 +297,13 @@ class ChunkHandler(PipelineHandler):
             )
             self._observe(spec, epoch, outcome, seconds, size)
         except Exception as exc:
-            if not isinstance(exc, HandedBack) and permanent_failure(exc, "gpu_interp") is None:
-                # a transient failure ends this try gracefully: give the chunk back (not a lost attempt)
+            if isinstance(exc, HandedBack) or permanent_failure(exc, "gpu_interp") is not None:
+                pass  # handed back above, or the job fails
+            elif is_transient(exc):
+                # the outside world failed this try: give the chunk back (not a lost attempt)
                 await self._release_quietly(spec, epoch)
+            else:
+                await self._abandon_quietly(spec, epoch, exc)
             raise
         finally:
             for task in (keeper, watcher):
@@ -296,6 +311,24 @@ class ChunkHandler(PipelineHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _abandon_quietly(self, spec: ChunkReady, epoch: int, exc: Exception) -> None:
+        """An error nobody classified ended the try: give the chunk back with the try counted as lost."""
+        metrics.CHUNKS.labels("failed_try").inc()
+        log.error(
+            "chunk try failed with an unexpected error; it counts toward the poison-chunk rule",
+            job_id=str(spec.job_id),
+            chunk_index=spec.chunk_index,
+            epoch=epoch,
+            error_type=type(exc).__qualname__,
+            error=describe(exc),
+            exc_info=exc,
+        )
+        try:
+            async with transaction(self.sessions) as session:
+                await chunks.abandon(session, spec.job_id, spec.chunk_index, epoch)
+        except Exception as error:  # the database is down too: the lease runs out, the try counts anyway
+            log.warning("failed chunk not given back", job_id=str(spec.job_id), error=str(error))
 
     async def _release_quietly(self, spec: ChunkReady, epoch: int) -> None:
         try:

@@ -3,7 +3,10 @@
 An out-of-memory kill (a cgroup's SIGKILL), a segfault in a codec or the driver, a lease that ran
 out: the worker leaves no result and never reaches the in-process memory step-down, and the chunk's
 record is read again by the next worker, which would die the same way — one upload would crash-loop
-every worker in turn. So a claim counts the chunk's earlier attempts that ended that way ("lost"
+every worker in turn. An error nobody classified (a `RuntimeError` from CUDA or cuDNN, a `ValueError`
+from the codec library) is the same case without the death: it repeats on every worker, so it counts
+too (`chunks.abandon`). A database outage does not: the worker could not report, it did not fail.
+So a claim counts the chunk's earlier attempts that ended that way ("lost"
 attempts, `chunks.claim`): below `max_attempts` the chunk is simply retried; at `max_attempts` it is
 retried once more with the most conservative settings (lowest flow scale, one pair per engine call);
 after that the job fails with `E_CHUNK_POISON`, naming the chunk. Pure: no Kafka, MinIO or SQL.
@@ -25,7 +28,8 @@ class AttemptPlan(StrEnum):
 
 
 class ChunkPoisoned(InfiniteFlowError):  # noqa: N818 - reads as the verdict it reports
-    """Every attempt at a chunk killed its worker or ran out its lease: the job fails (permanent)."""
+    """Every attempt at a chunk killed its worker, ran out its lease or failed unexpectedly: the job
+    fails (permanent)."""
 
     code = "E_CHUNK_POISON"
 
@@ -48,7 +52,8 @@ def plan_attempt(lost_attempts: int, max_attempts: int) -> AttemptPlan:
 def poisoned(chunk_index: int, lost_attempts: int, *, min_scale: float) -> ChunkPoisoned:
     """The job failure for a chunk whose every attempt was lost; names the chunk and its attempts."""
     return ChunkPoisoned(
-        f"chunk {chunk_index} killed or stalled its worker on all {lost_attempts} attempts (the last at "
-        f"flow scale {min_scale:g} with 1 frame pair per engine call) and left no result; the job cannot "
-        "finish on these workers: give them more memory, or submit a smaller input or a lower multiplier"
+        f"chunk {chunk_index} failed, killed or stalled its worker on all {lost_attempts} attempts (the "
+        f"last at flow scale {min_scale:g} with 1 frame pair per engine call) and left no result; the job "
+        "cannot finish on these workers: give them more memory, or submit a smaller input or a lower "
+        "multiplier"
     )
