@@ -4,12 +4,15 @@ Set `CRASH_AT=<point>` and `CRASH_MARKER=<file>`: the first process to reach the
 marker and exits at once (no cleanup, no commit); later ones pass, so a restarted service carries on.
 Or set `CRASH_AT=<point>` and `CRASH_MATCH=<item>`: every process that reaches the point with that
 item (a point names what it works on, e.g. a chunk as `<source key>#<index>`) is SIGKILLed, every
-time — a poison input that kills whoever touches it. Unset (always, outside tests), a crash point costs
-one comparison.
+time — a poison input that kills whoever touches it. With `CRASH_MATCH` and `CRASH_RAISE=<built-in
+exception>` (`ValueError`, `RuntimeError`, …) the point raises that exception for the item instead,
+every time: an error nobody classified, repeatable, such as a codec library's or the GPU's. Unset
+(always, outside tests), a crash point costs one comparison.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 
@@ -21,8 +24,11 @@ def crash_point(settings: CommonSettings, name: str, item: str | None = None) ->
     if settings.crash_at != name:
         return
     if settings.crash_match is not None:
-        if item == settings.crash_match:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if item != settings.crash_match:
+            return
+        if settings.crash_raise is not None:
+            raise injected(settings.crash_raise, name, item)
+        os.kill(os.getpid(), signal.SIGKILL)
         return
     if settings.crash_marker is None:
         return
@@ -31,3 +37,11 @@ def crash_point(settings: CommonSettings, name: str, item: str | None = None) ->
     except FileExistsError:
         return
     os._exit(137)
+
+
+def injected(type_name: str, point: str, item: str) -> Exception:
+    """The built-in exception `type_name` a crash point raises for `item` (`CRASH_RAISE`)."""
+    kind = getattr(builtins, type_name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        raise ValueError(f"CRASH_RAISE={type_name!r} is not a built-in exception")
+    return kind(f"fault injected at {point} for {item}")

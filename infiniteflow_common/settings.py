@@ -71,3 +71,6 @@ class CommonSettings(BaseSettings):
     crash_at: str | None = None
     crash_marker: Path | None = None
     crash_match: str | None = None
+    # With `crash_match`: raise this built-in exception (`ValueError`, `RuntimeError`, `KeyError`, …)
+    # there instead of dying — an error nobody classified, such as a codec library's or the GPU's.
+    crash_raise: str | None = None

@@ -144,7 +144,7 @@ KEPT_DEFAULTS: dict[str, str] = {
 
 # Fault-test switches (infiniteflow_common.chaos, the workers' pretend memory budget): a deployment
 # must never set them.
-NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER", "CRASH_MATCH", "SIMULATED_MEMORY_PIXELS"})
+NEVER_SET = frozenset({"CRASH_AT", "CRASH_MARKER", "CRASH_MATCH", "CRASH_RAISE", "SIMULATED_MEMORY_PIXELS"})
 
 # Credentials: every SecretStr setting, and the S3 access key (a plain str, but half of a credential).
 PLAIN_CREDENTIALS = frozenset({"S3_ACCESS_KEY"})
