@@ -24,6 +24,7 @@ from infiniteflow_common.topics import Topic
 log = get_logger()
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+ANNOUNCEMENT_CONSUMER = "notifier"  # the stage that turns `job.failed` into webhooks
 
 
 class ScratchFullError(InfiniteFlowError):
@@ -52,14 +53,18 @@ async def report_failure(
     message: str,
     chunk_index: int | None = None,
 ) -> None:
-    """Fail the job (once) and announce it. Replays re-announce only if the job was not failed before."""
+    """Fail the job (once) and announce it. Replays re-announce only if the job was not failed before.
+
+    The notifier never re-announces: it consumes the announcements, so a record it gave up on (its job
+    final long before) would come back to it as a fresh `job.failed`, and fail it again, for ever.
+    """
     async with transaction(sessions) as session:
         changed = await jobs.fail(session, job_id, code, message)
         job = await jobs.get_job(session, job_id)
     if job is None:
         log.error("failure for unknown job", job_id=str(job_id), code=code)
         return
-    if not changed and job.error_code != code:
+    if not changed and (job.error_code != code or stage == ANNOUNCEMENT_CONSUMER):
         log.info("job already final; failure not re-announced", job_id=str(job_id), status=job.status)
         return
     params = JobParams.model_validate(job.params) if job.params else None
