@@ -2,7 +2,10 @@
 
 Nothing is decoded or encoded here: the workers encoded the chunks in the job's codec, `concat`
 joins them with exact timestamps, and FFmpeg muxes that stream with the source's audio (bit-exact)
-and text subtitles into the MP4, with the source's metadata, chapters and display rotation. Every path
+and text subtitles into the MP4, with the source's metadata, chapters and display rotation. The output
+keeps what the source's video is besides its pixels: where it starts against the audio (either may
+lead; edit lists honoured) and its sample aspect ratio (in the container, and for H.264/HEVC in the
+bitstream's VUI too, rewritten by FFmpeg's metadata bitstream filters without re-encoding). Every path
 FFmpeg sees is a file name we chose inside our scratch folder, every input is restricted to the file
 protocol, and the arguments are a list (no shell).
 """
@@ -157,6 +160,109 @@ def output_stamps(split: JobSplit) -> tuple[Fraction, list[int]]:
     return base, [int(time * source / base) for time in times]
 
 
+def source_video(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The source's video stream the job interpolated: the first one that is not cover art."""
+    return next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
+
+
+def _start(stream: dict[str, Any]) -> Fraction | None:
+    value = stream.get("start_time")
+    try:
+        return None if value in (None, "N/A") else Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def input_start(streams: list[dict[str, Any]]) -> Fraction | None:
+    """Where FFmpeg takes an input to start (`AVFormatContext.start_time`), from ffprobe's streams.
+
+    FFmpeg (5.1, `update_stream_timings`) takes the earliest start of the audio and video streams;
+    subtitle and data streams count only when nothing else starts, or when they start less than a
+    second earlier. Without `-copyts` it shifts each input back by this start.
+    """
+    media = [
+        s
+        for st in streams
+        if st.get("codec_type") not in ("subtitle", "data")
+        if (s := _start(st)) is not None
+    ]
+    text = [
+        s for st in streams if st.get("codec_type") in ("subtitle", "data") if (s := _start(st)) is not None
+    ]
+    first, first_text = min(media, default=None), min(text, default=None)
+    if first is None or (first_text is not None and first - 1 < first_text < first):
+        return first_text
+    return first
+
+
+def video_offset(streams: list[dict[str, Any]]) -> Fraction:
+    """How late the source's video starts after the start of the source as FFmpeg reads it (≥ 0).
+
+    The concatenated video starts at 0; shifted by this (`-itsoffset`), it keeps its place against
+    the source's audio, which FFmpeg shifts back by the source's start.
+    """
+    video = source_video(streams)
+    start, begin = (None if video is None else _start(video)), input_start(streams)
+    if start is None or begin is None:
+        return Fraction(0)
+    return max(Fraction(0), start - begin)
+
+
+def sample_aspect(streams: list[dict[str, Any]]) -> Fraction | None:
+    """The source video's sample (pixel) aspect ratio, None when square or unknown."""
+    video = source_video(streams) or {}
+    num, _, den = str(video.get("sample_aspect_ratio") or "").partition(":")
+    try:
+        sar = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None if sar in (0, 1) else sar
+
+
+SAR_FILTERS = {"h264": "h264_metadata", "hevc": "hevc_metadata"}
+"""The bitstream filters that rewrite a stream's VUI aspect ratio in place (AV1 has none: the
+container's alone carries it)."""
+
+
+def video_codec_of(path: Path, timeout_s: float = 60.0) -> str | None:
+    """The codec of a local file's first video stream (ffprobe), None when unreadable."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name", "-of", "csv=p=0", "file:" + str(path)],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def video_options(
+    video: Path, source_streams: list[dict[str, Any]], video_codec: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(options before the video input, options for the output video) that keep the source's start
+    against its audio and its sample aspect ratio."""
+    before: list[str] = []
+    offset = video_offset(source_streams)
+    if offset:
+        before = ["-itsoffset", f"{float(offset):.6f}"]
+    after: list[str] = []
+    sar = sample_aspect(source_streams)
+    source = source_video(source_streams) or {}
+    width, height = int(source.get("width") or 0), int(source.get("height") or 0)
+    if sar is not None and width > 0 and height > 0:
+        display = sar * width / height
+        after += ["-aspect", f"{display.numerator}:{display.denominator}"]
+        bsf = SAR_FILTERS.get(video_codec or video_codec_of(video) or "")
+        if bsf is not None:
+            after += ["-bsf:v", f"{bsf}=sample_aspect_ratio={sar.numerator}/{sar.denominator}"]
+    return before, after
+
+
 def remux_command(
     video: Path,
     source: Path,
@@ -166,16 +272,20 @@ def remux_command(
     timescale: int,
     rotation: int = 0,
     container: Container = "mp4",
+    video_codec: str | None = None,
 ) -> list[str]:
     """The ffmpeg argument list that muxes the video with the source's audio and subtitles, all copied.
 
     Every audio stream is copied packet for packet; every subtitle stream the container takes is
     mapped (text ones converted to its text format), each with its tags and its exact dispositions
     (set explicitly, so FFmpeg adds no `default` flag of its own). For MP4/MOV the video's timestamps
-    pass unchanged (`timescale` is a multiple of their time base); Matroska keeps 1 ms ones.
+    pass unchanged (`timescale` is a multiple of their time base); Matroska keeps 1 ms ones. The video
+    keeps its start against the audio and its sample aspect ratio (`video_options`; `video_codec`, our
+    output's codec as ffprobe names it, is read from `video` when not given and needed).
     """
+    before, after = video_options(video, source_streams, video_codec)
     command = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *before,
         "-protocol_whitelist", "file", "-i", "file:" + str(video),
         "-protocol_whitelist", "file", "-i", "file:" + str(source),
         "-map", "0:v:0", "-map", "1:a?",
@@ -194,7 +304,7 @@ def remux_command(
     else:
         tracks = []  # a plan from before the container decision: MP4 takes no bitmap subtitles
     command += ["-map_metadata", "1", "-map_chapters", "1"]
-    command += ["-c:v", "copy", "-c:a", "copy"]
+    command += ["-c:v", "copy", "-c:a", "copy", *after]
     command += dispositions(source_streams, subtitles=bool(tracks))
     if container != "mkv":
         command += ["-video_track_timescale", str(timescale)]

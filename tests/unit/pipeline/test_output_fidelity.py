@@ -24,7 +24,15 @@ from infiniteflow_common.events import JobSplit, VideoEncoding
 from infiniteflow_common.output import OutputOptions, available_encoders, for_source
 from infiniteflow_common.streams import Container
 from services.gpu_interp.media_io import ChunkEncoder
-from services.muxer.assemble import output_stamps, probe_streams, remux_command, run_ffmpeg
+from services.muxer.assemble import (
+    input_start,
+    output_stamps,
+    probe_streams,
+    remux_command,
+    run_ffmpeg,
+    sample_aspect,
+    video_offset,
+)
 from services.muxer.concat import concatenate
 from tests.fixtures.media import run
 
@@ -151,3 +159,131 @@ def test_codec_source_goes_end_to_end_for_every_source_codec_it_takes(tmp_path: 
     _assert_exact_seams(source, output)
     streams = _ffprobe(output, "-show_entries", "stream=codec_name")["streams"]
     assert streams[0]["codec_name"] == codec
+
+
+def _starts(path: Path) -> tuple[Fraction, Fraction]:
+    """(video start, first audio stream's start) in seconds, as ffprobe reads them (edit lists honoured)."""
+    streams = _ffprobe(path, "-show_entries", "stream=codec_type,start_time")["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    audio = next(s for s in streams if s["codec_type"] == "audio")
+    return Fraction(video["start_time"]), Fraction(audio["start_time"])
+
+
+def _audio(path: Path) -> tuple[float, int, np.ndarray[Any, Any]]:
+    """(time of the first decoded sample, sample rate, the decoded samples of the first channel)."""
+    with av.open(str(path)) as opened:
+        stream = opened.streams.audio[0]
+        frames = [f for f in opened.decode(stream) if f.pts is not None]
+        first = float(frames[0].pts * frames[0].time_base)
+        samples = np.concatenate([f.to_ndarray().reshape(len(f.layout.channels), -1)[0] for f in frames])
+        return first, stream.rate, samples.astype(np.float64)
+
+
+def _audio_shift(source: Path, output: Path) -> float:
+    """How much later (s) the output plays the source's audio: its sound found by cross-correlation,
+    whatever each container says of priming samples and edits."""
+    src_first, rate, src = _audio(source)
+    out_first, _, out = _audio(output)
+    margin, length = 4096, 16384
+    scores = np.correlate(out[: length + 2 * margin], src[margin : margin + length], "valid")
+    lag = int(np.argmax(scores)) - margin  # source sample i plays as output sample i + lag
+    return out_first + lag / rate - src_first
+
+
+def _offset_source(tmp_path: Path, kind: str) -> Path:
+    """Sources whose video does not start with their audio, made the ways cameras and tools make them."""
+    video, audio = tmp_path / "v.mp4", tmp_path / "a.m4a"
+    run("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=1.2", "-c:v", "libx264", str(video))
+    run("-f", "lavfi", "-i", "anoisesrc=duration=1.2:seed=22:amplitude=0.5", "-c:a", "aac", str(audio))
+    source = tmp_path / f"source-{kind}"
+    if kind in ("video-late.mp4", "video-late.mkv"):  # MP4: an empty edit before the video
+        run("-itsoffset", "0.5", "-i", str(video), "-i", str(audio), "-c", "copy", str(source))
+    elif kind == "audio-late.mp4":
+        run("-i", str(video), "-itsoffset", "0.5", "-i", str(audio), "-c", "copy", str(source))
+    elif kind == "no-edit-list.mp4":  # B-frames: the first video frame is shown at 0.080 s
+        run("-i", str(video), "-i", str(audio), "-c", "copy", "-use_editlist", "0", str(source))
+    elif kind == "flv.flv":  # the audio's priming moves the start: video +0.023 s
+        run("-i", str(video), "-i", str(audio), "-c", "copy", str(source))
+    return source
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+@pytest.mark.parametrize(
+    "kind", ["video-late.mp4", "audio-late.mp4", "video-late.mkv", "no-edit-list.mp4", "flv.flv"]
+)
+def test_the_output_keeps_the_sources_offset_between_video_and_audio(
+    tmp_path: Path, kind: str, container: Container
+) -> None:
+    source = _offset_source(tmp_path, kind)
+    video, audio = _starts(source)
+    assert abs(video - audio) > Fraction(1, 50), "the source must have an offset to keep"
+    output = _through_pipeline(source, "libx264", tmp_path / f"out.{container}", container)
+    out_video, out_audio = _starts(output)
+    frame = 1 / 50  # one output frame at 25 fps × 2
+    # what is seen moved as much as what is heard (Matroska shows AAC's priming samples: start_time
+    # says where they begin, the sound comes 1024 samples later, as in the source)
+    assert abs(float(out_video - video) - _audio_shift(source, output)) <= frame
+    if container == "mp4":  # an edit list says where the sound begins: ffprobe's starts say it all
+        assert abs((out_video - out_audio) - (video - audio)) <= frame, (
+            f"source video − audio {float(video - audio):.3f} s, output {float(out_video - out_audio):.3f} s"
+        )
+
+
+def _elementary_sar(path: Path, codec: str) -> str:
+    """The sample aspect ratio the video bitstream itself says (its VUI), the container left out."""
+    raw = path.with_suffix(f".{codec}")
+    run("-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", codec, str(raw))
+    return str(
+        _ffprobe(raw, "-show_entries", "stream=sample_aspect_ratio")["streams"][0]["sample_aspect_ratio"]
+    )
+
+
+@pytest.mark.parametrize(("encoder", "container"), [e for e in ENCODERS if e[0] != "libaom-av1"])
+def test_anamorphic_pal_keeps_its_sample_aspect_ratio(
+    tmp_path: Path, encoder: str, container: Container
+) -> None:
+    source = tmp_path / "pal.mp4"
+    run(
+        "-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=0.4", "-f", "lavfi", "-i",
+        "sine=duration=0.4", "-vf", "setsar=16/15", "-c:v", "libx264", "-c:a", "aac", str(source),
+    )  # fmt: skip
+    output = _through_pipeline(source, encoder, tmp_path / f"out.{container}", container)
+    stream = _ffprobe(
+        output, "-select_streams", "v:0", "-show_entries", "stream=width,height,sample_aspect_ratio"
+    )
+    assert stream["streams"][0] == {"width": 720, "height": 576, "sample_aspect_ratio": "16:15"}
+    frames = _ffprobe(output, "-select_streams", "v:0", "-show_entries", "frame=sample_aspect_ratio")[
+        "frames"
+    ]
+    assert {f["sample_aspect_ratio"] for f in frames} == {"16:15"}
+    if encoder in ("libx264", "libx265"):
+        assert _elementary_sar(output, "h264" if encoder == "libx264" else "hevc") == "16:15"
+
+
+def test_the_video_offset_is_counted_from_where_ffmpeg_starts_the_source() -> None:
+    def stream(kind: str, start: str | None, **extra: Any) -> dict[str, Any]:
+        return {"codec_type": kind, "start_time": start, **extra}
+
+    assert video_offset([stream("video", "0.500000"), stream("audio", "0.000000")]) == Fraction(1, 2)
+    assert video_offset([stream("video", "0.000000"), stream("audio", "0.476009")]) == 0, "audio late: kept"
+    assert video_offset([stream("video", "0.080000"), stream("audio", "0.057000")]) == Fraction(23, 1000)
+    assert video_offset([stream("video", "N/A"), stream("audio", "0.1")]) == 0
+    cover = stream("video", "0.000000", disposition={"attached_pic": 1})
+    # cover art is not the video, but its start counts where FFmpeg starts the file
+    assert video_offset([cover, stream("video", "1.0"), stream("audio", "0.5")]) == 1
+    # a subtitle counts when it starts less than a second before the rest (FFmpeg's rule), else not
+    assert input_start([stream("video", "2.0"), stream("subtitle", "1.5")]) == Fraction(3, 2)
+    assert input_start([stream("video", "2.0"), stream("subtitle", "0.5")]) == 2
+    assert input_start([stream("subtitle", "0.5")]) == Fraction(1, 2)
+
+
+def test_the_sample_aspect_ratio_is_written_to_the_container_and_the_bitstream() -> None:
+    pal = [{"codec_type": "video", "width": 720, "height": 576, "sample_aspect_ratio": "16:15"}]
+    assert sample_aspect(pal) == Fraction(16, 15)
+    assert sample_aspect([{"codec_type": "video", "sample_aspect_ratio": "1:1"}]) is None
+    assert sample_aspect([{"codec_type": "video", "sample_aspect_ratio": "0:1"}]) is None
+    command = remux_command(Path("v.mp4"), Path("s"), Path("o.mp4"), pal, timescale=50, video_codec="h264")
+    assert command[command.index("-aspect") + 1] == "4:3"
+    assert command[command.index("-bsf:v") + 1] == "h264_metadata=sample_aspect_ratio=16/15"
+    av1 = remux_command(Path("v.mp4"), Path("s"), Path("o.mp4"), pal, timescale=50, video_codec="av1")
+    assert "-bsf:v" not in av1, "AV1 has no aspect ratio of its own: the container's says it"
