@@ -5,7 +5,9 @@ re-encoded) and that every audio and subtitle track is kept. The workers re-enco
 (h264, h265 or AV1), so the choice of container turns on the source's other streams:
 
 1. **MP4** when every audio stream is a codec MP4 carries for players (AAC, MP3, AC-3, E-AC-3, Opus,
-   FLAC, ALAC) and every subtitle is text (written as MP4's own `mov_text`).
+   FLAC, ALAC) and every subtitle is text (written as MP4's own `mov_text`). Not for audio its source
+   trims at the end (WebM/Matroska `DiscardPadding`, as Opus encoders write it): FFmpeg 5.1 writes
+   that trim into MP4/MOV but decodes them untrimmed, so the decoded audio would gain the padding.
 2. else **MOV** when the audio is PCM (any layout: QuickTime's own) or one of the MP4 codecs and the
    subtitles are text: MOV keeps what MP4 keeps of the video (exact rational frame timing in the track
    timescale, the display rotation), which Matroska as FFmpeg 5.1 writes it does not (timestamps
@@ -97,10 +99,12 @@ class Track:
     language: str | None = None
     title: str | None = None
     dispositions: frozenset[str] = frozenset()
+    end_trimmed: bool = False  # its source drops samples at its end (`discard_padding`, set by ingest)
 
     def describe(self) -> str:
         """`audio stream #1 (pcm_f32be, fra)`: how a message names it."""
-        detail = ", ".join(x for x in (self.codec, self.language) if x)
+        trim = "trimmed at its end" if self.end_trimmed else None
+        detail = ", ".join(x for x in (self.codec, self.language, trim) if x)
         return f"{self.kind} stream #{self.index} ({detail})"
 
 
@@ -135,6 +139,7 @@ def tracks_of(streams: Iterable[Mapping[str, Any]]) -> list[Track]:
                 language=None if tags.get("language") in (None, "", "und") else tags["language"],
                 title=tags.get("title") or None,
                 dispositions=frozenset(name for name in KNOWN_DISPOSITIONS if flags.get(name)),
+                end_trimmed=bool(stream.get("discard_padding")),
             )
         )
     return tracks
@@ -143,6 +148,8 @@ def tracks_of(streams: Iterable[Mapping[str, Any]]) -> list[Track]:
 def carries(container: Container, track: Track) -> bool:
     """Whether `container` takes the track's data untouched (text subtitles: converted word for word)."""
     if track.kind == "audio":
+        if track.end_trimmed and container != "mkv":
+            return False  # the trim is written but not played back (module doc)
         if container == "mp4":
             return track.codec in MP4_AUDIO
         if container == "mov":

@@ -422,7 +422,8 @@ async def probe_source(
 
     Three ffprobe runs: the header (cheap: all structural limits are checked here, including an estimate
     of the frame budget), the counted packets of the video stream, and the first packets' timestamps for
-    VFR detection.
+    VFR detection; with audio a fourth reads the last seconds of its packets for end trimming
+    (`mark_end_padding`).
     """
     if not path.is_absolute():
         raise ValueError(f"probe_file needs an absolute path, got {path}")
@@ -471,7 +472,36 @@ async def probe_source(
     probe = map_probe(doc, limits, frame_count=frame_count, pts=pts)
     if frame_factor is not None:
         check_frame_budget(probe.frame_count, frame_factor, limits)
-    return probe, [s for s in doc.get("streams") or [] if isinstance(s, dict)]
+    streams = [s for s in doc.get("streams") or [] if isinstance(s, dict)]
+    if any(s.get("codec_type") == "audio" for s in streams):
+        tail, _ = await run_ffprobe(
+            path,
+            ["-select_streams", "a", "-show_entries", "packet=stream_index:packet_side_data=discard_padding",
+             "-read_intervals", f"{max(0.0, probe.start_time_s + probe.duration_s - END_WINDOW_S):.3f}%"],
+            limits,
+        )  # fmt: skip
+        mark_end_padding(streams, tail)
+    return probe, streams
+
+
+END_WINDOW_S = 3.0
+"""How much of the end of the audio is read for its end trimming (the last packets carry it)."""
+
+
+def mark_end_padding(streams: list[dict[str, Any]], packets: dict[str, Any]) -> None:
+    """Mark each audio stream whose last packets say to drop samples at its end (Matroska/WebM
+    `DiscardPadding`: Opus's final frame is padded) with `discard_padding` (samples, pure).
+
+    The output container decision needs it: FFmpeg 5.1 plays MP4's end-of-stream trim (the edit
+    list's end) in full, so such audio decodes to other samples in MP4 than in its source.
+    """
+    by_index = {_int(s.get("index")): s for s in streams}
+    for packet in packets.get("packets") or []:
+        for side in packet.get("side_data_list") or []:
+            padding = _int(side.get("discard_padding")) if isinstance(side, dict) else None
+            stream = by_index.get(_int(packet.get("stream_index")))
+            if padding and padding > 0 and stream is not None:
+                stream["discard_padding"] = padding
 
 
 def limits_from(settings: Any) -> ProbeLimits:

@@ -22,8 +22,10 @@ import pytest
 
 from infiniteflow_common.events import JobSplit, VideoEncoding
 from infiniteflow_common.output import OutputOptions, available_encoders, for_source
-from infiniteflow_common.streams import Container
+from infiniteflow_common.streams import Container, plan_streams
 from services.gpu_interp.media_io import ChunkEncoder
+from services.ingest.config import DEFAULT_ALLOWED_FORMATS
+from services.ingest.probe import ProbeLimits, mark_end_padding, probe_source
 from services.muxer.assemble import (
     input_start,
     output_stamps,
@@ -34,7 +36,7 @@ from services.muxer.assemble import (
     video_offset,
 )
 from services.muxer.concat import concatenate
-from tests.fixtures.media import run
+from tests.fixtures.media import decoded_audio_md5, run
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -287,3 +289,41 @@ def test_the_sample_aspect_ratio_is_written_to_the_container_and_the_bitstream()
     assert command[command.index("-bsf:v") + 1] == "h264_metadata=sample_aspect_ratio=16/15"
     av1 = remux_command(Path("v.mp4"), Path("s"), Path("o.mp4"), pal, timescale=50, video_codec="av1")
     assert "-bsf:v" not in av1, "AV1 has no aspect ratio of its own: the container's says it"
+
+
+OPUS_SOURCES = {
+    "vp9-opus.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-c:a", "libopus"],
+    "h264-opus.mkv": ["-c:v", "libx264", "-c:a", "libopus", "-b:a", "64k"],
+    "h264-opus.mp4": ["-c:v", "libx264", "-c:a", "libopus"],
+    "h264-aac.mkv": ["-c:v", "libx264", "-c:a", "aac"],
+    "h264-aac.mp4": ["-c:v", "libx264", "-c:a", "aac"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPUS_SOURCES))
+async def test_the_outputs_audio_decodes_to_the_sources_samples(tmp_path: Path, name: str) -> None:
+    source = tmp_path / name
+    run(
+        "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=1", "-f", "lavfi", "-i",
+        "anoisesrc=duration=1.01:seed=5:amplitude=0.4", *OPUS_SOURCES[name], str(source),
+    )  # fmt: skip
+    _, streams = await probe_source(source, ProbeLimits(allowed_formats=DEFAULT_ALLOWED_FORMATS))
+    plan = plan_streams(streams, video_codec="h264")
+    output = _through_pipeline(source, "libx264", tmp_path / f"out.{plan.container}", plan.container)
+    assert decoded_audio_md5(output) == decoded_audio_md5(source), f"in {plan.container}: {plan.reason}"
+
+
+def test_audio_trimmed_at_its_end_goes_to_matroska_which_plays_the_trim() -> None:
+    streams: list[dict[str, Any]] = [
+        {"index": 0, "codec_type": "video", "codec_name": "vp9"},
+        {"index": 1, "codec_type": "audio", "codec_name": "opus"},
+    ]
+    assert plan_streams(streams, video_codec="h264").container == "mp4"
+    tail = {
+        "packets": [{"stream_index": 1}, {"stream_index": 1, "side_data_list": [{"discard_padding": 648}]}]
+    }
+    mark_end_padding(streams, tail)
+    assert streams[1]["discard_padding"] == 648
+    plan = plan_streams(streams, video_codec="h264")
+    assert plan.container == "mkv"
+    assert "audio stream #1 (opus, trimmed at its end)" in plan.reason
