@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from infiniteflow_common.events import VideoEncoding
-from infiniteflow_common.output import DEFAULT_CRF, DEFAULT_PRESET, OutputOptions
+from infiniteflow_common.output import (
+    DEFAULT_CRF,
+    DEFAULT_PRESET,
+    ENCODERS,
+    OutputOptionError,
+    OutputOptions,
+    SizeUnsupportedError,
+    check_for_encoder,
+)
 
 # Pixel formats libx264 encodes as they are; others map to the nearest by depth and chroma.
 X264_FORMATS = {
@@ -81,6 +89,67 @@ def encoder_pix_fmt(source: str, encoder: str = "libx264") -> str:
         return source
     deep = any(tag in source for tag in ("10", "12", "16", "48", "64"))
     return "yuv420p10le" if deep else "yuv420p"
+
+
+def chroma_steps(pix_fmt: str) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling of a pixel format: 4:2:0 → (2, 2), 4:2:2 → (2, 1)."""
+    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p010", "p016")):
+        return 2, 2
+    if "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "yuyv", "uyvy")):
+        return 2, 1
+    if "411" in pix_fmt:
+        return 4, 1
+    if "410" in pix_fmt:
+        return 4, 4
+    return 1, 1
+
+
+def size_problem(encoder: str, pix_fmt: str, width: int, height: int) -> str | None:
+    """Why `encoder` cannot make a `width`×`height` stream of the source's `pix_fmt`; None when it can.
+
+    H.264 and HEVC code whole chroma samples and crop in chroma units (SPS frame cropping, the
+    conformance window: 2 pixels in 4:2:0), so a 4:2:0 picture of odd width or height cannot be
+    coded, nor padded and cropped back to its size; FFmpeg 5.1 writes no container crop either
+    (Matroska PixelCrop, MP4 `clap`). AV1 codes any frame size: libaom-av1 does, SVT-AV1 wants even.
+    """
+    if encoder == "libaom-av1":
+        return None
+    layout = encoder_pix_fmt(pix_fmt, encoder)
+    across, down = (2, 2) if encoder == "libsvtav1" else chroma_steps(layout)
+    if width % across == 0 and height % down == 0:
+        return None
+    sides = [n for n, odd in (("width", width % across), ("height", height % down)) if odd]
+    return f"{encoder} codes {layout} only at an even {' and '.join(sides)}"
+
+
+def for_size(
+    options: OutputOptions, width: int, height: int, pix_fmt: str, available: frozenset[str]
+) -> OutputOptions:
+    """`options` with an encoder that makes the source's exact frame size, or `SizeUnsupportedError`.
+
+    For AV1 the next encoder that can is taken (libaom-av1 for odd sizes); H.264 and HEVC at an odd
+    size in subsampled chroma are refused at ingest, before any work, naming the size and the ways out.
+    """
+    encoder = options.encoder
+    if encoder is None or (problem := size_problem(encoder, pix_fmt, width, height)) is None:
+        return options
+    size = f"{width}×{height}"
+    for other in ENCODERS.get(options.codec, ()):
+        if other != encoder and other in available and size_problem(other, pix_fmt, width, height) is None:
+            try:
+                return check_for_encoder(options, other)
+            except OutputOptionError as exc:
+                raise SizeUnsupportedError(
+                    f"the video is {size} and {problem}; {other} keeps the size, but {exc.message}"
+                ) from exc
+    fix = (
+        "choose codec=av1 (libaom-av1 keeps any size) or upload an even size"
+        if options.codec != "av1"
+        else "upload an even size (or make libaom-av1 available)"
+    )
+    raise SizeUnsupportedError(
+        f"the video is {size}: {options.codec} output cannot keep that size ({problem}); {fix}"
+    )
 
 
 def _fraction(value: Any) -> Fraction | None:

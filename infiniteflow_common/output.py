@@ -58,6 +58,18 @@ class CodecUnsupportedError(OutputOptionError):
     code = "E_OUTPUT_CODEC_UNSUPPORTED"
 
 
+class SizeUnsupportedError(OutputOptionError):
+    """The output codec cannot be encoded at the source's exact frame size (refused at ingest)."""
+
+    code = "E_OUTPUT_SIZE_UNSUPPORTED"
+
+
+class RateUnsupportedError(OutputOptionError):
+    """The output frame rate is one the chunks or the output container cannot time (refused at ingest)."""
+
+    code = "E_OUTPUT_RATE_UNSUPPORTED"
+
+
 class OutputOptions(BaseModel):
     """What the user asked of the output video; `encoder` is set once the codec is known."""
 

@@ -16,6 +16,7 @@ from fractions import Fraction
 from urllib.parse import urlsplit
 
 from infiniteflow_common.destinations import DestinationRefused, check_host, check_literal
+from infiniteflow_common.encoding import for_size
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.output import OutputOptionError, OutputOptions, for_source, parse_output
@@ -136,9 +137,11 @@ def parse_output_options(options: Mapping[str, str | None], defaults: ParamDefau
 
 
 def resolve_output(options: OutputOptions, probe: MediaProbe, defaults: ParamDefaults) -> OutputOptions:
-    """`codec=source` made concrete with the probed input's codec; `InvalidParams` when impossible."""
+    """`codec=source` made concrete with the probed input's codec, and an encoder that keeps the
+    source's exact frame size (`for_size`); `InvalidParams` (with the option's own code) when impossible."""
     try:
-        return for_source(options, probe.video_codec, defaults.encoders)
+        resolved = for_source(options, probe.video_codec, defaults.encoders)
+        return for_size(resolved, probe.width, probe.height, probe.pix_fmt, defaults.encoders)
     except OutputOptionError as exc:
         raise InvalidParams(exc.message, code=exc.code) from exc
 

@@ -20,11 +20,13 @@ import av
 import numpy as np
 import pytest
 
+from infiniteflow_common.encoding import size_problem
 from infiniteflow_common.events import JobSplit, VideoEncoding
 from infiniteflow_common.output import OutputOptions, available_encoders, for_source
 from infiniteflow_common.streams import Container, plan_streams
 from services.gpu_interp.media_io import ChunkEncoder
 from services.ingest.config import DEFAULT_ALLOWED_FORMATS
+from services.ingest.params import InvalidParams, ParamDefaults, parse_output_options, resolve_output
 from services.ingest.probe import ProbeLimits, mark_end_padding, probe_source
 from services.muxer.assemble import (
     input_start,
@@ -327,3 +329,59 @@ def test_audio_trimmed_at_its_end_goes_to_matroska_which_plays_the_trim() -> Non
     plan = plan_streams(streams, video_codec="h264")
     assert plan.container == "mkv"
     assert "audio stream #1 (opus, trimmed at its end)" in plan.reason
+
+
+def test_which_encoders_keep_an_odd_frame_size() -> None:
+    assert (
+        size_problem("libx264", "yuv420p", 321, 241)
+        == "libx264 codes yuv420p only at an even width and height"
+    )
+    assert (
+        size_problem("libx265", "yuv422p10le", 321, 240) == "libx265 codes yuv422p10le only at an even width"
+    )
+    assert size_problem("libx264", "yuv422p", 320, 241) is None, "4:2:2 has whole chroma rows"
+    assert size_problem("libx264", "yuv444p", 321, 241) is None
+    assert size_problem("libx264", "yuv420p", 320, 240) is None
+    assert size_problem("libsvtav1", "yuv420p", 322, 241) == "libsvtav1 codes yuv420p only at an even height"
+    assert size_problem("libaom-av1", "yuv420p", 321, 241) is None
+
+
+async def _odd_source(tmp_path: Path, pix_fmt: str) -> tuple[Path, Any]:
+    source = tmp_path / f"odd-{pix_fmt}.mkv"
+    run(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=0.4", "-vf",
+        f"scale=321:241,format={pix_fmt}", "-c:v", "ffv1", str(source),
+    )  # fmt: skip
+    probe, _ = await probe_source(source, ProbeLimits(allowed_formats=DEFAULT_ALLOWED_FORMATS))
+    assert (probe.width, probe.height) == (321, 241)
+    return source, probe
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265", "source"])
+async def test_an_odd_420_size_in_h264_or_hevc_is_refused_at_ingest(tmp_path: Path, codec: str) -> None:
+    _, probe = await _odd_source(tmp_path, "yuv420p")
+    if codec == "source":
+        probe = probe.model_copy(update={"video_codec": "h264"})  # as if the odd source were H.264
+    defaults = ParamDefaults(encoders=available_encoders())
+    with pytest.raises(InvalidParams) as refused:
+        resolve_output(parse_output_options({"codec": codec}, defaults), probe, defaults)
+    assert refused.value.code == "E_OUTPUT_SIZE_UNSUPPORTED"
+    assert "321×241" in refused.value.message
+    assert ("h265" if codec == "h265" else "h264") in refused.value.message
+    assert "codec=av1" in refused.value.message
+
+
+@pytest.mark.parametrize(("codec", "pix_fmt"), [("av1", "yuv420p"), ("h264", "yuv444p"), ("h265", "yuv444p")])
+async def test_an_odd_size_comes_out_exactly_where_the_codec_can_code_it(
+    tmp_path: Path, codec: str, pix_fmt: str
+) -> None:
+    source, probe = await _odd_source(tmp_path, pix_fmt)
+    defaults = ParamDefaults(encoders=available_encoders())
+    options = resolve_output(parse_output_options({"codec": codec}, defaults), probe, defaults)
+    assert options.encoder is not None
+    if codec == "av1":
+        assert options.encoder == "libaom-av1", "SVT-AV1 codes even sizes only"
+    output = _through_pipeline(source, options.encoder, tmp_path / "out.mkv", "mkv")
+    stream = _ffprobe(output, "-select_streams", "v:0", "-show_entries", "stream=width,height,pix_fmt")
+    assert stream["streams"][0] == {"width": 321, "height": 241, "pix_fmt": pix_fmt}
+    _assert_exact_seams(source, output)
