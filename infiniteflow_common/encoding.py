@@ -267,20 +267,35 @@ def _svtav1_hdr(hdr: HdrMetadata) -> list[str]:
     return params
 
 
-def encoder_args(encoding: VideoEncoding) -> list[str]:
+SVTAV1_MAX_FPS = 240
+"""The highest frame rate SVT-AV1 (1.4) accepts; above it the encoder is told a whole fraction of the
+real rate (`encoder_args`), which its rate control only uses to share a bitrate between frames."""
+
+
+def svtav1_rate_scale(rate: Fraction | None) -> int:
+    """By how much SVT-AV1 must be told a lower rate than `rate` (1: none): the least whole divisor."""
+    if rate is None or rate <= SVTAV1_MAX_FPS:
+        return 1
+    return -(-rate // SVTAV1_MAX_FPS)  # ceiling
+
+
+def encoder_args(encoding: VideoEncoding, rate: Fraction | None = None) -> list[str]:
     """`-c:v` with its rate control, preset, pixel format, closed GOP, HDR metadata and colour tags.
 
     Chunks are concatenated by stream copy, so each must decode on its own: it starts with an IDR /
     key frame and no picture references one outside it (closed GOP, no open-GOP CRA/RASL in x265).
+    `rate` is the output frame rate: above 240 fps SVT-AV1 is told rate / n (n whole) and a bitrate
+    target / n, so it spends per frame what the real rate allows; the timestamps stay exact.
     """
     encoder = encoding.encoder
+    scale = svtav1_rate_scale(rate) if encoder == "libsvtav1" else 1
     args = ["-c:v", encoder]
     if encoder == "libaom-av1":
         args += ["-cpu-used", encoding.preset or DEFAULT_PRESET[encoder], "-row-mt", "1"]
     elif encoding.preset is not None or encoder in DEFAULT_PRESET:
         args += ["-preset", encoding.preset or DEFAULT_PRESET[encoder]]
     if encoding.bitrate is not None:
-        args += ["-b:v", str(encoding.bitrate)]
+        args += ["-b:v", str(max(1, encoding.bitrate // scale))]
     else:
         crf = encoding.crf if encoding.crf is not None else DEFAULT_CRF.get(encoder, 23)
         args += ["-crf", str(crf)]
@@ -294,8 +309,13 @@ def encoder_args(encoding: VideoEncoding) -> list[str]:
         # x265 writes its own VUI from these, and the SEI from master-display / max-cll
         params = ["log-level=error", "open-gop=0"] + ([] if hdr is None else _x265_hdr(hdr))
         args += ["-x265-params", ":".join(params)]
-    elif encoder == "libsvtav1" and hdr is not None and (hdr_params := _svtav1_hdr(hdr)):
-        args += ["-svtav1-params", ":".join(hdr_params)]
+    elif encoder == "libsvtav1":
+        svt = [] if hdr is None else _svtav1_hdr(hdr)
+        if scale > 1 and rate is not None:
+            told = rate / scale
+            svt += [f"fps-num={told.numerator}", f"fps-denom={told.denominator}"]
+        if svt:
+            args += ["-svtav1-params", ":".join(svt)]
     for flag, value in (
         ("-color_range", encoding.color_range),
         ("-colorspace", encoding.color_space),

@@ -213,7 +213,7 @@ class ChunkEncoder:
             "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
             "-f", "nut", "-i", "pipe:0",
             "-map", "0:v:0", "-fps_mode", "passthrough",
-            *encoder_args(encoding),
+            *encoder_args(encoding, rate),
             "-f", "matroska", "file:" + str(output),
         ]  # fmt: skip
         self._process = subprocess.Popen(

@@ -19,7 +19,13 @@ from infiniteflow_common.destinations import DestinationRefused, check_host, che
 from infiniteflow_common.encoding import for_size
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import JobParams, MediaProbe
-from infiniteflow_common.output import OutputOptionError, OutputOptions, for_source, parse_output
+from infiniteflow_common.output import (
+    OutputOptionError,
+    OutputOptions,
+    RateUnsupportedError,
+    for_source,
+    parse_output,
+)
 
 MULTIPLIERS = (2, 4, 8)
 MAX_URL_LENGTH = 2048
@@ -206,8 +212,23 @@ def input_fps(probe: MediaProbe) -> Fraction:
     return Fraction(probe.fps_num, probe.fps_den)
 
 
+MAX_OUTPUT_FPS = 1000
+"""The highest output rate: chunks travel in Matroska and Matroska output is written, both with 1 ms
+timestamps (FFmpeg 5.1), which tell frames apart up to 1000 fps."""
+
+
 def check_against_probe(params: JobParams, probe: MediaProbe) -> None:
-    """A target rate must raise the frame rate, by at most ×8 (what the engines interpolate)."""
+    """A target rate must raise the frame rate, by at most ×8 (what the engines interpolate); no
+    output rate may pass `MAX_OUTPUT_FPS` (`E_OUTPUT_RATE_UNSUPPORTED`, before any work)."""
+    out = output_fps(params, probe)
+    if out > MAX_OUTPUT_FPS:
+        asked = f"target-fps={params.target_fps}" if params.target_fps else f"multiplier={params.multiplier}"
+        raise InvalidParams(
+            f"{asked} makes {float(out):g} fps from the input's {float(input_fps(probe)):g} fps; the output "
+            f"is at most {MAX_OUTPUT_FPS} fps (its timestamps are in milliseconds): choose a lower "
+            "multiplier or target-fps",
+            code=RateUnsupportedError.code,
+        )
     if params.target_fps is None:
         return
     source, target = input_fps(probe), Fraction(params.target_fps)
