@@ -216,6 +216,33 @@ async def record_result(session: AsyncSession, event: ChunkInterpolated) -> Resu
     return "replayed" if chunk and chunk.lease_epoch == event.lease_epoch else "fenced"
 
 
+async def redo(session: AsyncSession, job_id: uuid.UUID, chunk_indices: Sequence[int]) -> list[ChunkReady]:
+    """Plan done chunks again whose output was lost (e.g. expired from the work bucket before assembly).
+
+    Each goes back to pending under a new lease epoch, so nothing recorded for the lost output counts
+    again; its tries are not touched (no worker failed). Returns the announcements to publish again,
+    with the next delivery attempt.
+    """
+    specs = []
+    for index in chunk_indices:
+        chunk = await session.get(Chunk, (job_id, index), with_for_update=True)
+        if chunk is None or chunk.status != ChunkStatus.DONE.value or not chunk.spec:
+            continue
+        spec = ChunkReady.model_validate(chunk.spec)
+        spec = spec.model_copy(update={"attempt": spec.attempt + 1})
+        chunk.status = ChunkStatus.PENDING.value
+        chunk.lease_epoch += 1
+        chunk.lease_expires_at = None
+        chunk.worker = None
+        chunk.output_key = None
+        chunk.frames_out = None
+        chunk.finished_at = None
+        chunk.spec = spec.model_dump(mode="json")
+        specs.append(spec)
+    await session.flush()
+    return specs
+
+
 async def done_count(session: AsyncSession, job_id: uuid.UUID) -> int:
     """How many of the job's chunks have a recorded result."""
     return int(

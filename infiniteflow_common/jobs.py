@@ -246,6 +246,27 @@ async def renew_assembly(session: AsyncSession, job_id: uuid.UUID, *, owner: str
     return bool(getattr(result, "rowcount", 0))
 
 
+async def reopen_for_chunks(session: AsyncSession, job_id: uuid.UUID, *, owner: str, done: int) -> bool:
+    """Give up this muxer's assembly claim and send the job back to `interpolating`.
+
+    The one step back a job may take: some of its chunks' outputs were lost before assembly and are
+    being made again. Only the claim's holder may do it, and never for a final job.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, *_holds_assembly(owner))
+        .where(col(Job.status).not_in(FINAL))
+        .values(
+            status=JobStatus.INTERPOLATING.value,
+            mux_owner=None,
+            mux_lease_expires_at=None,
+            chunks_done=done,
+            updated_at=utcnow(),
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def record_chunks_done(session: AsyncSession, job_id: uuid.UUID, done: int) -> None:
     """Raise the job's count of chunks with a result (never lowers it)."""
     await session.execute(

@@ -29,6 +29,8 @@ from fractions import Fraction
 from pathlib import PurePosixPath
 from typing import Any
 
+from minio.error import S3Error
+
 from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
@@ -300,6 +302,10 @@ class MuxHandler(PipelineHandler):
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
         split = JobSplit.model_validate(job.plan)
         rate = Fraction(split.out_fps_num, split.out_fps_den)
+        missing = await asyncio.to_thread(self._missing_outputs, parts)
+        if missing:
+            await self._redo(job_id, missing)
+            return
         lost = threading.Event()
         keeper = asyncio.create_task(self._keep_claim(job_id, lost))
         try:
@@ -393,6 +399,41 @@ class MuxHandler(PipelineHandler):
             quality_psnr_db=round(quality.psnr_db, 2) if quality else None,
             worst_chunk=quality.worst_chunk_index if quality else None,
             chunks_below_floor=list(quality.chunks_below_floor) if quality else None,
+        )
+
+    def _missing_outputs(self, parts: list[Chunk]) -> list[int]:
+        """The chunks whose encoded output is no longer in the work bucket (in a worker thread)."""
+        missing = []
+        for part in parts:
+            try:
+                self.storage.stat_object(self.settings.work_bucket, str(part.output_key))
+            except S3Error as exc:
+                if exc.code not in ("NoSuchKey", "NoSuchObject"):
+                    raise
+                missing.append(part.chunk_index)
+        return missing
+
+    async def _redo(self, job_id: uuid.UUID, missing: list[int]) -> None:
+        """Make lost chunk outputs again instead of failing the job: the source is still there.
+
+        A job that waited longer than the work bucket's lifecycle rule (`WORK_RETENTION_DAYS`) lost
+        its oldest chunks' outputs; failing it as "source gone" would be wrong and waste the rest.
+        """
+        async with transaction(self.sessions) as session:
+            specs = await chunks.redo(session, job_id, missing)
+            done = await chunks.done_count(session, job_id)
+            reopened = await jobs.reopen_for_chunks(session, job_id, owner=self.owner, done=done)
+            if not reopened:
+                raise AssemblyLost(
+                    f"the assembly claim on job {job_id} was lost before its chunks were redone"
+                )
+        for spec in specs:
+            await self.publish(Topic.CHUNK_READY, spec, key=f"{spec.job_id}/{spec.chunk_index}")
+        metrics.CHUNKS_REDONE.inc(len(specs))
+        log.warning(
+            "chunk outputs were gone before assembly (expired from the work bucket?); making them again",
+            job_id=str(job_id),
+            chunks=missing,
         )
 
     def _build(

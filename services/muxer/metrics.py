@@ -44,3 +44,8 @@ for _outcome in ("claimed", "held_elsewhere"):
 WORK_OBJECTS_DELETED = Counter(
     "infiniteflow_work_objects_deleted_total", "Work-bucket objects deleted when their job ended."
 )
+# Chunks planned again because their encoded output was gone from the work bucket before assembly
+# (a job that outlived the bucket's lifecycle rule): each costs a chunk of engine time again.
+CHUNKS_REDONE = Counter(
+    "infiniteflow_chunks_redone_total", "Chunks made again because their output was lost before assembly."
+)
