@@ -183,6 +183,14 @@ class Runtime:
             code=error.code,
             message=f"{error.message} (message {delivery.where} was moved to {dlq_of(delivery.topic)})",
         )
+        # A failed job's work objects go with it, as on every other failure path (the lifecycle rule
+        # stays the backstop when the store cannot be reached now).
+        from infiniteflow_common.storage import delete_prefix
+
+        try:
+            await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
+        except Exception as exc:  # the job's failure is recorded; cleanup is best effort
+            log.warning("work objects of a failed job not removed", job_id=job_id, error=str(exc))
 
     def _on_stuck(self, reason: str) -> None:
         """Liveness failed: stop with a distinct exit code so a supervisor starts a fresh process."""

@@ -12,6 +12,7 @@ import pytest
 
 from infiniteflow_common.classify import INTERNAL_MESSAGE
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import make_client
 from tests.e2e.conftest import wait_for_job
 from tests.e2e.pipeline import ServiceProcess, running_pipeline, webhook_receiver
 from tests.faults.conftest import FAULT_SETTINGS
@@ -57,6 +58,10 @@ async def test_a_muxer_error_nobody_classified_fails_that_job_with_e_internal_an
         assert failed["error_message"].startswith(INTERNAL_MESSAGE)
         assert "ValueError" not in failed["error_message"]
         assert "fault injected" not in failed["error_message"]
+        left = list(
+            make_client(settings).list_objects(settings.work_bucket, f"{failed['id']}/", recursive=True)
+        )
+        assert left == [], "the failed job's work objects go with it"
 
         await _run_job(settings, tmp_path / "good", good_key, seconds=1)
         good = await wait_for_job(settings, key=good_key, timeout_s=180)
