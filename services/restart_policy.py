@@ -38,7 +38,7 @@ def delay_before_restart(exits_in_a_row: int, policy: RestartPolicy) -> float:
     """1 s after the first exit in a row, doubling with each further one, never above the maximum."""
     if exits_in_a_row <= 0:
         return 0.0
-    return min(policy.first_delay_s * 2 ** (exits_in_a_row - 1), policy.max_delay_s)
+    return min(policy.first_delay_s * 2.0 ** (exits_in_a_row - 1), policy.max_delay_s)
 
 
 def ran_healthy(history: History, ran_for_s: float, policy: RestartPolicy) -> History:

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from services.restart_policy import (
     History,
     RestartPolicy,
@@ -9,6 +19,17 @@ from services.restart_policy import (
     delay_before_restart,
     exit_reason,
     ran_healthy,
+)
+from services.supervisor import (
+    Layout,
+    _alive,
+    _running,
+    _zombie,
+    status_lines,
+    stop_all,
+    supervise,
+    supervisor_pid,
+    wait_ready,
 )
 
 POLICY = RestartPolicy()
@@ -52,3 +73,87 @@ def test_exit_reasons_read_as_words() -> None:
     assert exit_reason(-9) == "killed by signal 9 (SIGKILL: out of memory?)"
     assert exit_reason(-15) == "killed by signal 15 (SIGTERM)"
     assert exit_reason(1) == "exited with status 1"
+
+
+# a service that needs no Kafka: says it started, as the real ones do, and runs until stopped
+STAND_IN = [
+    sys.executable,
+    "-c",
+    'print(\'{"event": "service started"}\', flush=True); import time; time.sleep(120)',
+]
+
+
+def _until(condition: Callable[[], Any], timeout_s: float = 10) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    layout = Layout(tmp_path / "run")
+    try:
+        yield layout
+    finally:  # whatever the test left running
+        stop_all(layout=layout)
+
+
+def _line(layout: Layout, name: str) -> str:
+    return next(line for line in status_lines(layout) if line.startswith(f"{name} "))
+
+
+def test_a_killed_service_is_restarted_and_status_says_why_it_died(layout: Layout) -> None:
+    running = supervise(workers=2, layout=layout, command=STAND_IN)
+    wait_ready(list(running), timeout_s=10, layout=layout)
+    assert sorted(running) == ["gpu_interp-1", "gpu_interp-2", "ingest", "muxer", "notifier", "splitter"]
+    supervisor = supervisor_pid(layout)
+    assert supervisor is not None
+    assert supervisor > 0
+    assert (layout.logs / "supervisor.log").exists()
+
+    # a second `services up` starts no second supervisor and no duplicate services
+    assert supervise(workers=2, layout=layout, command=STAND_IN) == running
+    assert supervisor_pid(layout) == supervisor
+
+    os.kill(running["muxer"], signal.SIGKILL)
+    restarted = _until(lambda: (pid := _running(layout).get("muxer")) not in (None, running["muxer"]) and pid)
+    assert _until(lambda: "restarts 1" in _line(layout, "muxer"))
+    line = _line(layout, "muxer")
+    assert line.startswith(f"muxer          up, pid {restarted}")
+    assert "last exit: killed by signal 9" in line
+    assert "restarts 0" in _line(layout, "ingest")
+    assert "service restarted" in (layout.logs / "supervisor.log").read_text()
+    assert (layout.logs / "muxer.log.1").exists(), "the killed run's log is kept"
+
+
+def test_services_down_stops_the_supervisor_and_the_services_for_good(layout: Layout) -> None:
+    running = supervise(workers=1, layout=layout, command=STAND_IN)
+    supervisor = supervisor_pid(layout)
+    assert supervisor is not None
+
+    assert sorted(stop_all(layout=layout)) == sorted(running)
+
+    time.sleep(2)  # longer than the first restart delay: a supervisor still watching would restart
+    assert supervisor_pid(layout) is None
+    assert not _alive(supervisor) or _zombie(supervisor)  # our child here: gone, not yet reaped
+    assert not any(_alive(pid) for pid in running.values())
+    assert _running(layout) == {}
+    assert _line(layout, "supervisor").startswith("supervisor     not running")
+
+
+def test_services_started_before_a_supervisor_died_are_adopted_by_the_next_one(layout: Layout) -> None:
+    running = supervise(workers=1, layout=layout, command=STAND_IN)
+    first = supervisor_pid(layout)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: supervisor_pid(layout) is None)
+    assert _running(layout) == running, "the services outlive their supervisor"
+    assert "not running" in _line(layout, "supervisor")
+
+    assert supervise(workers=1, layout=layout, command=STAND_IN) == running
+    assert supervisor_pid(layout) not in (None, first)
+    os.kill(running["ingest"], signal.SIGKILL)
+    _until(lambda: _running(layout).get("ingest") not in (None, running["ingest"]))
+    assert "restarts 1" in _line(layout, "ingest")
