@@ -436,7 +436,7 @@ def status_lines(layout: Layout = DEFAULT) -> list[str]:
     running = _running(layout)
     pid = supervisor_pid(layout)
     state = _read_json(layout.supervision / "state.json") or {}
-    known = state.get("services", {}) if pid is not None else {}
+    known = state.get("services", {})  # a dead supervisor's last word still says why services died
     spec = _read_json(layout.supervision / "spec.json")
     names = (
         [s["name"] for s in spec] if isinstance(spec, list) else [*SERVICES, "gpu_interp-1", "gpu_interp-2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -157,3 +158,16 @@ def test_services_started_before_a_supervisor_died_are_adopted_by_the_next_one(l
     os.kill(running["ingest"], signal.SIGKILL)
     _until(lambda: _running(layout).get("ingest") not in (None, running["ingest"]))
     assert "restarts 1" in _line(layout, "ingest")
+
+
+def test_a_crash_looping_service_is_reported_as_such_with_why_it_last_exited(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "run")
+    layout.supervision.mkdir(parents=True)
+    (layout.supervision / "spec.json").write_text(json.dumps([{"name": "splitter", "argv": [], "env": {}}]))
+    looping = {"pid": None, "restarts": 6, "last_exit": "exited with status 1", "crash_looping": True}
+    (layout.supervision / "state.json").write_text(
+        json.dumps({"supervisor": "running", "services": {"splitter": looping | {"restart_in_s": 60.0}}})
+    )
+    assert _line(layout, "splitter") == (
+        "splitter       crash-looping, restarting in 60 s; restarts 6; last exit: exited with status 1"
+    )
