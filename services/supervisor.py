@@ -183,6 +183,12 @@ def supervisor_pid(layout: Layout = DEFAULT) -> int | None:
         return -1
 
 
+def supervised_names(layout: Layout = DEFAULT) -> list[str]:
+    """The services the supervisor of `layout` keeps (or was last told to keep)."""
+    kept = _read_json(layout.supervision / "spec.json")
+    return [spec["name"] for spec in kept] if isinstance(kept, list) else []
+
+
 def supervise(
     workers: int = 2,
     env: dict[str, str] | None = None,
@@ -191,41 +197,52 @@ def supervise(
     command: Sequence[str] | None = None,
     timeout_s: float = 30,
 ) -> dict[str, int]:
-    """Start the supervisor unless one runs, and wait until every service it keeps runs; name → pid.
+    """Start the supervisor unless one runs; wait until each service it keeps runs (or has failed once).
 
-    Idempotent: with a supervisor already running nothing is started (it keeps what it was told to).
+    Returns name → pid of the services running. Idempotent: a running supervisor is kept, and so is
+    what it runs; one asked for services it does not keep (`--workers 3` after 2) is replaced by one
+    that keeps both (the running services are adopted, not restarted).
     """
     specs = service_specs(workers, env, command)
-    names = [spec["name"] for spec in specs]
     for folder in (layout.pids, layout.logs, layout.supervision):
         folder.mkdir(parents=True, exist_ok=True)
     process = None
-    # Whoever holds the lock is the supervisor. We take it here and hand it to the process we start, so
-    # from now on `supervisor_pid` and `stop_supervisor` see it: no window for a concurrent `services up`
-    # or `services down` to miss it.
-    with (layout.supervision / "lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # one runs: it keeps what it was told to
-            kept = _read_json(layout.supervision / "spec.json")
-            names = [spec["name"] for spec in kept] if isinstance(kept, list) else names
-        else:
-            (layout.supervision / "pid").unlink(missing_ok=True)  # a killed supervisor's
-            (layout.supervision / "spec.json").write_text(json.dumps(specs, indent=1))
-            (layout.supervision / "state.json").unlink(missing_ok=True)
-            rotate_log(layout.supervisor_log)
-            with layout.supervisor_log.open("ab") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "services.supervisor", str(layout.run), str(lock.fileno())],
-                    cwd=REPO_ROOT, env=os.environ | (env or {}), stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, pass_fds=(lock.fileno(),),
-                )  # fmt: skip
-            (layout.supervision / "pid").write_text(str(process.pid))
+    while process is None:
+        # Whoever holds the lock is the supervisor. We take it here and hand it to the process we start,
+        # so from then on `supervisor_pid` and `stop_supervisor` see it: no window for a concurrent
+        # `services up` or `services down` to miss it.
+        with (layout.supervision / "lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                kept = _read_json(layout.supervision / "spec.json")
+                kept = kept if isinstance(kept, list) else []
+                wanted = {spec["name"] for spec in specs}
+                if wanted <= {spec["name"] for spec in kept}:
+                    break
+                specs += [spec for spec in kept if spec["name"] not in wanted]
+            else:
+                (layout.supervision / "pid").unlink(missing_ok=True)  # a killed supervisor's
+                _write_json(layout.supervision / "spec.json", specs)
+                (layout.supervision / "state.json").unlink(missing_ok=True)
+                rotate_log(layout.supervisor_log)
+                with layout.supervisor_log.open("ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "services.supervisor", str(layout.run), str(lock.fileno())],
+                        cwd=REPO_ROOT, env=os.environ | (env or {}), stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=True, pass_fds=(lock.fileno(),),
+                    )  # fmt: skip
+                (layout.supervision / "pid").write_text(str(process.pid))
+                continue
+        stop_supervisor(layout)  # outside the `with`: it waits for the lock we would otherwise hold
+    names = supervised_names(layout)
     deadline = time.monotonic() + timeout_s
     while True:
         running = _running(layout)
-        if all(name in running for name in names):
-            return {name: running[name] for name in names}
+        state = _read_json(layout.supervision / "state.json") or {}
+        failed = {name for name, known in state.get("services", {}).items() if known.get("restarts")}
+        if all(name in running or name in failed for name in names):
+            return {name: running[name] for name in names if name in running}
         if process is not None and process.poll() is not None and supervisor_pid(layout) is None:
             raise RuntimeError(f"the supervisor stopped; see {layout.supervisor_log}")
         if time.monotonic() > deadline:
@@ -361,10 +378,8 @@ def watch(
         if name in running:
             watched[name] = _Watched(spec, running[name], None, time.monotonic())
             log.info("service adopted", name=name, pid=running[name])
-        else:
-            process = _spawn(layout, spec)
-            watched[name] = _Watched(spec, process.pid, process, time.monotonic())
-            log.info("service started by supervisor", name=name, pid=process.pid)
+        else:  # started by the loop below, at once
+            watched[name] = _Watched(spec, 0, None, time.monotonic(), restart_at=time.monotonic())
 
     def save(state: str) -> None:
         now = time.monotonic()
@@ -397,9 +412,16 @@ def watch(
         for name, w in watched.items():
             if w.restart_at is not None:
                 if now >= w.restart_at and not stopping:
-                    w.process = _spawn(layout, w.spec)
+                    try:
+                        w.process = _spawn(layout, w.spec)
+                    except OSError as error:  # out of memory or pids, a log we cannot write: try again later
+                        w.history, delay = after_exit(w.history, ran_for_s=0, now=now, policy=policy)
+                        w.last_exit, w.restart_at, changed = f"could not start: {error}", now + delay, True
+                        log.error("service not restarted", name=name, error=str(error), retry_in_s=delay)
+                        continue
                     w.pid, w.started, w.restart_at, changed = w.process.pid, now, None, True
-                    log.info("service restarted", name=name, pid=w.pid, restarts=w.history.restarts)
+                    event = "service restarted" if w.history.restarts else "service started"
+                    log.info(event, name=name, pid=w.pid, restarts=w.history.restarts)
                 continue
             ended, code = w.ended()
             if not ended:
@@ -470,11 +492,11 @@ def status_lines(layout: Layout = DEFAULT) -> list[str]:
 @services_app.command("up")
 def up(workers: int = typer.Option(2, min=1, help="gpu_interp workers to run")) -> None:
     """Start the services under a supervisor that restarts one that exits (idempotent); wait until ready."""
-    running = supervise(workers)
-    wait_ready(list(running))
-    typer.echo(f"{'supervisor':<14} pid {supervisor_pid()!s:<8} log {DEFAULT.supervisor_log}")
-    for name, pid in running.items():
-        typer.echo(f"{name:<14} pid {pid:<8} log {LOGS / (name + '.log')}")
+    supervise(workers)
+    wait_ready(supervised_names())
+    for line in status_lines():
+        typer.echo(line)
+    typer.echo(f"logs in {LOGS}")
 
 
 @services_app.command("down")

@@ -171,3 +171,18 @@ def test_a_crash_looping_service_is_reported_as_such_with_why_it_last_exited(tmp
     assert _line(layout, "splitter") == (
         "splitter       crash-looping, restarting in 60 s; restarts 6; last exit: exited with status 1"
     )
+
+
+def test_services_up_with_more_workers_adds_them_and_keeps_the_running_ones(layout: Layout) -> None:
+    first = supervise(workers=1, layout=layout, command=STAND_IN)
+    second = supervise(workers=2, layout=layout, command=STAND_IN)
+    assert {name: second[name] for name in first} == first, "running services are adopted, not restarted"
+    assert "gpu_interp-2" in second
+    assert supervise(workers=1, layout=layout, command=STAND_IN) == second, "nothing is taken away"
+
+
+def test_a_service_that_fails_at_once_is_restarted_and_status_says_how_it_exited(layout: Layout) -> None:
+    failing = [sys.executable, "-c", "raise SystemExit(1)"]
+    supervise(workers=1, layout=layout, command=failing)
+    _until(lambda: "restarts 2" in _line(layout, "ingest"), timeout_s=15)
+    assert "last exit: exited with status 1" in _line(layout, "ingest")
