@@ -20,7 +20,7 @@ from standardwebhooks import Webhook
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 from infiniteflow_common.storage import make_client
-from services.supervisor import start_all, wait_ready
+from services.supervisor import supervise, supervised_names, wait_ready
 
 console = Console()
 
@@ -86,8 +86,8 @@ def demo(multiplier: int = 2, engine: str = "rife") -> None:
     settings = CommonSettings()
     console.rule("[bold]InfiniteFlow demo")
     console.print("starting the services (ingest, splitter, 2× gpu_interp, muxer, notifier) …")
-    running = start_all(workers=2)
-    wait_ready(list(running))
+    supervise(workers=2)
+    wait_ready(supervised_names())
     workdir = REPO_ROOT / ".run" / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     sample = workdir / "sample.mp4"
