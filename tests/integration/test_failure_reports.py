@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infiniteflow_common.db import Job, make_engine, session_factory, transaction
+from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.events import Event
 from infiniteflow_common.failures import report_failure
-from infiniteflow_common.settings import CommonSettings
+from tests.integration.test_chunk_lifecycle import sessions
+
+__all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
 
 pytestmark = [pytest.mark.postgres]
-
-
-@pytest.fixture
-async def sessions(settings: CommonSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(settings.database_url.get_secret_value())
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def test_a_notifier_that_gives_up_on_a_failed_jobs_announcement_does_not_announce_it_again(

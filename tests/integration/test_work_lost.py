@@ -18,23 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common import chunks
 from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
+from infiniteflow_common.db import Chunk, Job, transaction
 from infiniteflow_common.deps import Deps
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, Event, JobSplit
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import delete_prefix, make_client
 from services.muxer.config import MuxerSettings
 from services.muxer.handlers import MuxHandler
-from tests.integration.test_chunk_lifecycle import _full_spec
+from tests.integration.test_chunk_lifecycle import _full_spec, sessions
+
+__all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.minio]
-
-
-@pytest.fixture
-async def sessions(settings: CommonSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(settings.database_url.get_secret_value())
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
