@@ -13,7 +13,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
@@ -80,6 +92,8 @@ class Job(SQLModel, table=True):
     source_version: str | None = Field(default=None, sa_column=Column(Text))
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     status: str = Field(default=JobStatus.PENDING.value, sa_column=Column(String(32), nullable=False))
+    # −50…50: higher goes first among the tenant's own jobs (fair dispatch; `dispatch`).
+    priority: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
     progress: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
@@ -187,6 +201,8 @@ class Tenant(SQLModel, table=True):
     bucket_prefix: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     # Requests per minute; None means the operator's default (API_RATE_LIMIT_PER_MINUTE).
     rate_limit_per_minute: int | None = Field(default=None, sa_column=Column(Integer))
+    # The tenant's share of the workers against other tenants with work waiting (default 1).
+    weight: float = Field(default=1.0, sa_column=Column(Float, nullable=False, server_default="1"))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -29,6 +29,10 @@ class WorkerSettings(CommonSettings):
     )
     # A claimed chunk is this worker's for `lease_seconds`, renewed every third of it while it works.
     lease_seconds: float = Field(default=60.0, gt=1)
+    # DISPATCH=fair: a chunk.ready record lets the worker claim the fairest chunk across every running
+    # job and tenant (`infiniteflow_common.dispatch`); `record`: only the record's own chunk, first come
+    # first served (the behaviour before fair dispatch, kept for comparison benchmarks).
+    dispatch: Literal["fair", "record"] = "fair"
     # How often a worker asks whether the job of the chunk in hand was cancelled (it stops at the next batch).
     cancel_poll_s: float = Field(default=2.0, gt=0)
     # Chunk work runs inside the handler; this bounds it (chunks are kept short by the splitter).

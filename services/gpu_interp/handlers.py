@@ -32,15 +32,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from infiniteflow_common import chunks, jobs
+from infiniteflow_common import chunks, dispatch, jobs
 from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.classify import describe, is_transient
-from infiniteflow_common.db import FINAL_STATUSES, transaction, utcnow
+from infiniteflow_common.db import transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError, WorkCancelled
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
@@ -74,18 +75,33 @@ def result_key(job_id: uuid.UUID, index: int, epoch: int) -> str:
     return f"{job_id}/out/{index:05d}-e{epoch}.mkv"
 
 
+def _refuse_outdated(spec: ChunkReady) -> None:
+    """A plan from before workers encoded their own output (ChunkReady v1) cannot be worked on."""
+    if spec.source is None or spec.encoding is None or spec.out_fps_num == 0:
+        raise InvalidMessage(
+            f"chunk {spec.chunk_index} of job {spec.job_id} was planned before workers encoded their "
+            "own output (ChunkReady v1); upload the video again",
+            code="E_CHUNK_OUTDATED",
+        )
+
+
 class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class name
     """Another worker took the chunk over; this worker's result must be discarded."""
 
     code = "E_LEASE_LOST"
 
 
-class Held(NamedTuple):
-    """A chunk this worker claimed: its lease epoch, and how it is to be tried (the poison-chunk rule)."""
+@dataclass(frozen=True)
+class Held:
+    """A chunk this worker claimed: its lease epoch, and how it is to be tried (the poison-chunk rule).
+
+    `spec` is the chunk's announcement: the chunk fair dispatch chose, not necessarily the record's.
+    """
 
     epoch: int
     plan: AttemptPlan
     lost_attempts: int
+    spec: ChunkReady | None = field(default=None, compare=False)
 
 
 class ChunkHandler(PipelineHandler):
@@ -105,24 +121,17 @@ class ChunkHandler(PipelineHandler):
         self.stopping = stopping
 
     async def __call__(self, delivery: Delivery) -> None:
-        """Handle one `chunk.ready` record."""
-        spec = decode_event(self.catalog, delivery.value, ChunkReady)
-        if spec.source is None or spec.encoding is None or spec.out_fps_num == 0:
-            raise InvalidMessage(
-                f"chunk {spec.chunk_index} of job {spec.job_id} was planned before workers encoded their "
-                "own output (ChunkReady v1); upload the video again",
-                code="E_CHUNK_OUTDATED",
-            )
-        bound = log.bind(job_id=str(spec.job_id), chunk_index=spec.chunk_index, stage="gpu_interp")
-        async with transaction(self.sessions) as session:
-            job = await jobs.get_job(session, spec.job_id)
-        if job is None or job.status in FINAL_STATUSES:
-            bound.info("chunk of a finished job skipped", status=job.status if job else None)
-            return
-        held = await self._claim(spec)
+        """Handle one `chunk.ready` record: claim the fairest chunk to run now, and do it."""
+        record = decode_event(self.catalog, delivery.value, ChunkReady)
+        _refuse_outdated(record)
+        held = await self._claim(record)
         if held is None:
-            bound.info("chunk already done; skipped")
+            log.info(
+                "nothing to claim: every chunk still to do is held by a live worker",
+                job_id=str(record.job_id), chunk_index=record.chunk_index, stage="gpu_interp",
+            )  # fmt: skip
             return
+        spec = held.spec or record
         failing = job_fails_on(
             self.sessions,
             self.publish,
@@ -132,6 +141,7 @@ class ChunkHandler(PipelineHandler):
             cleanup=self._delete_work,
         )
         async with failing:
+            _refuse_outdated(spec)
             if held.plan is AttemptPlan.POISON:
                 await self._give_up(spec, held)
             with metrics.BUSY.track_inprogress():
@@ -141,41 +151,69 @@ class ChunkHandler(PipelineHandler):
         """The failed job's chunks already uploaded (by any worker) go; the muxer removes later ones."""
         await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
 
-    async def _claim(self, spec: ChunkReady) -> Held | None:
-        """Take the chunk's lease, waiting out another worker's live lease; None when the chunk is done.
+    async def _claim(self, record: ChunkReady) -> Held | None:
+        """Claim the fairest chunk to run now (`dispatch`); None when there is nothing for this worker.
 
-        The claim counts the chunk's earlier tries whose workers died, timed out or failed with an error
-        nobody classified, and the poison-chunk rule turns that count into the plan for this try.
+        `record` is the `chunk.ready` that rang. The chunk claimed may be another chunk or another job's:
+        every record stands for one chunk still to do, so whichever chunk it claims, some record remains
+        for each of the others. The claim counts the chunk's earlier tries whose workers died, timed out
+        or failed with an error nobody classified, and the poison-chunk rule turns that count into the
+        plan for this try.
 
-        A chunk re-read after a rebalance is usually still leased by the worker that was evicted (killed,
-        stopped, partitioned away). Its lease stops being renewed, so waiting until it expires — at most
-        one lease period, well inside max.poll.interval.ms — lets this worker take over with a new epoch.
+        When every chunk still to do is leased, this record may be the only one left for a chunk whose
+        worker died (a record re-read after a rebalance usually is): committing it now could leave that
+        chunk without a worker. So it waits, polling for new work meanwhile, until each of those leases
+        is either renewed (its worker lives and holds its own record) or runs out (then it is claimed
+        here) — at most about a third of a lease period for live workers.
         """
-        for _ in range(3):
-            try:
-                async with transaction(self.sessions) as session:
-                    claim = await chunks.claim(
-                        session,
-                        spec.job_id,
-                        spec.chunk_index,
-                        worker_id=self.settings.worker_id,
-                        lease_s=self.settings.lease_seconds,
-                    )
-            except LookupError as exc:
-                raise TransientError(str(exc)) from exc
-            if claim.done:
+        watched: dict[tuple[uuid.UUID, int], datetime] | None = None
+        give_up_at = time.monotonic() + 3 * self.settings.lease_seconds
+        while True:
+            async with transaction(self.sessions) as session:
+                got = await dispatch.claim_next(
+                    session,
+                    record,
+                    worker_id=self.settings.worker_id,
+                    lease_s=self.settings.lease_seconds,
+                    fair=self.settings.dispatch == "fair",
+                )
+            if isinstance(got, dispatch.Dispatched):
+                self._observe_dispatch(record, got)
+                return self._plan(got.spec, got.epoch, got.lost_attempts)
+            watched = got.leases if watched is None else watched
+            unproven = {chunk: until for chunk, until in watched.items() if got.leases.get(chunk) == until}
+            if not unproven:
+                metrics.DISPATCHED.labels("none").inc()
                 return None
-            if claim.epoch is not None:
-                return self._plan(spec, claim.epoch, claim.lost_attempts)
-            wait = ((claim.leased_until or utcnow()) - utcnow()).total_seconds() + 0.5
+            if time.monotonic() > give_up_at:
+                raise TransientError(
+                    f"{len(unproven)} chunks are still leased by workers that neither renew nor release them"
+                )
+            wait = (min(unproven.values()) - utcnow()).total_seconds() + 0.5
             log.info(
-                "chunk leased by another worker; waiting for its lease", job_id=str(spec.job_id),
-                chunk_index=spec.chunk_index, wait_s=round(wait, 1),
+                "every chunk to do is leased; waiting for its lease to be renewed or run out",
+                job_id=str(record.job_id), chunk_index=record.chunk_index, leased=len(unproven),
+                wait_s=round(wait, 1),
             )  # fmt: skip
-            await asyncio.sleep(min(max(wait, 0.1), self.settings.lease_seconds + 1))
-        raise TransientError(
-            f"chunk {spec.chunk_index} of job {spec.job_id} is still leased by another worker"
-        )
+            await asyncio.sleep(min(max(wait, 0.1), self.settings.cancel_poll_s))
+
+    @staticmethod
+    def _observe_dispatch(record: ChunkReady, got: dispatch.Dispatched) -> None:
+        if got.spec.job_id != record.job_id:
+            claimed = "other_job"
+        elif got.spec.chunk_index != record.chunk_index:
+            claimed = "other_chunk"
+        else:
+            claimed = "own"
+        metrics.DISPATCHED.labels(claimed).inc()
+        if got.waited_s is not None:
+            metrics.DISPATCH_WAIT.observe(max(0.0, got.waited_s))
+        if claimed != "own":
+            log.info(
+                "claimed the fairest chunk instead of the record's",
+                job_id=str(got.spec.job_id), chunk_index=got.spec.chunk_index, tenant_id=got.tenant_id,
+                record_job_id=str(record.job_id), record_chunk_index=record.chunk_index,
+            )  # fmt: skip
 
     def _plan(self, spec: ChunkReady, epoch: int, lost_attempts: int) -> Held:
         plan = plan_attempt(lost_attempts, self.settings.chunk_max_attempts)
@@ -190,7 +228,7 @@ class ChunkHandler(PipelineHandler):
                 max_attempts=self.settings.chunk_max_attempts,
                 plan=plan.value,
             )
-        return Held(epoch, plan, lost_attempts)
+        return Held(epoch, plan, lost_attempts, spec)
 
     async def _give_up(self, spec: ChunkReady, held: Held) -> None:
         """The chunk is poison: mark it failed and fail its job (raises `ChunkPoisoned`)."""

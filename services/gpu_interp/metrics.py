@@ -19,6 +19,19 @@ LOST_ATTEMPTS = Counter(
     "Chunk claims after tries whose worker died or timed out, by the poison-chunk rule's plan.",
     ["plan"],
 )
+# Fair dispatch (`infiniteflow_common.dispatch`): how long a chunk waited from its planning to its
+# first claim, and what each `chunk.ready` record led to: its own chunk, another job's or chunk
+# (the fairest one), or nothing (every chunk still to do is held by a live worker).
+DISPATCH_WAIT = Histogram(
+    "infiniteflow_dispatch_wait_seconds",
+    "Seconds from a chunk's planning to its first claim by a worker.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+DISPATCHED = Counter(
+    "infiniteflow_dispatch_claims_total",
+    "What a chunk.ready record led the worker to claim: own, other_chunk, other_job or none.",
+    ["claimed"],
+)
 # Engine time per chunk (decode + inference + lossless encode), without transfers.
 CHUNK_SECONDS = Histogram(
     "infiniteflow_chunk_seconds",

@@ -128,9 +128,8 @@ async def test_the_muxer_counts_a_result_once_and_refuses_a_stale_epoch(
 
     deps = Deps(sessions=sessions, storage=None, catalog=catalog, publish=publish)  # type: ignore[arg-type]
     muxer = MuxHandler(settings=MuxerSettings(), deps=deps)
-    worker = _worker(sessions, "worker-a")
-    epoch0 = await _epoch(worker, _ready(job_with_chunks, 0))
-    epoch1 = await _epoch(worker, _ready(job_with_chunks, 1))
+    epoch0 = await _epoch(_worker(sessions, "worker-a"), _ready(job_with_chunks, 0))
+    epoch1 = await _epoch(_worker(sessions, "worker-b"), _ready(job_with_chunks, 1))
 
     def result(index: int, epoch: int) -> ChunkInterpolated:
         return ChunkInterpolated(
