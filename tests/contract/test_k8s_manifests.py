@@ -101,6 +101,7 @@ KEPT_DEFAULTS: dict[str, str] = {
         "SOURCE_TIMEOUT_S", "ENCODE_TIMEOUT_S",
     ),
     **_kept("how soon a worker notices its job was cancelled: one cheap query per poll", "CANCEL_POLL_S"),
+    **_kept("fair dispatch is the product; `record` (first come, first served) is for benchmarks", "DISPATCH"),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
     **_kept(
         "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
