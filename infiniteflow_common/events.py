@@ -33,6 +33,9 @@ Long = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
 LongCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Positive = Annotated[int, Field(ge=1, le=2**31 - 1)]
+PRIORITY_MIN, PRIORITY_MAX = -50, 50
+"""The range of a job's priority (JobParams v3, the `jobs.priority` column's check constraint)."""
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 FrameRate = Annotated[str, Field(pattern=r"^[1-9][0-9]*(/[1-9][0-9]*)?$")]
 """An exact frame rate: an integer ('60') or a rational ('60000/1001')."""
 
@@ -72,6 +75,8 @@ class JobParams(AvroModel):
     webhook_url: str | None
     # 'hdv3' | 'v4.25' | 'auto' (ingest checks the name; the worker picks per chunk for 'auto')
     model: str = "auto"
+    # Among the tenant's own jobs, higher goes first (fair dispatch); released messages read as 0.
+    priority: Priority = 0
 
     @model_validator(mode="after")
     def _one_rate(self) -> Self:

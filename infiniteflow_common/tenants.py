@@ -2,12 +2,15 @@
 
 A tenant's uploads, bucket drops and outputs all sit under its `bucket_prefix` (`tenants/<id>/` by
 default), so a bucket policy or an operator can keep customers apart; a drop under that prefix belongs
-to the tenant exactly as an upload with its key does.
+to the tenant exactly as an upload with its key does. Its `weight` is its share of the GPU workers
+against other tenants with work waiting (`dispatch`): a tenant of weight 2 may run twice the chunks of
+one of weight 1 before the workers prefer the other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -45,6 +48,13 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def check_weight(weight: float) -> float:
+    """A tenant's weight must be a finite number above 0 (`tenants.weight`'s check, and no infinity)."""
+    if not math.isfinite(weight) or weight <= 0:
+        raise TenantError(f"weight {weight!r} must be a finite number above 0 (1 is an equal share)")
+    return float(weight)
+
+
 def default_prefix(tenant_id: str) -> str:
     """Where a tenant's objects go unless the operator chose otherwise."""
     return f"tenants/{tenant_id}/"
@@ -57,8 +67,9 @@ async def create_tenant(
     name: str | None = None,
     rate_limit_per_minute: int | None = None,
     bucket_prefix: str | None = None,
+    weight: float = 1.0,
 ) -> Tenant:
-    """Add a tenant; refuses a malformed id or prefix and an id that exists."""
+    """Add a tenant; refuses a malformed id or prefix, a weight not above 0, and an id that exists."""
     if not _TENANT_ID.match(tenant_id):
         raise TenantError(f"tenant id {tenant_id!r} must be 1–63 of a-z, 0-9 and '-', starting alphanumeric")
     prefix = bucket_prefix or default_prefix(tenant_id)
@@ -66,6 +77,7 @@ async def create_tenant(
         raise TenantError(f"bucket prefix {prefix!r} must be lowercase path segments ending in '/'")
     if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
         raise TenantError("the rate limit must be at least 1 request per minute")
+    weight = check_weight(weight)
     if await session.get(Tenant, tenant_id) is not None:
         raise TenantError(f"tenant {tenant_id!r} exists already")
     # One object key, one owner: a prefix inside another tenant's (or around it) would make a drop or
@@ -96,10 +108,27 @@ async def create_tenant(
         name=name or tenant_id,
         bucket_prefix=prefix,
         rate_limit_per_minute=rate_limit_per_minute,
+        weight=weight,
     )
     session.add(tenant)
     await session.flush()
     return tenant
+
+
+async def set_weight(session: AsyncSession, tenant_id: str, weight: float) -> Tenant:
+    """Change a tenant's share of the workers; the next chunk claim uses it (running chunks finish)."""
+    weight = check_weight(weight)
+    tenant = await session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None:
+        raise TenantError(f"no tenant {tenant_id!r}")
+    tenant.weight = weight
+    await session.flush()
+    return tenant
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    """Every tenant, by id."""
+    return list((await session.execute(select(Tenant).order_by(col(Tenant.id)))).scalars().all())
 
 
 async def issue_key(session: AsyncSession, tenant_id: str, label: str | None = None) -> IssuedKey:

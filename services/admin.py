@@ -105,6 +105,7 @@ def tenant_create(
         None, help="requests per minute (default: API_RATE_LIMIT_PER_MINUTE)"
     ),
     prefix: str | None = typer.Option(None, help="bucket prefix (default: tenants/<id>/)"),
+    weight: float = typer.Option(1.0, help="share of the GPU workers against other tenants (> 0)"),
 ) -> None:
     """Add a tenant and print its first API key (shown once; only its hash is stored)."""
 
@@ -115,12 +116,50 @@ def tenant_create(
             name=name,
             rate_limit_per_minute=rate_limit,
             bucket_prefix=prefix,
+            weight=weight,
         )
         return await tenants.issue_key(session, tenant.id, label="first key")
 
     issued = _in_transaction(work)
-    typer.echo(f"tenant {tenant_id} created; drops under {prefix or tenants.default_prefix(tenant_id)}")
+    typer.echo(
+        f"tenant {tenant_id} created; drops under {prefix or tenants.default_prefix(tenant_id)}; "
+        f"weight {weight:g}"
+    )
     typer.echo(f"api key (id {issued.key_id}, shown once): {issued.secret}")
+
+
+@tenant_app.command("set-weight")
+def tenant_set_weight(tenant_id: str, weight: float) -> None:
+    """Change a tenant's share of the GPU workers (> 0; 2 runs twice the chunks of 1 when both wait)."""
+
+    async def work(session: AsyncSession) -> float:
+        return (await tenants.set_weight(session, tenant_id, weight)).weight
+
+    typer.echo(f"tenant {tenant_id}: weight {_in_transaction(work):g}")
+
+
+@tenant_app.command("list")
+def tenant_list() -> None:
+    """Every tenant: id, weight, rate limit, bucket prefix and name."""
+
+    async def work(session: AsyncSession) -> list[tuple[str, str, str, str, str]]:
+        return [
+            (
+                t.id,
+                f"{t.weight:g}",
+                str(t.rate_limit_per_minute) if t.rate_limit_per_minute is not None else "default",
+                t.bucket_prefix,
+                t.name,
+            )
+            for t in await tenants.list_tenants(session)
+        ]
+
+    rows = [("id", "weight", "rate/min", "prefix", "name"), *_in_transaction(work)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
 
 
 @tenant_app.command("issue-key")

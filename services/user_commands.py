@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN
 from infiniteflow_common.settings import CommonSettings
 
 console = Console()
@@ -132,6 +133,7 @@ def status_table(job: dict[str, Any]) -> Table:
     rows = {
         "job": job["job_id"],
         "status": f"{job['status']} ({job['progress']} %)",
+        "priority": job.get("priority", 0),
         "source": f"{job['source']['bucket']}/{job['source']['key']}",
         "input": f"{probe.get('width')}×{probe.get('height')} at {probe.get('fps')} fps" if probe else "—",
         "output fps": job.get("output_fps") or "—",
@@ -161,6 +163,13 @@ def register(app: typer.Typer) -> None:
             None, "--model", help="rife model: auto, hdv3 or v4.25 (server default if unset: auto)"
         ),
         webhook: str | None = typer.Option(None, "--webhook", help="URL to notify when done"),
+        priority: int | None = typer.Option(
+            None,
+            "--priority",
+            min=PRIORITY_MIN,
+            max=PRIORITY_MAX,
+            help="-50 to 50: higher goes first among your own jobs (server default if unset: 0)",
+        ),
         wait: bool = typer.Option(False, "--wait", help="follow the job and print the download URL"),
         api_url: str | None = typer.Option(None, "--api-url", help="defaults to API_URL"),
         api_key: str | None = _api_key_option(),
@@ -176,6 +185,7 @@ def register(app: typer.Typer) -> None:
                 "engine": engine,
                 "model": model,
                 "webhook_url": webhook,
+                "priority": priority,
             }.items()
             if value is not None
         }

@@ -38,7 +38,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
-from infiniteflow_common.events import JobCancelled, JobParams, MediaProbe
+from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams, MediaProbe
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.reports import plan_view, stage_seconds
@@ -63,8 +63,8 @@ from services.ingest.start import JobStarter, Uploader, object_record, param_def
 log = get_logger()
 
 OPTION_FIELDS = (
-    "multiplier", "target_fps", "engine", "quality", "model", "webhook_url", "codec", "crf", "bitrate",
-    "preset", "dedupe",
+    "multiplier", "target_fps", "engine", "quality", "model", "webhook_url", "priority", "codec", "crf",
+    "bitrate", "preset", "dedupe",
 )  # fmt: skip
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and the option fields on top of the file size limit."""
@@ -170,6 +170,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "job_id": str(job.id),
         "status": job.status,
         "progress": max(0, min(100, job.progress)),
+        "priority": job.priority,
         "source": {"type": job.source, "bucket": job.source_bucket, "key": job.source_key},
         "chunks": {"done": job.chunks_done, "total": job.chunks_total},
         "error": (
@@ -393,6 +394,13 @@ def create_api(deps: ApiDeps) -> FastAPI:
                                     "type": "string",
                                     "format": "uri",
                                     "description": "receives the signed job.completed/failed/cancelled webhook",
+                                },
+                                "priority": {
+                                    "type": "integer",
+                                    "minimum": PRIORITY_MIN,
+                                    "maximum": PRIORITY_MAX,
+                                    "default": 0,
+                                    "description": "higher goes first among your own jobs (-50 to 50)",
                                 },
                                 "codec": {
                                     "type": "string",
@@ -758,6 +766,7 @@ def _params_metadata(params: JobParams) -> dict[str, str]:
         "quality": params.quality,
         "model": params.model,
         "webhook-url": params.webhook_url,
+        "priority": str(params.priority),
     }
     return normalise_keys(options)
 

@@ -1,8 +1,8 @@
 """User options → `JobParams` (pure).
 
 Options arrive as object user metadata (`multiplier`, `target-fps`, `engine`, `quality`, `model`, `webhook-url`,
-and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by the event
-parser) or as API form fields (`target_fps`, `webhook_url`). Absent
+`priority`, and for the output video `codec`, `crf`, `bitrate`, `preset`, `dedupe`; already lower-cased by
+the event parser) or as API form fields (`target_fps`, `webhook_url`). Absent
 options take the configured defaults; a bad value raises `InvalidParams` naming the key and what is
 allowed, so the user can fix the upload. Unknown metadata keys are ignored: other tools set their own.
 """
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from infiniteflow_common.destinations import DestinationRefused, check_host, check_literal
 from infiniteflow_common.encoding import for_size
 from infiniteflow_common.errors import InfiniteFlowError
-from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobParams, MediaProbe
 from infiniteflow_common.output import (
     OutputOptionError,
     OutputOptions,
@@ -31,6 +31,7 @@ MULTIPLIERS = (2, 4, 8)
 MAX_URL_LENGTH = 2048
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _RATIONAL = re.compile(r"^([0-9]+)/([0-9]+)$")
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,6}$")
 
 
 class InvalidParams(InfiniteFlowError):  # noqa: N818 - the name the other services know
@@ -84,6 +85,16 @@ def parse_fps(text: str, *, key: str = "target-fps", max_fps: float = 480.0) -> 
     return value
 
 
+def parse_priority(text: str) -> int:
+    """`-50` … `50` (a sign is allowed) → the job's priority; higher goes first among the tenant's jobs."""
+    if not _INTEGER.match(text) or not PRIORITY_MIN <= int(text) <= PRIORITY_MAX:
+        raise InvalidParams(
+            f"priority={text[:40]!r} is not allowed: use an integer from {PRIORITY_MIN} to {PRIORITY_MAX} "
+            "(higher goes first among your own jobs; 0 is normal)"
+        )
+    return int(text)
+
+
 def format_fps(value: Fraction) -> str:
     """The wire form of an exact rate: '60' or '60000/1001'."""
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
@@ -124,6 +135,7 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
     webhook_url = opts.get("webhook-url")
     if webhook_url is not None:
         check_webhook_url(webhook_url, defaults.webhook_allowed)
+    priority = parse_priority(opts["priority"]) if "priority" in opts else 0
     return JobParams(
         multiplier=multiplier,  # checked against MULTIPLIERS above
         target_fps=target_fps,
@@ -131,6 +143,7 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
         quality=quality,
         webhook_url=webhook_url,
         model=model,
+        priority=priority,
     )
 
 

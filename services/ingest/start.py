@@ -176,8 +176,12 @@ class JobStarter:
         The job belongs to `uploader` (the authenticated caller of an API upload) when given, else to
         the tenant whose bucket prefix holds the key.
         """
+        # The priority is a column too (the workers' claim query orders by it); bad params leave it 0.
+        priority = 0
         try:
-            params: dict[str, Any] = parse_params(record.user_metadata, self.defaults).to_avro()
+            parsed = parse_params(record.user_metadata, self.defaults)
+            params: dict[str, Any] = parsed.to_avro()
+            priority = parsed.priority
         except InvalidParams:
             params = {"requested": dict(record.user_metadata)}
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
@@ -201,6 +205,7 @@ class JobStarter:
                 source_version=record.version_id,
                 size_bytes=record.size,
                 params=params,
+                priority=priority,
                 output_options=output,
             )
             if uploader is not None and job.tenant_id != tenant_id:
@@ -282,6 +287,7 @@ class JobStarter:
                     .where(col(Job.id) == job_id)
                     .values(
                         params=params.to_avro(),
+                        priority=params.priority,
                         probe=probe.to_avro(),
                         output_options=output.model_dump(mode="json"),
                         progress=func.greatest(Job.progress, STARTED_PROGRESS),

@@ -61,6 +61,12 @@ def named_types(schema: Any) -> Iterator[dict[str, Any]]:
             yield from named_types(kind)
 
 
+def job_params_fields(schema: Any) -> list[str]:
+    """The field names of the `JobParams` record a schema inlines."""
+    [params] = [named for named in named_types(schema) if named["name"] == "JobParams"]
+    return [field["name"] for field in params["fields"]]
+
+
 def is_nullable(avro_type: Any) -> bool:
     return isinstance(avro_type, list) and "null" in avro_type
 

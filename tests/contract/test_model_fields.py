@@ -7,7 +7,7 @@ import pytest
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.events import JobCompleted, JobFailed, VideoUploaded, decode_event
 
-from .support import golden_path, parse_golden
+from .support import golden_path, job_params_fields, parse_golden
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,9 @@ def test_the_v3_report_names_each_chunks_model_and_both_scores(catalog: SchemaCa
     assert decoded.quality.model_chunks == {"hdv3": 1, "v4.25": 2}
 
 
-def test_the_newest_versions_are_the_ones_with_the_model(catalog: SchemaCatalog) -> None:
-    assert catalog.latest("VideoUploaded").version == 2
-    assert catalog.latest("JobCompleted").version == 3
-    assert catalog.latest("JobFailed").version == 2
+@pytest.mark.parametrize(("record", "first"), [("VideoUploaded", 2), ("JobCompleted", 3), ("JobFailed", 2)])
+def test_the_model_arrived_in_one_version_and_stays_in_every_later_one(
+    catalog: SchemaCatalog, record: str, first: int
+) -> None:
+    for version in catalog.versions(record):
+        assert ("model" in job_params_fields(version.definition)) == (version.version >= first), version

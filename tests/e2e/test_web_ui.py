@@ -122,9 +122,10 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     await page.wait_for_function("document.body.dataset.state === 'idle'")
     # every option the API describes is on the form, with the API's defaults
     for field in ("#multiplier", "#target-fps", "#engine", "#quality", "#codec", "#crf", "#bitrate", "#preset",
-                  "#dedupe", "#webhook-url"):  # fmt: skip
+                  "#dedupe", "#webhook-url", "#priority"):  # fmt: skip
         assert await page.locator(field).count() == 1, field
     assert await page.input_value("#quality") == "fast"
+    assert await page.input_value("#priority") == "0"
     assert await page.is_hidden("#target-fps")
 
     payload = base64.b64encode(clip.read_bytes()).decode()
@@ -134,6 +135,7 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     await page.select_option("#engine", "flow")
     await page.select_option("#codec", "h264")
     await page.fill("#crf", "20")
+    await page.fill("#priority", "10")
     await page.click("#submit")
 
     await page.wait_for_function(
@@ -146,6 +148,7 @@ async def test_drop_a_video_on_the_page_follow_it_to_100_percent_and_download_it
     assert seen == sorted(seen), f"progress went backwards: {seen}"
     assert len(set(seen)) >= 2, f"progress was not live: {seen}"
     job_id = await page.inner_text("#job-id")
+    assert await page.inner_text("#job-priority") == "priority 10"
 
     href = await page.get_attribute("#download", "href")
     assert href == f"/api/download/{job_id}"

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import col
 
+from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Job
-from infiniteflow_common.events import JobSplit
+from infiniteflow_common.events import JobSplit, VideoUploaded, decode_event
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.runtime import Runtime
 from services.ingest.config import IngestSettings
@@ -28,12 +29,14 @@ from tests.integration.ingest_support import (
     private_runtime,
     records_keyed,
     starter_for,
+    upload,
 )
 from tests.unit.ingest.media import video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 
 SETTINGS = isolated_settings()
+CATALOG = SchemaCatalog.load()
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,41 @@ async def test_the_minio_event_of_an_api_upload_finds_the_same_job(
     assert len(records_keyed(SETTINGS, topics[0], str(job.id))) == 1
 
 
+async def test_an_api_upload_with_priority_40_makes_a_job_of_priority_40(
+    client: httpx.AsyncClient, runtime: Runtime, topics: tuple[str, str], clip: bytes
+) -> None:
+    response = await client.post("/api/upload", files={"file": ("urgent.mp4", clip)}, data={"priority": "40"})
+
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, response.json()["key"])
+    assert job.priority == 40
+    status = (await client.get(f"/api/status/{job_id}")).json()
+    assert (status["priority"], status["params"]["priority"]) == (40, 40)
+    [message] = records_keyed(SETTINGS, topics[0], job_id)
+    assert decode_event(CATALOG, message.value(), VideoUploaded).params.priority == 40
+
+
+async def test_a_bucket_drop_with_priority_metadata_makes_a_job_of_that_priority(
+    runtime: Runtime, topics: tuple[str, str], clip: bytes, unique: str
+) -> None:
+    key = f"drops/{unique}/late.mp4"
+    tail = MinioEventTail(SETTINGS)
+    try:
+        upload(runtime, SETTINGS, key, clip, {"priority": "-15"})  # sent as x-amz-meta-priority
+        raw, _record = tail.wait_for(key)
+    finally:
+        tail.close()
+    handler = SourceEventHandler(
+        incoming_bucket=SETTINGS.incoming_bucket, start_job=starter_for(runtime, SETTINGS, *topics)
+    )
+
+    await handler(Delivery("minio.events", 0, 0, None, raw, {}))
+
+    [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
+    assert (job.status, job.priority, job.params["priority"]) == ("pending", -15, -15)
+
+
 async def test_download_is_409_until_completed_then_a_redirect(
     client: httpx.AsyncClient, runtime: Runtime, clip: bytes
 ) -> None:
@@ -164,6 +202,8 @@ async def test_a_refused_file_is_accepted_as_a_failed_job_with_a_clear_download_
         ({"multiplier": "3"}, "multiplier"),
         ({"engine": "dain"}, "engine"),
         ({"model": "v5"}, "model"),
+        ({"priority": "51"}, "priority"),
+        ({"priority": "soon"}, "priority"),
         ({"webhook_url": "ftp://x"}, "webhook-url"),
     ],
 )

@@ -247,3 +247,68 @@ async def test_an_api_upload_belongs_to_the_caller_whatever_tenant_its_key_falls
     assert job.tenant_id == f"{base}-outer"
     assert (await client.get(f"/api/status/{job_id}", headers=_bearer(outer.secret))).status_code == 200
     assert (await client.get(f"/api/status/{job_id}", headers=_bearer(inner.secret))).status_code == 404
+
+
+async def test_a_tenant_has_weight_1_unless_created_with_another(runtime: Runtime) -> None:
+    base = f"w-{uuid.uuid4().hex[:8]}"
+    async with transaction(runtime.sessions) as session:
+        plain = await tenants.create_tenant(session, f"{base}-plain")
+        heavy = await tenants.create_tenant(session, f"{base}-heavy", weight=2.5)
+    async with runtime.sessions() as session:
+        stored = {t.id: t.weight for t in await tenants.list_tenants(session) if t.id.startswith(base)}
+    assert (plain.weight, heavy.weight) == (1.0, 2.5)
+    assert stored == {f"{base}-heavy": 2.5, f"{base}-plain": 1.0}
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("inf"), float("nan")])
+async def test_a_weight_must_be_a_finite_number_above_0(runtime: Runtime, weight: float) -> None:
+    tenant_id = f"w-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(tenants.TenantError, match=r"weight .* must be a finite number above 0"):
+        async with transaction(runtime.sessions) as session:
+            await tenants.create_tenant(session, tenant_id, weight=weight)
+    async with transaction(runtime.sessions) as session:
+        await tenants.create_tenant(session, tenant_id)
+    with pytest.raises(tenants.TenantError, match="must be a finite number above 0"):
+        async with transaction(runtime.sessions) as session:
+            await tenants.set_weight(session, tenant_id, weight)
+    async with runtime.sessions() as session:
+        tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None
+    assert tenant.weight == 1.0
+
+
+async def test_an_operator_changes_a_tenants_weight_later(runtime: Runtime) -> None:
+    tenant_id = f"w-{uuid.uuid4().hex[:8]}"
+    async with transaction(runtime.sessions) as session:
+        await tenants.create_tenant(session, tenant_id)
+    async with transaction(runtime.sessions) as session:
+        assert (await tenants.set_weight(session, tenant_id, 0.25)).weight == 0.25
+    async with runtime.sessions() as session:
+        tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None
+    assert tenant.weight == 0.25
+    with pytest.raises(tenants.TenantError, match="no tenant"):
+        async with transaction(runtime.sessions) as session:
+            await tenants.set_weight(session, f"{tenant_id}-nobody", 2.0)
+
+
+async def test_the_admin_cli_creates_with_a_weight_sets_it_and_lists_it() -> None:
+    tenant_id = f"cli-{uuid.uuid4().hex[:8]}"
+
+    def admin(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["admin", "tenant", *args])
+
+    created = await asyncio.to_thread(admin, "create", tenant_id, "--weight", "3")
+    assert created.exit_code == 0, created.output
+    assert "weight 3" in created.output
+    changed = await asyncio.to_thread(admin, "set-weight", tenant_id, "0.5")
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.strip() == f"tenant {tenant_id}: weight 0.5"
+    refused = await asyncio.to_thread(admin, "set-weight", tenant_id, "0")
+    assert refused.exit_code == 2
+    assert "E_TENANT_INVALID" in refused.output
+    listed = await asyncio.to_thread(admin, "list")
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines()[0].split()[:4] == ["id", "weight", "rate/min", "prefix"]
+    [row] = [line.split() for line in listed.output.splitlines() if line.startswith(f"{tenant_id} ")]
+    assert row == [tenant_id, "0.5", "default", f"tenants/{tenant_id}/", tenant_id]

@@ -27,6 +27,7 @@ const OPTION_LABELS = {
   preset: "Preset",
   dedupe: "Skip duplicate frames",
   webhook_url: "Webhook (optional)",
+  priority: "Priority",
 };
 const OPTION_ORDER = Object.keys(OPTION_LABELS);
 const RATE_OPTIONS = new Set(["multiplier", "target_fps"]);
@@ -131,7 +132,10 @@ function optionControl(name, schema) {
       control.type = "number";
       if (schema.minimum !== undefined) control.min = schema.minimum;
       if (schema.maximum !== undefined) control.max = schema.maximum;
-      control.inputMode = "numeric";
+      if (schema.default !== undefined) control.value = String(schema.default);
+      if (schema.type === "integer") control.step = "1";
+      // a phone's numeric keypad has no minus sign
+      control.inputMode = schema.minimum < 0 ? "text" : "numeric";
     } else {
       control.type = schema.format === "uri" ? "url" : "text";
       if (schema.example !== undefined) control.placeholder = String(schema.example);
@@ -301,6 +305,7 @@ function onStatus(jobId, job) {
   const chunks = job.chunks && job.chunks.total ? ` · chunks ${job.chunks.done}/${job.chunks.total}` : "";
   showProgress(job.progress, job.status);
   $("chunks").textContent = chunks;
+  $("job-priority").textContent = `priority ${job.priority ?? 0}`;
   $("cancel-current").hidden = FINAL.has(job.status);
   if (SUCCEEDED.has(job.status)) done(jobId, job);
   else if (job.status === "failed") fail(job.error ? `${job.error.message} (${job.error.code})` : "The job failed.");

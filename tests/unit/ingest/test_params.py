@@ -214,3 +214,35 @@ def test_loopback_webhooks_are_accepted_only_where_local_development_allows_them
     with pytest.raises(InvalidParams):
         parse_params({"webhook-url": "http://100.64.0.1/h"}, local)
     assert parse_params({"webhook-url": "https://93.184.216.34/h"}, DEFAULTS).webhook_url is not None
+
+
+def test_a_job_without_a_priority_has_priority_0() -> None:
+    assert parse_params({}, DEFAULTS).priority == 0
+    assert parse_params({"priority": "  "}, DEFAULTS).priority == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "priority"), [("40", 40), ("-50", -50), ("50", 50), ("+7", 7), (" -3 ", -3), ("0", 0)]
+)
+def test_a_priority_from_minus_50_to_50_is_taken_as_given(given: str, priority: int) -> None:
+    assert parse_params({"priority": given}, DEFAULTS).priority == priority
+
+
+@pytest.mark.parametrize("given", ["51", "-51", "1000000000", "high", "1.5", "4e1", "--1", "٤٠"])
+def test_a_priority_that_is_not_an_integer_from_minus_50_to_50_is_refused(given: str) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params({"priority": given}, DEFAULTS)
+    assert caught.value.code == "E_PARAM_INVALID"
+    assert caught.value.message.startswith(f"priority={given!r} is not allowed")
+    assert "from -50 to 50" in caught.value.message
+
+
+def test_the_priority_comes_from_object_metadata_and_the_api_form_alike() -> None:
+    from services.ingest.api import OPTION_FIELDS, _params_metadata
+
+    # `x-amz-meta-priority` reaches the parser as the metadata key `priority`; the form field is `priority`.
+    assert "priority" in OPTION_FIELDS
+    params = parse_params({"priority": "-20", "multiplier": "2"}, DEFAULTS)
+    metadata = _params_metadata(params)
+    assert metadata["priority"] == "-20"
+    assert parse_params(metadata, DEFAULTS) == params

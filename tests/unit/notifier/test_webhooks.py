@@ -124,6 +124,7 @@ def test_a_completed_body_carries_source_params_output_url_rates_counts_and_timi
                 "quality": "high",
                 "webhook_url": "http://127.0.0.1:1/hook",
                 "model": "auto",
+                "priority": 0,
             },
             "input": {"fps": "24000/1001", "frame_count": 240},
             "output": {
