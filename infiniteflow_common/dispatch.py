@@ -13,7 +13,8 @@ The order, for the chunks that can be claimed now (pending, or leased by a worke
 2. the tenant with the least of the fleet for its weight: its chunks being worked on ÷ `tenants.weight`
    (anonymous jobs are one tenant of weight 1) — a tenant with ten jobs gets no more than one with one;
 3. within the tenant, the job with the highest `priority` (−50…50);
-4. then the job with the fewest chunks running now — concurrent jobs interleave a chunk at a time;
+4. then the job with the fewest chunks running now, and of those the one served longest ago (a job
+   never served first) — concurrent jobs take turns a chunk at a time, even on a single worker;
 5. ties: the job of the record that rang, then the oldest job; within a job, the record's own chunk,
    then chunk order.
 
@@ -44,16 +45,20 @@ _FINAL = tuple(sorted(FINAL_STATUSES))
 # Jobs still running, their chunks running now, and their tenant's load for its weight. (Statuses are
 # ChunkStatus values.)
 _LOAD = """
-with live as (
-    select c.job_id, count(*) as running
-    from chunks c
-    where c.status = 'claimed' and c.lease_expires_at >= :now and c.worker is not null
+with served as (
+    select c.job_id,
+           count(*) filter (
+               where c.status = 'claimed' and c.lease_expires_at >= :now and c.worker is not null
+           ) as running,
+           max(c.started_at) as last_served
+    from chunks c join jobs j on j.id = c.job_id
+    where j.status not in :final
     group by c.job_id
 ),
 runnable as (
     select j.id, coalesce(j.tenant_id, '') as tenant, j.priority, j.created_at,
-           coalesce(l.running, 0) as running
-    from jobs j left join live l on l.job_id = j.id
+           coalesce(l.running, 0) as running, l.last_served
+    from jobs j left join served l on l.job_id = j.id
     where j.status not in :final
 ),
 tenant_load as (
@@ -80,6 +85,7 @@ order by (c.status = 'claimed' and c.worker = :worker) desc,
          tl.share asc,
          r.priority desc,
          r.running asc,
+         r.last_served asc nulls first,
          (c.job_id = :job_id) desc,
          r.created_at asc,
          (c.job_id = :job_id and c.chunk_index = :chunk_index) desc,
