@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infiniteflow_common.db import Chunk, Job, transaction, utcnow
+from infiniteflow_common.db import Chunk, Job, Tenant, transaction, utcnow
 from infiniteflow_common.queue import read_loads
+from services.ingest.monitor import PipelineMonitor
 from tests.integration.test_chunk_lifecycle import sessions
 
 __all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
@@ -32,9 +34,16 @@ class QueueOfThree:
     high: uuid.UUID
 
 
-def _job(job_id: uuid.UUID, *, priority: int, age_s: float, status: str = "interpolating") -> Job:
+def _job(
+    job_id: uuid.UUID,
+    *,
+    priority: int,
+    age_s: float,
+    status: str = "interpolating",
+    tenant: str | None = None,
+) -> Job:
     return Job(
-        id=job_id, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}", source_etag="e",
+        id=job_id, tenant_id=tenant, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}", source_etag="e",
         status=status, priority=priority, chunks_total=2, params={"engine": "flow"},
         probe={"width": 1920, "height": 1080},
         plan={"in_fps_num": 30, "in_fps_den": 1, "out_fps_num": 60, "out_fps_den": 1},
@@ -99,3 +108,53 @@ async def test_the_loads_count_waiting_and_running_chunks_and_their_work(
     # 1920×1080 × 100 frames, one interpolated frame each, at the measured or the configured rate
     work_mpix = 1920 * 1080 * 100 / 1e6
     assert high.waiting_s == pytest.approx(2 * work_mpix / snapshot.rates["flow"])
+
+
+def _gauges(tenant: str) -> tuple[float | None, ...]:
+    names = ("queued_chunks", "running_chunks", "queued_work_seconds")
+    return tuple(REGISTRY.get_sample_value(f"infiniteflow_tenant_{n}", {"tenant": tenant}) for n in names)
+
+
+async def test_the_monitor_exports_each_tenants_waiting_and_running_chunks_and_drops_a_deleted_tenant(
+    sessions: async_sessionmaker[AsyncSession], unique: str
+) -> None:
+    tenant, job_id = f"queue-{unique}", uuid.uuid4()
+    now = utcnow()
+    async with transaction(sessions) as session:
+        session.add(Tenant(id=tenant, name=tenant, bucket_prefix=f"tenants/{tenant}/", weight=2.0))
+        await session.flush()
+        session.add(_job(job_id, priority=0, age_s=5, tenant=tenant))
+        await session.flush()
+        session.add(
+            Chunk(
+                job_id=job_id,
+                chunk_index=0,
+                first_frame=0,
+                frame_count=100,
+                status="claimed",
+                worker="w",
+                lease_epoch=1,
+                started_at=now,
+                lease_expires_at=now + timedelta(minutes=5),
+            )
+        )
+        for index in (1, 2):
+            session.add(Chunk(job_id=job_id, chunk_index=index, first_frame=index * 100, frame_count=100))
+    monitor = PipelineMonitor(sessions=sessions, kafka_bootstrap="unused", engine_mpix_per_s=RATES)
+    try:
+        await monitor.refresh_queues()
+        waiting, running, work_s = _gauges(tenant)
+        assert (waiting, running) == (2, 1)
+        assert work_s is not None
+        assert work_s > 0
+
+        async with transaction(sessions) as session:
+            await session.execute(text("delete from jobs where id = :id"), {"id": job_id})
+        await monitor.refresh_queues()
+        assert _gauges(tenant) == (0, 0, 0), "a tenant without work stays on the dashboard at zero"
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(text("delete from jobs where id = :id"), {"id": job_id})
+            await session.execute(text("delete from tenants where id = :id"), {"id": tenant})
+    await monitor.refresh_queues()
+    assert _gauges(tenant) == (None, None, None)
