@@ -122,6 +122,8 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
         for job in job_events(client, job_id):
             chunks = job.get("chunks") or {}
             text = f"chunks {chunks['done']}/{chunks['total']}" if chunks.get("total") else ""
+            if job.get("queue"):
+                text = f"queued: {queue_line(job['queue'])}"
             bar.update(task, completed=job["progress"], description=job["status"], chunks=text)
     return job
 
@@ -141,11 +143,28 @@ def status_table(job: dict[str, Any]) -> Table:
         "created": job["timings"]["created_at"],
         "completed": job["timings"]["completed_at"] or "—",
     }
+    if job.get("queue"):
+        rows["queued"] = queue_line(job["queue"])
     if error:
         rows["error"] = f"[red]{error['code']}[/]: {error['message']}"
     for name, value in rows.items():
         table.add_row(f"[bold]{name}[/]", str(value))
     return table
+
+
+def queue_line(queue: dict[str, Any]) -> str:
+    """A queued job's place: `position 2 (1 job ahead), starts about 12:01 UTC (in 1 min 30 s)`."""
+    from datetime import datetime
+
+    ahead = queue["jobs_ahead"]
+    start = datetime.fromisoformat(queue["estimated_start"])
+    wait = round(queue["estimated_wait_s"])
+    minutes, seconds = divmod(wait, 60)
+    after = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    return (
+        f"position {queue['position']} ({ahead} job{'' if ahead == 1 else 's'} ahead), "
+        f"starts about {start:%H:%M} UTC (in {after})"
+    )
 
 
 def register(app: typer.Typer) -> None:

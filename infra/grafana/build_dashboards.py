@@ -55,6 +55,17 @@ def panel(
     }
 
 
+def row(title: str) -> dict[str, Any]:
+    """A full-width row header; the panels after it, up to the next row, are its."""
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
+        "panels": [],
+    }
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
     """A dashboard with a Prometheus datasource variable; panels flow left to right, top to bottom."""
     x = y = row_height = 0
@@ -378,6 +389,46 @@ def workers() -> dict[str, Any]:
                 "Share of time the GPU was busy, from NVML (CUDA workers only).",
                 [("max by (instance, gpu) (infiniteflow_gpu_utilization_ratio)", "{{instance}} gpu{{gpu}}")],
                 unit="percentunit",
+            ),
+            row("Fair dispatch"),
+            panel(
+                "Queued work per tenant",
+                "Estimated worker seconds of the chunks waiting for a worker, per tenant (ingest's "
+                "monitor: the engines' speed measured on the last hour's chunks, else configured).",
+                [("max by (tenant) (infiniteflow_tenant_queued_work_seconds)", "{{tenant}}")],
+                unit="s",
+                stack=True,
+                width=8,
+            ),
+            panel(
+                "Chunks waiting and running per tenant",
+                "Chunks waiting for a worker, and chunks a worker holds a live lease on, per tenant.",
+                [
+                    ("max by (tenant) (infiniteflow_tenant_queued_chunks)", "waiting {{tenant}}"),
+                    ("max by (tenant) (infiniteflow_tenant_running_chunks)", "running {{tenant}}"),
+                ],
+                width=8,
+            ),
+            panel(
+                "Dispatch wait",
+                "Seconds from a chunk's planning to its first claim by a worker (p50, p95).",
+                quantiles("infiniteflow_dispatch_wait_seconds"),
+                unit="s",
+                width=8,
+            ),
+            panel(
+                "Claims by kind",
+                "What each chunk.ready record led a worker to claim: its own chunk, another chunk of its "
+                "job, another job's chunk (the fairest), or nothing (every chunk still to do is held).",
+                [
+                    (
+                        f"sum by (claimed) (rate(infiniteflow_dispatch_claims_total[{RATE}]))",
+                        "{{claimed}}",
+                    )
+                ],
+                unit="reqps",
+                stack=True,
+                width=24,
             ),
         ],
     )

@@ -41,6 +41,7 @@ from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, tr
 from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams, MediaProbe
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.queue import queue_view, read_loads
 from infiniteflow_common.reports import plan_view, stage_seconds
 from infiniteflow_common.tenants import authenticate
 from infiniteflow_common.topics import Topic
@@ -159,8 +160,8 @@ class RequestMetrics:
             metrics.API_REQUESTS.labels(getattr(route, "path", "unmatched"), str(status)).inc()
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """A job as `GET /api/status` shows it (pure)."""
+def job_view(job: Job, queue: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`)."""
     params = _model(JobParams, job.params)
     probe = _model(MediaProbe, job.probe)
     out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
@@ -216,6 +217,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
         "cancel_url": None if job.status in FINAL_STATUSES else f"/api/jobs/{job.id}/cancel",
         "cancelled_at": _iso(job.cancelled_at),
+        # while no chunk has started: position, jobs_ahead, estimated_wait_s, estimated_start
+        "queue": queue,
     }
 
 
@@ -524,7 +527,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
     @app.get("/api/status/{job_id}", summary="A job's status, progress, error and timings")
     async def status(job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]) -> dict[str, Any]:
         """404 for an unknown job (or another tenant's), 422 for a malformed id."""
-        return job_view(await _job_or_404(job_id, caller))
+        job = await _job_or_404(job_id, caller)
+        return job_view(job, (await _queue_views([job])).get(job.id))
 
     @app.get(
         "/api/download/{job_id}",
@@ -595,10 +599,13 @@ def create_api(deps: ApiDeps) -> FastAPI:
                     job = await get_job(session, job_id)
                 if job is None:
                     return
-                state = (job.status, job.progress, job.chunks_done, job.chunks_total)
+                queued = (await _queue_views([job])).get(job.id)
+                place = queued and (queued["position"], queued["estimated_start"][:16])  # to the minute
+                state = (job.status, job.progress, job.chunks_done, job.chunks_total, place)
                 if state != sent:
                     sent = state
-                    yield ServerSentEvent(json.dumps(job_view(job)), event="status", id=str(job.progress))
+                    view = job_view(job, queued)
+                    yield ServerSentEvent(json.dumps(view), event="status", id=str(job.progress))
                 if job.status in FINAL_STATUSES:
                     return
                 # wait for the next notification; the timeout covers one lost while disconnected
@@ -637,8 +644,9 @@ def create_api(deps: ApiDeps) -> FastAPI:
             jobs = list((await session.execute(statement)).scalars().all())
         page = jobs[:limit]
         more = len(jobs) > limit
+        queues = await _queue_views(page)
         return {
-            "jobs": [job_view(job) for job in page],
+            "jobs": [job_view(job, queues.get(job.id)) for job in page],
             "next": encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
         }
 
@@ -719,6 +727,18 @@ def create_api(deps: ApiDeps) -> FastAPI:
             {"status": "ok" if healthy else "degraded", "components": components},
             status_code=200 if healthy else 503,
         )
+
+    async def _queue_views(jobs: list[Job]) -> dict[uuid.UUID, dict[str, Any] | None]:
+        """The `queue` object of each job still running, from one snapshot of the running jobs.
+
+        Positions count every tenant's queued jobs (dispatch shares the fleet), but name none of them.
+        """
+        if all(job.status in FINAL_STATUSES for job in jobs):
+            return {}
+        async with deps.sessions() as session:
+            snapshot = await read_loads(session, settings.engine_mpix_per_s)
+        places = snapshot.standings()
+        return {job.id: queue_view(places.get(job.id), snapshot.at) for job in jobs}
 
     async def _job_or_404(job_id: uuid.UUID, caller: Caller) -> Job:
         async with deps.sessions() as session:

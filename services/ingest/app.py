@@ -52,7 +52,11 @@ def build(settings: IngestSettings) -> Runtime:
     sweeper = Sweeper(sessions=runtime.sessions, storage=runtime.storage, starter=starter, settings=settings)
     runtime.background(lambda: serve_until_cancelled(server))
     runtime.background(sweeper.run_forever)
-    monitor = PipelineMonitor(sessions=runtime.sessions, kafka_bootstrap=settings.kafka_bootstrap)
+    monitor = PipelineMonitor(
+        sessions=runtime.sessions,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        engine_mpix_per_s=settings.engine_mpix_per_s,
+    )
     runtime.background(monitor.run_forever)
     runtime.background(job_events.run_forever)
     return runtime

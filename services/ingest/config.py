@@ -80,6 +80,10 @@ class IngestSettings(CommonSettings):
     max_fps: float = Field(default=480.0, gt=0)
     allowed_formats: tuple[str, ...] = DEFAULT_ALLOWED_FORMATS
 
+    # Queued jobs' estimated starts (infiniteflow_common.queue): megapixels interpolated per second per
+    # engine, the splitter's setting of the same name, until the workers' finished chunks measure it.
+    engine_mpix_per_s: dict[str, float] = Field(default_factory=lambda: {"flow": 2.0, "rife": 0.6})
+
     # Metrics and the orphan sweeper.
     metrics_port: int | None = Field(default=9101, ge=0, le=65535)
     sweeper_interval_s: float = Field(default=60.0, gt=0)

@@ -45,7 +45,22 @@ CONSUMER_LAG = Gauge(
 )
 # Messages retained in each pipeline topic and its DLQ twin (high minus low watermark, all partitions).
 TOPIC_MESSAGES = Gauge("infiniteflow_topic_messages", "Messages retained per topic.", ["topic"])
-# Monitor refreshes that failed (jobs: PostgreSQL, lag: Kafka); the gauges keep their last values.
+# Fair dispatch's queues per tenant (its id, or "anonymous" for jobs without one; every tenant from the
+# first scrape): chunks waiting for a worker (pending, or leased by a worker whose lease ran out), their
+# estimated worker seconds (infiniteflow_common.queue: the engines' measured or configured speed), and
+# chunks running now.
+TENANT_QUEUED_CHUNKS = Gauge(
+    "infiniteflow_tenant_queued_chunks", "Chunks waiting for a worker, per tenant.", ["tenant"]
+)
+TENANT_QUEUED_WORK = Gauge(
+    "infiniteflow_tenant_queued_work_seconds",
+    "Estimated worker seconds of the chunks waiting, per tenant.",
+    ["tenant"],
+)
+TENANT_RUNNING_CHUNKS = Gauge(
+    "infiniteflow_tenant_running_chunks", "Chunks a worker holds a live lease on, per tenant.", ["tenant"]
+)
+# Monitor refreshes that failed (jobs and queues: PostgreSQL, lag: Kafka); the gauges keep their values.
 MONITOR_ERRORS = Counter(
     "infiniteflow_monitor_errors_total", "Failed refreshes of the pipeline gauges.", ["part"]
 )

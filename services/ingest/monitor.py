@@ -1,7 +1,7 @@
-"""Pipeline-wide gauges that no single consumer can see: jobs by status and consumer lag.
+"""Pipeline-wide gauges that no single consumer can see: jobs by status, queues per tenant, consumer lag.
 
 Ingest refreshes them in the background every few seconds (one `group by` query and a handful of
-Kafka offset requests), so a scrape never waits on PostgreSQL or Kafka and the database sees one cheap
+Kafka offset requests, and the queue snapshot of `infiniteflow_common.queue`), so a scrape never waits on PostgreSQL or Kafka and the database sees one cheap
 query per interval however many dashboards are open. Every ingest instance exports the same values:
 aggregate with `max`, not `sum`.
 """
@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from infiniteflow_common.db import Job, JobStatus
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.queue import read_loads, tenant_ids, tenant_loads
 from infiniteflow_common.topics import TopicSpec, topic_specs
 from services.ingest import metrics
 
@@ -147,7 +148,7 @@ def consumer_lag(kafka: KafkaOffsets, specs: Mapping[str, TopicSpec]) -> dict[tu
 
 
 class PipelineMonitor:
-    """Refreshes `infiniteflow_jobs` and `infiniteflow_consumer_lag` every `interval_s` seconds."""
+    """Refreshes the jobs, per-tenant queue and consumer lag gauges every `interval_s` seconds."""
 
     def __init__(
         self,
@@ -155,11 +156,14 @@ class PipelineMonitor:
         sessions: async_sessionmaker[AsyncSession],
         kafka_bootstrap: str,
         interval_s: float = INTERVAL_S,
+        engine_mpix_per_s: Mapping[str, float] | None = None,
     ) -> None:
         self.sessions = sessions
         self.kafka_bootstrap = kafka_bootstrap
         self.interval_s = interval_s
+        self.engine_mpix_per_s = dict(engine_mpix_per_s or {})
         self._kafka: KafkaOffsets | None = None
+        self._tenants: set[str] = set()
 
     async def refresh_jobs(self) -> None:
         """One `select status, count(*) from jobs group by status`."""
@@ -169,6 +173,25 @@ class PipelineMonitor:
             ).all()
         for status, count in status_counts((str(r[0]), int(r[1])) for r in rows).items():
             metrics.JOBS.labels(status).set(count)
+
+    async def refresh_queues(self) -> None:
+        """Chunks waiting and running, and the waiting work, per tenant; a deleted tenant's series go."""
+        async with self.sessions() as session:
+            snapshot = await read_loads(session, self.engine_mpix_per_s)
+            tenants = await tenant_ids(session)
+        loads = tenant_loads(snapshot.jobs, tenants)
+        for tenant, load in loads.items():
+            metrics.TENANT_QUEUED_CHUNKS.labels(tenant).set(load.waiting)
+            metrics.TENANT_QUEUED_WORK.labels(tenant).set(load.waiting_s)
+            metrics.TENANT_RUNNING_CHUNKS.labels(tenant).set(load.running)
+        for gone in self._tenants - loads.keys():
+            for gauge in (
+                metrics.TENANT_QUEUED_CHUNKS,
+                metrics.TENANT_QUEUED_WORK,
+                metrics.TENANT_RUNNING_CHUNKS,
+            ):
+                gauge.remove(gone)
+        self._tenants = set(loads)
 
     def refresh_lag(self) -> None:
         """Blocking: watermarks and committed offsets of the pipeline's groups (call in a thread)."""
@@ -182,6 +205,7 @@ class PipelineMonitor:
         while True:
             for name, refresh in (
                 ("jobs", self.refresh_jobs),
+                ("queues", self.refresh_queues),
                 ("lag", lambda: asyncio.to_thread(self.refresh_lag)),
             ):
                 try:

@@ -31,7 +31,10 @@ from tests.integration.ingest_support import (
     starter_for,
     upload,
 )
+from tests.integration.test_queue_standing import QueueOfThree, queue_of_three, sessions
 from tests.unit.ingest.media import video
+
+__all__ = ["queue_of_three", "sessions"]  # the queue standing tests' jobs and their database fixture
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 
@@ -355,3 +358,18 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
     assert len(status.content) < 10_000
     [data] = [line for line in events.text.splitlines() if line.startswith("data:")]
     assert json.loads(data.removeprefix("data:"))["plan"] == plan
+
+
+async def test_a_queued_job_shows_its_place_and_estimated_start_and_a_started_one_none(
+    client: httpx.AsyncClient, queue_of_three: QueueOfThree
+) -> None:
+    high = (await client.get(f"/api/status/{queue_of_three.high}")).json()["queue"]
+    low = (await client.get(f"/api/status/{queue_of_three.low}")).json()["queue"]
+    running = (await client.get(f"/api/status/{queue_of_three.running}")).json()
+
+    assert (high["position"], high["jobs_ahead"], low["position"], low["jobs_ahead"]) == (1, 0, 2, 1)
+    assert datetime.fromisoformat(high["estimated_start"]) > datetime.now(UTC)
+    assert 0 < high["estimated_wait_s"] < low["estimated_wait_s"]
+    assert running["queue"] is None
+    listed = {job["job_id"]: job["queue"] for job in (await client.get("/api/jobs?limit=100")).json()["jobs"]}
+    assert listed[str(queue_of_three.high)]["position"] == 1

@@ -260,6 +260,7 @@ function upload(event) {
   $("result").hidden = true;
   $("compare").hidden = true;
   $("cancel-current").hidden = true;
+  $("queue").hidden = true;
   $("job-id").textContent = "";
   current = null;
   setState("uploading");
@@ -300,12 +301,22 @@ function fps(rate) {
   return rate ? `${String(rate).replace(/\/1$/, "")} fps` : "";
 }
 
+// A queued job's place (no chunk of it has started): position and estimated start, local time.
+function queueText(queue) {
+  if (!queue) return "";
+  const ahead = queue.jobs_ahead === 1 ? "1 job" : `${queue.jobs_ahead} jobs`;
+  const start = new Date(queue.estimated_start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return `Queued: position ${queue.position} (${ahead} ahead), should start about ${start}.`;
+}
+
 function onStatus(jobId, job) {
   if (jobId !== current) return true; // another job was started meanwhile: stop following this one
   const chunks = job.chunks && job.chunks.total ? ` · chunks ${job.chunks.done}/${job.chunks.total}` : "";
   showProgress(job.progress, job.status);
   $("chunks").textContent = chunks;
   $("job-priority").textContent = `priority ${job.priority ?? 0}`;
+  $("queue").textContent = queueText(job.queue);
+  $("queue").hidden = !job.queue;
   $("cancel-current").hidden = FINAL.has(job.status);
   if (SUCCEEDED.has(job.status)) done(jobId, job);
   else if (job.status === "failed") fail(job.error ? `${job.error.message} (${job.error.code})` : "The job failed.");
@@ -477,7 +488,9 @@ function renderRow(row, job) {
   name.textContent = fileName(job);
   name.title = job.job_id;
   const error = job.error ? ` — ${job.error.code}` : "";
-  status.textContent = `${job.status.replace(/_/g, " ")}${error}`;
+  const queued = job.queue ? ` — #${job.queue.position} in queue` : "";
+  status.textContent = `${job.status.replace(/_/g, " ")}${error}${queued}`;
+  status.title = queueText(job.queue);
   progress.firstChild.value = job.progress;
   progress.lastChild.textContent = ` ${job.progress} %`;
   const at = job.timings && job.timings.created_at;
