@@ -4,7 +4,8 @@ A job is *queued* while none of its chunks has started (it is split, every chunk
 1 + the queued jobs the dispatcher would start before it, and its estimated start is when a worker
 running now would take its first chunk. Both come from replaying `dispatch`'s order on what runs now:
 every worker running a chunk frees up when that chunk's estimated time is over, takes the fairest
-waiting chunk (tenant share = running ÷ weight asc, priority desc, job's running chunks asc, oldest job),
+waiting chunk (tenant share = running ÷ weight asc, priority desc, job's running chunks asc, the job
+served longest ago, oldest job),
 works on it for its estimated time, and so on until every queued job has started.
 
 The approximation, stated once:
@@ -102,6 +103,8 @@ class JobLoad:
     """Estimated worker seconds of the waiting chunks."""
     running_left_s: tuple[float, ...] = ()
     """Estimated seconds left of each chunk running now (0 for one past its estimate)."""
+    served_ago_s: float | None = None
+    """Seconds since a worker last took one of its chunks; None: never."""
 
     @property
     def queued(self) -> bool:
@@ -141,9 +144,16 @@ def standings(jobs: Sequence[JobLoad]) -> dict[uuid.UUID, Standing]:
     heapq.heapify(free)
     sequence = len(free)
 
-    def order(job: JobLoad) -> tuple[float, int, int, datetime, str]:
+    # when each job was last served, in seconds from now (never: before everything)
+    served = {
+        job.job_id: -job.served_ago_s if job.served_ago_s is not None else float("-inf") for job in jobs
+    }
+
+    def order(job: JobLoad) -> tuple[float, int, int, float, datetime, str]:
         share = tenant_running[job.tenant] / job.weight
-        return (share, -job.priority, running[job.job_id], job.created_at, str(job.job_id))
+        return (
+            share, -job.priority, running[job.job_id], served[job.job_id], job.created_at, str(job.job_id)
+        )  # fmt: skip
 
     found: dict[uuid.UUID, Standing] = {}
     while free and len(found) < len(queued):
@@ -159,6 +169,7 @@ def standings(jobs: Sequence[JobLoad]) -> dict[uuid.UUID, Standing]:
             found[job.job_id] = Standing(position=len(found) + 1, wait_s=now)
         chunk_s = job.waiting_s / job.waiting
         left[job.job_id] -= 1
+        served[job.job_id] = now
         running[job.job_id] += 1
         tenant_running[job.tenant] += 1
         heapq.heappush(free, (now + chunk_s, sequence, job.job_id))
@@ -208,7 +219,8 @@ select j.id, j.tenant_id, coalesce(t.weight, 1.0) as weight, j.priority, j.creat
        coalesce(array_agg(c.frame_count) filter (
            where c.status = 'claimed' and c.lease_expires_at >= :now), '{}') as running_frames,
        coalesce(array_agg(extract(epoch from :now - coalesce(c.started_at, :now))::float) filter (
-           where c.status = 'claimed' and c.lease_expires_at >= :now), '{}') as running_for_s
+           where c.status = 'claimed' and c.lease_expires_at >= :now), '{}') as running_for_s,
+       extract(epoch from :now - max(c.started_at))::float as served_ago_s
 from jobs j
 join chunks c on c.job_id = j.id
 left join tenants t on t.id = j.tenant_id
@@ -289,6 +301,7 @@ async def read_loads(session: AsyncSession, configured_rates: Mapping[str, float
                     max(0.0, frames * per_frame_s - float(elapsed))
                     for frames, elapsed in zip(r.running_frames, r.running_for_s, strict=True)
                 ),
+                served_ago_s=None if r.served_ago_s is None else float(r.served_ago_s),
             )
         )
     return Snapshot(at=now, jobs=jobs, rates=rates)

@@ -167,8 +167,8 @@ def test_a_chunk_past_its_estimate_frees_its_worker_now() -> None:
 def test_with_nothing_running_one_worker_is_assumed_free_now() -> None:
     jobs = [job("first", waiting=2, chunk_s=30.0, age_s=10), job("second")]
     assert standing_of(jobs, "first") == Standing(1, 0.0)
-    # the only worker known to exist finds neither running anything: the older job goes on
-    assert standing_of(jobs, "second") == Standing(2, 60.0)
+    # the only worker known to exist takes turns: the never-served job goes after the first's first chunk
+    assert standing_of(jobs, "second") == Standing(2, 30.0)
 
 
 def test_the_api_view_says_when_in_iso_time() -> None:
