@@ -81,7 +81,7 @@ order by (c.status = 'claimed' and c.worker = :worker) desc,
          r.running asc,
          (c.job_id = :job_id) desc,
          r.created_at asc,
-         (c.chunk_index = :chunk_index) desc,
+         (c.job_id = :job_id and c.chunk_index = :chunk_index) desc,
          c.chunk_index asc
 limit 1
 for update of c skip locked

@@ -191,7 +191,7 @@ class ChunkHandler(PipelineHandler):
                 )
             wait = (min(unproven.values()) - utcnow()).total_seconds() + 0.5
             log.info(
-                "every chunk to do is leased; waiting for its lease to be renewed or run out",
+                "every chunk to do is leased; waiting for a lease to be renewed or run out",
                 job_id=str(record.job_id), chunk_index=record.chunk_index, leased=len(unproven),
                 wait_s=round(wait, 1),
             )  # fmt: skip

@@ -93,7 +93,7 @@ async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalli
         services.extend(joined)
         # the first joined worker to take a chunk is the one told to leave
         leaving_prefix, index = await _first_claim(settings, key, ("worker-2", "worker-3"), timeout_s=90)
-        leaving, staying = joined if leaving_prefix == "worker-2" else joined[::-1]
+        leaving = joined[0] if leaving_prefix == "worker-2" else joined[1]
 
         # scale down: the new worker is told to stop in the middle of its chunk
         stopped_at = time.monotonic()
@@ -111,5 +111,5 @@ async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalli
     handed = await _chunk_row(settings, key, index)
     assert handed["status"] == "done"
     assert not str(handed["worker"]).startswith(leaving_prefix), "another worker finished the chunk"
-    others = (logdir / "gpu_interp-1.log").read_text() + staying.log.read_text()
-    assert "waiting for its lease" not in others, "the released chunk was taken without waiting"
+    # taken over from the hand-back, not after its lease ran out (which would count a lost try)
+    assert handed["attempts"] == 1, "the released chunk was taken without waiting out its lease"
