@@ -161,6 +161,23 @@ async def release(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, ep
     )
 
 
+async def delivered(
+    session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int, *, lease_s: float
+) -> None:
+    """The worker published its result for `epoch`: it holds the chunk no more, the muxer records it.
+
+    The chunk keeps its epoch and a last lease, so nobody takes it while the result is on its way; only
+    if the lease runs out unrecorded (the result was lost) may another worker claim it again. Without
+    this, the worker's next claim would find the chunk still leased to itself and take it once more.
+    """
+    await session.execute(
+        update(Chunk)
+        .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == chunk_index)
+        .where(col(Chunk.lease_epoch) == epoch, col(Chunk.status) == ChunkStatus.CLAIMED.value)
+        .values(worker=None, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+
+
 async def abandon(session: AsyncSession, job_id: uuid.UUID, chunk_index: int, epoch: int) -> None:
     """Give the chunk back at once after an error nobody classified, the try still counted.
 

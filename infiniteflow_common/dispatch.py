@@ -8,8 +8,9 @@ partitions: the next worker to free up serves them.
 
 The order, for the chunks that can be claimed now (pending, or leased by a worker whose lease ran out):
 
-1. a chunk this worker holds already (its own retry continues its try, as `chunks.claim` says);
-2. the tenant with the least of the fleet for its weight: its chunks running now ÷ `tenants.weight`
+1. a chunk this worker holds already (its own retry continues its try, as `chunks.claim` says; a
+   chunk whose result the worker published is no longer held: `chunks.delivered`);
+2. the tenant with the least of the fleet for its weight: its chunks being worked on ÷ `tenants.weight`
    (anonymous jobs are one tenant of weight 1) — a tenant with ten jobs gets no more than one with one;
 3. within the tenant, the job with the highest `priority` (−50…50);
 4. then the job with the fewest chunks running now — concurrent jobs interleave a chunk at a time;
@@ -46,7 +47,7 @@ _LOAD = """
 with live as (
     select c.job_id, count(*) as running
     from chunks c
-    where c.status = 'claimed' and c.lease_expires_at >= :now
+    where c.status = 'claimed' and c.lease_expires_at >= :now and c.worker is not null
     group by c.job_id
 ),
 runnable as (

@@ -333,6 +333,7 @@ class ChunkHandler(PipelineHandler):
                 Topic.CHUNK_INTERPOLATED,
                 self._result(spec, epoch, key, size, engine, outcome, seconds, started_at),
             )
+            await self._delivered(spec, epoch)
             self._observe(spec, epoch, outcome, seconds, size)
         except Exception as exc:
             if isinstance(exc, HandedBack) or permanent_failure(exc, "gpu_interp") is not None:
@@ -349,6 +350,16 @@ class ChunkHandler(PipelineHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _delivered(self, spec: ChunkReady, epoch: int) -> None:
+        """Let go of the chunk whose result is published, so this worker's next claim skips it."""
+        try:
+            async with transaction(self.sessions) as session:
+                await chunks.delivered(
+                    session, spec.job_id, spec.chunk_index, epoch, lease_s=self.settings.lease_seconds
+                )
+        except Exception as error:  # the result is out; at worst this worker's next claim redoes it (fenced)
+            log.warning("delivered chunk not let go", job_id=str(spec.job_id), error=str(error))
 
     async def _abandon_quietly(self, spec: ChunkReady, epoch: int, exc: Exception) -> None:
         """An error nobody classified ended the try: give the chunk back with the try counted as lost."""

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infiniteflow_common import dispatch, jobs, tenants
+from infiniteflow_common import chunks, dispatch, jobs, tenants
 from infiniteflow_common.db import Chunk, Job, Tenant, transaction
 from infiniteflow_common.events import ChunkReady
 from tests.integration.test_chunk_lifecycle import _full_spec, sessions
@@ -149,3 +149,25 @@ async def test_a_cancelled_jobs_records_serve_the_other_jobs_and_its_chunks_are_
         await jobs.cancel(session, cancelled[0].job_id)
     assert await _claim(sessions, cancelled[0]) == (other[0].job_id, 0)
     assert await _claim(sessions, cancelled[1]) is None
+
+
+async def test_a_worker_that_published_a_chunks_result_moves_on_to_the_next_chunk(
+    sessions: async_sessionmaker[AsyncSession], make_job: MakeJob
+) -> None:
+    job = await make_job(2)
+    worker = f"dispatch-test-{next(_workers)}"
+
+    async def claim(record: ChunkReady) -> dispatch.Dispatched | dispatch.NothingClaimable:
+        async with transaction(sessions) as session:
+            return await dispatch.claim_next(session, record, worker_id=worker, lease_s=60)
+
+    first = await claim(job[0])
+    assert isinstance(first, dispatch.Dispatched)
+    again = await claim(job[0])  # its own retry of the record continues the same try
+    assert isinstance(again, dispatch.Dispatched)
+    assert (again.spec.chunk_index, again.lost_attempts) == (0, 0)
+    async with transaction(sessions) as session:  # the result is published; the muxer will record it
+        await chunks.delivered(session, job[0].job_id, 0, again.epoch, lease_s=60)
+    following = await claim(job[1])
+    assert isinstance(following, dispatch.Dispatched)
+    assert following.spec.chunk_index == 1, "the delivered chunk is not taken again"
