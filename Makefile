@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help setup lock up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline gpu-check soak clean-run
+.PHONY: help setup lock up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline bench-fairness gpu-check soak clean-run
 
 help:
 	@echo "make demo   start everything and run the main job"
 	@echo "make test   lint, type-check and run the whole suite against the real servers"
-	@echo "more: setup lock up down status lint test-unit test-integration bench bench-pipeline gpu-check clean-run"
+	@echo "more: setup lock up down status lint test-unit test-integration bench bench-pipeline bench-fairness gpu-check clean-run"
 
 setup:  ## install Debian packages, Kafka jars, the MinIO server and the .venv exactly as uv.lock says (idempotent)
 	@scripts/setup.sh
@@ -67,3 +67,6 @@ soak: up  ## issue 13's soak: 20 mixed jobs under a chaos loop of SIGKILLs → d
 
 bench-pipeline: up  ## data path before/after → docs/capacity.md (hold the stack lock; see scripts/bench_pipeline.py)
 	$(BIN)/python scripts/bench_pipeline.py $(BENCH_ARGS)
+
+bench-fairness: up  ## many jobs at once, first-come-first-served vs fair dispatch → docs/capacity.md (~20 min; hold the stack lock)
+	$(BIN)/python scripts/bench_fairness.py $(BENCH_ARGS)

@@ -54,6 +54,7 @@ from services.supervisor import PIDS, stop_all
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capacity import connect, make_clip, start_services, submit_and_wait
 from pipeline_latency import union_seconds
+from report_section import write_section
 
 DOCS = REPO_ROOT / "docs" / "capacity.md"
 JSON_OUT = REPO_ROOT / "docs" / "capacity-pipeline.json"
@@ -132,6 +133,23 @@ def make_cut_clip(size: str, scenes: tuple[int, int, int]) -> Path:
         check=True,
     )  # fmt: skip
     return partial.rename(clip)
+
+
+def make_main_clip() -> tuple[Path, tuple[int, int, int], int]:
+    """The 1080p clip of the main case: (clip, its scenes' frame counts, the default chunk's frames at ×2).
+
+    10 s in all; the first scene is long enough for one chunk of 4× the default length.
+    """
+    splitter = SplitterSettings()
+    default_chunk = frames_for_work(
+        width=1920, height=1080, in_rate=Fraction(30), out_rate=Fraction(60),
+        engine_pixels_per_s=splitter.engine_mpix_per_s["flow"] * 1e6, target_s=splitter.chunk_target_s,
+        min_frames=splitter.chunk_min_frames, max_frames=splitter.chunk_max_frames,
+    )  # fmt: skip
+    first = 4 * default_chunk
+    rest = max(30, (300 - first) // 2)
+    scenes = (first, rest, rest)
+    return make_cut_clip("1920x1080", scenes), scenes, default_chunk
 
 
 def split_metric_sum() -> float | None:
@@ -431,13 +449,7 @@ def write(results: dict[str, Result], meta: dict[str, Any]) -> None:
     JSON_OUT.write_text(
         json.dumps({"meta": meta, "runs": {k: asdict(v) for k, v in results.items()}}, indent=2) + "\n"
     )
-    section = render(results, meta)
-    text = DOCS.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    write_section(DOCS, START, END, render(results, meta))
 
 
 def git_commit(root: Path) -> str:
@@ -460,16 +472,7 @@ async def main() -> None:
         parser.error(
             f"{args.before} is not a checkout; git worktree add {args.before} <commit>, link .venv and .run"
         )
-    splitter = SplitterSettings()
-    default_chunk = frames_for_work(
-        width=1920, height=1080, in_rate=Fraction(30), out_rate=Fraction(60),
-        engine_pixels_per_s=splitter.engine_mpix_per_s["flow"] * 1e6, target_s=splitter.chunk_target_s,
-        min_frames=splitter.chunk_min_frames, max_frames=splitter.chunk_max_frames,
-    )  # fmt: skip
-    # first scene long enough for one chunk of 4× the default length; 10 s in all
-    first = 4 * default_chunk
-    rest = max(30, (300 - first) // 2)
-    main_clip = make_cut_clip("1920x1080", (first, rest, rest))
+    main_clip, (first, rest, _), default_chunk = make_main_clip()
     one = {"ENGINE_THREADS": "1"}
     cases = [
         Case("old-main", "old", main_clip, 2, env=one),

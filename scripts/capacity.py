@@ -113,22 +113,32 @@ async def connect(settings: CommonSettings) -> asyncpg.Connection:
     return await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
 
 
-async def submit_and_wait(
+def drop_clip(
     settings: CommonSettings,
-    connection: asyncpg.Connection,
     clip: Path,
     metadata: dict[str, str | list[str] | tuple[str]],
     *,
+    prefix: str = "capacity/",
+) -> tuple[str, float]:
+    """Put `clip` in the incoming bucket under `prefix` (a new job); returns (object key, upload time)."""
+    key = f"{prefix}{uuid.uuid4().hex[:8]}/clip.mp4"
+    started = time.time()
+    make_client(settings).fput_object(settings.incoming_bucket, key, str(clip), metadata=metadata)
+    return key, started
+
+
+async def wait_for_job(
+    connection: asyncpg.Connection,
+    key: str,
+    started: float,
+    *,
     timeout_s: float = 3600,
     poll: Callable[[asyncpg.Record | None], None] | None = None,
-) -> tuple[asyncpg.Record, float]:
-    """Drop `clip` in the incoming bucket and wait for its job to end; returns (job row, upload time).
+) -> asyncpg.Record:
+    """Wait for the job of the object `key` (dropped at `started`) to end; returns its row.
 
     `poll` is called with the job row (None before ingest created it) about every 0.2 s while it runs.
     """
-    key = f"capacity/{uuid.uuid4().hex[:8]}/clip.mp4"
-    started = time.time()
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(clip), metadata=metadata)
     while True:
         job = await connection.fetchrow("select * from jobs where source_key = $1", key)
         if poll is not None:
@@ -143,6 +153,21 @@ async def submit_and_wait(
     await asyncio.sleep(3)  # the webhook and last commits land
     job = await connection.fetchrow("select * from jobs where source_key = $1", key)
     assert job is not None
+    return job
+
+
+async def submit_and_wait(
+    settings: CommonSettings,
+    connection: asyncpg.Connection,
+    clip: Path,
+    metadata: dict[str, str | list[str] | tuple[str]],
+    *,
+    timeout_s: float = 3600,
+    poll: Callable[[asyncpg.Record | None], None] | None = None,
+) -> tuple[asyncpg.Record, float]:
+    """Drop `clip` in the incoming bucket and wait for its job to end; returns (job row, upload time)."""
+    key, started = drop_clip(settings, clip, metadata)
+    job = await wait_for_job(connection, key, started, timeout_s=timeout_s, poll=poll)
     return job, started
 
 
