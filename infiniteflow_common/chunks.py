@@ -166,9 +166,10 @@ async def delivered(
 ) -> None:
     """The worker published its result for `epoch`: it holds the chunk no more, the muxer records it.
 
-    The chunk keeps its epoch and a last lease, so nobody takes it while the result is on its way; only
-    if the lease runs out unrecorded (the result was lost) may another worker claim it again. Without
-    this, the worker's next claim would find the chunk still leased to itself and take it once more.
+    The chunk keeps its epoch; fair dispatch never claims it again (its chunk.ready record is spent:
+    a record spent on it would leave another chunk without one) while the muxer records the result,
+    however late (a broker outage). Without this, the worker's next claim would find the chunk still
+    leased to itself and take it once more.
     """
     await session.execute(
         update(Chunk)

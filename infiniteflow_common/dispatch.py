@@ -6,7 +6,9 @@ that is fairest to run now, whichever job it belongs to, and works on that. Kafk
 the state the choice needs. Jobs planned after a big one no longer wait behind its whole queue on their
 partitions: the next worker to free up serves them.
 
-The order, for the chunks that can be claimed now (pending, or leased by a worker whose lease ran out):
+The order, for the chunks that can be claimed now (pending, or leased by a worker whose lease ran out;
+never a chunk whose result its worker has published, `chunks.delivered`: its record is spent, and a
+record spent on it would leave another chunk without one):
 
 1. a chunk this worker holds already (its own retry continues its try, as `chunks.claim` says; a
    chunk whose result the worker published is no longer held: `chunks.delivered`);
@@ -77,7 +79,7 @@ join runnable r on r.id = c.job_id
 join tenant_load tl on tl.tenant = r.tenant
 where (
         c.status = 'pending'
-        or (c.status = 'claimed' and (c.lease_expires_at < :now or c.worker = :worker))
+        or (c.status = 'claimed' and c.worker is not null and (c.lease_expires_at < :now or c.worker = :worker))
       )
   and (jsonb_typeof(c.spec) = 'object' or (c.job_id = :job_id and c.chunk_index = :chunk_index))
   and (:fair or (c.job_id = :job_id and c.chunk_index = :chunk_index))
@@ -99,7 +101,7 @@ _LEASED = text(
     """
 select c.job_id, c.chunk_index, c.lease_expires_at
 from chunks c join jobs j on j.id = c.job_id
-where c.status = 'claimed' and j.status not in :final
+where c.status = 'claimed' and c.worker is not null and j.status not in :final
   and (:fair or (c.job_id = :job_id and c.chunk_index = :chunk_index))
 """
 ).bindparams(bindparam("final", expanding=True))

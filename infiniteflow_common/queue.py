@@ -211,10 +211,10 @@ select j.id, j.tenant_id, coalesce(t.weight, 1.0) as weight, j.priority, j.creat
        j.plan->>'in_fps_num' as in_num, j.plan->>'in_fps_den' as in_den,
        j.plan->>'out_fps_num' as out_num, j.plan->>'out_fps_den' as out_den,
        bool_or(c.started_at is not null) as started,
-       count(*) filter (where c.status = 'pending' or (c.status = 'claimed' and c.lease_expires_at < :now))
+       count(*) filter (where c.status = 'pending' or (c.status = 'claimed' and c.worker is not null and c.lease_expires_at < :now))
            as waiting,
        coalesce(sum(c.frame_count) filter (
-           where c.status = 'pending' or (c.status = 'claimed' and c.lease_expires_at < :now)), 0)
+           where c.status = 'pending' or (c.status = 'claimed' and c.worker is not null and c.lease_expires_at < :now)), 0)
            as waiting_frames,
        coalesce(array_agg(c.frame_count) filter (
            where c.status = 'claimed' and c.lease_expires_at >= :now), '{}') as running_frames,

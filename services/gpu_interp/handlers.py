@@ -352,14 +352,26 @@ class ChunkHandler(PipelineHandler):
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _delivered(self, spec: ChunkReady, epoch: int) -> None:
-        """Let go of the chunk whose result is published, so this worker's next claim skips it."""
-        try:
-            async with transaction(self.sessions) as session:
-                await chunks.delivered(
-                    session, spec.job_id, spec.chunk_index, epoch, lease_s=self.settings.lease_seconds
+        """Let go of the chunk whose result is published, so no claim takes it again (`chunks.delivered`).
+
+        Retried through a short database outage: until it is marked, the chunk looks like one whose
+        worker died once its lease runs out, and a record spent on it would leave another chunk without.
+        """
+        for attempt in range(8):
+            try:
+                async with transaction(self.sessions) as session:
+                    await chunks.delivered(
+                        session, spec.job_id, spec.chunk_index, epoch, lease_s=self.settings.lease_seconds
+                    )
+                return
+            except Exception as error:  # the database is restarting: try again shortly
+                log.warning(
+                    "delivered chunk not let go yet",
+                    job_id=str(spec.job_id),
+                    attempt=attempt,
+                    error=str(error),
                 )
-        except Exception as error:  # the result is out; at worst this worker's next claim redoes it (fenced)
-            log.warning("delivered chunk not let go", job_id=str(spec.job_id), error=str(error))
+                await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
 
     async def _abandon_quietly(self, spec: ChunkReady, epoch: int, exc: Exception) -> None:
         """An error nobody classified ended the try: give the chunk back with the try counted as lost."""
