@@ -104,6 +104,11 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept("fair dispatch is the product; `record` (first come, first served) is for benchmarks", "DISPATCH"),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
     **_kept(
+        "splits as leased background work: passes side by side per pod (scale pods for more), the lease"
+        " that hands a dead pod's split over, and the tries before a split is failed",
+        "MAX_CONCURRENT_SPLITS", "SPLIT_LEASE_S", "SPLIT_MAX_TRIES", "SPLIT_POLL_S",
+    ),
+    **_kept(
         "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
         "INCOMING_RETENTION_DAYS", "OUTPUT_RETENTION_DAYS", "WORK_RETENTION_DAYS",
     ),
