@@ -41,6 +41,9 @@ class SplitterSettings(CommonSettings):
     max_concurrent_splits: int = Field(default=2, ge=1)
     split_lease_s: float = Field(default=30.0, gt=0)
     split_max_tries: int = Field(default=2, ge=1)
+    # Announce chunks while the pass runs (constant-rate sources without dedupe); off: every chunk
+    # after the whole pass, as before issue 23 (benchmarks compare the two).
+    stream_chunks: bool = True
     # How often a planner with a free slot looks for split requests (a request from this process
     # wakes it at once).
     split_poll_s: float = Field(default=2.0, gt=0)

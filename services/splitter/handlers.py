@@ -359,7 +359,9 @@ class SplitPlanner(PipelineHandler):
             )
             model = str(getattr(params, "model", "auto"))
             target = Fraction(params.target_fps) if params.target_fps else None
-            streaming = not options.dedupe and streams_at_constant_rate(source)
+            streaming = (
+                self.settings.stream_chunks and not options.dedupe and streams_at_constant_rate(source)
+            )
             duplicates = DuplicateDetector(self.settings.dedupe_threshold) if options.dedupe else None
             declared = rational(probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den)
             settings = AnalysisSettings(

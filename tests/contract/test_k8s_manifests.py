@@ -106,7 +106,7 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept(
         "splits as leased background work: passes side by side per pod (scale pods for more), the lease"
         " that hands a dead pod's split over, and the tries before a split is failed",
-        "MAX_CONCURRENT_SPLITS", "SPLIT_LEASE_S", "SPLIT_MAX_TRIES", "SPLIT_POLL_S",
+        "MAX_CONCURRENT_SPLITS", "SPLIT_LEASE_S", "SPLIT_MAX_TRIES", "SPLIT_POLL_S", "STREAM_CHUNKS",
     ),
     **_kept(
         "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
