@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The container images, built and run with podman (no Docker engine here).
 #   scripts/images.sh build   `make images`: the Debian base (debootstrap, cached), then the one service
-#                             image infra/k8s runs, `infiniteflow:<version of pyproject.toml>`
+#                             image infra/k8s runs, `localhost/infiniteflow:<version in pyproject.toml>`
 #   scripts/images.sh test    `make test-images`: the five services from that image against the stack of
 #                             `make up` (host network), one job end to end; the local services are
-#                             stopped meanwhile and started again after. Takes the stack lock itself.
+#                             stopped meanwhile and started again after. Takes the stack lock itself
+#                             (INFINITEFLOW_STACK_LOCKED=1 where the caller holds it).
 #   scripts/images.sh sizes   the images' sizes
 # podman's settings come from a containers.conf this script writes ($INFINITEFLOW_CACHE/images), not
 # from /etc: runc (crun fails on these machines' cgroup v1 layout), cgroupfs (no systemd), and no
-# default ulimits (the host's hard limits are below podman's defaults).
+# default ulimits (this machine's hard nofile limit, 20000, is below what podman sets for root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source-path=SCRIPTDIR/..
@@ -172,10 +173,14 @@ cmd_test() {
   setup_podman
   podman image exists "$image" || die "no image $image: run \`make images\` first"
   [ -x .venv/bin/infiniteflow ] || die "no .venv: run \`make setup\` (and \`make up\`) first"
-  exec 9>/tmp/infiniteflow-stack.lock
-  if ! flock --nonblock 9; then
-    log "waiting for the stack lock /tmp/infiniteflow-stack.lock (another session's tests hold it)"
-    flock 9
+  # The stack lock, unless the caller holds it already (INFINITEFLOW_STACK_LOCKED=1: a second flock
+  # of ours would wait for the caller's forever).
+  if [ "${INFINITEFLOW_STACK_LOCKED:-}" != 1 ]; then
+    exec 9>/tmp/infiniteflow-stack.lock
+    if ! flock --nonblock 9; then
+      log "waiting for the stack lock /tmp/infiniteflow-stack.lock (another session's tests hold it)"
+      flock 9
+    fi
   fi
   local stack
   stack=$(infra/stack.sh status)
