@@ -116,6 +116,8 @@ cmd_build() {
   t1=$SECONDS
   build_image
   log "base $((t1 - t0)) s, service image $((SECONDS - t1)) s, in all $((SECONDS - t0)) s"
+  # A rebuild after a change to uv.lock leaves the previous venv layer (GBs) untagged: drop it.
+  podman image prune --force >/dev/null
   sizes
 }
 
