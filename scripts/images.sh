@@ -163,7 +163,7 @@ run_service() {  # run_service NAME MODULE [podman options...]
 
 wait_started() {  # wait_started NAME SECONDS: until the service logs that it started
   local deadline=$((SECONDS + $2))
-  until podman logs "infiniteflow-test-$1" 2>&1 | grep -q '"service started"'; do
+  until grep -q '"service started"' <<<"$(podman logs "infiniteflow-test-$1" 2>&1)"; do
     [ "$(podman inspect --format '{{.State.Running}}' "infiniteflow-test-$1")" = true ] \
       || die "$1 exited; see podman logs infiniteflow-test-$1"
     [ $SECONDS -lt $deadline ] || die "$1 did not start within $2 s"
