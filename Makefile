@@ -79,5 +79,5 @@ bench-planning: up  ## planning that streams: first chunk of a 30-min 1080p uplo
 images:  ## the container images with podman: Debian base (debootstrap, cached), then localhost/infiniteflow:<version> (not part of make test)
 	@scripts/images.sh build
 
-test-images:  ## the services from the image (host network) against `make up`'s stack, one job end to end; takes the stack lock itself (~5 min)
+test-images:  ## the services from the image (host network) against `make up`'s stack, one job end to end; takes the stack lock itself (~2–3 min once it has it)
 	@scripts/images.sh test
