@@ -50,19 +50,30 @@ MODES = {
 }
 
 
-def clip(name: str, source: str, seconds: int, codec_args: list[str]) -> Path:
-    """A cached H.264 clip made from an FFmpeg test source."""
+def clip(name: str, source: str, seconds: int, codec_args: list[str], repeat: int = 1) -> Path:
+    """A cached H.264 clip made from an FFmpeg test source (`repeat` copies of it back to back, joined
+    by stream copy: a long clip for the price of encoding a part of it)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"{name}.mp4"
     if path.exists():
         return path
-    partial = path.with_suffix(".partial.mp4")
+    part = path.with_suffix(".part.mp4")
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=duration={seconds}", "-c:v", "libx264", *codec_args,
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(partial)],
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}:duration={seconds // repeat}",
+         "-f", "lavfi", "-i", f"sine=duration={seconds // repeat}", "-c:v", "libx264", *codec_args,
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(part)],
         check=True,
     )  # fmt: skip
+    listing = path.with_suffix(".txt")
+    listing.write_text(f"file '{part}'\n" * repeat, encoding="utf-8")
+    partial = path.with_suffix(".partial.mp4")
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+         "-c", "copy", str(partial)],
+        check=True,
+    )  # fmt: skip
+    part.unlink()
+    listing.unlink()
     return partial.rename(path)
 
 
@@ -202,8 +213,10 @@ async def main() -> None:
     parser.add_argument("--minutes", type=int, default=30, help="length of case e's 1080p upload")
     args = parser.parse_args()
     settings = CommonSettings()
-    long_1080p = clip(f"testsrc2-1080p-{args.minutes}min", "testsrc2=size=1920x1080:rate=30", args.minutes * 60,
-                      ["-preset", "ultrafast", "-crf", "28", "-g", "120"])  # fmt: skip
+    # 6 Mb/s, a phone's 1080p (the upload limit is 2 GiB): 1.35 GB for 30 minutes
+    long_1080p = clip(f"testsrc2-1080p-{args.minutes}min-6M", "testsrc2=size=1920x1080:rate=30", args.minutes * 60,
+                      ["-preset", "ultrafast", "-b:v", "6M", "-maxrate", "8M", "-bufsize", "12M", "-g", "60"],
+                      repeat=3)  # fmt: skip
     long_tiny = clip("testsrc2-16x16-2h", "testsrc2=size=16x16:rate=30", 7200, ["-preset", "veryfast"])
     small = clip("testsrc2-320x240-4s", "testsrc2=size=320x240:rate=30", 4, [])
     run: dict[str, Any] = {
