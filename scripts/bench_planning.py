@@ -186,6 +186,9 @@ def render(run: dict[str, Any]) -> str:
 
     return "\n".join(
         [
+            START,
+            "## Planning that streams (`make bench-planning`)",
+            "",
             f"Run of `make bench-planning` at {run['commit']} on {run['when']} (no worker; planning only). "
             "*before*: `STREAM_CHUNKS=false MAX_CONCURRENT_SPLITS=1` (every chunk after the whole pass, "
             "one split at a time); *after*: the defaults.",
@@ -203,7 +206,10 @@ def render(run: dict[str, Any]) -> str:
             f"f: the 2-hour upload was still being planned when the small one's plan was complete: "
             f"before {before.get('f', {}).get('long_still_splitting', '—')}, "
             f"after {after.get('f', {}).get('long_still_splitting', '—')}. "
-            f"Clips: {run['clips']}.",
+            f"Clips: {run['clips']}. e, after: {after.get('e', {}).get('upload_to_split_start_s', '—')} s of "
+            "the wait pass before the split starts (MinIO's event, ingest's download and probe of the upload); "
+            "the rest is the splitter's download, its timestamp check and the first frames of the pass.",
+            END,
         ]
     )
 
