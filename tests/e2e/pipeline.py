@@ -59,7 +59,10 @@ def start_service(name: str, logdir: Path, env: dict[str, str], suffix: str = ""
 def running_pipeline(logdir: Path, workers: int = 2, **overrides: str) -> Iterator[list[ServiceProcess]]:
     """All services up (two gpu_interp workers by default); stopped with SIGTERM afterwards."""
     logdir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | overrides
+    # LOCAL_WORKERS as `infiniteflow services up` sets it: each worker's memory budget is its share
+    env = (
+        os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1", "LOCAL_WORKERS": str(workers)} | overrides
+    )
     services = [start_service(name, logdir, env) for name in ("ingest", "splitter", "muxer", "notifier")]
     services += [
         start_service(
