@@ -105,8 +105,9 @@ AUGMENTATIONS = {"fast": 1, "tta": 3, "best": 8}
 AUGMENTATION_PAIR_PIXEL = 24.0
 """Per pixel, per pair, per augmentation beyond the first (`tta`, `best`): measured +37 MB for tta's two
 extra at 720p with one pair (20 B/px each)."""
-AUTO_FIXED = 64 * MIB
-"""`model=auto`'s extra over its heavier model beside the held frames (measured: 60–70 MiB at 360p–720p)."""
+AUTO_FIXED = 192 * MIB
+"""`model=auto`'s extra over its heavier model beside the held frames: two models' allocations leave
+more behind, and it varies between runs (measured 60–210 MiB at 360p–1080p)."""
 HELD_FRAME_BYTES = 4.5
 """Per pixel of each frame `model=auto`'s choice holds: the decoded YUV 4:2:0 frame and its RGB copy."""
 
