@@ -6,12 +6,14 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 GPU_CHECK_ARGS ?=
 
-.PHONY: help setup lock up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline bench-fairness gpu-check soak clean-run
+.PHONY: help setup lock up down status demo test test-unit test-integration test-faults test-broker-restart lint bench bench-pipeline bench-fairness bench-planning gpu-check soak clean-run images test-images
 
 help:
 	@echo "make demo   start everything and run the main job"
 	@echo "make test   lint, type-check and run the whole suite against the real servers"
-	@echo "more: setup lock up down status lint test-unit test-integration bench bench-pipeline bench-fairness gpu-check clean-run"
+	@echo "more: setup lock up down status lint test-unit test-integration bench bench-pipeline bench-fairness bench-planning gpu-check clean-run"
+	@echo "      images       build the container images with podman (Debian base + the service image infra/k8s runs)"
+	@echo "      test-images  run the five services from the image against the stack (make up), one job end to end"
 
 setup:  ## install Debian packages, Kafka jars, the MinIO server and the .venv exactly as uv.lock says (idempotent)
 	@scripts/setup.sh
@@ -70,3 +72,12 @@ bench-pipeline: up  ## data path before/after → docs/capacity.md (hold the sta
 
 bench-fairness: up  ## many jobs at once, first-come-first-served vs fair dispatch → docs/capacity.md (~20 min; hold the stack lock)
 	$(BIN)/python scripts/bench_fairness.py $(BENCH_ARGS)
+
+bench-planning: up  ## planning that streams: first chunk of a 30-min 1080p upload, small upload behind a long one → docs/capacity.md (~25 min; hold the stack lock)
+	$(BIN)/python scripts/bench_planning.py $(BENCH_ARGS)
+
+images:  ## the container images with podman: Debian base (debootstrap, cached), then localhost/infiniteflow:<version> (not part of make test)
+	@scripts/images.sh build
+
+test-images:  ## the services from the image (host network) against `make up`'s stack, one job end to end; takes the stack lock itself (~2–3 min once it has it)
+	@scripts/images.sh test

@@ -129,6 +129,12 @@ class Job(SQLModel, table=True):
     # The muxer replica assembling the job and until when its claim holds (renewed while it works).
     mux_owner: str | None = Field(default=None, sa_column=Column(Text))
     mux_lease_expires_at: datetime | None = _ts()
+    # The split as leased background work (`splits`): the `video.uploaded` it answers, the planner
+    # holding it and until when, and how many times a planner started it.
+    split_request: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
+    split_owner: str | None = Field(default=None, sa_column=Column(Text))
+    split_lease_expires_at: datetime | None = _ts()
+    split_tries: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
 
 
 class Chunk(SQLModel, table=True):

@@ -197,7 +197,8 @@ class ChunkReady(Event):
 
     job_id: UUID
     chunk_index: Count
-    chunk_count: Positive
+    # None while the splitter is still reading the source (v4); the count is in `JobSplit`.
+    chunk_count: Positive | None = None
     object_key: str
     first_frame: LongCount
     frame_count: Positive

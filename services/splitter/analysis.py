@@ -7,11 +7,13 @@ see a small image); nothing is written. Decoding reads a local file, restricted 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-from infiniteflow_common.media import MediaError, decode_video, rational
+from infiniteflow_common.media import MediaError, decode_video, open_input, rational
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.scenes import Downscaler, SceneCuts
@@ -32,15 +34,15 @@ class Analysis:
     """What the pass learned: which decoded frame each planned frame is, scene starts, rate, timing."""
 
     rate: Fraction
-    source_of: list[int]  # planning frame index → decoded frame index
-    scene_starts: list[int]
+    source_of: Sequence[int]  # planning frame index → decoded frame index
+    scene_starts: Sequence[int]
     vfr_converted: bool
     # Each decoded frame's presentation timestamp in `stream_time_base` (None: the stream has none).
-    frame_pts: list[int | None]
+    frame_pts: Sequence[int | None]
     stream_time_base: Fraction
     # Decoded indices of the frames the decoder marked as keyframes (random-access points), ascending:
     # where a worker's decode may begin (`decode_start`).
-    keyframes: tuple[int, ...]
+    keyframes: Sequence[int]
     width: int
     height: int
     pix_fmt: str
@@ -80,8 +82,11 @@ def analyse(
     """Timestamps, VFR detection, scene cuts and (when asked) duplicated frames of `source`."""
     duplicates = DuplicateDetector(settings.dedupe_threshold) if dedupe else None
     analysis = _analyse_timing(source, num, den, settings, duplicates, keep_vfr)
-    if duplicates is None:
-        return analysis
+    return analysis if duplicates is None else skip_duplicates(analysis, duplicates)
+
+
+def skip_duplicates(analysis: Analysis, duplicates: DuplicateDetector) -> Analysis:
+    """The analysis with the repeated frames `duplicates` found left out of the plan."""
     kept = kept_frames(analysis.source_of, duplicates.distinct)
     if len(kept) < 2 or len(kept) == len(analysis.source_of):
         return analysis  # a still image, or nothing repeated: plan every frame
@@ -102,60 +107,142 @@ def _analyse_timing(
     duplicates: DuplicateDetector | None,
     keep_vfr: bool,
 ) -> Analysis:
-    rate = rational(num, den)
-    timestamps: list[Fraction] = []
-    frame_pts: list[int | None] = []
-    keyframes: list[int] = []
-    time_base: Fraction | None = None
-    width = height = 0
-    pix_fmt = ""
-    cuts = SceneCuts(rate, settings.scene_threshold, settings.scene_min_frames)
-    small_bgr = Downscaler(settings.scene_width)
-    index = -1
-    for index, frame in enumerate(decode_video(source)):
+    timing = TimingPass(rational(num, den), settings, duplicates)
+    for frame in decode_video(source):
+        timing.feed(frame)
+    return timing.finish(keep_vfr=keep_vfr)
+
+
+class TimingPass:
+    """The pass's state, one decoded frame at a time: timestamps, keyframes, scene cuts, duplicates.
+
+    `known()` and `so_far()` let a caller plan chunks while the pass runs (`ChunkStream`); `finish`
+    gives the whole `Analysis`.
+    """
+
+    def __init__(
+        self, rate: Fraction, settings: AnalysisSettings, duplicates: DuplicateDetector | None = None
+    ) -> None:
+        self.rate = rate
+        self.timestamps: list[Fraction] = []
+        self.frame_pts: list[int | None] = []
+        self.keyframes: list[int] = []
+        self.time_base: Fraction | None = None
+        self.width = self.height = 0
+        self.pix_fmt = ""
+        self.cuts = SceneCuts(rate, settings.scene_threshold, settings.scene_min_frames)
+        # A cut is reported up to the detector's minimum scene length after the frame it starts at.
+        self.lookahead = 2 * settings.scene_min_frames + 2
+        self._small_bgr = Downscaler(settings.scene_width)
+        self._duplicates = duplicates
+
+    @property
+    def frames(self) -> int:
+        """Frames fed so far."""
+        return len(self.frame_pts)
+
+    def feed(self, frame: Any) -> None:
+        """Look at the next decoded frame (presentation order)."""
+        index = len(self.frame_pts)
         if index == 0:
-            width, height, pix_fmt = frame.width, frame.height, frame.format.name
-        time_base = time_base or (Fraction(frame.time_base) if frame.time_base else None)
-        frame_pts.append(frame.pts)
+            self.width, self.height, self.pix_fmt = frame.width, frame.height, frame.format.name
+        self.time_base = self.time_base or (Fraction(frame.time_base) if frame.time_base else None)
+        self.frame_pts.append(frame.pts)
         if frame.key_frame:
-            keyframes.append(index)
-        timestamps.append(
+            self.keyframes.append(index)
+        self.timestamps.append(
             Fraction(frame.pts or 0) * Fraction(frame.time_base or 0)
             if frame.pts is not None
-            else Fraction(index) / rate
+            else Fraction(index) / self.rate
         )
-        small = small_bgr(frame)
-        cuts.feed(index, small)
-        if duplicates is not None:
-            duplicates.feed(small)
-    if index < 0:
-        raise MediaError("the video stream has no decodable frame", code="E_MEDIA_NO_FRAMES")
-    if any(p is None for p in frame_pts) or len(set(frame_pts)) != len(frame_pts):
-        frame_pts = [None] * len(frame_pts)  # no usable timestamps: workers count frames instead
-    starts = cuts.finish(index)
-    constant = Analysis(
-        rate=rate,
-        source_of=list(range(len(timestamps))),
-        scene_starts=starts,
-        vfr_converted=False,
-        frame_pts=frame_pts,
-        stream_time_base=time_base or 1 / rate,
-        keyframes=tuple(keyframes),
-        width=width,
-        height=height,
-        pix_fmt=pix_fmt,
-    )
-    if not is_variable(timestamps):
-        return constant
-    # Containers often misreport a VFR stream's average (Matroska says the nominal rate): measure it.
-    rate = average_rate(timestamps)
-    if keep_vfr and time_base:
-        ticks = [(ts - timestamps[0]) / time_base for ts in timestamps]
-        if all(t.denominator == 1 and t >= 0 for t in ticks) and ticks == sorted(set(ticks)):
-            return replace(constant, rate=rate, pts=[int(t) for t in ticks], time_base=time_base)
-    source_of = cfr_sources(timestamps, rate)
-    first_cfr: dict[int, int] = {}
-    for cfr_index, decoded in enumerate(source_of):
-        first_cfr.setdefault(decoded, cfr_index)
-    cfr_starts = sorted({first_cfr[s] for s in starts if s in first_cfr})
-    return replace(constant, rate=rate, source_of=source_of, scene_starts=cfr_starts, vfr_converted=True)
+        small = self._small_bgr(frame)
+        self.cuts.feed(index, small)
+        if self._duplicates is not None:
+            self._duplicates.feed(small)
+
+    def known(self) -> int:
+        """Frames [0, known) are final: no scene cut before `known` can still be reported."""
+        return max(0, self.frames - self.lookahead)
+
+    def so_far(self) -> Analysis:
+        """The constant-rate analysis of the frames fed so far, for chunks planned before the pass ends.
+
+        It shares the pass's lists (no copy per chunk): read it before feeding the next frame.
+        """
+        return Analysis(
+            rate=self.rate,
+            source_of=range(self.frames),
+            scene_starts=self.cuts.starts,
+            vfr_converted=False,
+            frame_pts=self.frame_pts,
+            stream_time_base=self.time_base or 1 / self.rate,
+            keyframes=self.keyframes,
+            width=self.width,
+            height=self.height,
+            pix_fmt=self.pix_fmt,
+        )
+
+    def finish(self, *, keep_vfr: bool, constant: bool = False) -> Analysis:
+        """The whole analysis once every frame was fed; `constant` keeps the rate the pass began with
+        (chunks were planned with it while the pass ran) even when the timestamps turn out to vary."""
+        if not self.frame_pts:
+            raise MediaError("the video stream has no decodable frame", code="E_MEDIA_NO_FRAMES")
+        frame_pts = self.frame_pts
+        if any(p is None for p in frame_pts) or len(set(frame_pts)) != len(frame_pts):
+            frame_pts = [None] * len(frame_pts)  # no usable timestamps: workers count frames instead
+        starts = self.cuts.finish(self.frames - 1)
+        timestamps, rate = self.timestamps, self.rate
+        constant_analysis = Analysis(
+            rate=rate,
+            source_of=list(range(len(timestamps))),
+            scene_starts=starts,
+            vfr_converted=False,
+            frame_pts=frame_pts,
+            stream_time_base=self.time_base or 1 / rate,
+            keyframes=tuple(self.keyframes),
+            width=self.width,
+            height=self.height,
+            pix_fmt=self.pix_fmt,
+        )
+        if constant or not is_variable(timestamps):
+            return constant_analysis
+        # Containers often misreport a VFR stream's average (Matroska says the nominal rate): measure it.
+        rate = average_rate(timestamps)
+        time_base = self.time_base
+        if keep_vfr and time_base:
+            ticks = [(ts - timestamps[0]) / time_base for ts in timestamps]
+            if all(t.denominator == 1 and t >= 0 for t in ticks) and ticks == sorted(set(ticks)):
+                return replace(constant_analysis, rate=rate, pts=[int(t) for t in ticks], time_base=time_base)
+        source_of = cfr_sources(timestamps, rate)
+        first_cfr: dict[int, int] = {}
+        for cfr_index, decoded in enumerate(source_of):
+            first_cfr.setdefault(decoded, cfr_index)
+        cfr_starts = sorted({first_cfr[s] for s in starts if s in first_cfr})
+        return replace(
+            constant_analysis, rate=rate, source_of=source_of, scene_starts=cfr_starts, vfr_converted=True
+        )
+
+
+def streams_at_constant_rate(source: Path) -> bool:
+    """Whether chunks of `source` can be planned while it is read: its video packets' timestamps are
+    all there, distinct and evenly spaced (read from the container alone, nothing decoded).
+
+    A variable rate is only known once every timestamp was seen (and changes every chunk's output
+    slots), so such a source, or one without timestamps, is planned after the whole pass.
+    """
+    with open_input(source) as container:
+        stream = container.streams.video[0]
+        base = stream.time_base
+        if not base:
+            return False
+        pts: list[int] = []
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            if packet.pts is None:
+                return False
+            pts.append(packet.pts)
+    if len(pts) < 2 or len(set(pts)) != len(pts):
+        return False
+    pts.sort()
+    return not is_variable([Fraction(p) * Fraction(base) for p in pts])

@@ -7,19 +7,18 @@ import asyncio
 from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.topics import Topic
 from services.splitter.config import SplitterSettings
-from services.splitter.handlers import SplitHandler
+from services.splitter.handlers import SplitHandler, SplitPlanner
 
 
 def build(settings: SplitterSettings | None = None) -> Runtime:
-    """The splitter process: one consumer on video.uploaded."""
+    """The splitter process: a consumer recording split requests, and the planners that run them."""
     settings = settings or SplitterSettings()
     runtime = Runtime(settings, "splitter")
-    handler = SplitHandler(
-        settings=settings,
-        deps=runtime.deps,
-    )
-    # Splitting a long source takes a while; allow it well past the default poll interval.
-    runtime.consume(Topic.VIDEO_UPLOADED, handler, max_poll_interval_ms=1_800_000)
+    planner = SplitPlanner(settings=settings, deps=runtime.deps)
+    handler = SplitHandler(deps=runtime.deps, wake=planner.wake)
+    # The consumer only records requests (the passes run as leased background work): no long poll gap.
+    runtime.consume(Topic.VIDEO_UPLOADED, handler, max_poll_interval_ms=settings.max_poll_interval_ms)
+    runtime.background(planner.run)
     return runtime
 
 

@@ -35,5 +35,19 @@ class SplitterSettings(CommonSettings):
     # With the dedupe option, a frame whose small luma image differs from the last distinct one by
     # less than this mean absolute difference (0–255) is a duplicate and is skipped.
     dedupe_threshold: float = Field(default=1.0, ge=0)
+    # Splits run as leased background work (`infiniteflow_common.splits`): at most this many passes
+    # side by side in one splitter, each holding a lease renewed every third of `split_lease_s`; a
+    # split whose planner died is taken over once its lease ran out, and failed after `split_max_tries`.
+    max_concurrent_splits: int = Field(default=2, ge=1)
+    split_lease_s: float = Field(default=30.0, gt=0)
+    split_max_tries: int = Field(default=2, ge=1)
+    # Announce chunks while the pass runs (constant-rate sources without dedupe); off: every chunk
+    # after the whole pass, as before issue 23 (benchmarks compare the two).
+    stream_chunks: bool = True
+    # How often a planner with a free slot looks for split requests (a request from this process
+    # wakes it at once).
+    split_poll_s: float = Field(default=2.0, gt=0)
+    # The splitter's consumer only records requests, so the default poll interval is plenty.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "splitter"
     metrics_port: int | None = 9102

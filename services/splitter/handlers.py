@@ -2,43 +2,65 @@
 
 The splitter never writes the video again: one downscaled pass finds the frames' timing, the scene
 cuts and (with dedupe) the repeated frames; the plan names each chunk's frames in the source object
-ingest probed (its version id and ETag), and each worker reads and encodes its own range. The pass
-runs in a worker thread, so health checks and the consumer's polling never wait on a long source.
+ingest probed (its version id and ETag), and each worker reads and encodes its own range.
 
-Idempotent: the plan is deterministic, chunk rows are keyed by (job_id, chunk_index), and a replay of
-an already split job only re-announces the chunks that are not done yet (a crash between the database
-commit and the announcements loses nothing).
+The consumer only records the upload as a split request on the job (`splits`) and commits: a pass
+over a long source never holds it. Planners (`SplitPlanner`, a bounded number per process) take
+requests under a renewable lease and announce each chunk as soon as the pass has read past it and
+past the scene-cut detector's lookahead (`ChunkStream`), so the first chunks of any upload reach the
+workers within seconds, whatever its length. A source whose frame rate varies, or a dedupe job, is
+planned when the pass ends (its timing is known only then). Cancelling a job stops its pass.
+
+Idempotent: the plan is deterministic, chunk rows are keyed by (job_id, chunk_index), a split taken
+over after its planner died announces again only the chunks not done, and a replay of an already
+split job only re-announces the chunks that are not done yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import Any
 
-from infiniteflow_common import chunks, jobs
+from infiniteflow_common import chunks, jobs, splits, timing
+from infiniteflow_common.classify import is_transient
 from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.encoding import encoding_for, probe_hdr
+from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import ChunkReady, JobSplit, VideoUploaded, decode_event
-from infiniteflow_common.failures import job_fails_on
+from infiniteflow_common.failures import job_fails_on, report_failure
 from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.media import MediaError, decode_video, rational
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.storage import delete_prefix, fetch_source
 from infiniteflow_common.timing import output_rate
 from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
-from services.splitter.analysis import AnalysisSettings, analyse
+from services.splitter.analysis import (
+    AnalysisSettings,
+    TimingPass,
+    skip_duplicates,
+    streams_at_constant_rate,
+)
 from services.splitter.config import SplitterSettings
-from services.splitter.plan import frames_for_work, plan_job
-from services.splitter.specs import chunk_specs, job_split
+from services.splitter.duplicates import DuplicateDetector
+from services.splitter.plan import ChunkPlan, ChunkStream, JobPlan, frames_for_work, plan_job
+from services.splitter.specs import chunk_spec, chunk_specs, job_split
 
 log = get_logger()
+
+# How often (in frames) a streaming pass asks its planner for chunks that became final.
+PLAN_EVERY_FRAMES = 8
 
 
 def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
@@ -48,18 +70,36 @@ def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
 
 @dataclass(frozen=True)
 class Split:
-    """A job's plan: the chunk announcements and the job-level record."""
+    """A job's plan: the chunk announcements made when the pass ended, and the job-level record."""
 
     chunks: list[ChunkReady]
     plan: JobSplit
+    streamed: int  # chunks announced while the pass ran
+
+
+class SplitStopped(Exception):  # noqa: N818 - a state, not a failure of the job
+    """The pass stopped before its end: the job was cancelled or ended, or this planner lost its lease.
+
+    Not an `InfiniteFlowError`: nothing about the job failed, so `job_fails_on` lets it through.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SplitsInterrupted(InfiniteFlowError):  # noqa: N818 - reads as the condition it reports
+    """The split started `split_max_tries` times and never finished: its planners died each time."""
+
+    code = "E_SPLIT_INTERRUPTED"
 
 
 class SplitHandler(PipelineHandler):
-    """Plans one job's chunks."""
+    """Records each upload as a split request; a replay of a split job re-announces its chunks."""
 
-    def __init__(self, *, settings: SplitterSettings, deps: Deps) -> None:
+    def __init__(self, *, deps: Deps, wake: Callable[[], None]) -> None:
         super().__init__(deps)
-        self.settings = settings
+        self.wake = wake
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `video.uploaded` record."""
@@ -72,54 +112,235 @@ class SplitHandler(PipelineHandler):
             return
         if job.split_at is not None:
             plan = JobSplit.model_validate(job.plan) if job.plan else None
-            await self._announce(event.job_id, pending, plan)
+            await announce(self.publish, event.job_id, pending, plan)
             return
-        async with job_fails_on(
-            self.sessions, self.publish, job_id=event.job_id, stage="splitter", cleanup=self._cleanup
-        ):
-            split = await self._split(event)
-        await self._announce(event.job_id, split.chunks, split.plan)
+        async with transaction(self.sessions) as session:
+            requested = await splits.request(session, event.job_id, event.model_dump(mode="json"))
+        log.info("split requested", job_id=str(event.job_id), replay=not requested)
+        self.wake()
 
-    async def _split(self, event: VideoUploaded) -> Split:
+
+class SplitPlanner(PipelineHandler):
+    """Runs requested splits as leased background work, at most `max_concurrent_splits` at once."""
+
+    def __init__(self, *, settings: SplitterSettings, deps: Deps) -> None:
+        super().__init__(deps)
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Look for requests now (one was just recorded)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Take requests while there is room, until cancelled (then hand the running splits back)."""
+        try:
+            while True:
+                await self._fill()
+                self._wake.clear()
+                waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+                try:
+                    await asyncio.wait(
+                        [*waits, *self._running],
+                        timeout=self.settings.split_poll_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+        finally:
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _fill(self) -> None:
+        while len(self._running) < self.settings.max_concurrent_splits:
+            try:
+                async with transaction(self.sessions) as session:
+                    claimed, exhausted = await splits.claim_next(
+                        session,
+                        owner=self.owner,
+                        lease_s=self.settings.split_lease_s,
+                        max_tries=self.settings.split_max_tries,
+                    )
+                    unannounced = await splits.unannounced(session, owner=self.owner)
+            except Exception as exc:  # the database is away: look again at the next poll
+                log.warning("split requests not read", error=repr(exc))
+                return
+            for job_id in exhausted:
+                await self._give_up(job_id)
+            for job_id in unannounced:
+                await self._announce_finished(job_id)
+            if claimed is None:
+                return
+            task = asyncio.create_task(self._run_split(claimed), name=f"split-{claimed.job_id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            metrics.SPLITS_RUNNING.set(len(self._running))
+
+    async def _give_up(self, job_id: uuid.UUID) -> None:
+        error = SplitsInterrupted(
+            f"the split started {self.settings.split_max_tries} times and was interrupted each time "
+            "(its splitter stopped or lost its lease); not started again"
+        )
+        await report_failure(
+            self.sessions,
+            self.publish,
+            job_id=job_id,
+            stage="splitter",
+            code=error.code,
+            message=error.message,
+        )
+
+    async def _announce_finished(self, job_id: uuid.UUID) -> None:
+        """Announce a split whose planner committed it and died before announcing it."""
+        async with transaction(self.sessions) as session:
+            job = await jobs.get_job(session, job_id)
+            pending = await chunks.pending_specs(session, job_id)
+        if job is None or job.plan is None:
+            return
+        await announce(self.publish, job_id, pending, JobSplit.model_validate(job.plan))
+        async with transaction(self.sessions) as session:
+            await splits.announced(session, job_id, owner=self.owner)
+        log.info("split announced after its planner stopped", job_id=str(job_id), chunks=len(pending))
+
+    async def _run_split(self, claimed: splits.Claimed) -> None:
+        job_id = claimed.job_id
+        stop = threading.Event()
+        renewal = asyncio.create_task(self._renew(job_id, stop))
+        try:
+            event = VideoUploaded.model_validate(claimed.request)
+            async with job_fails_on(
+                self.sessions, self.publish, job_id=job_id, stage="splitter", cleanup=self._cleanup
+            ):
+                await self._split(event, claimed.tries, stop)
+        except SplitStopped as stopped:
+            log.info("split stopped", job_id=str(job_id), reason=stopped.message)
+        except asyncio.CancelledError:
+            stop.set()
+            async with transaction(self.sessions) as session:
+                await splits.hand_back(session, job_id, owner=self.owner)
+            log.info("split handed back on shutdown", job_id=str(job_id))
+            raise
+        except Exception as exc:
+            stop.set()
+            if is_transient(exc):
+                # The database, the broker or the object store is away: another try takes it over.
+                log.warning("split interrupted; its lease will run out", job_id=str(job_id), error=repr(exc))
+            else:
+                log.exception("split failed unexpectedly", job_id=str(job_id))
+                await report_failure(
+                    self.sessions,
+                    self.publish,
+                    job_id=job_id,
+                    stage="splitter",
+                    code="E_INTERNAL",
+                    message=f"the split failed unexpectedly: {exc!r}",
+                )
+        finally:
+            stop.set()
+            renewal.cancel()
+            metrics.SPLITS_RUNNING.set(max(0, len(self._running) - 1))
+
+    async def _renew(self, job_id: uuid.UUID, stop: threading.Event) -> None:
+        """Keep the lease while the pass runs; a lost lease or an ended (cancelled) job stops the pass."""
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.split_lease_s / 3)
+            try:
+                async with transaction(self.sessions) as session:
+                    held = await splits.renew(
+                        session, job_id, owner=self.owner, lease_s=self.settings.split_lease_s
+                    )
+            except Exception as exc:  # a short database outage: the lease has time left
+                log.warning("split lease not renewed", job_id=str(job_id), error=repr(exc))
+                continue
+            if not held:
+                log.info("split lease lost or job ended; stopping its pass", job_id=str(job_id))
+                stop.set()
+
+    async def _split(self, event: VideoUploaded, tries: int, stop: threading.Event) -> None:
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         async with transaction(self.sessions) as session:
             # Ingest publishes video.uploaded inside the transaction that records the resolved output
-            # options (codec, container), under the row's lock: waiting for that lock here reads them
-            # as committed, not as they stood before the probe.
+            # options (codec, container), under the row's lock: reading the row now reads them.
             job = await session.get(Job, event.job_id, with_for_update=True, populate_existing=True)
             await jobs.advance(
                 session, event.job_id, JobStatus.SPLITTING, progress=5, split_started_at=started_at
             )
         options = OutputOptions.model_validate((job.output_options if job else None) or {})
-        split = await asyncio.to_thread(self._plan, event, options, started_at)
+        log.info("split started", job_id=str(event.job_id), attempt=tries)
+        loop = asyncio.get_running_loop()
+        first_announced: list[float] = []
+
+        def record(specs: list[ChunkReady]) -> None:
+            """From the pass's thread: make `specs` durable and announce them before reading on."""
+            if stop.is_set():
+                raise SplitStopped("the job ended or the split's lease was lost")
+            asyncio.run_coroutine_threadsafe(self._record(event.job_id, specs), loop).result()
+            if not first_announced:
+                first_announced.append(time.perf_counter() - started)
+                metrics.FIRST_CHUNK_SECONDS.observe(first_announced[0])
+                log.info(
+                    "first chunks announced while the pass runs",
+                    job_id=str(event.job_id),
+                    chunks=len(specs),
+                    seconds=round(first_announced[0], 3),
+                )
+
+        split = await asyncio.to_thread(self._plan, event, options, started_at, record, stop)
+        await self._record(event.job_id, split.chunks)
         async with transaction(self.sessions) as session:
-            await chunks.insert_planned(session, event.job_id, split.chunks)
+            if not await splits.holds(session, event.job_id, owner=self.owner):
+                raise SplitStopped("the job ended or the split's lease was lost")
             await jobs.advance(
                 session,
                 event.job_id,
                 JobStatus.INTERPOLATING,
                 progress=15,
-                chunks_total=len(split.chunks),
+                chunks_total=split.plan.chunk_count,
                 split_at=split.plan.split_at,
                 plan=split.plan.model_dump(mode="json"),
             )
+        await self.publish(Topic.JOB_SPLIT, split.plan)
+        async with transaction(self.sessions) as session:
+            await splits.announced(session, event.job_id, owner=self.owner)
         metrics.SPLIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.CHUNKS_PLANNED.inc(len(split.chunks))
+        metrics.CHUNKS_PLANNED.inc(split.plan.chunk_count)
         log.info(
             "job planned",
             job_id=str(event.job_id),
-            chunks=len(split.chunks),
+            chunks=split.plan.chunk_count,
+            streamed_chunks=split.streamed,
+            first_chunk_s=round(first_announced[0], 3) if first_announced else None,
             scene_starts=list(split.plan.scene_cuts),
             out_frames=split.plan.out_frame_count,
             vfr_converted=split.plan.vfr_converted,
             duplicates_skipped=split.plan.duplicates_skipped,
             seconds=round(time.perf_counter() - started, 3),
         )
-        return split
 
-    def _plan(self, event: VideoUploaded, options: OutputOptions, started_at: datetime) -> Split:
-        """Read the source once (in a worker thread) and decide every chunk."""
+    async def _record(self, job_id: uuid.UUID, specs: list[ChunkReady]) -> None:
+        """Insert chunks under the lease (fenced: a planner that lost it writes nothing), then announce
+        the ones still to do."""
+        async with transaction(self.sessions) as session:
+            if not await splits.holds(session, job_id, owner=self.owner):
+                raise SplitStopped("the job ended or the split's lease was lost")
+            await chunks.insert_planned(session, job_id, specs)
+            to_do = {spec.chunk_index for spec in await chunks.pending_specs(session, job_id)}
+        await announce(self.publish, job_id, [spec for spec in specs if spec.chunk_index in to_do], None)
+
+    def _plan(
+        self,
+        event: VideoUploaded,
+        options: OutputOptions,
+        started_at: datetime,
+        record: Callable[[list[ChunkReady]], None],
+        stop: threading.Event,
+    ) -> Split:
+        """Read the source once (in a worker thread), announcing chunks through `record` as they are decided."""
         workdir = self.settings.scratch_dir / str(event.job_id)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -129,44 +350,94 @@ class SplitHandler(PipelineHandler):
                 self.storage, event.bucket, event.key, source, version_id=event.version_id, etag=event.etag
             )
             probe, params = event.probe, event.params
-            analysis = analyse(
-                source,
-                probe.avg_fps_num or probe.fps_num,
-                probe.avg_fps_den or probe.fps_den,
-                AnalysisSettings(
-                    self.settings.scene_threshold,
-                    self.settings.scene_min_frames,
-                    self.settings.scene_width,
-                    self.settings.dedupe_threshold,
-                ),
-                dedupe=options.dedupe,
-                # a multiplier keeps a variable rate (frames between the real ones); a target rate is CFR
-                keep_vfr=params.multiplier is not None,
+            encoding = encoding_for(
+                options,
+                probe.model_dump(),
+                probe_hdr(source),
+                x264_crf=self.settings.x264_crf,
+                x264_preset=self.settings.x264_preset,
             )
-            hdr = probe_hdr(source)
+            model = str(getattr(params, "model", "auto"))
+            target = Fraction(params.target_fps) if params.target_fps else None
+            streaming = (
+                self.settings.stream_chunks and not options.dedupe and streams_at_constant_rate(source)
+            )
+            duplicates = DuplicateDetector(self.settings.dedupe_threshold) if options.dedupe else None
+            declared = rational(probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den)
+            settings = AnalysisSettings(
+                self.settings.scene_threshold,
+                self.settings.scene_min_frames,
+                self.settings.scene_width,
+                self.settings.dedupe_threshold,
+            )
+            timing_pass = TimingPass(declared, settings, duplicates)
+            out_rate = output_rate(declared, multiplier=params.multiplier, fps=target)
+            stream: ChunkStream | None = None
+            streamed: list[ChunkPlan] = []
+            last_pts: int | None = None
+            for frame in decode_video(source):
+                if stop.is_set():
+                    raise SplitStopped("the job ended or the split's lease was lost")
+                if streaming and (frame.pts is None or (last_pts is not None and frame.pts <= last_pts)):
+                    if streamed:
+                        raise MediaError(
+                            "the decoded frames' timestamps disagree with the container's packets "
+                            "after chunks were planned from them",
+                            code="E_MEDIA_TIMESTAMPS",
+                        )
+                    streaming = False  # nothing announced yet: plan after the whole pass instead
+                last_pts = frame.pts
+                timing_pass.feed(frame)
+                if not streaming or timing_pass.frames % PLAN_EVERY_FRAMES:
+                    continue
+                if stream is None:
+                    size = self._chunk_frames(
+                        timing_pass.width, timing_pass.height, declared, out_rate, params.engine
+                    )
+                    stream = ChunkStream(declared, out_rate, size)
+                decided = stream.advance(timing_pass.known(), timing_pass.cuts.starts)
+                if decided:
+                    so_far = timing_pass.so_far()
+                    record(
+                        [
+                            chunk_spec(
+                                event, c, so_far, encoding, out_rate=out_rate, chunk_count=None, model=model
+                            )
+                            for c in decided
+                        ]
+                    )
+                    streamed += decided
+            # a multiplier keeps a variable rate (frames between the real ones); a target rate is CFR
+            analysis = timing_pass.finish(keep_vfr=params.multiplier is not None, constant=bool(streamed))
+            if duplicates is not None:
+                analysis = skip_duplicates(analysis, duplicates)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        target = Fraction(params.target_fps) if params.target_fps else None
         out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
-        plan = plan_job(
-            len(analysis.source_of),
-            analysis.rate,
-            out_rate,
-            analysis.scene_starts,
-            self._chunk_frames(analysis.width, analysis.height, analysis.rate, out_rate, params.engine),
-            positions=analysis.positions,
-            input_frames=analysis.input_frames or None,
-        )
-        encoding = encoding_for(
-            options,
-            probe.model_dump(),
-            hdr,
-            x264_crf=self.settings.x264_crf,
-            x264_preset=self.settings.x264_preset,
-        )
-        model = str(getattr(params, "model", "auto"))
+        if streamed and stream is not None:
+            frames = len(analysis.source_of)
+            rest = stream.finish(frames, analysis.scene_starts, timing.plan(frames, analysis.rate, out_rate))
+            plan = JobPlan(
+                in_rate=analysis.rate,
+                out_rate=out_rate,
+                source_frames=frames,
+                out_frames=timing.output_count(frames, analysis.rate, out_rate),
+                scene_starts=stream.scene_starts,
+                chunks=(*streamed, *rest),
+            )
+        else:
+            plan = plan_job(
+                len(analysis.source_of),
+                analysis.rate,
+                out_rate,
+                analysis.scene_starts,
+                self._chunk_frames(analysis.width, analysis.height, analysis.rate, out_rate, params.engine),
+                positions=analysis.positions,
+                input_frames=analysis.input_frames or None,
+            )
+        remaining = chunk_specs(event, plan, analysis, encoding, model=model)[len(streamed) :]
         return Split(
-            chunks=chunk_specs(event, plan, analysis, encoding, model=model),
+            chunks=remaining,
             plan=job_split(
                 event.job_id,
                 plan,
@@ -176,6 +447,7 @@ class SplitHandler(PipelineHandler):
                 split_at=datetime.now(UTC),
                 container=options.container,
             ),
+            streamed=len(streamed),
         )
 
     def _chunk_frames(
@@ -195,22 +467,21 @@ class SplitHandler(PipelineHandler):
         )
 
     async def _cleanup(self, job_id: uuid.UUID) -> None:
-        await asyncio.to_thread(self._delete_work, job_id)
+        await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
 
-    def _delete_work(self, job_id: uuid.UUID) -> None:
-        delete_prefix(self.storage, self.settings.work_bucket, f"{job_id}/")
 
-    async def _announce(self, job_id: uuid.UUID, specs: list[ChunkReady], plan: JobSplit | None) -> None:
-        partitions = topic_specs()[Topic.CHUNK_READY].partitions
-        offset = spec_offset(job_id, partitions)
-        for spec in specs:
-            # Consecutive chunks go to consecutive partitions (not by key hash), so every worker of the
-            # group gets an even share of a job instead of whatever the hash happens to give it.
-            await self.publish(
-                Topic.CHUNK_READY,
-                spec,
-                key=f"{spec.job_id}/{spec.chunk_index}",
-                partition=(offset + spec.chunk_index) % partitions,
-            )
-        if plan is not None:
-            await self.publish(Topic.JOB_SPLIT, plan)
+async def announce(publish: Any, job_id: uuid.UUID, specs: list[ChunkReady], plan: JobSplit | None) -> None:
+    """Publish chunk announcements (and the job's plan last, when given)."""
+    partitions = topic_specs()[Topic.CHUNK_READY].partitions
+    offset = spec_offset(job_id, partitions)
+    for spec in specs:
+        # Consecutive chunks go to consecutive partitions (not by key hash), so every worker of the
+        # group gets an even share of a job instead of whatever the hash happens to give it.
+        await publish(
+            Topic.CHUNK_READY,
+            spec,
+            key=f"{spec.job_id}/{spec.chunk_index}",
+            partition=(offset + spec.chunk_index) % partitions,
+        )
+    if plan is not None:
+        await publish(Topic.JOB_SPLIT, plan)

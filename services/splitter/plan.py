@@ -82,60 +82,149 @@ def plan_job(
     With `positions`, the `source_frames` planned are the frames kept out of `input_frames` (the
     duplicates skipped), each at its position on the input's timeline; indices (scene starts,
     chunks) then count kept frames, and the output still covers the whole input.
+
+    The same rules as a `ChunkStream` fed the whole pass at once: a plan streamed while the source
+    is read is this plan.
     """
     if source_frames < 2:
         raise PlanError(f"{source_frames} frame(s): at least two are needed to interpolate")
-    if max_frames < 2:
-        raise PlanError("chunks need room for at least two frames")
-    starts = sorted({s for s in scene_starts if 0 < s < source_frames})
-    scene_bounds = list(zip([0, *starts], [*starts, source_frames], strict=True))
-    # [begin, end) of each chunk's own frames, and whether it shares its last frame with the next chunk
-    ranges: list[tuple[int, int, bool]] = []
-    for begin, end in scene_bounds:
-        for own_begin, own_end in _balanced(begin, end, max_frames):
-            ranges.append((own_begin, own_end, own_end < end))
+    stream = ChunkStream(in_rate, out_rate, max_frames)
     if positions is None:
         all_slots = timing.plan(source_frames, in_rate, out_rate)
     else:
         all_slots = timing.plan_at(positions, input_frames or source_frames, in_rate, out_rate)
-    last_of_scene = {end - 1 for _, end in scene_bounds}
-    chunks: list[ChunkPlan] = []
-    position = 0
-    for index, (begin, end, shares) in enumerate(ranges):
-        mine: list[Slot] = []
-        while position < len(all_slots) and all_slots[position].index < end:
-            slot = all_slots[position]
-            t = Fraction(0) if slot.index in last_of_scene else slot.t  # never blend across a cut
-            mine.append(Slot(slot.index - begin, t))
-            position += 1
-        chunks.append(
-            ChunkPlan(
-                index=index,
-                first_frame=begin,
-                frame_count=end - begin + (1 if shares else 0),
-                shares_last_frame=shares,
-                ends_scene=not shares,
-                first_output_frame=position - len(mine),
-                slots=tuple(mine),
-            )
-        )
+    chunks = stream.finish(source_frames, scene_starts, all_slots)
     return JobPlan(
         in_rate=in_rate,
         out_rate=out_rate,
         source_frames=source_frames,
         out_frames=len(all_slots),
-        scene_starts=tuple(starts),
+        scene_starts=stream.scene_starts,
         chunks=tuple(chunks),
         input_frames=input_frames,
     )
 
 
+class ChunkStream:
+    """Chunks decided while the source is still being read, each as soon as nothing later can change it.
+
+    A scene is cut into chunks of `max_frames − 1` own frames (plus the next chunk's first, shared)
+    while more than two full chunks of it remain; its last `max_frames + 1 … 2 · max_frames − 1`
+    frames are split into two chunks of even length, and a rest of up to `max_frames` is one chunk,
+    so no chunk is a sliver. A full chunk is final once the pass has seen, with no cut, `2 · max_frames`
+    frames from its start; the chunks that end a scene are final once its cut is known. Output slots
+    of frames before the last one do not depend on the clip's length (`timing.plan`), so only the
+    chunks decided by `finish` need it.
+    """
+
+    def __init__(self, in_rate: Fraction, out_rate: Fraction, max_frames: int) -> None:
+        if max_frames < 2:
+            raise PlanError("chunks need room for at least two frames")
+        if in_rate <= 0 or out_rate <= 0:
+            raise PlanError(f"rates must be positive (in {in_rate}, out {out_rate})")
+        self.in_rate, self.out_rate, self.max_frames = in_rate, out_rate, max_frames
+        self._step = in_rate / out_rate
+        self._begin = 0  # first own frame of the next chunk
+        self._next_slot = 0  # index of the next output frame
+        self._index = 0  # index of the next chunk
+        self._starts: list[int] = []
+
+    @property
+    def scene_starts(self) -> tuple[int, ...]:
+        """Scene starts taken into the plan so far."""
+        return tuple(self._starts)
+
+    @property
+    def chunks_decided(self) -> int:
+        """How many chunks have been decided."""
+        return self._index
+
+    def advance(self, known: int, scene_starts: Sequence[int]) -> list[ChunkPlan]:
+        """The chunks that became final now that frames [0, known) and every scene start before
+        `known` (`scene_starts`, ascending, may include later ones) are known."""
+        decided: list[ChunkPlan] = []
+        for start in sorted({s for s in scene_starts if self._begin < s < known}):
+            decided += self._scene(start, None)
+            self._starts.append(start)
+        full = self.max_frames - 1
+        while known - self._begin >= 2 * self.max_frames:
+            decided.append(self._chunk(self._begin, self._begin + full, shares=True, slots=None))
+        return decided
+
+    def finish(
+        self, source_frames: int, scene_starts: Sequence[int], all_slots: Sequence[timing.Slot]
+    ) -> list[ChunkPlan]:
+        """The remaining chunks once the pass is over (`all_slots`: every output frame of the clip)."""
+        if source_frames < 2:
+            raise PlanError(f"{source_frames} frame(s): at least two are needed to interpolate")
+        later = sorted({s for s in scene_starts if self._begin < s < source_frames})
+        decided: list[ChunkPlan] = []
+        for end in [*later, source_frames]:
+            decided += self._scene(end, all_slots, last_frame=source_frames - 1)
+        self._starts += later
+        return decided
+
+    def _scene(
+        self, end: int, all_slots: Sequence[timing.Slot] | None, last_frame: int | None = None
+    ) -> list[ChunkPlan]:
+        """Every chunk of the rest of the scene that ends before frame `end` (all its frames known)."""
+        decided: list[ChunkPlan] = []
+        full = self.max_frames - 1
+        while end - self._begin >= 2 * self.max_frames:
+            decided.append(self._chunk(self._begin, self._begin + full, shares=True, slots=all_slots))
+        # the scene's last frame (and the clip's) has nothing to interpolate towards: it is held
+        hold = {end - 1} if last_frame is None else {end - 1, last_frame}
+        for own_begin, own_end in _balanced(self._begin, end, self.max_frames):
+            decided.append(self._chunk(own_begin, own_end, shares=own_end < end, slots=all_slots, hold=hold))
+        return decided
+
+    def _chunk(
+        self,
+        begin: int,
+        end: int,
+        *,
+        shares: bool,
+        slots: Sequence[timing.Slot] | None,
+        hold: set[int] | None = None,
+    ) -> ChunkPlan:
+        """Chunk [begin, end) (+ the next frame when it `shares`) and the output frames it owns."""
+        mine: list[Slot] = []
+        first_output = self._next_slot
+        while True:
+            if slots is not None:
+                if self._next_slot >= len(slots) or slots[self._next_slot].index >= end:
+                    break
+                index, t = slots[self._next_slot].index, slots[self._next_slot].t
+            else:
+                position = self._next_slot * self._step
+                index = position.numerator // position.denominator
+                if index >= end:
+                    break
+                t = position - index
+            if hold and index in hold:
+                t = Fraction(0)  # never blend across a cut, nor past the last frame
+            mine.append(Slot(index - begin, t))
+            self._next_slot += 1
+        chunk = ChunkPlan(
+            index=self._index,
+            first_frame=begin,
+            frame_count=end - begin + (1 if shares else 0),
+            shares_last_frame=shares,
+            ends_scene=not shares,
+            first_output_frame=first_output,
+            slots=tuple(mine),
+        )
+        self._index += 1
+        self._begin = end
+        return chunk
+
+
 def _balanced(begin: int, end: int, max_frames: int) -> list[tuple[int, int]]:
-    """[begin, end) of each chunk's own frames in one scene: as few chunks as fit, of even length.
+    """[begin, end) of each chunk's own frames at the end of a scene: as few chunks as fit, of even length.
 
     Inside a scene a chunk owns at most max_frames − 1 frames plus the next chunk's first; the scene's
     last chunk owns up to max_frames. Even lengths keep the last chunk from being a sliver that costs
-    a source open and an encoder start for a few frames, and end a job's chunks at the same time.
+    a source open and an encoder start for a few frames.
     """
     length = end - begin
     count = max(1, -(-(length - 1) // (max_frames - 1)))

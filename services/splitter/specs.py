@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from fractions import Fraction
 from typing import Literal
 
 from infiniteflow_common.events import (
@@ -15,58 +16,76 @@ from infiniteflow_common.events import (
     VideoUploaded,
 )
 from services.splitter.analysis import Analysis, decode_start
-from services.splitter.plan import JobPlan
+from services.splitter.plan import ChunkPlan, JobPlan
 
 
 def chunk_specs(
     event: VideoUploaded, plan: JobPlan, analysis: Analysis, encoding: VideoEncoding, *, model: str
 ) -> list[ChunkReady]:
     """One `ChunkReady` per planned chunk: its frames in the pinned source and its output slots."""
-    timed = all(p is not None for p in analysis.frame_pts)
-    base = analysis.stream_time_base
-    specs = []
-    for chunk in plan.chunks:
-        decoded = [
-            analysis.source_of[i] for i in range(chunk.first_frame, chunk.first_frame + chunk.frame_count)
-        ]
-        pts = tuple(int(analysis.frame_pts[d] or 0) for d in decoded) if timed else None
-        specs.append(
-            ChunkReady(
-                job_id=event.job_id,
-                chunk_index=chunk.index,
-                chunk_count=len(plan.chunks),
-                object_key=event.key,
-                first_frame=chunk.first_frame,
-                frame_count=chunk.frame_count,
-                first_output_frame=chunk.first_output_frame,
-                shares_last_frame=chunk.shares_last_frame,
-                ends_scene=chunk.ends_scene,
-                timesteps=tuple(OutputSlot(source_offset=s.source_index, t=float(s.t)) for s in chunk.slots),
-                engine=event.params.engine,
-                quality=event.params.quality,
-                width=analysis.width,
-                height=analysis.height,
-                pix_fmt=analysis.pix_fmt,
-                attempt=1,
-                source=SourceRange(
-                    bucket=event.bucket,
-                    key=event.key,
-                    version_id=event.version_id,
-                    etag=event.etag,
-                    size_bytes=event.size_bytes,
-                    time_base_num=base.numerator,
-                    time_base_den=base.denominator,
-                    frame_pts=pts,
-                    frame_indices=tuple(decoded),
-                    decode_start_pts=decode_start(analysis, min(decoded)) if timed else None,
-                ),
-                encoding=encoding,
-                out_fps_num=plan.out_rate.numerator,
-                out_fps_den=plan.out_rate.denominator,
-                model=model,
-            )
+    return [
+        chunk_spec(
+            event,
+            chunk,
+            analysis,
+            encoding,
+            out_rate=plan.out_rate,
+            chunk_count=len(plan.chunks),
+            model=model,
         )
-    return specs
+        for chunk in plan.chunks
+    ]
+
+
+def chunk_spec(
+    event: VideoUploaded,
+    chunk: ChunkPlan,
+    analysis: Analysis,
+    encoding: VideoEncoding,
+    *,
+    out_rate: Fraction,
+    chunk_count: int | None,
+    model: str,
+) -> ChunkReady:
+    """The announcement of one chunk (`chunk_count` None: planned while the pass still runs)."""
+    decoded = [analysis.source_of[i] for i in range(chunk.first_frame, chunk.first_frame + chunk.frame_count)]
+    frame_pts = [analysis.frame_pts[d] for d in decoded]
+    timed = all(p is not None for p in frame_pts)
+    base = analysis.stream_time_base
+    return ChunkReady(
+        job_id=event.job_id,
+        chunk_index=chunk.index,
+        chunk_count=chunk_count,
+        object_key=event.key,
+        first_frame=chunk.first_frame,
+        frame_count=chunk.frame_count,
+        first_output_frame=chunk.first_output_frame,
+        shares_last_frame=chunk.shares_last_frame,
+        ends_scene=chunk.ends_scene,
+        timesteps=tuple(OutputSlot(source_offset=s.source_index, t=float(s.t)) for s in chunk.slots),
+        engine=event.params.engine,
+        quality=event.params.quality,
+        width=analysis.width,
+        height=analysis.height,
+        pix_fmt=analysis.pix_fmt,
+        attempt=1,
+        source=SourceRange(
+            bucket=event.bucket,
+            key=event.key,
+            version_id=event.version_id,
+            etag=event.etag,
+            size_bytes=event.size_bytes,
+            time_base_num=base.numerator,
+            time_base_den=base.denominator,
+            frame_pts=tuple(int(p or 0) for p in frame_pts) if timed else None,
+            frame_indices=tuple(decoded),
+            decode_start_pts=decode_start(analysis, min(decoded)) if timed else None,
+        ),
+        encoding=encoding,
+        out_fps_num=out_rate.numerator,
+        out_fps_den=out_rate.denominator,
+        model=model,
+    )
 
 
 def job_split(

@@ -17,6 +17,7 @@ import inspect
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +37,9 @@ from infiniteflow_common.topics import Topic, topic_specs
 from services.cli import Service
 
 K8S = REPO_ROOT / "infra" / "k8s"
+# The image `make images` builds (scripts/images.sh): podman's name for a local build, tagged with the
+# package's version.
+IMAGE = f"localhost/infiniteflow:{tomllib.loads((REPO_ROOT / 'pyproject.toml').read_text())['project']['version']}"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "example"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
@@ -103,6 +107,11 @@ KEPT_DEFAULTS: dict[str, str] = {
     **_kept("how soon a worker notices its job was cancelled: one cheap query per poll", "CANCEL_POLL_S"),
     **_kept("fair dispatch is the product; `record` (first come, first served) is for benchmarks", "DISPATCH"),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
+    **_kept(
+        "splits as leased background work: passes side by side per pod (scale pods for more), the lease"
+        " that hands a dead pod's split over, and the tries before a split is failed",
+        "MAX_CONCURRENT_SPLITS", "SPLIT_LEASE_S", "SPLIT_MAX_TRIES", "SPLIT_POLL_S", "STREAM_CHUNKS",
+    ),
     **_kept(
         "object lifecycle: uploads and results are the user's and kept; work objects expire as a backstop",
         "INCOMING_RETENTION_DAYS", "OUTPUT_RETENTION_DAYS", "WORK_RETENTION_DAYS",
@@ -434,12 +443,17 @@ def test_an_unknown_field_is_rejected(base: list[dict[str, Any]]) -> None:
         validate_scaled_object(scaled, KUBERNETES_VERSIONS[-1])
 
 
+def test_the_manifests_name_the_image_make_images_builds() -> None:
+    script = (REPO_ROOT / "scripts" / "images.sh").read_text(encoding="utf-8")
+    assert 'image="localhost/infiniteflow:$version"' in script, "scripts/images.sh tags another name"
+
+
 def test_every_service_runs_from_the_one_image(base: list[dict[str, Any]]) -> None:
     for service in Service:
         container = the_container(deployment_of(base, service.value))
         assert container["command"] == ["python", "-m", f"services.{service.value}"]
     images = {the_container(workload)["image"] for workload in workloads(base)}
-    assert images == {"infiniteflow:latest"}, "one image; overlays retag it with kustomize `images:`"
+    assert images == {IMAGE}, "one image, as `make images` tags it; overlays retag it with `images:`"
     assert the_container(one(base, "Job", "infiniteflow-bootstrap"))["command"] == [
         "infiniteflow", "admin", "bootstrap",
     ]  # fmt: skip
@@ -787,7 +801,7 @@ def test_the_example_overlay_keeps_the_wiring(
     assert {key(obj) for obj in base} <= {key(obj) for obj in overlay}
     images = {the_container(workload)["image"] for workload in workloads(overlay)}
     assert len(images) == 1, "one image"
-    assert images != {"infiniteflow:latest"}, "retagged by the overlay's `images:`"
+    assert images.isdisjoint({IMAGE}), "retagged by the overlay's `images:`"
     (scaled,) = of_kind(overlay, "ScaledObject")
     one(overlay, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
     assert (

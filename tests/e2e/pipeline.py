@@ -56,14 +56,24 @@ def start_service(name: str, logdir: Path, env: dict[str, str], suffix: str = ""
 
 
 @contextmanager
-def running_pipeline(logdir: Path, workers: int = 2, **overrides: str) -> Iterator[list[ServiceProcess]]:
-    """All services up (two gpu_interp workers by default); stopped with SIGTERM afterwards."""
+def running_pipeline(
+    logdir: Path, workers: int = 2, only: dict[str, dict[str, str]] | None = None, **overrides: str
+) -> Iterator[list[ServiceProcess]]:
+    """All services up (two gpu_interp workers by default); stopped with SIGTERM afterwards.
+
+    `overrides` are set for every service, `only[name]` for that service alone.
+    """
     logdir.mkdir(parents=True, exist_ok=True)
     # LOCAL_WORKERS as `infiniteflow services up` sets it: each worker's memory budget is its share
     env = (
-        os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1", "LOCAL_WORKERS": str(workers)} | overrides
+        os.environ
+        | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1", "LOCAL_WORKERS": str(max(1, workers))}
+        | overrides
     )
-    services = [start_service(name, logdir, env) for name in ("ingest", "splitter", "muxer", "notifier")]
+    services = [
+        start_service(name, logdir, env | (only or {}).get(name, {}))
+        for name in ("ingest", "splitter", "muxer", "notifier")
+    ]
     services += [
         start_service(
             "gpu_interp", logdir, env | {"WORKER_ID": f"worker-{i}-{uuid.uuid4().hex[:6]}"}, f"-{i}"

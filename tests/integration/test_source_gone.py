@@ -6,6 +6,7 @@ PostgreSQL; its outputs go to private topics so no other consumer sees them.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from infiniteflow_common.topics import dlq_of
 from services.splitter.config import SplitterSettings
-from services.splitter.handlers import SplitHandler
+from services.splitter.handlers import SplitHandler, SplitPlanner
 from tests.integration.kafka_support import (
     committed_offset,
     eventually,
@@ -129,7 +130,9 @@ async def test_a_source_deleted_before_the_splitter_reads_it_fails_the_job_and_t
 
         deps = Deps(sessions=session_factory(engine), storage=make_client(fast_retries), catalog=CATALOG,
                     publish=publish)  # fmt: skip
-        handler = SplitHandler(settings=SplitterSettings(scratch_dir=tmp_path), deps=deps)
+        planner = SplitPlanner(settings=SplitterSettings(scratch_dir=tmp_path, split_poll_s=0.2), deps=deps)
+        handler = SplitHandler(deps=deps, wake=planner.wake)
+        planning = asyncio.create_task(planner.run())
         try:
             for event in deleted_sources:
                 produce(
@@ -146,6 +149,11 @@ async def test_a_source_deleted_before_the_splitter_reads_it_fails_the_job_and_t
                 )
                 assert consumer.fatal is None, "the splitter must keep consuming"
             for event in deleted_sources:
+
+                async def failed_job(job_id: uuid.UUID = event.job_id) -> bool:
+                    return (await job_state(fast_retries, job_id))[0] == "failed"
+
+                await eventually(failed_job, timeout_s=30, what="the planner to fail the job")
                 assert await job_state(fast_retries, event.job_id) == ("failed", "E_SOURCE_GONE")
             announced = read_all(fast_retries, failed, 2, timeout_s=10)
             codes = {
@@ -155,6 +163,8 @@ async def test_a_source_deleted_before_the_splitter_reads_it_fails_the_job_and_t
             assert codes == {(str(e.job_id), "E_SOURCE_GONE", "splitter") for e in deleted_sources}
             assert read_all(fast_retries, dlq_of(uploaded), 1, timeout_s=2) == [], "the records were fine"
         finally:
+            planning.cancel()
+            await asyncio.gather(planning, return_exceptions=True)
             await broker.stop()
             await engine.dispose()
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.splitter.plan import PlanError, plan_job
+from infiniteflow_common import timing
+from services.splitter.plan import ChunkStream, PlanError, plan_job
 
 NTSC = Fraction(30000, 1001)
 
@@ -83,21 +84,55 @@ def test_a_single_frame_cannot_be_interpolated() -> None:
         plan_job(1, Fraction(30), Fraction(60), [], max_frames=10)
 
 
-def test_a_long_scene_is_split_into_chunks_of_even_length_with_no_sliver_at_the_end() -> None:
+def test_a_long_scene_is_cut_into_full_chunks_and_its_end_into_two_even_ones_with_no_sliver() -> None:
     # 228 frames, at most 57 per chunk: 56 + 56 + 56 + 56 + 4 would leave a 4-frame chunk
     plan = plan_job(228, Fraction(30), Fraction(60), [], max_frames=57)
     owned = [c.frame_count - (1 if c.shares_last_frame else 0) for c in plan.chunks]
-    assert owned == [45, 45, 46, 46, 46]
+    assert owned == [56, 56, 56, 30, 30]
     assert all(c.frame_count <= 57 for c in plan.chunks)
 
 
 @given(st.integers(2, 400), st.integers(2, 60))
-def test_chunks_never_exceed_their_size_and_a_scene_never_needs_more_of_them_than_a_greedy_cut(
+def test_chunks_never_exceed_their_size_nor_are_slivers_and_a_scene_never_needs_more_than_a_greedy_cut(
     frames: int, max_frames: int
 ) -> None:
     plan = plan_job(frames, Fraction(24), Fraction(48), [], max_frames=max_frames)
     assert all(c.frame_count <= max_frames for c in plan.chunks)
     owned = [c.frame_count - (1 if c.shares_last_frame else 0) for c in plan.chunks]
-    assert max(owned) - min(owned) <= 1
+    if len(owned) > 1:
+        assert min(owned) >= max_frames // 2, "the end of a scene is split evenly, never a sliver"
     greedy = 1 if frames <= max_frames else 1 + -(-(frames - max_frames) // (max_frames - 1))
     assert len(plan.chunks) <= greedy
+
+
+@given(
+    frames=st.integers(2, 400),
+    cuts=st.lists(st.integers(1, 399), max_size=6),
+    max_frames=st.integers(2, 40),
+    steps=st.lists(st.integers(1, 60), min_size=1, max_size=40),
+    rate=st.sampled_from(
+        [(Fraction(24000, 1001), Fraction(60)), (Fraction(25), Fraction(50)), (Fraction(24), Fraction(60))]
+    ),
+)
+def test_a_plan_streamed_while_the_source_is_read_is_the_plan_of_the_whole_pass(
+    frames: int, cuts: list[int], max_frames: int, steps: list[int], rate: tuple[Fraction, Fraction]
+) -> None:
+    in_rate, out_rate = rate
+    whole = plan_job(frames, in_rate, out_rate, cuts, max_frames)
+    stream = ChunkStream(in_rate, out_rate, max_frames)
+    streamed, known = [], 0
+    for step in steps:
+        known = min(frames, known + step)
+        # the pass knows a cut only once it has seen the frame that starts it
+        streamed += stream.advance(known, [c for c in cuts if c < known])
+    streamed += stream.finish(frames, cuts, timing.plan(frames, in_rate, out_rate))
+    assert streamed == list(whole.chunks)
+    assert stream.scene_starts == whole.scene_starts
+
+
+def test_a_long_scene_streams_a_chunk_as_soon_as_two_chunks_of_frames_follow_its_start() -> None:
+    stream = ChunkStream(Fraction(30), Fraction(60), max_frames=10)
+    assert stream.advance(19, []) == []
+    [first] = stream.advance(20, [])
+    assert (first.first_frame, first.frame_count, first.shares_last_frame) == (0, 10, True)
+    assert [chunk.first_frame for chunk in stream.advance(40, [])] == [9, 18]
