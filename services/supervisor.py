@@ -120,7 +120,12 @@ def service_specs(
         (
             f"gpu_interp-{i}",
             "gpu_interp",
-            {"WORKER_ID": f"{os.uname().nodename}-worker-{i}", "METRICS_PORT": str(9112 + i)},
+            # LOCAL_WORKERS: each worker's default memory budget is its share of the machine
+            {
+                "WORKER_ID": f"{os.uname().nodename}-worker-{i}",
+                "METRICS_PORT": str(9112 + i),
+                "LOCAL_WORKERS": str(workers),
+            },
         )
         for i in range(1, workers + 1)
     ]

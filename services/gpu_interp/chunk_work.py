@@ -83,6 +83,8 @@ class ChunkOutcome:
     batch_size: int | None = None
     oom_retries: int = 0
     model_choice: ModelChoice | None = None  # set when the chunk's model was chosen here (auto)
+    memory_estimate_bytes: int | None = None  # the memory plan's estimated peak (worker + encoder)
+    peak_rss_bytes: int | None = None  # the measured peak while the chunk ran (worker + encoder)
 
 
 OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
@@ -106,16 +108,21 @@ def interpolate_with_retries(
     min_scale: float = MIN_SCALE,
     on_retry: OnRetry | None = None,
     conservative: bool = False,
+    planned: MemoryStep | None = None,
     **options: Any,
 ) -> ChunkOutcome:
     """`interpolate_chunk` over fresh `frames()` into a fresh `sink()`, retried down the memory ladder.
 
     `conservative` starts (and ends) at the bottom of the ladder: the lowest scale, one pair per call
     (the last try of a chunk whose workers were killed, where an in-process retry never got to run).
+    `planned` starts the ladder at the settings the chunk's memory plan chose (`memory_plan`) instead
+    of the engine's own scale and `batch_size`: an estimate that fell short still has the ladder below.
     The engine is put back to its configured settings afterwards (it serves the next chunk too).
     Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
     """
     scale = engine.memory_scale(height, width)
+    if planned is not None:
+        scale, batch_size = planned.scale, planned.batch_size
     if conservative:
         ladder = [lightest_step(scale, min_scale=min_scale)]
     else:

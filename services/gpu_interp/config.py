@@ -48,6 +48,12 @@ class WorkerSettings(CommonSettings):
     # never reaches the in-process step-down), a chunk is tried once more at `min_scale` with one pair
     # per call; if that one is lost too, its job fails with E_CHUNK_POISON.
     chunk_max_attempts: int = Field(default=3, ge=1)
+    # Memory a worker may use (its process plus its encoder), planned per chunk before decoding
+    # (`memory_plan`). None: MEMORY_SHARE of the cgroup's limit (else of the machine's memory) divided
+    # by the workers sharing it (LOCAL_WORKERS, which `infiniteflow services up` sets).
+    worker_memory_bytes: int | None = Field(default=None, ge=1)
+    local_workers: int = Field(default=1, ge=1)
+    memory_share: float = Field(default=0.8, gt=0, le=1)
     # Drills and tests: pretend memory runs out above this many pairs × pixels × scale² per engine call.
     simulated_memory_pixels: int | None = Field(default=None, ge=1)
     device: str | None = None
@@ -83,3 +89,19 @@ class WorkerSettings(CommonSettings):
     @classmethod
     def _unique_per_process(cls, name: str) -> str:
         return name if name.endswith(f"-{PROCESS_TOKEN}") else f"{name}-{PROCESS_TOKEN}"
+
+
+def default_memory_budget(settings: WorkerSettings) -> int:
+    """The worker's memory budget: WORKER_MEMORY_BYTES, else MEMORY_SHARE of its cgroup's limit (or of
+    the machine's memory where none is set) divided by LOCAL_WORKERS.
+
+    The workers on one machine (or in one container) share its memory with each other and with
+    everything else there, hence the share; a pod per worker leaves LOCAL_WORKERS at 1.
+    """
+    from services.gpu_interp.process_memory import cgroup_limit_bytes, machine_memory_bytes
+
+    if settings.worker_memory_bytes is not None:
+        return settings.worker_memory_bytes
+    limit = cgroup_limit_bytes()
+    whole = min(limit, machine_memory_bytes()) if limit is not None else machine_memory_bytes()
+    return int(whole * settings.memory_share / settings.local_workers)

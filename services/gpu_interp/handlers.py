@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -51,17 +51,19 @@ from infiniteflow_common.media import MediaError
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import check_source, delete_prefix, source_url
 from infiniteflow_common.topics import Topic
-from services.gpu_interp import metrics
-from services.gpu_interp.chunk_work import ChooseModel, ChunkOutcome, interpolate_with_retries
-from services.gpu_interp.config import WorkerSettings
+from services.gpu_interp import memory_plan, metrics
+from services.gpu_interp.chunk_work import CHOICE_WINDOW, ChooseModel, ChunkOutcome, interpolate_with_retries
+from services.gpu_interp.config import WorkerSettings, default_memory_budget
 from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
 from services.gpu_interp.engines.base import InterpolationEngine
 from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
-from services.gpu_interp.memory import MemoryStep
+from services.gpu_interp.memory import MemoryStep, lightest_step, release_memory
+from services.gpu_interp.memory_plan import ChunkShape, MemoryPlan
 from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
+from services.gpu_interp.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak
 from services.gpu_interp.quality import sample_count
 
 log = get_logger()
@@ -119,6 +121,8 @@ class ChunkHandler(PipelineHandler):
         self.settings = settings
         self.engines = engines
         self.stopping = stopping
+        self.memory_budget = default_memory_budget(settings)
+        metrics.MEMORY_BUDGET.set(self.memory_budget)
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `chunk.ready` record: claim the fairest chunk to run now, and do it."""
@@ -277,7 +281,7 @@ class ChunkHandler(PipelineHandler):
         try:
             output = workdir / "chunk.mkv"
             try:
-                engine, choose = await asyncio.to_thread(self._engine_for, spec, conservative=conservative)
+                engine, choose, plan = await asyncio.to_thread(self._prepare, spec, conservative=conservative)
                 # told to stop while getting ready: hand back before starting
                 drain = Drain(
                     self.stopping,
@@ -293,7 +297,14 @@ class ChunkHandler(PipelineHandler):
                         min_scale=self.settings.min_scale, batch_size=1,
                     )  # fmt: skip
                 outcome = await asyncio.to_thread(
-                    self._interpolate, spec, engine, output, drain, choose, conservative=conservative
+                    self._interpolate,
+                    spec,
+                    engine,
+                    output,
+                    drain,
+                    choose,
+                    plan=plan,
+                    conservative=conservative,
                 )
                 if await self._job_cancelled(spec.job_id):  # after the last batch: upload nothing
                     raise WorkCancelled("the job was cancelled; the chunk is abandoned")
@@ -417,12 +428,83 @@ class ChunkHandler(PipelineHandler):
             except Exception as exc:  # a database hiccup: ask again at the next poll
                 log.warning("cancel check failed", job_id=str(spec.job_id), error=str(exc))
 
-    def _engine_for(
+    def _prepare(
         self, spec: ChunkReady, *, conservative: bool = False
+    ) -> tuple[InterpolationEngine, ChooseModel | None, MemoryPlan]:
+        """The chunk's engine(s) and its memory plan, before anything is decoded (`memory_plan`).
+
+        The plan starts from the engine's scale for this frame size and the configured pairs per call
+        (the lightest settings for the poison rule's conservative try) and takes the heaviest that fit
+        the worker's budget with what the worker already holds (its engines loaded). A chunk that fits
+        at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY.
+        """
+        assert spec.encoding is not None
+        # the engines are built (and kept) first: what they hold is part of the baseline
+        engine, _ = self._engine_for(spec, conservative=conservative)
+        scale = engine.memory_scale(spec.height, spec.width)
+        batch = self.settings.batch_size
+        if conservative:
+            lightest = lightest_step(scale, min_scale=self.settings.min_scale)
+            scale, batch = lightest.scale, lightest.batch_size
+        model = (spec.model or AUTO) if spec.engine == "rife" else None
+        shape = ChunkShape(
+            width=spec.width,
+            height=spec.height,
+            engine=spec.engine,
+            model=model,
+            encoder=spec.encoding.encoder,
+            preset=spec.encoding.preset,
+            quality=spec.quality,
+            choice_window=min(CHOICE_WINDOW, spec.frame_count) if model == AUTO else 0,
+            frames_out=len(spec.timesteps),
+            device=str(getattr(engine, "device", "cpu")),
+        )
+        release_memory()  # what the last chunk left for the collector is not the baseline
+        plan = memory_plan.plan_for(
+            shape,
+            budget_bytes=self.memory_budget,
+            baseline_bytes=current_rss_bytes(),
+            scale=scale,
+            batch_size=batch,
+            min_scale=self.settings.min_scale,
+        )
+        fields = {
+            "job_id": str(spec.job_id),
+            "chunk_index": spec.chunk_index,
+            "width": spec.width,
+            "height": spec.height,
+            "engine": spec.engine,
+            "model": model,
+            "scale": plan.scale,
+            "batch_size": plan.batch_size,
+            "memory_estimate_bytes": plan.estimate_bytes,
+            "memory_baseline_bytes": plan.baseline_bytes,
+            "memory_budget_bytes": plan.budget_bytes,
+        }
+        if not plan.fits:
+            metrics.MEMORY_PLANS.labels("too_large").inc()
+            log.error("chunk cannot fit this worker's memory at any settings; failing the job", **fields)
+            raise memory_plan.too_large(shape, plan)
+        metrics.MEMORY_PLANS.labels("lighter" if plan.lighter else "as_configured").inc()
+        if plan.lighter:
+            log.warning(
+                "chunk planned lighter to fit the worker's memory",
+                configured_scale=engine.memory_scale(spec.height, spec.width),
+                configured_batch_size=self.settings.batch_size,
+                **fields,
+            )
+        else:
+            log.info("chunk memory planned", **fields)
+        engine, choose = self._engine_for(spec, conservative=conservative, batch_size=plan.batch_size)
+        return engine, choose, plan
+
+    def _engine_for(
+        self, spec: ChunkReady, *, conservative: bool = False, batch_size: int | None = None
     ) -> tuple[InterpolationEngine, ChooseModel | None]:
         """The chunk's engine; for `rife` with `model=auto`, both models and the hook that picks one.
 
-        `conservative`: the pick, too, runs one frame pair per call.
+        The pick runs `batch_size` pairs per call (the chunk's memory plan; None: the configured
+        number), one with `conservative`.
 
         An unknown model (a plan from a newer or broken producer) fails the job with E_PARAM_INVALID.
         """
@@ -442,7 +524,7 @@ class ChunkHandler(PipelineHandler):
                 count,
                 pair_times,
                 budget=s.model_choice_budget,
-                batch_size=1 if conservative else s.batch_size,
+                batch_size=1 if conservative else batch_size or s.batch_size,
                 free_samples=free,
                 window=window,
             )
@@ -457,11 +539,14 @@ class ChunkHandler(PipelineHandler):
         drain: Drain,
         choose: ChooseModel | None = None,
         *,
+        plan: MemoryPlan | None = None,
         conservative: bool = False,
     ) -> ChunkOutcome:
         """Decode → interpolate → encode, in this worker thread (retried lighter when memory runs out).
 
-        `conservative`: only at the lightest memory settings (the poison-chunk rule's last try).
+        Starts at `plan`'s settings; `conservative`: only at the lightest (the poison-chunk rule's last
+        try). The measured peak is this process's high-water mark from here on (reset now) plus the
+        encoder's.
         """
         assert spec.source is not None
         assert spec.encoding is not None
@@ -480,15 +565,20 @@ class ChunkHandler(PipelineHandler):
         def frames() -> Iterator[Any]:
             return source_frames(location, source, timeout_s=self.settings.source_timeout_s)
 
+        encoders: list[ChunkEncoder] = []
+
         def encoder() -> ChunkEncoder:
-            return ChunkEncoder(
-                output,
-                encoding,
-                width=spec.width,
-                height=spec.height,
-                rate=rate,
-                timeout_s=self.settings.encode_timeout_s,
+            encoders.append(
+                ChunkEncoder(
+                    output,
+                    encoding,
+                    width=spec.width,
+                    height=spec.height,
+                    rate=rate,
+                    timeout_s=self.settings.encode_timeout_s,
+                )
             )
+            return encoders[-1]
 
         def on_retry(failed: MemoryStep, following: MemoryStep, error: BaseException) -> None:
             metrics.OOM_RETRIES.labels(spec.engine).inc()
@@ -503,7 +593,8 @@ class ChunkHandler(PipelineHandler):
                 error=str(error)[:300],
             )
 
-        return interpolate_with_retries(
+        measured = reset_peak()
+        outcome = interpolate_with_retries(
             engine,
             frames,
             encoder,
@@ -519,6 +610,13 @@ class ChunkHandler(PipelineHandler):
             on_batch=drain.check,
             choose=choose,
             conservative=conservative,
+            planned=None if plan is None else MemoryStep(plan.scale, plan.batch_size),
+        )
+        peak = peak_rss_bytes() + max((e.peak_rss_bytes for e in encoders), default=0)
+        return replace(
+            outcome,
+            memory_estimate_bytes=None if plan is None else plan.estimate_bytes,
+            peak_rss_bytes=peak if measured else None,
         )
 
     def _result(
@@ -578,6 +676,21 @@ class ChunkHandler(PipelineHandler):
                 ranked = sorted(chosen.scores.values(), reverse=True)
                 metrics.MODEL_CHOICE_MARGIN.observe(ranked[0] - ranked[1])
         metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
+        memory: dict[str, object] = {}
+        if outcome.memory_estimate_bytes is not None:
+            metrics.MEMORY_ESTIMATE.labels(spec.engine).observe(outcome.memory_estimate_bytes)
+            metrics.LAST_MEMORY_ESTIMATE.set(outcome.memory_estimate_bytes)
+            memory["memory_estimate_bytes"] = outcome.memory_estimate_bytes
+            memory["memory_budget_bytes"] = self.memory_budget
+        if outcome.peak_rss_bytes is not None:
+            metrics.PEAK_RSS.labels(spec.engine).observe(outcome.peak_rss_bytes)
+            metrics.LAST_PEAK_RSS.set(outcome.peak_rss_bytes)
+            memory["peak_rss_bytes"] = outcome.peak_rss_bytes
+            if outcome.peak_rss_bytes > self.memory_budget:
+                log.warning(
+                    "chunk's measured peak memory went over the worker's budget; the estimate fell short",
+                    job_id=str(spec.job_id), chunk_index=spec.chunk_index, **memory,
+                )  # fmt: skip
         metrics.FRAMES.labels(spec.engine).inc(outcome.frames_out)
         check: dict[str, object] = {}
         if quality is not None:
@@ -608,5 +721,6 @@ class ChunkHandler(PipelineHandler):
             scale=outcome.scale,
             batch_size=outcome.batch_size,
             oom_retries=outcome.oom_retries,
+            **memory,
             **check,
         )

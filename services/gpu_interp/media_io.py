@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -206,6 +209,7 @@ class ChunkEncoder:
     ) -> None:
         self.output = output
         self.count = 0
+        self.peak_rss_bytes = 0  # FFmpeg's peak resident memory, known once it exited (close)
         self.pix_fmt = encoding.pix_fmt
         self.timeout_s = timeout_s
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - FFmpeg's stderr, closed with the encoder
@@ -256,7 +260,7 @@ class ChunkEncoder:
         finally:
             self._close_pipe()
         try:
-            code = self._process.wait(self.timeout_s)
+            code = self._wait_measured()
         except subprocess.TimeoutExpired as exc:
             self._process.kill()
             raise EncodeError(
@@ -264,6 +268,31 @@ class ChunkEncoder:
             ) from exc
         if code != 0:
             self._raise_failure(None)
+
+    def _wait_measured(self) -> int:
+        """Wait for FFmpeg to exit (within `timeout_s`), keeping its peak RSS (`peak_rss_bytes`).
+
+        The peak is FFmpeg's own high-water mark (VmHWM), read until it exits: it counts toward the
+        worker's memory budget but not toward the worker process's own peak. (The exit's rusage would
+        also count the worker's pages the child had between fork and exec.)
+        """
+        deadline = time.monotonic() + self.timeout_s
+        status_file = Path(f"/proc/{self._process.pid}/status")
+        while True:
+            self._note_peak(status_file)
+            pid, status = os.waitpid(self._process.pid, os.WNOHANG)
+            if pid:
+                self._process.returncode = os.waitstatus_to_exitcode(status)
+                return self._process.returncode
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self._process.args, self.timeout_s)
+            time.sleep(0.01)
+
+    def _note_peak(self, status_file: Path) -> None:
+        with contextlib.suppress(OSError):  # gone: the last reading stands
+            found = re.search(r"^VmHWM:\s+(\d+)", status_file.read_text(), re.MULTILINE)
+            if found:
+                self.peak_rss_bytes = max(self.peak_rss_bytes, int(found.group(1)) * 1024)
 
     def abort(self) -> None:
         """Stop FFmpeg and drop the partial output."""

@@ -69,6 +69,37 @@ MODEL_CHOICE_MARGIN = Histogram(
 OOM_RETRIES = Counter(
     "infiniteflow_chunk_oom_retries_total", "Chunk retries after running out of memory.", ["engine"]
 )
+# Memory planned before a chunk starts (`memory_plan`): the worker's budget, and per chunk the whole
+# worker's estimated peak against the peak measured (the process's VmHWM since the chunk started plus
+# its encoder's), both also as the last chunk's gauges; plans by outcome: as_configured, lighter (the
+# budget chose a lower scale or fewer pairs per call), too_large (the job failed at once).
+_MEMORY_BUCKETS = tuple(
+    float(gib * (1 << 30)) for gib in (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+)
+MEMORY_BUDGET = Gauge(
+    "infiniteflow_worker_memory_budget_bytes", "Memory this worker plans its chunks within."
+)
+MEMORY_ESTIMATE = Histogram(
+    "infiniteflow_chunk_memory_estimate_bytes",
+    "Estimated peak memory of a chunk's plan (worker process and encoder).",
+    ["engine"],
+    buckets=_MEMORY_BUCKETS,
+)
+PEAK_RSS = Histogram(
+    "infiniteflow_chunk_peak_rss_bytes",
+    "Measured peak resident memory while a chunk ran (worker process and encoder).",
+    ["engine"],
+    buckets=_MEMORY_BUCKETS,
+)
+LAST_MEMORY_ESTIMATE = Gauge(
+    "infiniteflow_worker_last_memory_estimate_bytes", "The last chunk's estimated peak memory."
+)
+LAST_PEAK_RSS = Gauge("infiniteflow_worker_last_peak_rss_bytes", "The last chunk's measured peak memory.")
+MEMORY_PLANS = Counter(
+    "infiniteflow_chunk_memory_plans_total",
+    "Chunk memory plans by outcome: as_configured, lighter or too_large.",
+    ["plan"],
+)
 # Output frames written by the engine; rate() of it is frames/s per worker.
 FRAMES = Counter("infiniteflow_interpolated_frames_total", "Output frames written by a worker.", ["engine"])
 # Chunks this worker is interpolating right now (0 idle, 1 busy); its average over time is utilisation.

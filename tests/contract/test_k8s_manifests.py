@@ -142,6 +142,10 @@ KEPT_DEFAULTS: dict[str, str] = {
     ),
     **_kept("out-of-memory retries: the lowest flow scale a chunk is retried at", "MIN_SCALE"),
     **_kept(
+        "memory planning: one worker per pod plans within its share of the pod's cgroup limit",
+        "WORKER_MEMORY_BYTES", "LOCAL_WORKERS", "MEMORY_SHARE",
+    ),
+    **_kept(
         "poison chunks: lost tries (OOM-killed, crashed or stalled workers) before the lightest last try",
         "CHUNK_MAX_ATTEMPTS",
     ),

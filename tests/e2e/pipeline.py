@@ -64,7 +64,12 @@ def running_pipeline(
     `overrides` are set for every service, `only[name]` for that service alone.
     """
     logdir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | overrides
+    # LOCAL_WORKERS as `infiniteflow services up` sets it: each worker's memory budget is its share
+    env = (
+        os.environ
+        | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1", "LOCAL_WORKERS": str(max(1, workers))}
+        | overrides
+    )
     services = [
         start_service(name, logdir, env | (only or {}).get(name, {}))
         for name in ("ingest", "splitter", "muxer", "notifier")
