@@ -12,16 +12,27 @@ rule without a check: there the difference between the models is mostly how they
 (HDv3 by bisection or flow scaling, v4.25 natively), which a t = 1/2 check cannot see — on the
 generated ×4 clip the check preferred HDv3 (27.64 dB) where v4.25 makes 31.20 dB (docs/benchmarks.md).
 
-Budget: the check may add at most `budget` (6 %) to the chunk's engine work, counted in passes
-weighted by each model's relative cost, whichever model wins (the chunk then costs that model's
-work). The chosen model's samples double as the chunk's quality self-check, so the samples the
-self-check would have made anyway are not counted. A chunk too short for one sample per model
-within that is not checked; it gets the rule (`models.rule_for`: hdv3 when every new frame is at
-t = 1/2, v4.25 otherwise).
+Budget: the choice and the chunk's self-check together may cost at most `budget` (6 %) of the
+chunk's engine work, whichever model wins (the chunk then costs that model's work); the chosen
+model's check is the chunk's self-check, so nothing else checks the chunk. Work is counted as
+network passes × pixels × each model's relative cost. Within that:
+- whole frames are re-created when one sample per model fits (as many as fit, up to three): they
+  show everything that differs between the models, the frame's edges included (v4.25 pads frames
+  to a multiple of 64 with zeros, HDv3 to 32 with copies, which alone can decide a chunk);
+- otherwise each candidate re-creates a window of `CHECK_SIDE`² pixels at the network's working
+  resolution (`CHECK_SIDE / scale` on the frame) where the frame's neighbours differ most, which
+  makes large-frame chunks checkable (a 1080p window is 3 % of the frame). A window cannot see
+  the frame's edges, so it overrides the rule's model only by a clear margin (`WINDOW_MARGIN_DB`);
+- the check runs without compiling backends (`InterpolationEngine.uncompiled`): OpenVINO converts
+  its network once per input shape (about a minute for a new frame size on a 2-core CPU), which
+  the check would otherwise pay for both models, the loser's conversion wasted;
+- a chunk too short for one sample per model even in windows is not checked; it gets the rule
+  (`models.rule_for`: hdv3 when every new frame is at t = 1/2, v4.25 otherwise).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +46,16 @@ from services.gpu_interp.engines.models import AUTO, MODELS, ModelSpec, rule_for
 from services.gpu_interp.quality import ChunkQuality, sample_frames, self_check
 
 CHOICE_BUDGET = 0.06
-"""Share of the chunk's planned engine work the choice may cost."""
+"""Share of the chunk's planned engine work the choice and the self-check may cost together."""
 MAX_SAMPLES = 3
 """Frames each candidate re-creates at most."""
+CHECK_SIDE = 256
+"""Side of the window each candidate re-creates when whole frames do not fit, in pixels at the
+network's working resolution (RIFE's training crops are 224–256 px: context for the motion it
+resolves; at 128 px a 28 px/frame pan is already lost)."""
+WINDOW_MARGIN_DB = 1.0
+"""Lead a window check needs to override the rule's model (a 2 px/frame pan where whole frames
+favour HDv3 by 5.6 dB, all of it at the edges, puts v4.25 0.3 dB ahead in a window)."""
 
 ChosenBy = Literal["job", "check", "rule"]
 FrameSource = Callable[[int], npt.NDArray[Any]]
@@ -100,35 +118,34 @@ def all_halves(times: Iterable[Fraction]) -> bool:
     return all(t == Fraction(1, 2) for t in (Fraction(x) for x in times) if 0 < t < 1)
 
 
+def check_window(height: int, width: int, scale: float | None, side: int = CHECK_SIDE) -> tuple[int, int]:
+    """(height, width) each candidate re-creates of a frame: `side` px at the working `scale`."""
+    edge = max(1, round(side / (scale or 1.0)))
+    return min(height, edge), min(width, edge)
+
+
 def affordable_samples(
     frame_count: int,
     pair_times: Iterable[Sequence[Fraction]],
     candidates: Sequence[ModelSpec],
     budget: float = CHOICE_BUDGET,
     max_samples: int = MAX_SAMPLES,
-    free_samples: int = 0,
+    *,
+    frame_pixels: int = 1,
+    check_pixels: int = 1,
 ) -> int:
     """Frames each candidate may re-create, whichever candidate then does the chunk.
 
-    Every sample costs one pass of every candidate. If candidate c wins, the chunk costs c's planned
-    work, and c's first `free_samples` samples are the quality self-check the chunk runs anyway; the
-    rest must fit in `budget` × c's work, for every c.
+    Every sample costs one pass of every candidate on `check_pixels`; if candidate c wins, the chunk
+    costs c's planned passes on `frame_pixels` each, and all samples must fit in `budget` × that,
+    for every c (the chosen model's samples are the chunk's self-check: nothing else is spent).
     """
-    if frame_count < 3 or budget <= 0 or not candidates:
+    if frame_count < 3 or budget <= 0 or not candidates or max_samples <= 0:
         return 0
     times = list(pair_times)
-    per_sample = sum(spec.relative_cost for spec in candidates)
-    best = 0
-    for samples in range(1, min(max_samples, frame_count - 2) + 1):
-        fits = all(
-            samples * per_sample - min(samples, free_samples) * spec.relative_cost
-            <= budget * planned_passes(spec, times) + 1e-9
-            for spec in candidates
-        )
-        if not fits:
-            break
-        best = samples
-    return best
+    per_sample = sum(spec.relative_cost for spec in candidates) * check_pixels
+    allowed = min(budget * planned_passes(spec, times) * frame_pixels for spec in candidates)
+    return max(0, min(max_samples, frame_count - 2, math.floor(allowed / per_sample + 1e-9)))
 
 
 def choose_model(
@@ -141,18 +158,17 @@ def choose_model(
     budget: float = CHOICE_BUDGET,
     max_samples: int = MAX_SAMPLES,
     batch_size: int = 4,
-    free_samples: int = 0,
     window: int | None = None,
+    check_side: int = CHECK_SIDE,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ModelChoice:
     """The model for a chunk of `frame_count` frames whose pair i needs `pair_times[i]`.
 
     `requested` is the job's `model`: a named model is used as it is; `auto` checks the candidate
-    `engines` (by model name) on sampled frames when every new frame is at t = 1/2 and the budget
-    allows, else applies the rule. Ties go to the rule's model. `free_samples`: how many frames the
-    chunk's quality self-check re-creates anyway (the chosen model's check replaces it). `window`:
-    only frames 0 … window − 1 are at hand (a streaming worker decides before the rest is decoded),
-    so the checked frames are spread over those.
+    `engines` (by model name) on windows of sampled frames when every new frame is at t = 1/2 and
+    the budget allows, else applies the rule. Ties go to the rule's model. `window`: only frames
+    0 … window − 1 are at hand (a streaming worker decides before the rest is decoded), so the
+    checked frames are spread over those. `check_side`: see `CHECK_SIDE`.
     """
     if requested != AUTO:
         return ModelChoice(requested, "job")
@@ -160,23 +176,42 @@ def choose_model(
     fallback = rule_for([float(t) for t in times])
     if fallback not in engines:
         fallback = next(iter(engines))
-    if not all_halves(times) or len(engines) < 2:
-        return ModelChoice(fallback, "rule")
-    candidates = [MODELS[name] for name in engines]
-    seen = frame_count if window is None else min(window, frame_count)
-    samples = affordable_samples(
-        frame_count, pair_times.values(), candidates, budget, min(max_samples, seen - 2), free_samples
-    )
-    if samples == 0:
+    if not all_halves(times) or len(engines) < 2 or frame_count < 3:
         return ModelChoice(fallback, "rule")
     started = clock()
+    height, width = frame(0).shape[:2]
+    # the candidates share the chunk's memory step (AutoModel.set_memory), so one scale for all
+    scale = engines[fallback].memory_scale(height, width)
+    candidates = [MODELS[name] for name in engines]
+    seen = frame_count if window is None else min(window, frame_count)
+    size: tuple[int, int] | None = None  # whole frames
+    samples = 0
+    smaller = check_window(height, width, scale, check_side)
+    for size in (None,) if smaller == (height, width) else (None, smaller):
+        check_pixels = height * width if size is None else size[0] * size[1]
+        samples = affordable_samples(
+            frame_count,
+            pair_times.values(),
+            candidates,
+            budget,
+            min(max_samples, seen - 2),
+            frame_pixels=height * width,
+            check_pixels=check_pixels,
+        )
+        if samples:
+            break
+    if samples == 0:
+        return ModelChoice(fallback, "rule")
     picks = sample_frames(seen, samples)
     checks: dict[str, ChunkQuality] = {}
     for name, engine in engines.items():
-        check = self_check(engine, frame, picks, batch_size=batch_size, clock=clock)
+        with engine.uncompiled():
+            check = self_check(engine, frame, picks, batch_size=batch_size, window=size, clock=clock)
         assert check is not None  # picks is not empty
         checks[name] = check
     best = max(checks, key=lambda name: (checks[name].psnr_db, name == fallback))
+    if size is not None and checks[best].psnr_db - checks[fallback].psnr_db < WINDOW_MARGIN_DB:
+        best = fallback
     return ModelChoice(best, "check", checks, clock() - started)
 
 
