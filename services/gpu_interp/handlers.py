@@ -60,7 +60,7 @@ from services.gpu_interp.engines.base import InterpolationEngine
 from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
 from services.gpu_interp.memory import MemoryStep
-from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
+from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, warm_up
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
 
 log = get_logger()
@@ -118,6 +118,7 @@ class ChunkHandler(PipelineHandler):
         self.settings = settings
         self.engines = engines
         self.stopping = stopping
+        self._warm: set[str] = set()  # quality modes whose auto candidates have met the check's shape
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `chunk.ready` record: claim the fairest chunk to run now, and do it."""
@@ -429,6 +430,10 @@ class ChunkHandler(PipelineHandler):
         if spec.engine != "rife" or model != AUTO:
             return self.engines.get(spec.engine, spec.quality, model), None
         auto = AutoModel({name: self.engines.get("rife", spec.quality, name) for name in MODELS})
+        if spec.quality not in self._warm:
+            # before the chunk's clock starts, like loading the weights: once per process and mode
+            warm_up(auto.engines)
+            self._warm.add(spec.quality)
         s = self.settings
 
         def choose(

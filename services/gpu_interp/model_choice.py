@@ -16,17 +16,20 @@ Budget: the choice and the chunk's self-check together may cost at most `budget`
 chunk's engine work, whichever model wins (the chunk then costs that model's work); the chosen
 model's check is the chunk's self-check, so nothing else checks the chunk. Work is counted as
 network passes × pixels × each model's relative cost. Within that:
-- whole frames are re-created when one sample per model fits (as many as fit, up to three): they
-  show everything that differs between the models, the frame's edges included (v4.25 pads frames
-  to a multiple of 64 with zeros, HDv3 to 32 with copies, which alone can decide a chunk);
-- otherwise each candidate re-creates a window of `CHECK_SIDE`² pixels at the network's working
-  resolution (`CHECK_SIDE / scale` on the frame) where the frame's neighbours differ most, which
-  makes large-frame chunks checkable (a 1080p window is 3 % of the frame). A window cannot see
-  the frame's edges, so it overrides the rule's model only by a clear margin (`WINDOW_MARGIN_DB`);
-- the check runs without compiling backends (`InterpolationEngine.uncompiled`): OpenVINO converts
-  its network once per input shape (about a minute for a new frame size on a 2-core CPU), which
-  the check would otherwise pay for both models, the loser's conversion wasted;
-- a chunk too short for one sample per model even in windows is not checked; it gets the rule
+- each candidate re-creates a window of `CHECK_SIDE`² pixels at the network's working resolution
+  (`CHECK_SIDE / scale` on the frame; the whole frame if smaller) where the frame's neighbours
+  differ most, not whole frames: a 1080p chunk's check costs 3 % of a frame per sample, so chunks
+  of every size can afford one (whole frames afforded none at 1080p);
+- the windows have one shape for every frame size at a scale (256 × 256 up to 1440p), so the
+  worker warms both candidates up on it once (`warm_up`, with the engines' loading), and no chunk
+  pays the first call of a new shape (eager torch allocates and builds kernels per shape; a
+  compiling backend converts its network, about a minute on a 2-core CPU);
+- the check runs without compiling backends (`InterpolationEngine.uncompiled`), for the same reason;
+- a window cannot see the frame's edges, where the models differ too (v4.25 pads frames to a
+  multiple of 64 with zeros, HDv3 to 32 with copies: on a 2 px/frame pan whole frames favour HDv3
+  by 5.6 dB, all of it at the edges, while a window puts v4.25 0.3 dB ahead), so a window check
+  overrides the rule's model only by a clear margin (`WINDOW_MARGIN_DB`);
+- a chunk too short for one sample per model within the budget is not checked; it gets the rule
   (`models.rule_for`: hdv3 when every new frame is at t = 1/2, v4.25 otherwise).
 """
 
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
+import numpy as np
 import numpy.typing as npt
 
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
@@ -50,12 +54,11 @@ CHOICE_BUDGET = 0.06
 MAX_SAMPLES = 3
 """Frames each candidate re-creates at most."""
 CHECK_SIDE = 256
-"""Side of the window each candidate re-creates when whole frames do not fit, in pixels at the
-network's working resolution (RIFE's training crops are 224–256 px: context for the motion it
-resolves; at 128 px a 28 px/frame pan is already lost)."""
+"""Side of the window each candidate re-creates, in pixels at the network's working resolution
+(RIFE's training crops are 224–256 px: context for the motion it resolves; at 128 px a
+28 px/frame pan is already lost)."""
 WINDOW_MARGIN_DB = 1.0
-"""Lead a window check needs to override the rule's model (a 2 px/frame pan where whole frames
-favour HDv3 by 5.6 dB, all of it at the edges, puts v4.25 0.3 dB ahead in a window)."""
+"""Lead a window check needs to override the rule's model (see the module doc)."""
 
 ChosenBy = Literal["job", "check", "rule"]
 FrameSource = Callable[[int], npt.NDArray[Any]]
@@ -184,22 +187,19 @@ def choose_model(
     scale = engines[fallback].memory_scale(height, width)
     candidates = [MODELS[name] for name in engines]
     seen = frame_count if window is None else min(window, frame_count)
-    size: tuple[int, int] | None = None  # whole frames
-    samples = 0
-    smaller = check_window(height, width, scale, check_side)
-    for size in (None,) if smaller == (height, width) else (None, smaller):
-        check_pixels = height * width if size is None else size[0] * size[1]
-        samples = affordable_samples(
-            frame_count,
-            pair_times.values(),
-            candidates,
-            budget,
-            min(max_samples, seen - 2),
-            frame_pixels=height * width,
-            check_pixels=check_pixels,
-        )
-        if samples:
-            break
+    size: tuple[int, int] | None = check_window(height, width, scale, check_side)
+    assert size is not None
+    samples = affordable_samples(
+        frame_count,
+        pair_times.values(),
+        candidates,
+        budget,
+        min(max_samples, seen - 2),
+        frame_pixels=height * width,
+        check_pixels=size[0] * size[1],
+    )
+    if size == (height, width):
+        size = None  # whole frames: they show everything, the edges included
     if samples == 0:
         return ModelChoice(fallback, "rule")
     picks = sample_frames(seen, samples)
@@ -213,6 +213,18 @@ def choose_model(
     if size is not None and checks[best].psnr_db - checks[fallback].psnr_db < WINDOW_MARGIN_DB:
         best = fallback
     return ModelChoice(best, "check", checks, clock() - started)
+
+
+def warm_up(engines: Mapping[str, InterpolationEngine], side: int = CHECK_SIDE) -> None:
+    """One uncompiled call of each candidate on a `side`² window: the check's shape at scale 1.
+
+    The first call of a shape costs far more than the next (allocation, kernels built for the
+    shape); a worker makes it while loading the engines, so no chunk's check pays it.
+    """
+    blank = np.zeros((1, side, side, 3), np.uint8)
+    for engine in engines.values():
+        with engine.uncompiled():
+            engine.interpolate_times(blank, blank, [0.5])
 
 
 class AutoModel(InterpolationEngine):

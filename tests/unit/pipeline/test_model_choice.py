@@ -18,6 +18,7 @@ from services.gpu_interp.model_choice import (
     check_window,
     choose_model,
     planned_passes,
+    warm_up,
 )
 from services.gpu_interp.quality import busiest_window
 from tests.unit.engines.conftest import mse, panned
@@ -96,8 +97,8 @@ def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
         assert choice.scores[expected] - loser > 2.0
 
 
-def test_real_models_in_windows_when_whole_frames_do_not_fit() -> None:
-    """At 288×352 a budget of 0.6 affords one sample per model only as a 256×256 window. The 2 px/
+def test_real_models_in_windows_of_larger_frames() -> None:
+    """At 288×352 the check sees 256×256 windows (one sample per model at a budget of 0.6). The 2 px/
     frame pan's whole-frame lead for HDv3 (5.6 dB, measured when written) is at the frame's edges,
     which a window cannot see (v4.25 is 0.3 dB ahead there): under the margin, the rule's HDv3
     stays. The 28 px/frame pan's lead for v4.25 shows in the window (+6 dB) and overrides the rule."""
@@ -172,22 +173,28 @@ def test_the_choice_and_self_check_add_at_most_six_percent_whichever_model_wins(
 
 def test_windows_make_a_default_chunk_checkable_at_every_size() -> None:
     """Chunks as the splitter sizes them (60 s of engine time at 0.6 MPix/s, ≥ 8 frames, ×2):
-    whole frames where they fit, else windows, which afford a check at 1080p and 4K too."""
+    whole frames would afford no check at 1080p or 4K and one frame at 960×540; windows afford
+    one at every size, three up to 1080p."""
     both = [MODELS["hdv3"], MODELS["v4.25"]]
     whole = {(240, 320): 3, (540, 960): 1, (1080, 1920): 0, (2160, 3840): 0}
-    windows = {(1080, 1920): 3, (2160, 3840): 1}
+    windows = {(240, 320): 3, (540, 960): 3, (1080, 1920): 3, (2160, 3840): 1}
     for (height, width), samples in whole.items():
         pairs = max(7, int(60 * 0.6e6 / (height * width)))
         halves = [[Fraction(1, 2)]] * pairs
         frame = height * width
         assert affordable_samples(pairs + 1, halves, both, frame_pixels=frame, check_pixels=frame) == samples
-        if (height, width) in windows:
-            h, w = check_window(height, width, 0.25 if height > 1440 else 1.0)
-            got = affordable_samples(pairs + 1, halves, both, frame_pixels=frame, check_pixels=h * w)
-            assert got == windows[height, width], f"{width}×{height}, {pairs} pairs"
+        h, w = check_window(height, width, 0.25 if height > 1440 else 1.0)
+        got = affordable_samples(pairs + 1, halves, both, frame_pixels=frame, check_pixels=h * w)
+        assert got == windows[height, width], f"{width}×{height}, {pairs} pairs"
     assert check_window(1080, 1920, 1.0) == (256, 256)
     assert check_window(2160, 3840, 0.25) == (1024, 1024), "the same content at the working scale"
     assert check_window(240, 320, 1.0) == (240, 256)
+
+
+def test_the_worker_warms_the_candidates_up_on_the_checks_window_once_before_any_chunk() -> None:
+    engines = {"hdv3": Counting(), "v4.25": Counting()}
+    warm_up(engines)
+    assert [(e.calls, e.pixels, e.compiled_calls) for e in engines.values()] == [(1, 256 * 256, 0)] * 2
 
 
 def test_a_short_chunk_affords_no_check() -> None:
@@ -234,8 +241,8 @@ def test_the_choice_reprocesses_at_most_six_percent_of_the_chunks_pixels(
     choice = choose_model("auto", engines, frames.__getitem__, pairs + 1, _halves(pairs), window=12)
     assert choice.chosen_by == "check"
     assert choice.quality is not None
-    assert choice.quality.samples == (1 if pairs == 69 else 3)
-    assert choice.quality.window == (None if height < 1080 else (256, 256))
+    assert choice.quality.samples == 3
+    assert choice.quality.window == (min(height, 256), 256)
     spent = sum(MODELS[name].relative_cost * engine.pixels for name, engine in engines.items())
     for winner in MODELS.values():
         chunk = planned_passes(winner, _halves(pairs).values()) * height * width
