@@ -57,6 +57,10 @@ CHECK_SIDE = 256
 """Side of the window each candidate re-creates, in pixels at the network's working resolution
 (RIFE's training crops are 224–256 px: context for the motion it resolves; at 128 px a
 28 px/frame pan is already lost)."""
+CHECK_COST = 1.5
+"""A check's pass × pixel against a chunk's: the check runs eager where hdv3's chunk runs OpenVINO
+(1.4× faster, docs/benchmarks.md), scores its frames, and frames under 256 px give windows of a
+shape not warmed up (measured: 2 windows of 320×240 took 8.8 % of a 96-pair chunk counted at 1×)."""
 WINDOW_MARGIN_DB = 1.0
 """Lead a window check needs to override the rule's model (see the module doc)."""
 
@@ -139,14 +143,14 @@ def affordable_samples(
 ) -> int:
     """Frames each candidate may re-create, whichever candidate then does the chunk.
 
-    Every sample costs one pass of every candidate on `check_pixels`; if candidate c wins, the chunk
+    Every sample costs one pass of every candidate on `check_pixels` (× `CHECK_COST`); if candidate c wins, the chunk
     costs c's planned passes on `frame_pixels` each, and all samples must fit in `budget` × that,
     for every c (the chosen model's samples are the chunk's self-check: nothing else is spent).
     """
     if frame_count < 3 or budget <= 0 or not candidates or max_samples <= 0:
         return 0
     times = list(pair_times)
-    per_sample = sum(spec.relative_cost for spec in candidates) * check_pixels
+    per_sample = sum(spec.relative_cost for spec in candidates) * check_pixels * CHECK_COST
     allowed = min(budget * planned_passes(spec, times) * frame_pixels for spec in candidates)
     return max(0, min(max_samples, frame_count - 2, math.floor(allowed / per_sample + 1e-9)))
 

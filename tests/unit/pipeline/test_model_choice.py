@@ -74,9 +74,9 @@ def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, 
     assert choice.chosen_by == "check"
     assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
     assert choice.scores[bad] < 40
-    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2
+    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / (1.45 passes per sample of both × 1.5): 1
     assert choice.quality is not None
-    assert choice.quality.samples == 2
+    assert choice.quality.samples == 1
     assert choice.quality.window is None, "whole frames, since they fit"
 
 
@@ -98,7 +98,7 @@ def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
 
 
 def test_real_models_in_windows_of_larger_frames() -> None:
-    """At 288×352 the check sees 256×256 windows (one sample per model at a budget of 0.6). The 2 px/
+    """At 288×352 the check sees 256×256 windows (one sample per model at a budget of 1). The 2 px/
     frame pan's whole-frame lead for HDv3 (5.6 dB, measured when written) is at the frame's edges,
     which a window cannot see (v4.25 is 0.3 dB ahead there): under the margin, the rule's HDv3
     stays. The 28 px/frame pan's lead for v4.25 shows in the window (+6 dB) and overrides the rule."""
@@ -109,7 +109,7 @@ def test_real_models_in_windows_of_larger_frames() -> None:
     engines = {name: build_model(name, settings) for name in MODELS}
     for step, expected in ((2, "hdv3"), (28, "v4.25")):
         frames = [panned(288, 352, step * i) for i in range(5)]
-        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=0.6)
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=1.0)
         assert choice.chosen_by == "check"
         assert choice.quality is not None
         assert (choice.quality.samples, choice.quality.window) == (1, (256, 256))
@@ -173,11 +173,11 @@ def test_the_choice_and_self_check_add_at_most_six_percent_whichever_model_wins(
 
 def test_windows_make_a_default_chunk_checkable_at_every_size() -> None:
     """Chunks as the splitter sizes them (60 s of engine time at 0.6 MPix/s, ≥ 8 frames, ×2):
-    whole frames would afford no check at 1080p or 4K and one frame at 960×540; windows afford
-    one at every size, three up to 1080p."""
+    whole frames would afford a check only at 320×240; windows afford three frames up to 1080p
+    (a 4K chunk of 7 pairs is too short even for one window: the rule decides)."""
     both = [MODELS["hdv3"], MODELS["v4.25"]]
-    whole = {(240, 320): 3, (540, 960): 1, (1080, 1920): 0, (2160, 3840): 0}
-    windows = {(240, 320): 3, (540, 960): 3, (1080, 1920): 3, (2160, 3840): 1}
+    whole = {(240, 320): 3, (540, 960): 0, (1080, 1920): 0, (2160, 3840): 0}
+    windows = {(240, 320): 3, (540, 960): 3, (1080, 1920): 3, (2160, 3840): 0}
     for (height, width), samples in whole.items():
         pairs = max(7, int(60 * 0.6e6 / (height * width)))
         halves = [[Fraction(1, 2)]] * pairs
@@ -200,8 +200,8 @@ def test_the_worker_warms_the_candidates_up_on_the_checks_window_once_before_any
 def test_a_short_chunk_affords_no_check() -> None:
     both = [MODELS["hdv3"], MODELS["v4.25"]]
     halves = [[Fraction(1, 2)]] * 48
-    assert affordable_samples(49, halves, both, frame_pixels=240 * 320, check_pixels=240 * 256) == 1
-    assert affordable_samples(40, halves[:39], both, frame_pixels=240 * 320, check_pixels=240 * 256) == 0
+    assert affordable_samples(97, halves * 2, both, frame_pixels=240 * 320, check_pixels=240 * 256) == 1
+    assert affordable_samples(49, halves, both, frame_pixels=240 * 320, check_pixels=240 * 256) == 0
     assert affordable_samples(2, [[Fraction(1, 2)]], both, budget=1.0) == 0  # no frame has two neighbours
 
 
