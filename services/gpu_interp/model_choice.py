@@ -20,11 +20,13 @@ network passes × pixels × each model's relative cost. Within that:
   (`CHECK_SIDE / scale` on the frame; the whole frame if smaller) where the frame's neighbours
   differ most, not whole frames: a 1080p chunk's check costs 3 % of a frame per sample, so chunks
   of every size can afford one (whole frames afforded none at 1080p);
-- the windows have one shape for every frame size at a scale (256 × 256 up to 1440p), so the
-  worker warms both candidates up on it once (`warm_up`, with the engines' loading), and no chunk
-  pays the first call of a new shape (eager torch allocates and builds kernels per shape; a
-  compiling backend converts its network, about a minute on a 2-core CPU);
-- the check runs without compiling backends (`InterpolationEngine.uncompiled`), for the same reason;
+- the windows have one shape for every frame size from 256 px up to 1440p (256 × 256), so the
+  worker warms both candidates up on it once (`warm_up`, with the engines' loading) and the check
+  runs on the engines' own backends at the chunk's cost per pixel; no chunk pays the first call of
+  a new shape (a compiling backend converts its network, about a minute for a frame size on a
+  2-core CPU; eager torch allocates and builds kernels). Other window shapes (frames under 256 px,
+  scales below 1) run without compiling backends (`InterpolationEngine.uncompiled`): eager torch
+  on an oversubscribed CPU costs several times OpenVINO's per pixel, but never a conversion;
 - a window cannot see the frame's edges, where the models differ too (v4.25 pads frames to a
   multiple of 64 with zeros, HDv3 to 32 with copies: on a 2 px/frame pan whole frames favour HDv3
   by 5.6 dB, all of it at the edges, while a window puts v4.25 0.3 dB ahead), so a window check
@@ -38,6 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
@@ -208,8 +211,11 @@ def choose_model(
         return ModelChoice(fallback, "rule")
     picks = sample_frames(seen, samples)
     checks: dict[str, ChunkQuality] = {}
+    # the warmed-up window shape runs on the engines' own backends, at the chunk's cost per pixel;
+    # any other shape eagerly, so a check never converts a network for a shape of its own
+    warmed = size == (check_side, check_side) and scale in (None, 1.0)
     for name, engine in engines.items():
-        with engine.uncompiled():
+        with nullcontext() if warmed else engine.uncompiled():
             check = self_check(engine, frame, picks, batch_size=batch_size, window=size, clock=clock)
         assert check is not None  # picks is not empty
         checks[name] = check
@@ -220,15 +226,15 @@ def choose_model(
 
 
 def warm_up(engines: Mapping[str, InterpolationEngine], side: int = CHECK_SIDE) -> None:
-    """One uncompiled call of each candidate on a `side`² window: the check's shape at scale 1.
+    """One call of each candidate on a `side`² window: the check's shape at scale 1.
 
-    The first call of a shape costs far more than the next (allocation, kernels built for the
-    shape); a worker makes it while loading the engines, so no chunk's check pays it.
+    The first call of a shape costs far more than the next (OpenVINO converts hdv3's network for
+    it, from the compile cache after a restart; eager torch allocates and builds kernels); a worker
+    makes it while loading the engines, so no chunk's check pays it.
     """
     blank = np.zeros((1, side, side, 3), np.uint8)
     for engine in engines.values():
-        with engine.uncompiled():
-            engine.interpolate_times(blank, blank, [0.5])
+        engine.interpolate_times(blank, blank, [0.5])
 
 
 class AutoModel(InterpolationEngine):

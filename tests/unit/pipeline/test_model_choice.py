@@ -194,7 +194,7 @@ def test_windows_make_a_default_chunk_checkable_at_every_size() -> None:
 def test_the_worker_warms_the_candidates_up_on_the_checks_window_once_before_any_chunk() -> None:
     engines = {"hdv3": Counting(), "v4.25": Counting()}
     warm_up(engines)
-    assert [(e.calls, e.pixels, e.compiled_calls) for e in engines.values()] == [(1, 256 * 256, 0)] * 2
+    assert [(e.calls, e.pixels, e.compiled_calls) for e in engines.values()] == [(1, 256 * 256, 1)] * 2
 
 
 def test_a_short_chunk_affords_no_check() -> None:
@@ -247,7 +247,8 @@ def test_the_choice_reprocesses_at_most_six_percent_of_the_chunks_pixels(
     for winner in MODELS.values():
         chunk = planned_passes(winner, _halves(pairs).values()) * height * width
         assert spent <= 0.06 * chunk
-    assert [e.compiled_calls for e in engines.values()] == [0, 0]
+    # the warmed-up 256² window runs compiled (the chunk's cost per pixel); 240×256 is never converted
+    assert [e.compiled_calls for e in engines.values()] == ([0, 0] if height < 256 else [1, 1])
     assert [e.calls for e in engines.values()] == [1, 1], "the samples go in one batch per model"
 
 
