@@ -35,6 +35,7 @@ from sqlmodel import col
 
 from infiniteflow_common.db import Chunk, ChunkStatus, utcnow
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady
+from infiniteflow_common.reports import CheckCosts
 
 ResultOutcome = Literal["recorded", "replayed", "fenced"]
 
@@ -285,6 +286,27 @@ async def in_order(session: AsyncSession, job_id: uuid.UUID) -> list[Chunk]:
         .scalars()
         .all()
     )
+
+
+async def check_costs(session: AsyncSession, job_id: uuid.UUID) -> CheckCosts:
+    """What checking the job's finished chunks cost (`reports.check_view`).
+
+    A chunk whose model `auto` chose by a check has scores; its `quality_seconds` is that whole
+    choice (the winner's check is its self-check). Any other chunk's is its own self-check.
+    """
+    chosen = func.coalesce(func.jsonb_typeof(col(Chunk.model_scores)), "") == "object"
+    seconds = func.coalesce(col(Chunk.quality_seconds), 0.0)
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(col(Chunk.interp_seconds)), 0.0),
+                func.coalesce(func.sum(case((chosen, seconds), else_=0.0)), 0.0),
+                func.coalesce(func.sum(case((chosen, 0.0), else_=seconds)), 0.0),
+            ).where(col(Chunk.job_id) == job_id, col(Chunk.status) == ChunkStatus.DONE.value)
+        )
+    ).one()
+    return CheckCosts(int(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 
 async def work_window(session: AsyncSession, job_id: uuid.UUID) -> tuple[datetime | None, datetime | None]:

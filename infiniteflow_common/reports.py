@@ -7,6 +7,7 @@ drift is also given in output frames, the unit its bound is stated in (under one
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
@@ -73,6 +74,37 @@ def plan_view(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "vfr_converted": split.vfr_converted,
         "vfr_kept": split.vfr_kept,
         "encoder": split.encoding.encoder if split.encoding else None,
+    }
+
+
+CHECK_BUDGET = 0.06
+"""Share of a chunk's engine time that `model=auto`'s choice and the quality self-check may cost
+together (issue 20; the workers' MODEL_CHOICE_BUDGET default)."""
+
+
+@dataclass(frozen=True)
+class CheckCosts:
+    """Seconds over a job's finished chunks: all of their work, the model choices (whose winner's
+    check is the chunk's self-check), and the self-checks of chunks whose model was not checked."""
+
+    chunks: int
+    engine_s: float
+    model_choice_s: float
+    quality_s: float
+
+
+def check_view(costs: CheckCosts | None, budget: float = CHECK_BUDGET) -> dict[str, Any] | None:
+    """The `checks` block of the status API's timings: what checking cost against its budget."""
+    if costs is None or costs.chunks == 0:
+        return None
+    spent = costs.model_choice_s + costs.quality_s
+    return {
+        "chunks": costs.chunks,
+        "engine_s": round(costs.engine_s, 3),
+        "model_choice_seconds": round(costs.model_choice_s, 3),
+        "quality_seconds": round(costs.quality_s, 3),
+        "share": round(spent / costs.engine_s, 4) if costs.engine_s > 0 else None,
+        "budget": budget,
     }
 
 

@@ -7,7 +7,9 @@ Three parts, each a table:
 2. a generated clip whose in-between frames are rendered exactly (×2, ×4, and 24→60-style fifths),
    comparing the ways each engine reaches times other than 0.5;
 3. the `rife` engine on each CPU backend (eager, torch.compile, OpenVINO) against the published
-   reference code at 1280×720 (fp32, one pair per call): throughput ratio and PSNR between outputs.
+   reference code at 1280×720 (fp32, one pair per call): throughput ratio and PSNR between outputs;
+4. `model=auto`'s choice and the quality self-check against their budget (6 % of a chunk's time)
+   on worker-like chunks at 320×240, 960×540 and 1080p (`bench_budget`).
 The machine's other load shifts absolute speeds; ratios are measured interleaved in one run.
 """
 
@@ -375,8 +377,32 @@ def machine() -> str:
     )
 
 
+def budget_section(rows: Sequence[Any] | None) -> list[str]:
+    """Part 4: `model=auto`'s choice and self-check as a share of each chunk (`bench_budget.BudgetRow`)."""
+    from services.gpu_interp.bench_budget import TABLE_HEADER, render_rows
+
+    lines = ["## `model=auto`: model choice and self-check against their budget (6 % of a chunk)", ""]
+    if rows is None:
+        return [*lines, "Skipped (--no-budget).", ""]
+    return [
+        *lines,
+        "Worker-like ×2 chunks of the generated clip (`services/gpu_interp/bench_budget.py`): the handler's",
+        "`auto` hook and settings, OpenVINO for hdv3, an empty compile cache; *new size* is the first chunk",
+        "of its frame size in the process, *steady* the next. share = (model_choice_seconds + quality_seconds",
+        "outside the choice) ÷ the chunk's seconds.",
+        "",
+        *TABLE_HEADER,
+        *render_rows(list(rows)),
+        "",
+    ]
+
+
 def render_report(
-    dev: list[Row] | None, gen: list[tuple[str, str, float, float]], speed: dict[str, Any] | None, header: str
+    dev: list[Row] | None,
+    gen: list[tuple[str, str, float, float]],
+    speed: dict[str, Any] | None,
+    header: str,
+    budget: Sequence[Any] | None = None,
 ) -> str:
     lines = [
         "# Interpolation benchmarks",
@@ -470,6 +496,7 @@ def render_report(
             "native bf16/int8 hardware (AVX512-BF16, AMX, VNNI) or a GPU.",
             "",
         ]
+    lines += budget_section(budget)
     lines += targets(dev, speed)
     return "\n".join(lines)
 
@@ -505,6 +532,9 @@ def main(
     reference: Annotated[bool, typer.Option(help="Time the published reference code.")] = True,
     generated: Annotated[bool, typer.Option(help="Run the generated-clip timestep comparison.")] = True,
     best: Annotated[bool, typer.Option(help="Include the 8-pass `best` mode (slow on CPU).")] = True,
+    budget: Annotated[
+        bool, typer.Option(help="Measure auto's choice and self-check against their budget.")
+    ] = True,
 ) -> None:
     """Measure every engine and baseline; write the tables to OUT."""
     import torch
@@ -593,8 +623,14 @@ def main(
     if reference:
         typer.echo("speed against the reference at 1280×720")
         speed = speed_vs_reference()
+    budget_rows = None
+    if budget:
+        from services.gpu_interp.bench_budget import BENCH_FRAMES, measure
+
+        typer.echo("model choice and self-check against their budget")
+        budget_rows = measure(frames=BENCH_FRAMES)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(dev, gen, speed, header) + "\n")
+    out.write_text(render_report(dev, gen, speed, header, budget_rows) + "\n")
     typer.echo(f"wrote {out}")
 
 

@@ -86,6 +86,16 @@ class ChunkOutcome:
     memory_estimate_bytes: int | None = None  # the memory plan's estimated peak (worker + encoder)
     peak_rss_bytes: int | None = None  # the measured peak while the chunk ran (worker + encoder)
 
+    @property
+    def check_seconds(self) -> float:
+        """Seconds spent checking the chunk: the model choice when it ran a check (its winner's check
+        is the self-check), plus a self-check of its own otherwise."""
+        chose = self.model_choice.seconds if self.model_choice is not None else 0.0
+        own = self.quality is not None and (
+            self.model_choice is None or self.quality != self.model_choice.quality
+        )
+        return chose + (self.quality.seconds if own and self.quality is not None else 0.0)
+
 
 OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
 """Told (failed step, next step, the error) before each out-of-memory retry."""

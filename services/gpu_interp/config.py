@@ -73,7 +73,8 @@ class WorkerSettings(CommonSettings):
     weights_sha256: str | None = None
     v425_weights_path: str | None = None
     v425_weights_sha256: str | None = None
-    # model=auto: the choice may cost at most this share of a chunk's engine work, else the rule decides.
+    # model=auto: the choice and the self-check together (the chosen model's check is the self-check)
+    # may cost at most this share of a chunk's engine work; a chunk too short for that gets the rule.
     model_choice_budget: float = Field(default=0.06, ge=0, le=1)
     scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "gpu_interp"
     # A source read that stalls this long fails the attempt (transient: the chunk is retried).

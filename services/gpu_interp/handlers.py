@@ -61,10 +61,9 @@ from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
 from services.gpu_interp.memory import MemoryStep, lightest_step, release_memory
 from services.gpu_interp.memory_plan import ChunkShape, MemoryPlan
-from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice
+from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, warm_up
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
 from services.gpu_interp.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak
-from services.gpu_interp.quality import sample_count
 
 log = get_logger()
 
@@ -123,6 +122,7 @@ class ChunkHandler(PipelineHandler):
         self.stopping = stopping
         self.memory_budget = default_memory_budget(settings)
         metrics.MEMORY_BUDGET.set(self.memory_budget)
+        self._warm: set[str] = set()  # quality modes whose auto candidates have met the check's shape
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle one `chunk.ready` record: claim the fairest chunk to run now, and do it."""
@@ -512,20 +512,21 @@ class ChunkHandler(PipelineHandler):
         if spec.engine != "rife" or model != AUTO:
             return self.engines.get(spec.engine, spec.quality, model), None
         auto = AutoModel({name: self.engines.get("rife", spec.quality, name) for name in MODELS})
+        if spec.quality not in self._warm:
+            # before the chunk's clock starts, like loading the weights: once per process and mode
+            warm_up(auto.engines)
+            self._warm.add(spec.quality)
         s = self.settings
 
         def choose(
             frame: FrameSource, count: int, pair_times: Mapping[int, Sequence[Fraction]], *, window: int
         ) -> ModelChoice:
-            # the self-check's own samples: the chosen model's check replaces them
-            free = sample_count(count, len(pair_times), s.quality_budget, s.quality_samples)
             return auto.choose(
                 frame,
                 count,
                 pair_times,
                 budget=s.model_choice_budget,
                 batch_size=1 if conservative else batch_size or s.batch_size,
-                free_samples=free,
                 window=window,
             )
 
@@ -648,7 +649,8 @@ class ChunkHandler(PipelineHandler):
             quality_psnr_db=quality.psnr_db if quality else None,
             quality_ssim=quality.ssim if quality else None,
             quality_samples=quality.samples if quality else 0,
-            quality_seconds=quality.seconds if quality else 0.0,
+            # what checking the chunk cost: under `auto` the choice, whose winner's check is the self-check
+            quality_seconds=outcome.check_seconds,
             batch_size=outcome.batch_size,
             oom_retries=outcome.oom_retries,
             encoded_bytes=size,
@@ -663,6 +665,14 @@ class ChunkHandler(PipelineHandler):
         if spec.engine != "rife":
             return None
         return outcome.model_choice or ModelChoice(check_choice(spec.model or AUTO), "job")
+
+    def _check_budget(self, spec: ChunkReady, outcome: ChunkOutcome) -> float:
+        """The share of the chunk its checks may cost: auto's choice budget when it chose by a check
+        (the self-check included), else the self-check's own."""
+        choice = outcome.model_choice
+        if choice is not None and choice.chosen_by == "check":
+            return self.settings.model_choice_budget
+        return self.settings.quality_budget
 
     def _observe(
         self, spec: ChunkReady, epoch: int, outcome: ChunkOutcome, seconds: float, size: int
@@ -694,7 +704,7 @@ class ChunkHandler(PipelineHandler):
         metrics.FRAMES.labels(spec.engine).inc(outcome.frames_out)
         check: dict[str, object] = {}
         if quality is not None:
-            # the check's cost against the chunk's own work (decode, interpolation, encode)
+            # the self-check's cost against the chunk's own work (decode, interpolation, encode)
             cost = quality.seconds / max(1e-9, seconds - quality.seconds)
             metrics.QUALITY_PSNR.labels(spec.engine).observe(quality.psnr_db)
             metrics.QUALITY_COST.observe(cost)
@@ -710,6 +720,13 @@ class ChunkHandler(PipelineHandler):
             check["model_chosen_by"] = chosen.chosen_by
             check["model_scores"] = {name: round(score, 2) for name, score in chosen.scores.items()}
             check["model_choice_seconds"] = round(chosen.seconds, 4)
+        if outcome.check_seconds > 0:
+            # choice and self-check together (the chosen model's check counted once) vs their budget
+            share = outcome.check_seconds / max(1e-9, seconds)
+            metrics.CHECK_SHARE.labels(spec.engine).observe(share)
+            check["check_seconds"] = round(outcome.check_seconds, 4)
+            check["check_share"] = round(share, 4)
+            check["check_budget"] = self._check_budget(spec, outcome)
         log.info(
             "chunk interpolated",
             job_id=str(spec.job_id),

@@ -52,6 +52,13 @@ QUALITY_COST = Histogram(
     "Self-check time as a share of the chunk's interpolation time.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2),
 )
+# Choice of model (auto) and self-check together, as a share of the chunk's time; budget 6 % (auto) / 4 %.
+CHECK_SHARE = Histogram(
+    "infiniteflow_chunk_check_share",
+    "Model choice and quality self-check time as a share of the chunk's time.",
+    ["engine"],
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.2, 0.5),
+)
 # Chunks by the RIFE model that interpolated them and how it was picked: "job" (named by the job),
 # "check" (auto: the better score on the chunk's own re-created frames), "rule" (auto, chunk too short).
 MODEL_CHOICES = Counter(

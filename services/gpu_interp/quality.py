@@ -10,6 +10,10 @@ The check costs engine calls, so it is budgeted: at most `budget` (a fraction) o
 interpolations the chunk needed anyway, and at most `max_samples` frames. A chunk too short for even
 one sample within the budget is not checked.
 
+A check may re-create a window of each frame instead of all of it (`window`, used by `model=auto`,
+whose check of both models is the chunk's self-check): the window where the two neighbours differ
+most, since that is where interpolation can go wrong; static areas score alike for any engine.
+
 PSNR is computed on the RGB frames at their own bit depth; SSIM is Wang et al. (2004) on luma
 (BT.601 weights) with an 11×11 Gaussian window (σ = 1.5), K1 = 0.01, K2 = 0.03 — the reference
 definition, as OpenCV's documentation computes it with `cv2.GaussianBlur`.
@@ -42,6 +46,7 @@ class ChunkQuality:
     samples: int
     frames: tuple[int, ...]
     seconds: float
+    window: tuple[int, int] | None = None  # (height, width) re-created per frame; None: whole frames
 
 
 def sample_count(frame_count: int, pairs_interpolated: int, budget: float, max_samples: int) -> int:
@@ -63,6 +68,27 @@ def sample_frames(frame_count: int, samples: int) -> tuple[int, ...]:
     inner = frame_count - 2
     picks = {1 + min(inner - 1, (2 * k + 1) * inner // (2 * samples)) for k in range(samples)}
     return tuple(sorted(picks))
+
+
+def busiest_window(
+    before: npt.NDArray[Any], after: npt.NDArray[Any], size: tuple[int, int]
+) -> tuple[int, int]:
+    """Top-left (y, x) of the `size` window where `before` and `after` differ most (pure).
+
+    Measured on a grid of at most ~64 cells across the shorter side (cheap at any resolution).
+    """
+    height, width = before.shape[:2]
+    h, w = min(size[0], height), min(size[1], width)
+    if (h, w) == (height, width):
+        return 0, 0
+    step = max(1, min(height, width) // 64)
+    diff = np.abs(before[::step, ::step].astype(np.int32) - after[::step, ::step].astype(np.int32))
+    grid = diff.reshape(diff.shape[0], diff.shape[1], -1).sum(axis=2, dtype=np.int64)
+    total = np.pad(grid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    bh, bw = min(grid.shape[0], max(1, h // step)), min(grid.shape[1], max(1, w // step))
+    sums = total[bh:, bw:] - total[:-bh, bw:] - total[bh:, :-bw] + total[:-bh, :-bw]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return min(int(y) * step, height - h), min(int(x) * step, width - w)
 
 
 def psnr_db(reference: npt.NDArray[Any], test: npt.NDArray[Any]) -> float:
@@ -104,20 +130,41 @@ def self_check(
     frames: Sequence[int],
     *,
     batch_size: int,
+    window: tuple[int, int] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ChunkQuality | None:
-    """Re-create each of `frames` from its neighbours (via `frame(i)`, RGB) and score it; None if none."""
+    """Re-create each of `frames` from its neighbours (via `frame(i)`, RGB) and score it; None if none.
+
+    `window` (height, width): only that much of each frame, where its neighbours differ most
+    (`busiest_window`); frames smaller than it are re-created whole.
+    """
     if not frames:
         return None
     started = clock()
+    crops: dict[int, tuple[slice, slice]] = {}
+    size: tuple[int, int] | None = None
+    for index in frames:
+        before, after = frame(index - 1), frame(index + 1)
+        h, w = before.shape[:2]
+        if window is not None:
+            h, w = min(h, window[0]), min(w, window[1])
+            y, x = busiest_window(before, after, (h, w))
+        else:
+            y = x = 0
+        crops[index] = (slice(y, y + h), slice(x, x + w))
+        size = (h, w)
+
+    def part(i: int, of: int) -> npt.NDArray[Any]:
+        return frame(i)[crops[of]]
+
     scores: list[tuple[float, float]] = []
     for start in range(0, len(frames), batch_size):
         batch = frames[start : start + batch_size]
-        left = np.stack([frame(i - 1) for i in batch])
-        right = np.stack([frame(i + 1) for i in batch])
+        left = np.stack([part(i - 1, i) for i in batch])
+        right = np.stack([part(i + 1, i) for i in batch])
         [made] = engine.interpolate_times(left, right, [0.5])
         for row, index in enumerate(batch):
-            real = frame(index)
+            real = part(index, index)
             guess = np.asarray(made[row])
             scores.append((psnr_db(real, guess), ssim(real, guess)))
     return ChunkQuality(
@@ -126,4 +173,5 @@ def self_check(
         samples=len(scores),
         frames=tuple(frames),
         seconds=clock() - started,
+        window=size if window is not None else None,
     )

@@ -37,12 +37,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infiniteflow_common.chunks import check_costs
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams, MediaProbe
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import queue_view, read_loads
-from infiniteflow_common.reports import plan_view, stage_seconds
+from infiniteflow_common.reports import check_view, plan_view, stage_seconds
 from infiniteflow_common.tenants import authenticate
 from infiniteflow_common.topics import Topic
 from services.ingest import metrics
@@ -160,8 +161,11 @@ class RequestMetrics:
             metrics.API_REQUESTS.labels(getattr(route, "path", "unmatched"), str(status)).inc()
 
 
-def job_view(job: Job, queue: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`)."""
+def job_view(
+    job: Job, queue: dict[str, Any] | None = None, checks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`),
+    `checks` what checking its finished chunks cost against the budget (`check_view`)."""
     params = _model(JobParams, job.params)
     probe = _model(MediaProbe, job.probe)
     out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
@@ -213,6 +217,8 @@ def job_view(job: Job, queue: dict[str, Any] | None = None) -> dict[str, Any]:
             "split_at": _iso(job.split_at),
             "completed_at": _iso(job.completed_at),
             **stage_seconds(job),
+            # model choice (auto) and quality self-check of the finished chunks vs their budget
+            "checks": checks,
         },
         "download_url": f"/api/download/{job.id}" if job.status in SUCCEEDED else None,
         "cancel_url": None if job.status in FINAL_STATUSES else f"/api/jobs/{job.id}/cancel",
@@ -528,7 +534,9 @@ def create_api(deps: ApiDeps) -> FastAPI:
     async def status(job_id: uuid.UUID, caller: Annotated[Caller, Depends(current_caller)]) -> dict[str, Any]:
         """404 for an unknown job (or another tenant's), 422 for a malformed id."""
         job = await _job_or_404(job_id, caller)
-        return job_view(job, (await _queue_views([job])).get(job.id))
+        async with deps.sessions() as session:
+            costs = await check_costs(session, job.id)
+        return job_view(job, (await _queue_views([job])).get(job.id), check_view(costs))
 
     @app.get(
         "/api/download/{job_id}",

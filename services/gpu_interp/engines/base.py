@@ -10,7 +10,8 @@ Engines are stateful (a loaded model), not thread-safe, and cheap to call many t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -78,6 +79,16 @@ class InterpolationEngine(ABC):
         """Use this flow scale (None: the engine's automatic choice) and at most this many pairs per
         forward pass (None: the configured number) from now on; engines without them ignore it."""
         return None
+
+    @contextmanager
+    def uncompiled(self) -> Iterator[None]:
+        """Run calls inside the block without compiling backends (eager torch).
+
+        For a few calls at a size the chunk never uses (the model choice's check windows): a
+        compiling backend converts its network once per input shape, which costs far more than
+        the calls themselves. Engines without a compiling backend run as they always do.
+        """
+        yield
 
     @abstractmethod
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -206,6 +207,7 @@ class RifeEngine(InterpolationEngine):
         if self.backend == "openvino" and self.dtype != torch.float32:
             self.backend = "eager"  # OpenVINO runs fp32 here; bf16 CPUs keep torch's autocast
         self._runners: dict[tuple[float, ...], Runner] = {}
+        self._eager = False  # inside `uncompiled()`: the plain module, whatever the backend
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
         return choose_dtype(precision, self.device)
@@ -243,7 +245,11 @@ class RifeEngine(InterpolationEngine):
             ah, aw = a.shape[2:]
             pad = (0, -aw % multiple, 0, -ah % multiple)
             # channels_last suits torch's oneDNN/cuDNN kernels; OpenVINO takes plain NCHW arrays.
-            layout = torch.contiguous_format if self.backend == "openvino" else torch.channels_last
+            layout = (
+                torch.contiguous_format
+                if self.backend == "openvino" and not self._eager
+                else torch.channels_last
+            )
             a = F.pad(a, pad, mode="replicate").contiguous(memory_format=layout)
             b = F.pad(b, pad, mode="replicate").contiguous(memory_format=layout)
             a, b = a.to(self.work_dtype), b.to(self.work_dtype)
@@ -251,8 +257,20 @@ class RifeEngine(InterpolationEngine):
             out.append(Estimate(a, b, flow, mask, (ah, aw), inverse))
         return out
 
+    @contextmanager
+    def uncompiled(self) -> Iterator[None]:
+        self._eager, was = True, self._eager
+        try:
+            yield
+        finally:
+            self._eager = was
+
     def _run(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         shrinks = tuple(s / scale for s in (4, 2, 1))
+        if self._eager:
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_cpu_bf16):
+                flow, mask = self.net.estimate(a, b, shrinks)
+            return flow, mask
         runner = self._runners.get(shrinks)
         if runner is None:
             s = self.settings

@@ -9,7 +9,8 @@ t is an input, each requested time costs one pass and is exact — no bisection,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from fractions import Fraction
 
@@ -61,6 +62,14 @@ class RifeV4Engine(InterpolationEngine):
 
             inductor_config.freezing = True
             self._estimate_net = torch.compile(self.net.estimate, dynamic=False)
+
+    @contextmanager
+    def uncompiled(self) -> Iterator[None]:
+        compiled, self._estimate_net = self._estimate_net, self.net.estimate
+        try:
+            yield
+        finally:
+            self._estimate_net = compiled
 
     def _choose_dtype(self, precision: Precision) -> torch.dtype:
         return choose_dtype(precision, self.device)

@@ -58,6 +58,22 @@ def test_openvino_batches_reuse_the_one_pair_model(tmp_path: Path) -> None:
     assert runner.compiles == 1
 
 
+def test_uncompiled_calls_convert_nothing_and_draw_eagers_frames(rife_engine: Any, tmp_path: Path) -> None:
+    """`model=auto`'s check runs in `uncompiled()`: a window or frame size the chunk never uses
+    must not cost a conversion (about a minute per shape on 2 cores)."""
+    engine = RifeEngine(
+        RifeSettings(device="cpu", precision="fp32", scale=1.0, backend="openvino", cache_dir=tmp_path)
+    )
+    first, second = square_scene(64, 96, 0), square_scene(64, 96, 8)
+    with engine.uncompiled():
+        ours = engine.interpolate(first, second)
+    assert engine._runners == {}, "nothing traced, converted or compiled"
+    assert not list(tmp_path.rglob("*.xml"))
+    assert np.array_equal(ours, rife_engine.interpolate(first, second))
+    engine.interpolate(first, second)
+    assert len(engine._runners) == 1, "outside the block the backend is back"
+
+
 def test_a_second_process_loads_the_converted_model_instead_of_converting(tmp_path: Path) -> None:
     x, y = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
     first = accel.OpenVinoRunner(TwoConvs(seed=1), tmp_path)

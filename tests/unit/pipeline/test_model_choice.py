@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any
 
@@ -14,9 +15,12 @@ from services.gpu_interp.engines.models import MODELS
 from services.gpu_interp.model_choice import (
     AutoModel,
     affordable_samples,
+    check_window,
     choose_model,
     planned_passes,
+    warm_up,
 )
+from services.gpu_interp.quality import busiest_window
 from tests.unit.engines.conftest import mse, panned
 
 
@@ -70,9 +74,10 @@ def test_the_model_that_recreates_the_chunks_frames_better_is_chosen(good: str, 
     assert choice.chosen_by == "check"
     assert choice.scores[good] == 100.0  # exact frames: the PSNR cap
     assert choice.scores[bad] < 40
-    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / 1.45 passes per sample of both: 2
+    # budget 1.0 × the cheaper plan (8 v4.25 passes × 0.45) / (1.45 passes per sample of both × 1.5): 1
     assert choice.quality is not None
-    assert choice.quality.samples == 2
+    assert choice.quality.samples == 1
+    assert choice.quality.window is None, "whole frames, since they fit"
 
 
 def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
@@ -92,6 +97,25 @@ def test_real_models_small_motion_goes_to_hdv3_large_motion_to_v425() -> None:
         assert choice.scores[expected] - loser > 2.0
 
 
+def test_real_models_in_windows_of_larger_frames() -> None:
+    """At 288×352 the check sees 256×256 windows (one sample per model at a budget of 1). The 2 px/
+    frame pan's whole-frame lead for HDv3 (5.6 dB, measured when written) is at the frame's edges,
+    which a window cannot see (v4.25 is 0.3 dB ahead there): under the margin, the rule's HDv3
+    stays. The 28 px/frame pan's lead for v4.25 shows in the window (+6 dB) and overrides the rule."""
+    from services.gpu_interp.engines.models import build_model
+    from services.gpu_interp.engines.rife import RifeSettings
+
+    settings = RifeSettings(device="cpu", precision="fp32", scale=1.0)
+    engines = {name: build_model(name, settings) for name in MODELS}
+    for step, expected in ((2, "hdv3"), (28, "v4.25")):
+        frames = [panned(288, 352, step * i) for i in range(5)]
+        choice = choose_model("auto", engines, frames.__getitem__, 5, _halves(4), budget=1.0)
+        assert choice.chosen_by == "check"
+        assert choice.quality is not None
+        assert (choice.quality.samples, choice.quality.window) == (1, (256, 256))
+        assert choice.model == expected, f"{step} px/frame: {choice.scores}"
+
+
 def test_other_timesteps_get_the_rule_because_a_half_way_check_cannot_judge_them() -> None:
     frames = _chunk(9, 3)
     thirds = {i: [Fraction(1, 3), Fraction(2, 3)] for i in range(8)}
@@ -103,6 +127,7 @@ def test_other_timesteps_get_the_rule_because_a_half_way_check_cannot_judge_them
 
 def test_a_chunk_too_short_for_the_budget_gets_the_rule_without_any_check() -> None:
     calls: list[str] = []
+    # 9 frames of 32×48: each sample re-creates a whole frame of both models, 1.45 passes > 6 % of 8
 
     class Counting(Blend):
         def _interpolate_times(
@@ -130,24 +155,112 @@ def test_planned_work_counts_bisection_for_hdv3_and_one_pass_per_time_for_v425()
     assert planned_passes(MODELS["hdv3"], fifths) == 2  # one shared flow-scaling pass + 1/2
 
 
-@pytest.mark.parametrize("free", [0, 1, 3])
 @pytest.mark.parametrize("pairs", [1, 6, 24, 48, 96, 500, 10_000])
-def test_the_check_adds_at_most_six_percent_whichever_model_wins(pairs: int, free: int) -> None:
+@pytest.mark.parametrize(("height", "width"), [(240, 320), (540, 960), (1080, 1920), (2160, 3840)])
+def test_the_choice_and_self_check_add_at_most_six_percent_whichever_model_wins(
+    pairs: int, height: int, width: int
+) -> None:
     both = [MODELS["hdv3"], MODELS["v4.25"]]
     halves = [[Fraction(1, 2)]] * pairs
-    samples = affordable_samples(pairs + 1, halves, both, free_samples=free)
+    scale = 0.25 if height > 1440 else 1.0
+    h, w = check_window(height, width, scale)
+    samples = affordable_samples(pairs + 1, halves, both, frame_pixels=height * width, check_pixels=h * w)
     assert samples <= 3
     for winner in both:
-        extra = samples * sum(m.relative_cost for m in both) - min(samples, free) * winner.relative_cost
-        assert extra <= 0.06 * planned_passes(winner, halves) + 1e-9
+        extra = samples * sum(m.relative_cost for m in both) * h * w
+        assert extra <= 0.06 * planned_passes(winner, halves) * height * width + 1e-9
 
 
-def test_a_default_48_frame_x2_chunk_affords_one_frame_per_model_counting_the_self_check() -> None:
+def test_windows_make_a_default_chunk_checkable_at_every_size() -> None:
+    """Chunks as the splitter sizes them (60 s of engine time at 0.6 MPix/s, ≥ 8 frames, ×2):
+    whole frames would afford a check only at 320×240; windows afford three frames up to 1080p
+    (a 4K chunk of 7 pairs is too short even for one window: the rule decides)."""
+    both = [MODELS["hdv3"], MODELS["v4.25"]]
+    whole = {(240, 320): 3, (540, 960): 0, (1080, 1920): 0, (2160, 3840): 0}
+    windows = {(240, 320): 3, (540, 960): 3, (1080, 1920): 3, (2160, 3840): 0}
+    for (height, width), samples in whole.items():
+        pairs = max(7, int(60 * 0.6e6 / (height * width)))
+        halves = [[Fraction(1, 2)]] * pairs
+        frame = height * width
+        assert affordable_samples(pairs + 1, halves, both, frame_pixels=frame, check_pixels=frame) == samples
+        h, w = check_window(height, width, 0.25 if height > 1440 else 1.0)
+        got = affordable_samples(pairs + 1, halves, both, frame_pixels=frame, check_pixels=h * w)
+        assert got == windows[height, width], f"{width}×{height}, {pairs} pairs"
+    assert check_window(1080, 1920, 1.0) == (256, 256)
+    assert check_window(2160, 3840, 0.25) == (1024, 1024), "the same content at the working scale"
+    assert check_window(240, 320, 1.0) == (240, 256)
+
+
+def test_the_worker_warms_the_candidates_up_on_the_checks_window_once_before_any_chunk() -> None:
+    engines = {"hdv3": Counting(), "v4.25": Counting()}
+    warm_up(engines)
+    assert [(e.calls, e.pixels, e.compiled_calls) for e in engines.values()] == [(1, 256 * 256, 1)] * 2
+
+
+def test_a_short_chunk_affords_no_check() -> None:
     both = [MODELS["hdv3"], MODELS["v4.25"]]
     halves = [[Fraction(1, 2)]] * 48
-    assert affordable_samples(49, halves, both, free_samples=1) == 1
-    assert affordable_samples(49, halves, both, free_samples=0) == 0  # without the self-check's share
-    assert affordable_samples(2, [[Fraction(1, 2)]], both, free_samples=3) == 0  # no frame has two neighbours
+    assert affordable_samples(97, halves * 2, both, frame_pixels=240 * 320, check_pixels=240 * 256) == 1
+    assert affordable_samples(49, halves, both, frame_pixels=240 * 320, check_pixels=240 * 256) == 0
+    assert affordable_samples(2, [[Fraction(1, 2)]], both, budget=1.0) == 0  # no frame has two neighbours
+
+
+class Counting(InterpolationEngine):
+    """Blend that counts what it is asked for: calls, pairs and pixels, and whether compiled."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pixels = 0
+        self.compiled_calls = 0
+        self.eager = False
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        self.calls += 1
+        self.pixels += int(first.shape[0] * first.shape[1] * first.shape[2]) * len(times)
+        self.compiled_calls += 0 if self.eager else 1
+        return Blend()._interpolate_times(first, second, times)
+
+    @contextmanager
+    def uncompiled(self) -> Iterator[None]:
+        self.eager = True
+        try:
+            yield
+        finally:
+            self.eager = False
+
+
+@pytest.mark.parametrize(("height", "width", "pairs"), [(240, 320, 468), (540, 960, 69), (1080, 1920, 17)])
+def test_the_choice_reprocesses_at_most_six_percent_of_the_chunks_pixels(
+    height: int, width: int, pairs: int
+) -> None:
+    """Counted in work, not time: both candidates' re-created pixels (× relative cost) stay within
+    6 % of the winner's chunk, and no call runs on a compiling backend (no conversion for a new shape)."""
+    rng = np.random.default_rng(1)
+    frames = {i: rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for i in range(12)}
+    engines = {"hdv3": Counting(), "v4.25": Counting()}
+    choice = choose_model("auto", engines, frames.__getitem__, pairs + 1, _halves(pairs), window=12)
+    assert choice.chosen_by == "check"
+    assert choice.quality is not None
+    assert choice.quality.samples == 3
+    assert choice.quality.window == (min(height, 256), 256)
+    spent = sum(MODELS[name].relative_cost * engine.pixels for name, engine in engines.items())
+    for winner in MODELS.values():
+        chunk = planned_passes(winner, _halves(pairs).values()) * height * width
+        assert spent <= 0.06 * chunk
+    # the warmed-up 256² window runs compiled (the chunk's cost per pixel); 240×256 is never converted
+    assert [e.compiled_calls for e in engines.values()] == ([0, 0] if height < 256 else [1, 1])
+    assert [e.calls for e in engines.values()] == [1, 1], "the samples go in one batch per model"
+
+
+def test_the_window_is_where_the_neighbours_differ_most() -> None:
+    before = np.zeros((270, 480, 3), np.uint8)
+    after = before.copy()
+    after[150:200, 300:380] = 255  # something moved here
+    y, x = busiest_window(before, after, (64, 96))
+    # the window covers the moved block (up to the 4 px grid it is measured on)
+    assert y - 4 <= 150 <= 200 <= y + 64 + 4
+    assert x - 4 <= 300 <= 380 <= x + 96 + 4
+    assert busiest_window(before, after, (270, 480)) == (0, 0)
 
 
 def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
@@ -200,6 +313,19 @@ def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_che
     assert outcome.quality == outcome.model_choice.quality, "the choice's check is the self-check"
     assert outcome.quality is not None
     assert outcome.quality.psnr_db > 40
+    assert outcome.check_seconds == outcome.model_choice.seconds, "the self-check is counted once"
+
+
+def test_a_chunk_checked_apart_from_its_model_choice_counts_both() -> None:
+    from services.gpu_interp.chunk_work import ChunkOutcome
+    from services.gpu_interp.model_choice import ModelChoice
+    from services.gpu_interp.quality import ChunkQuality
+
+    own = ChunkQuality(psnr_db=35.0, ssim=0.95, samples=1, frames=(5,), seconds=0.5)
+    by_rule = ChunkOutcome(frames_out=20, quality=own, model_choice=ModelChoice("hdv3", "rule"))
+    assert by_rule.check_seconds == 0.5
+    assert ChunkOutcome(frames_out=20, quality=None).check_seconds == 0.0
+    assert ChunkOutcome(frames_out=20, quality=own).check_seconds == 0.5
 
 
 def test_a_long_chunk_is_checked_on_its_leading_frames_only() -> None:
