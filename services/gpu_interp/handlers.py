@@ -128,6 +128,9 @@ class ChunkHandler(PipelineHandler):
         """Handle one `chunk.ready` record: claim the fairest chunk to run now, and do it."""
         record = decode_event(self.catalog, delivery.value, ChunkReady)
         _refuse_outdated(record)
+        # Warm `auto`'s models up before claiming: a worker told to stop meanwhile holds no chunk yet,
+        # and one that claims hands its chunk back within its grace period (the warm-up takes seconds).
+        await asyncio.to_thread(self._warm_up_before_claim, record)
         held = await self._claim(record)
         if held is None:
             log.info(
@@ -497,6 +500,17 @@ class ChunkHandler(PipelineHandler):
             log.info("chunk memory planned", **fields)
         engine, choose = self._engine_for(spec, conservative=conservative, batch_size=plan.batch_size)
         return engine, choose, plan
+
+    def _warm_up_before_claim(self, record: ChunkReady) -> None:
+        """Warm both `auto` candidates up for the record's quality mode, once per process and mode."""
+        if record.engine != "rife" or (record.model or AUTO) != AUTO or record.quality in self._warm:
+            return
+        try:
+            warm_up({name: self.engines.get("rife", record.quality, name) for name in MODELS})
+        except Exception as exc:  # the claimed chunk's own preparation tries again, and fails its job
+            log.warning("models not warmed up before the claim", quality=record.quality, error=repr(exc))
+            return
+        self._warm.add(record.quality)
 
     def _engine_for(
         self, spec: ChunkReady, *, conservative: bool = False, batch_size: int | None = None
