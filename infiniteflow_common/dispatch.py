@@ -64,7 +64,8 @@ runnable as (
     where j.status not in :final
 ),
 tenant_load as (
-    select r.tenant, sum(r.running)::float / coalesce(max(t.weight), 1.0) as share
+    select r.tenant, sum(r.running)::float / coalesce(max(t.weight), 1.0) as share,
+           sum(r.running) as running, coalesce(max(t.weight), 1.0) as weight
     from runnable r left join tenants t on t.id = r.tenant
     group by r.tenant
 )
@@ -103,6 +104,43 @@ select c.job_id, c.chunk_index, c.lease_expires_at
 from chunks c join jobs j on j.id = c.job_id
 where c.status = 'claimed' and c.worker is not null and j.status not in :final
   and (:fair or (c.job_id = :job_id and c.chunk_index = :chunk_index))
+"""
+).bindparams(bindparam("final", expanding=True))
+
+
+# A waiting chunk that would be claimed before the held one's job, were that chunk waiting too: its
+# tenant's share is smaller than the held job's tenant's without the held chunk, or, at an equal share,
+# its job comes first by priority, then by fewer chunks running (the held chunk not counted). Strictly
+# before, so two jobs never take turns pausing each other.
+_PREEMPTING = text(
+    _LOAD  # noqa: S608 - constant SQL joined at import; every value is a bound parameter
+    + """,
+held as (
+    select r.tenant, r.priority, r.running - 1 as running, (tl.running - 1)::float / tl.weight as share
+    from runnable r join tenant_load tl on tl.tenant = r.tenant
+    where r.id = :job_id
+)
+select c.job_id, c.chunk_index
+from chunks c
+join runnable r on r.id = c.job_id
+join tenant_load tl on tl.tenant = r.tenant
+cross join held h
+where (c.status = 'pending' or (c.status = 'claimed' and c.worker is not null and c.lease_expires_at < :now))
+  and jsonb_typeof(c.spec) = 'object'
+  and c.job_id <> :job_id
+  and (
+        (case when r.tenant = h.tenant then h.share else tl.share end) < h.share
+        or ((case when r.tenant = h.tenant then h.share else tl.share end) = h.share
+            and (r.priority > h.priority or (r.priority = h.priority and r.running < h.running)))
+      )
+order by tl.share asc,
+         r.priority desc,
+         r.running asc,
+         r.last_served asc nulls first,
+         r.created_at asc,
+         c.chunk_index asc
+limit 1
+for update of c skip locked
 """
 ).bindparams(bindparam("final", expanding=True))
 
@@ -152,6 +190,39 @@ async def claim_next(
         leased = await session.execute(_LEASED, params)
         return NothingClaimable({(r.job_id, r.chunk_index): r.lease_expires_at for r in leased})
     job_id, index = row
+    return await _claim(session, job_id, index, record, worker_id=worker_id, lease_s=lease_s, now=now)
+
+
+async def claim_preempting(
+    session: AsyncSession, held: ChunkReady, *, worker_id: str, lease_s: float
+) -> Dispatched | None:
+    """Claim a waiting chunk that is owed a worker before `held`'s job is (see `_PREEMPTING`), if any.
+
+    The worker holding `held` runs it in a pause of `held` (preemption at a batch boundary): a job
+    that has no worker now does not wait for the rest of another job's running chunk. None: nothing
+    waiting is owed more than the held chunk's job.
+    """
+    await session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK})
+    now = utcnow()
+    params = {"now": now, "final": _FINAL, "job_id": held.job_id}
+    row = (await session.execute(_PREEMPTING, params)).one_or_none()
+    if row is None:
+        return None
+    job_id, index = row
+    return await _claim(session, job_id, index, None, worker_id=worker_id, lease_s=lease_s, now=now)
+
+
+async def _claim(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    index: int,
+    record: ChunkReady | None,
+    *,
+    worker_id: str,
+    lease_s: float,
+    now: datetime,
+) -> Dispatched:
+    """Claim the chosen chunk (locked by the caller's query) and read what working on it needs."""
     claim = await chunks.claim(session, job_id, index, worker_id=worker_id, lease_s=lease_s)
     assert claim.epoch is not None, "the chunk was claimable and is locked by this transaction"
     details = (
@@ -165,6 +236,7 @@ async def claim_next(
     ).one()
     # only the record's own chunk may lack its announcement (rows recorded before chunks kept theirs)
     spec = ChunkReady.model_validate(details.spec) if details.spec else record
+    assert spec is not None, "a chunk claimed without a record has its announcement (the query asks)"
     first = claim.epoch == 1
     return Dispatched(
         spec=spec,

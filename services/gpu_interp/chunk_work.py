@@ -130,6 +130,7 @@ def interpolate_with_retries(
     The engine is put back to its configured settings afterwards (it serves the next chunk too).
     Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
     """
+    on_batch: Callable[[int, int], None] | None = options.pop("on_batch", None)
     scale = engine.memory_scale(height, width)
     if planned is not None:
         scale, batch_size = planned.scale, planned.batch_size
@@ -143,7 +144,13 @@ def interpolate_with_retries(
             try:
                 with sink() as output:
                     outcome = interpolate_chunk(
-                        engine, frames(), output, slots, batch_size=step.batch_size, **options
+                        engine,
+                        frames(),
+                        output,
+                        slots,
+                        batch_size=step.batch_size,
+                        on_batch=_keeping_step(engine, step, on_batch),
+                        **options,
                     )
             except Exception as exc:
                 if not is_out_of_memory(exc):
@@ -161,6 +168,21 @@ def interpolate_with_retries(
     finally:
         engine.set_memory(None, None)
     raise AssertionError("unreachable: the ladder has at least one step")
+
+
+def _keeping_step(
+    engine: InterpolationEngine, step: MemoryStep, on_batch: Callable[[int, int], None] | None
+) -> Callable[[int, int], None] | None:
+    """`on_batch`, then the engine set back to `step`: a chunk run in a pause of this one (preemption)
+    shares the worker's engines and leaves them at their configured settings."""
+    if on_batch is None:
+        return None
+
+    def after_batch(done: int, total: int) -> None:
+        on_batch(done, total)
+        engine.set_memory(step.scale, step.batch_size)
+
+    return after_batch
 
 
 def wanted_times(slots: Sequence[OutputSlot], frame_count: int) -> dict[int, tuple[Fraction, ...]]:

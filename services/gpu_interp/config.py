@@ -33,6 +33,12 @@ class WorkerSettings(CommonSettings):
     # job and tenant (`infiniteflow_common.dispatch`); `record`: only the record's own chunk, first come
     # first served (the behaviour before fair dispatch, kept for comparison benchmarks).
     dispatch: Literal["fair", "record"] = "fair"
+    # Preemption at batch boundaries (fair dispatch only): every `preempt_check_s` between batches, a
+    # worker asks whether a waiting chunk is owed a worker before its own chunk's job (a job with none
+    # running while this one has several, a tenant with less of the fleet, a higher priority); if so it
+    # pauses its chunk, runs that one, and resumes. False: a chunk in hand always runs to its end.
+    preempt: bool = True
+    preempt_check_s: float = Field(default=1.0, gt=0)
     # How often a worker asks whether the job of the chunk in hand was cancelled (it stops at the next batch).
     cancel_poll_s: float = Field(default=2.0, gt=0)
     # Chunk work runs inside the handler; this bounds it (chunks are kept short by the splitter).

@@ -63,6 +63,7 @@ from services.gpu_interp.memory import MemoryStep, lightest_step, release_memory
 from services.gpu_interp.memory_plan import ChunkShape, MemoryPlan
 from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, warm_up
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
+from services.gpu_interp.preemption import Preemption
 from services.gpu_interp.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak
 
 log = get_logger()
@@ -138,7 +139,13 @@ class ChunkHandler(PipelineHandler):
                 job_id=str(record.job_id), chunk_index=record.chunk_index, stage="gpu_interp",
             )  # fmt: skip
             return
-        spec = held.spec or record
+        await self._run(held.spec or record, held)
+
+    async def _run(self, spec: ChunkReady, held: Held, *, in_pause: bool = False) -> None:
+        """Work on a claimed chunk; a permanent failure fails its job (`job_fails_on`).
+
+        `in_pause`: the chunk runs in a pause of another chunk in hand (`preemption`).
+        """
         failing = job_fails_on(
             self.sessions,
             self.publish,
@@ -152,7 +159,62 @@ class ChunkHandler(PipelineHandler):
             if held.plan is AttemptPlan.POISON:
                 await self._give_up(spec, held)
             with metrics.BUSY.track_inprogress():
-                await self._work(spec, held.epoch, conservative=held.plan is AttemptPlan.CONSERVATIVE)
+                await self._work(
+                    spec, held.epoch, conservative=held.plan is AttemptPlan.CONSERVATIVE, in_pause=in_pause
+                )
+
+    async def _run_waiting(self, paused: ChunkReady) -> float:
+        """Run every chunk owed a worker before `paused`'s job, in a pause of `paused`; seconds paused.
+
+        Called between two batches of `paused` (`Preemption.check`). A chunk run here that fails is
+        handled as any chunk's try is (handed back, abandoned, or its job failed); `paused` resumes
+        either way, and a worker told to stop resumes it at once (its drain decides the rest).
+        """
+        started = time.perf_counter()
+        ran = 0
+        while not self.stopping():
+            try:
+                async with transaction(self.sessions) as session:
+                    got = await dispatch.claim_preempting(
+                        session,
+                        paused,
+                        worker_id=self.settings.worker_id,
+                        lease_s=self.settings.lease_seconds,
+                    )
+            except Exception as exc:  # a database hiccup: the chunk in hand goes on; the next batch asks
+                log.warning("preemption check failed", job_id=str(paused.job_id), error=str(exc))
+                break
+            if got is None:
+                break
+            ran += 1
+            metrics.PREEMPTIONS.inc()
+            metrics.DISPATCHED.labels("preempting").inc()
+            if got.waited_s is not None:
+                metrics.DISPATCH_WAIT.observe(max(0.0, got.waited_s))
+            log.info(
+                "chunk paused: a job owed a worker runs its chunk first",
+                job_id=str(paused.job_id), chunk_index=paused.chunk_index, tenant_id=got.tenant_id,
+                preempting_job_id=str(got.spec.job_id), preempting_chunk_index=got.spec.chunk_index,
+            )  # fmt: skip
+            try:
+                await self._run(got.spec, self._plan(got.spec, got.epoch, got.lost_attempts), in_pause=True)
+            except HandedBack:
+                break
+            except Exception as exc:  # its try is settled (`_work`); the paused chunk is not to blame
+                log.warning(
+                    "chunk run in a pause ended with an error; resuming the paused chunk",
+                    job_id=str(got.spec.job_id), chunk_index=got.spec.chunk_index,
+                    error_type=type(exc).__qualname__, error=describe(exc),
+                )  # fmt: skip
+        if not ran:
+            return 0.0
+        seconds = time.perf_counter() - started
+        metrics.PAUSE_SECONDS.observe(seconds)
+        log.info(
+            "chunk resumed",
+            job_id=str(paused.job_id), chunk_index=paused.chunk_index, paused_s=round(seconds, 3), chunks_run=ran,
+        )  # fmt: skip
+        return seconds
 
     async def _delete_work(self, job_id: uuid.UUID) -> None:
         """The failed job's chunks already uploaded (by any worker) go; the muxer removes later ones."""
@@ -272,7 +334,9 @@ class ChunkHandler(PipelineHandler):
             except Exception as exc:  # a database hiccup: the lease has slack for the next try
                 log.warning("lease renewal failed", job_id=str(spec.job_id), error=str(exc))
 
-    async def _work(self, spec: ChunkReady, epoch: int, *, conservative: bool = False) -> None:
+    async def _work(
+        self, spec: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
+    ) -> None:
         workdir = self.settings.scratch_dir / f"{spec.job_id}-{spec.chunk_index}-{epoch}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -281,10 +345,13 @@ class ChunkHandler(PipelineHandler):
         keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
         watcher = asyncio.create_task(self._watch_cancel(spec, cancelled))
         started_at = datetime.now(UTC)
+        preemption = self._preemption(spec, in_pause=in_pause)
         try:
             output = workdir / "chunk.mkv"
             try:
-                engine, choose, plan = await asyncio.to_thread(self._prepare, spec, conservative=conservative)
+                engine, choose, plan = await asyncio.to_thread(
+                    self._prepare, spec, conservative=conservative, in_pause=in_pause
+                )
                 # told to stop while getting ready: hand back before starting
                 drain = Drain(
                     self.stopping,
@@ -308,6 +375,7 @@ class ChunkHandler(PipelineHandler):
                     choose,
                     plan=plan,
                     conservative=conservative,
+                    preemption=preemption,
                 )
                 if await self._job_cancelled(spec.job_id):  # after the last batch: upload nothing
                     raise WorkCancelled("the job was cancelled; the chunk is abandoned")
@@ -328,7 +396,8 @@ class ChunkHandler(PipelineHandler):
                 )
                 await self._delete_work(spec.job_id)
                 return
-            seconds = time.perf_counter() - started
+            # the chunk's own time: pauses for chunks owed a worker are theirs
+            seconds = time.perf_counter() - started - (preemption.paused_s if preemption else 0.0)
             if lost.is_set() or not await self._renew(spec, epoch):
                 metrics.CHUNKS.labels("fenced").inc()
                 raise LeaseLost(
@@ -364,6 +433,14 @@ class ChunkHandler(PipelineHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _preemption(self, spec: ChunkReady, *, in_pause: bool) -> Preemption | None:
+        """The chunk's batch-boundary preemption hook; None where it is off or the chunk runs in a pause."""
+        if in_pause or not self.settings.preempt or self.settings.dispatch != "fair":
+            return None
+        return Preemption(
+            lambda: self._run_waiting(spec), asyncio.get_running_loop(), every_s=self.settings.preempt_check_s
+        )
 
     async def _delivered(self, spec: ChunkReady, epoch: int) -> None:
         """Let go of the chunk whose result is published, so no claim takes it again (`chunks.delivered`).
@@ -432,14 +509,15 @@ class ChunkHandler(PipelineHandler):
                 log.warning("cancel check failed", job_id=str(spec.job_id), error=str(exc))
 
     def _prepare(
-        self, spec: ChunkReady, *, conservative: bool = False
+        self, spec: ChunkReady, *, conservative: bool = False, in_pause: bool = False
     ) -> tuple[InterpolationEngine, ChooseModel | None, MemoryPlan]:
         """The chunk's engine(s) and its memory plan, before anything is decoded (`memory_plan`).
 
         The plan starts from the engine's scale for this frame size and the configured pairs per call
         (the lightest settings for the poison rule's conservative try) and takes the heaviest that fit
         the worker's budget with what the worker already holds (its engines loaded). A chunk that fits
-        at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY.
+        at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY; one to run in a pause
+        of another (`in_pause`), whose memory is held meanwhile, is handed back instead.
         """
         assert spec.encoding is not None
         # the engines are built (and kept) first: what they hold is part of the baseline
@@ -484,6 +562,8 @@ class ChunkHandler(PipelineHandler):
             "memory_baseline_bytes": plan.baseline_bytes,
             "memory_budget_bytes": plan.budget_bytes,
         }
+        if not plan.fits and in_pause:
+            raise HandedBack("no room beside the paused chunk's memory; the chunk waits for a free worker")
         if not plan.fits:
             metrics.MEMORY_PLANS.labels("too_large").inc()
             log.error("chunk cannot fit this worker's memory at any settings; failing the job", **fields)
@@ -556,12 +636,13 @@ class ChunkHandler(PipelineHandler):
         *,
         plan: MemoryPlan | None = None,
         conservative: bool = False,
+        preemption: Preemption | None = None,
     ) -> ChunkOutcome:
         """Decode → interpolate → encode, in this worker thread (retried lighter when memory runs out).
 
         Starts at `plan`'s settings; `conservative`: only at the lightest (the poison-chunk rule's last
         try). The measured peak is this process's high-water mark from here on (reset now) plus the
-        encoder's.
+        encoder's; unknown for a chunk that was paused (`preemption`): a chunk run in its pause reset it.
         """
         assert spec.source is not None
         assert spec.encoding is not None
@@ -608,6 +689,11 @@ class ChunkHandler(PipelineHandler):
                 error=str(error)[:300],
             )
 
+        def on_batch(done: int, total: int) -> None:
+            drain.check(done, total)
+            if preemption is not None:
+                preemption.check(done, total)
+
         measured = reset_peak()
         outcome = interpolate_with_retries(
             engine,
@@ -622,7 +708,7 @@ class ChunkHandler(PipelineHandler):
             expected_frames=spec.frame_count,
             quality_budget=self.settings.quality_budget,
             quality_samples=self.settings.quality_samples,
-            on_batch=drain.check,
+            on_batch=on_batch,
             choose=choose,
             conservative=conservative,
             planned=None if plan is None else MemoryStep(plan.scale, plan.batch_size),
@@ -631,7 +717,7 @@ class ChunkHandler(PipelineHandler):
         return replace(
             outcome,
             memory_estimate_bytes=None if plan is None else plan.estimate_bytes,
-            peak_rss_bytes=peak if measured else None,
+            peak_rss_bytes=peak if measured and not (preemption and preemption.paused_s) else None,
         )
 
     def _result(

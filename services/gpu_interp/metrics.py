@@ -32,6 +32,15 @@ DISPATCHED = Counter(
     "What a chunk.ready record led the worker to claim: own, other_chunk, other_job or none.",
     ["claimed"],
 )
+PREEMPTIONS = Counter(
+    "infiniteflow_chunk_preemptions_total",
+    "Chunks run in a pause of a chunk in hand, at a batch boundary, because their job was owed a worker.",
+)
+PAUSE_SECONDS = Histogram(
+    "infiniteflow_chunk_pause_seconds",
+    "Seconds a chunk in hand stood paused while chunks owed a worker ran (one observation per pause).",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
 # Engine time per chunk (decode + inference + lossless encode), without transfers.
 CHUNK_SECONDS = Histogram(
     "infiniteflow_chunk_seconds",

@@ -171,3 +171,62 @@ async def test_a_worker_that_published_a_chunks_result_moves_on_to_the_next_chun
     following = await claim(job[1])
     assert isinstance(following, dispatch.Dispatched)
     assert following.spec.chunk_index == 1, "the delivered chunk is not taken again"
+
+
+async def _preempt(
+    sessions: async_sessionmaker[AsyncSession], held: ChunkReady
+) -> tuple[uuid.UUID, int] | None:
+    """The worker holding `held` asks, between two batches, whether a waiting chunk is owed it first."""
+    async with transaction(sessions) as session:
+        got = await dispatch.claim_preempting(
+            session, held, worker_id=f"dispatch-test-{next(_workers)}", lease_s=60
+        )
+    return None if got is None else (got.spec.job_id, got.spec.chunk_index)
+
+
+async def test_a_job_with_no_worker_pauses_a_chunk_of_a_job_that_has_several(
+    sessions: async_sessionmaker[AsyncSession], make_job: MakeJob
+) -> None:
+    big = await make_job(6)
+    assert await _claim(sessions, big[0]) == (big[0].job_id, 0)
+    assert await _claim(sessions, big[1]) == (big[0].job_id, 1)
+    small = await make_job(2)
+    assert await _preempt(sessions, big[0]) == (small[0].job_id, 0)
+    # each job runs one chunk now (the paused one still counts): nobody is owed a pause any more
+    assert await _preempt(sessions, big[1]) is None
+    assert await _preempt(sessions, small[0]) is None, "the small job's own chunk never pauses for it"
+
+
+async def test_a_worker_alone_on_a_job_is_not_paused_for_an_equal_one(
+    sessions: async_sessionmaker[AsyncSession], make_job: MakeJob
+) -> None:
+    big = await make_job(6)
+    assert await _claim(sessions, big[0]) == (big[0].job_id, 0)
+    await make_job(2)
+    # one chunk running against none: a tie once the held chunk is set aside, so the next free
+    # worker serves the newcomer (fair dispatch) and no chunk is paused for it
+    assert await _preempt(sessions, big[0]) is None
+
+
+async def test_a_tenant_with_no_worker_pauses_a_chunk_of_a_tenant_that_has_several(
+    sessions: async_sessionmaker[AsyncSession], make_job: MakeJob
+) -> None:
+    tenant_a, tenant_b = f"pre-a-{uuid.uuid4().hex[:8]}", f"pre-b-{uuid.uuid4().hex[:8]}"
+    first, second = await make_job(3, tenant=tenant_a), await make_job(3, tenant=tenant_a)
+    assert await _claim(sessions, first[0]) == (first[0].job_id, 0)
+    assert await _claim(sessions, second[0]) == (second[0].job_id, 0)
+    other = await make_job(1, tenant=tenant_b)
+    assert await _preempt(sessions, first[0]) == (other[0].job_id, 0)
+    assert await _preempt(sessions, second[0]) is None, "tenant B has one worker, A one besides the paused"
+
+
+async def test_a_higher_priority_job_of_the_tenant_pauses_a_lower_one_but_not_the_reverse(
+    sessions: async_sessionmaker[AsyncSession], make_job: MakeJob
+) -> None:
+    tenant = f"pre-p-{uuid.uuid4().hex[:8]}"
+    big = await make_job(4, tenant=tenant)
+    assert await _claim(sessions, big[0]) == (big[0].job_id, 0)
+    await make_job(2, tenant=tenant, priority=-10)
+    assert await _preempt(sessions, big[0]) is None, "a lower priority waits for a free worker"
+    urgent = await make_job(2, tenant=tenant, priority=50)
+    assert await _preempt(sessions, big[0]) == (urgent[0].job_id, 0)

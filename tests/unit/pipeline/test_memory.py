@@ -202,3 +202,28 @@ def test_a_conservative_try_starts_at_the_bottom_of_the_ladder(tmp_path: Path) -
             SimulatedMemoryLimit(ScaledBlend(), max_pixels=100), *_io(tmp_path), slots, width=64,
             height=32, batch_size=4, conservative=True, expected_frames=9,
         )  # fmt: skip
+
+
+@pytest.mark.ffmpeg
+def test_a_chunk_run_in_a_pause_leaves_the_paused_chunk_at_its_planned_settings(tmp_path: Path) -> None:
+    slots = _chunk(tmp_path / "in.mkv")
+    seen: list[float | None] = []
+
+    class Recording(ScaledBlend):
+        def _interpolate_times(
+            self, first: Frames, second: Frames, times: Sequence[Fraction]
+        ) -> list[Frames]:
+            seen.append(self.scale)
+            return super()._interpolate_times(first, second, times)
+
+    engine = Recording()
+
+    def a_chunk_runs_in_a_pause(done: int, total: int) -> None:
+        engine.set_memory(None, None)  # what any chunk leaves its (shared) engine at when it ends
+
+    interpolate_with_retries(
+        engine, *_io(tmp_path), slots, width=64, height=32, batch_size=4, expected_frames=9,
+        planned=MemoryStep(0.5, 2), on_batch=a_chunk_runs_in_a_pause,
+    )  # fmt: skip
+    assert len(seen) > 1
+    assert set(seen) == {0.5}, "every batch ran at the paused chunk's own plan"
