@@ -70,7 +70,7 @@ soak: up  ## issue 13's soak: 20 mixed jobs under a chaos loop of SIGKILLs → d
 bench-pipeline: up  ## data path before/after → docs/capacity.md (hold the stack lock; see scripts/bench_pipeline.py)
 	$(BIN)/python scripts/bench_pipeline.py $(BENCH_ARGS)
 
-bench-fairness: up  ## many jobs at once, first-come-first-served vs fair dispatch → docs/capacity.md (~20 min; hold the stack lock)
+bench-fairness: up  ## many jobs at once: first come first served, fair dispatch, fair dispatch with preemption → docs/capacity.md (~30 min; hold the stack lock)
 	$(BIN)/python scripts/bench_fairness.py $(BENCH_ARGS)
 
 bench-planning: up  ## planning that streams: first chunk of a 30-min 1080p upload, small upload behind a long one → docs/capacity.md (~25 min; hold the stack lock)

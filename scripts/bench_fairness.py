@@ -1,8 +1,11 @@
 """Benchmark fair dispatch (issue 23): many jobs at once, first come first served against fair, in one run.
 
-The services run twice with 2 flow workers (`ENGINE_THREADS=1`): once with `DISPATCH=record` (*before*:
-each `chunk.ready` record claims only its own chunk) and once with `DISPATCH=fair` (*after*: the record
-lets the worker claim the fairest chunk, `infiniteflow_common.dispatch`). Same code, same clips. Cases:
+The services run three times with 2 flow workers (`ENGINE_THREADS=1`): with `DISPATCH=record`
+(*before*: each `chunk.ready` record claims only its own chunk), with `DISPATCH=fair PREEMPT=false`
+(*fair*: the record lets the worker claim the fairest chunk, `infiniteflow_common.dispatch`, but a
+chunk in hand runs to its end) and with `DISPATCH=fair PREEMPT=true` (*after*, the default: a worker
+also pauses its chunk at a batch boundary for a chunk owed a worker first, `services/gpu_interp/
+preemption.py`). Same code, same clips. Cases:
 
 a. a small job alone (320×240, 4 s, ×2): the reference latency (once, with the first mode);
 b. the small job dropped 5 s after a big one (bench-pipeline's 1080p clip, ×4, ≥ 10 chunks): the small
@@ -56,7 +59,13 @@ from report_section import write_section
 DOCS = REPO_ROOT / "docs" / "capacity.md"
 JSON_OUT = REPO_ROOT / "docs" / "capacity-fairness.json"
 START, END = "<!-- bench-fairness:start -->", "<!-- bench-fairness:end -->"
-MODES = ("record", "fair")
+MODES = ("record", "fair", "preempt")
+MODE_ENV = {
+    "record": {"DISPATCH": "record", "PREEMPT": "false"},
+    "fair": {"DISPATCH": "fair", "PREEMPT": "false"},
+    "preempt": {"DISPATCH": "fair", "PREEMPT": "true"},
+}
+AFTER = "preempt"
 WORKERS = 2
 WORKER_METRICS = [f"http://127.0.0.1:{9112 + i}/metrics" for i in range(1, WORKERS + 1)]
 PREFIX = "bench-fairness/"
@@ -395,13 +404,14 @@ def summary(run: Run) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(case: str, values: dict[str, Any], target: str, ok: bool | None, unit: str = "") -> None:
-        before, after = values["record"], values["fair"]
+        before, after = values["record"], values[AFTER]
         numbers = isinstance(before, float | int) and isinstance(after, float | int)
         ratio = round(after / before, 2) if numbers and before else None
         rows.append(
             {
                 "case": case,
                 "before": before,
+                "fair": values["fair"],
                 "after": after,
                 "ratio": ratio,
                 "target": target,
@@ -413,25 +423,40 @@ def summary(run: Run) -> list[dict[str, Any]]:
     add("a. small job alone: latency", {m: alone for m in MODES}, "reference", None, " s")
     add("b. small job dropped 5 s after the big one: latency", shown("b", "small"), "—", None, " s")
     b_small = {m: latency(m, "b", "small") for m in MODES}
-    add("b. small latency ÷ alone", {m: over(b_small[m], alone) for m in MODES}, "—", None, "×")
     chunk = {m: (j.mean_chunk_interp_s if (j := job(m, "b", "big")) else None) for m in MODES}
     b_chunk = {m: over(b_small[m], alone + c) if alone and (c := chunk[m]) else None for m in MODES}
-    fair = b_chunk["fair"]
+    fair = b_chunk[AFTER]
     add(
         "b. small latency ÷ (alone + one big chunk's mean `interp_seconds`)",
         b_chunk,
         "≤ 1×",
-        met("fair", "b", "small", fair, fair is not None and fair <= 1),
+        met(AFTER, "b", "small", fair, fair is not None and fair <= 1),
+        "×",
+    )
+    b_alone = over(b_small[AFTER], alone)
+    add(
+        "b. small latency ÷ alone (stretch, by preemption)",
+        {m: over(b_small[m], alone) for m in MODES},
+        "≤ 1.5×",
+        met(AFTER, "b", "small", b_alone, b_alone is not None and b_alone <= 1.5),
         "×",
     )
     add("b. big job: mean chunk `interp_seconds`", chunk, "—", None, " s")
-    big_ratio = over(latency("fair", "b", "big"), latency("record", "b", "big"))
+    big_ratio = over(latency(AFTER, "b", "big"), latency("record", "b", "big"))
     add(
         "b. big job end to end",
         shown("b", "big"),
         "after / before within 10 %",
-        met("fair", "b", "big", big_ratio, big_ratio is not None and abs(big_ratio - 1) <= 0.10),
+        met(AFTER, "b", "big", big_ratio, big_ratio is not None and abs(big_ratio - 1) <= 0.10),
         " s",
+    )
+    cost = over(latency(AFTER, "b", "big"), latency("fair", "b", "big"))
+    add(
+        "b. big job end to end ÷ *fair*'s: what preemption costs it",
+        {"record": None, "fair": None, AFTER: cost},
+        "—",
+        None,
+        "×",
     )
     add(
         "b. big job: extra claims (`lease_epoch` − 1, summed over its chunks)",
@@ -447,12 +472,12 @@ def summary(run: Run) -> list[dict[str, Any]]:
         " s",
     )
     c_alone = {m: over(latency(m, "c", "b_small"), alone) for m in MODES}
-    fair = c_alone["fair"]
+    fair = c_alone[AFTER]
     add(
         "c. B's latency ÷ alone",
         c_alone,
         "≤ 2×",
-        met("fair", "c", "b_small", fair, fair is not None and fair <= 2),
+        met(AFTER, "c", "b_small", fair, fair is not None and fair <= 2),
         "×",
     )
     for role, name in (("p50", "priority 50"), ("p0", "priority 0")):
@@ -462,7 +487,7 @@ def summary(run: Run) -> list[dict[str, Any]]:
         "d. which small job finishes first",
         first,
         "priority 50",
-        None if first["fair"] is None else first["fair"] == "priority 50",
+        None if first[AFTER] is None else first[AFTER] == "priority 50",
     )
     return rows
 
@@ -484,21 +509,24 @@ def render(run: Run) -> str:
         f"Measured in one run of `scripts/bench_fairness.py` at {meta['commit']} on this machine (2 shared "
         f"cores), flow engine, {WORKERS} workers with `ENGINE_THREADS=1`, `CHUNK_TARGET_S={meta['chunk_target_s']:g}`. "
         "*before* is `DISPATCH=record` (each chunk.ready record claims its own chunk: first come, first "
-        "served), *after* is `DISPATCH=fair` (the default: the record lets the worker claim the fairest "
-        "chunk, `infiniteflow_common.dispatch`). Latency is upload to `completed_at`. Single runs on a "
-        "shared machine: expect ±10–20 % noise on times.",
+        "served); *fair* is `DISPATCH=fair PREEMPT=false` (the record lets the worker claim the fairest "
+        "chunk, `infiniteflow_common.dispatch`; a chunk in hand runs to its end); *after* is the default, "
+        "`DISPATCH=fair PREEMPT=true` (a worker also pauses its chunk at a batch boundary for a chunk "
+        "owed a worker first). Latency is upload to `completed_at`. Single runs on a shared machine: "
+        "expect ±10–20 % noise on times.",
         "",
         f"Small job: {meta['small']}. Big job (b): {meta['big']}. Medium job (c's tenant A, d's front job): "
         f"{meta['medium']}{' — smaller than the big one so that c and d fit the run' if not meta['quick'] else ''}.",
         "",
-        "| case | before | after | after / before | target | met? |",
-        "|---|---|---|---|---|---|",
+        "| case | before | fair | after | after / before | target | met? |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in summary(run):
         met = {True: "yes", False: "**no**", None: ""}[row["met"]]
         ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}×"
         lines.append(
-            f"| {row['case']} | {cell(row['before'], row['unit'])} | {cell(row['after'], row['unit'])} | "
+            f"| {row['case']} | {cell(row['before'], row['unit'])} | {cell(row['fair'], row['unit'])} | "
+            f"{cell(row['after'], row['unit'])} | "
             f"{ratio} | {row['target']} | {met} |"
         )
     big_chunks = {m: j.chunks for m in MODES if (j := run.jobs.get(m, {}).get("b", {}).get("big"))}
@@ -609,8 +637,8 @@ async def main() -> None:
     bench = Bench(settings, connection)
     try:
         for mode in MODES:
-            env = {"ENGINE_THREADS": "1", "DISPATCH": mode, "CHUNK_TARGET_S": f"{scale.chunk_target_s:g}"}
-            print(f"== DISPATCH={mode}: starting {WORKERS} workers, {env}", flush=True)
+            env = {"ENGINE_THREADS": "1", **MODE_ENV[mode], "CHUNK_TARGET_S": f"{scale.chunk_target_s:g}"}
+            print(f"== {mode}: starting {WORKERS} workers, {env}", flush=True)
             start_services(WORKERS, env)
             await asyncio.sleep(5)  # every worker assigned before the clock starts
             cases: list[tuple[str, Any]] = []
@@ -632,7 +660,7 @@ async def main() -> None:
                 else:
                     run.put(mode, name, figures)
                     if name == "a":
-                        run.meta["alone_mode"] = f"DISPATCH={mode}"
+                        run.meta["alone_mode"] = " ".join(f"{k}={v}" for k, v in MODE_ENV[mode].items())
                     for role, f in figures.items():
                         print(f"   {role}: {json.dumps(asdict(f))}", flush=True)
                 # nothing of this case (a stalled job, a failed case's) may hold the workers for the next
