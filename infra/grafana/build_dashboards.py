@@ -419,7 +419,8 @@ def workers() -> dict[str, Any]:
             panel(
                 "Claims by kind",
                 "What each chunk.ready record led a worker to claim: its own chunk, another chunk of its "
-                "job, another job's chunk (the fairest), or nothing (every chunk still to do is held).",
+                "job, another job's chunk (the fairest), or nothing (every chunk still to do is held); "
+                "`preempting`: a chunk run in a pause of the chunk in hand.",
                 [
                     (
                         f"sum by (claimed) (rate(infiniteflow_dispatch_claims_total[{RATE}]))",
@@ -428,7 +429,15 @@ def workers() -> dict[str, Any]:
                 ],
                 unit="reqps",
                 stack=True,
-                width=24,
+                width=12,
+            ),
+            panel(
+                "Chunk pauses (preemption)",
+                "Seconds a chunk in hand stood paused while chunks owed a worker ran first (p50, p95), "
+                "one observation per pause.",
+                quantiles("infiniteflow_chunk_pause_seconds"),
+                unit="s",
+                width=12,
             ),
         ],
     )
