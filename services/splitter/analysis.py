@@ -7,6 +7,8 @@ see a small image); nothing is written. Decoding reads a local file, restricted 
 from __future__ import annotations
 
 import bisect
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -223,26 +225,73 @@ class TimingPass:
         )
 
 
-def streams_at_constant_rate(source: Path) -> bool:
-    """Whether chunks of `source` can be planned while it is read: its video packets' timestamps are
-    all there, distinct and evenly spaced (read from the container alone, nothing decoded).
+class PacketRateCheck:
+    """Whether chunks of a local source can be planned while it is read: its video packets' timestamps
+    are all there, distinct and evenly spaced (read from the container alone, nothing decoded).
 
     A variable rate is only known once every timestamp was seen (and changes every chunk's output
-    slots), so such a source, or one without timestamps, is planned after the whole pass.
+    slots), so such a source, or one without timestamps, is planned after the whole pass. The check
+    reads every packet of the file, which takes seconds for a long upload: ffprobe does it beside the
+    pass (started here, its list written to a scratch file so it never waits on a full pipe), and
+    `constant_rate()` waits for it only when the first chunk is decided. A check that fails or overruns
+    `timeout_s` answers False: the source is planned after its pass, as before streaming.
     """
-    with open_input(source) as container:
-        stream = container.streams.video[0]
-        base = stream.time_base
-        if not base:
+
+    def __init__(self, source: Path, *, timeout_s: float = 600.0) -> None:
+        self.timeout_s = timeout_s
+        with open_input(source) as container:
+            base = container.streams.video[0].time_base
+        self._base = Fraction(base) if base else None
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the check
+        self._process = subprocess.Popen(
+            ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0",
+             "-show_entries", "packet=pts", "-of", "csv=p=0", "file:" + str(source)],
+            stdout=self._output, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._verdict: bool | None = None
+
+    def constant_rate(self) -> bool:
+        """Wait for the check (at most `timeout_s` from now) and say whether the source streams."""
+        if self._verdict is None:
+            self._verdict = self._wait()
+        return self._verdict
+
+    def _wait(self) -> bool:
+        try:
+            code = self._process.wait(self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
             return False
+        if code != 0 or self._base is None:
+            return False
+        self._output.seek(0)
         pts: list[int] = []
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream marker
-            if packet.pts is None:
-                return False
-            pts.append(packet.pts)
-    if len(pts) < 2 or len(set(pts)) != len(pts):
-        return False
-    pts.sort()
-    return not is_variable([Fraction(p) * Fraction(base) for p in pts])
+        for line in self._output.read().decode("ascii", errors="replace").split():
+            value = line.strip(",")
+            if not value.lstrip("-").isdigit():
+                return False  # "N/A": a packet without a timestamp
+            pts.append(int(value))
+        if len(pts) < 2 or len(set(pts)) != len(pts):
+            return False
+        pts.sort()
+        return not is_variable([p * self._base for p in pts])
+
+    def close(self) -> None:
+        """Stop the check if it still runs (the pass ended first) and drop its output."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._output.close()
+
+    def __enter__(self) -> PacketRateCheck:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def streams_at_constant_rate(source: Path) -> bool:
+    """`PacketRateCheck` of `source`, waited for at once."""
+    with PacketRateCheck(source) as check:
+        return check.constant_rate()

@@ -48,9 +48,9 @@ from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
 from services.splitter.analysis import (
     AnalysisSettings,
+    PacketRateCheck,
     TimingPass,
     skip_duplicates,
-    streams_at_constant_rate,
 )
 from services.splitter.config import SplitterSettings
 from services.splitter.duplicates import DuplicateDetector
@@ -344,6 +344,7 @@ class SplitPlanner(PipelineHandler):
         workdir = self.settings.scratch_dir / str(event.job_id)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        packets: PacketRateCheck | None = None
         try:
             source = workdir / "source"
             fetch_source(
@@ -359,9 +360,9 @@ class SplitPlanner(PipelineHandler):
             )
             model = str(getattr(params, "model", "auto"))
             target = Fraction(params.target_fps) if params.target_fps else None
-            streaming = (
-                self.settings.stream_chunks and not options.dedupe and streams_at_constant_rate(source)
-            )
+            # whether the source streams is known once ffprobe has read its packets, beside the pass
+            packets = PacketRateCheck(source) if self.settings.stream_chunks and not options.dedupe else None
+            streaming = packets is not None
             duplicates = DuplicateDetector(self.settings.dedupe_threshold) if options.dedupe else None
             declared = rational(probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den)
             settings = AnalysisSettings(
@@ -396,6 +397,9 @@ class SplitPlanner(PipelineHandler):
                     )
                     stream = ChunkStream(declared, out_rate, size)
                 decided = stream.advance(timing_pass.known(), timing_pass.cuts.starts)
+                if decided and not streamed and not (packets and packets.constant_rate()):
+                    streaming, stream = False, None  # not constant-rate: plan after the whole pass
+                    continue
                 if decided:
                     so_far = timing_pass.so_far()
                     record(
@@ -412,6 +416,8 @@ class SplitPlanner(PipelineHandler):
             if duplicates is not None:
                 analysis = skip_duplicates(analysis, duplicates)
         finally:
+            if packets is not None:
+                packets.close()
             shutil.rmtree(workdir, ignore_errors=True)
         out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
         if streamed and stream is not None:

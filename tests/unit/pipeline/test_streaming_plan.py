@@ -12,8 +12,14 @@ import pytest
 from infiniteflow_common import timing
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.events import VideoEncoding, VideoUploaded
-from infiniteflow_common.media import decode_video
-from services.splitter.analysis import AnalysisSettings, TimingPass, analyse, streams_at_constant_rate
+from infiniteflow_common.media import MediaError, decode_video
+from services.splitter.analysis import (
+    AnalysisSettings,
+    PacketRateCheck,
+    TimingPass,
+    analyse,
+    streams_at_constant_rate,
+)
 from services.splitter.plan import ChunkStream, plan_job
 from services.splitter.specs import chunk_spec, chunk_specs
 from tests.fixtures.media import panning_clip
@@ -74,3 +80,17 @@ def test_only_a_constant_rate_source_with_timestamps_streams(tmp_path: Path) -> 
     )  # fmt: skip
     assert streams_at_constant_rate(constant.path)
     assert not streams_at_constant_rate(variable), "a variable rate is known only after the whole pass"
+
+
+def test_the_packet_check_runs_beside_the_pass_and_a_broken_one_plans_after_it(tmp_path: Path) -> None:
+    clip = panning_clip(tmp_path / "cfr.mp4", width=64, height=48, seconds=2, audio=False)
+    with PacketRateCheck(clip.path) as check:
+        frames = sum(1 for _ in decode_video(clip.path))  # the pass goes on meanwhile
+        assert check.constant_rate()
+    assert frames == clip.frames
+    with PacketRateCheck(clip.path, timeout_s=1e-6) as overrun:
+        assert not overrun.constant_rate(), "a check that overruns plans the source after its pass"
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(clip.path.read_bytes()[:2000])
+    with pytest.raises(MediaError):
+        PacketRateCheck(truncated)
