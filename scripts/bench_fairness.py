@@ -446,8 +446,8 @@ def summary(run: Run) -> list[dict[str, Any]]:
     add(
         "b. big job end to end",
         shown("b", "big"),
-        "after / before within 10 %",
-        met(AFTER, "b", "big", big_ratio, big_ratio is not None and abs(big_ratio - 1) <= 0.10),
+        "after / before ≤ 1.10× (no more than 10 % slower)",
+        met(AFTER, "b", "big", big_ratio, big_ratio is not None and big_ratio <= 1.10),
         " s",
     )
     cost = over(latency(AFTER, "b", "big"), latency("fair", "b", "big"))
@@ -562,6 +562,16 @@ def render(run: Run) -> str:
     return "\n".join(lines)
 
 
+def load(path: Path) -> Run:
+    """The run a `write` saved (to render its table again, e.g. after a target's wording changed)."""
+    saved = json.loads(path.read_text())
+    jobs = {
+        m: {c: {r: JobFigures(**f) for r, f in roles.items()} for c, roles in cases.items()}
+        for m, cases in saved["jobs"].items()
+    }
+    return Run(meta=saved["meta"], jobs=jobs, dispatch_claims=saved["dispatch_claims"])
+
+
 def write(run: Run, *, docs: bool) -> None:
     payload = {
         "meta": run.meta,
@@ -608,7 +618,15 @@ async def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny clips: checks the plumbing, keeps docs as they are"
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="rewrite the docs' table from docs/capacity-fairness.json, run nothing",
+    )
     args = parser.parse_args()
+    if args.render:
+        write(load(JSON_OUT), docs=True)
+        return
     began = time.monotonic()
     settings = CommonSettings()
     scale = quick_scale() if args.quick else full_scale()
