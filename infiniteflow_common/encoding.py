@@ -28,6 +28,7 @@ from infiniteflow_common.output import (
     SizeUnsupportedError,
     check_for_encoder,
 )
+from infiniteflow_common.remote_media import ffprobe_input
 
 # Pixel formats libx264 encodes as they are; others map to the nearest by depth and chroma.
 X264_FORMATS = {
@@ -183,11 +184,14 @@ def hdr_of(side_data: list[dict[str, Any]]) -> HdrMetadata | None:
     return HdrMetadata(mastering=mastering, **light)
 
 
-def probe_hdr(path: Path, timeout_s: float = 60.0) -> HdrMetadata | None:
-    """The source's HDR10 metadata: its video stream's side data, else its first frame's (SEI)."""
+def probe_hdr(source: Path | str, timeout_s: float = 60.0, *, etag: str | None = None) -> HdrMetadata | None:
+    """The source's HDR10 metadata: its video stream's side data, else its first frame's (SEI).
+
+    `source` is a local file or a presigned URL of the probed object (`etag` pins its version).
+    """
+    opened = ffprobe_input(source, etag)
     streams = subprocess.run(
-        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-show_streams",
-         "-of", "json", "file:" + str(path)],
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", *opened],
         capture_output=True, text=True, timeout=timeout_s, check=False,
     )  # fmt: skip
     if streams.returncode == 0:
@@ -196,8 +200,8 @@ def probe_hdr(path: Path, timeout_s: float = 60.0) -> HdrMetadata | None:
         if found is not None:
             return found
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-read_intervals",
-         "%+#1", "-show_frames", "-show_entries", "frame=side_data_list", "-of", "json", "file:" + str(path)],
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1", "-show_frames",
+         "-show_entries", "frame=side_data_list", "-of", "json", *opened],
         capture_output=True, text=True, timeout=timeout_s, check=False,
     )  # fmt: skip
     if result.returncode != 0:

@@ -1,9 +1,9 @@
 """A worker's media I/O: its range of the pinned source in, its encoded chunk out.
 
-Reading: FFmpeg opens a presigned URL of the probed object version and fetches only what it needs
-(the index, then from the keyframe before the chunk's first frame to its last) with HTTP range
-requests; `If-Match` on the probed ETag turns an overwritten source into `E_SOURCE_CHANGED` instead of
-a mix of two files. Writing: frames go as raw video in NUT through a pipe into the system `ffmpeg`,
+Reading (`remote_media`): FFmpeg opens a presigned URL of the probed object version and fetches only
+what it needs (the index, then from the keyframe before the chunk's first frame to its last) with HTTP
+range requests; `If-Match` on the probed ETag turns an overwritten source into `E_SOURCE_CHANGED`
+instead of a mix of two files. Writing: frames go as raw video in NUT through a pipe into the system `ffmpeg`,
 which encodes them with the job's `VideoEncoding` into a Matroska chunk (the same encoders ingest
 checked the job against). Only loopback HTTP to the object store and our own files are opened.
 """
@@ -29,10 +29,10 @@ import numpy as np
 import numpy.typing as npt
 
 from infiniteflow_common.encoding import encoder_args
-from infiniteflow_common.errors import InfiniteFlowError, TransientError
+from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import SourceRange, VideoEncoding
 from infiniteflow_common.media import MediaError
-from infiniteflow_common.storage import ObjectUnavailableError
+from infiniteflow_common.remote_media import http_failure, open_source
 
 
 class EncodeError(InfiniteFlowError):
@@ -40,48 +40,6 @@ class EncodeError(InfiniteFlowError):
 
     code = "E_ENCODE_FAILED"
     media_failure = True  # counted in infiniteflow_ffmpeg_failures_total
-
-
-def _open(location: str, etag: str | None, timeout_s: float) -> Any:
-    if location.startswith(("http://", "https://")):
-        options = {
-            "protocol_whitelist": "http,https,tcp,tls",
-            "rw_timeout": str(int(timeout_s * 1_000_000)),
-            "reconnect": "1",
-        }
-        if etag:
-            options["headers"] = f'If-Match: "{etag}"\r\n'
-    else:
-        options = {"protocol_whitelist": "file"}
-    try:
-        return av.open(location, "r", options=options)
-    except av.FFmpegError as exc:
-        raise _http_failure(exc) or MediaError(
-            f"cannot open the source: {exc}", code="E_MEDIA_UNREADABLE"
-        ) from exc
-
-
-def _http_failure(exc: av.FFmpegError) -> InfiniteFlowError | None:
-    """What an HTTP error reading the source means (when opening it or in a later ranged read)."""
-    if isinstance(exc, ConnectionError | TimeoutError | av.error.HTTPTooManyRequestsError):
-        # the store restarting, a network blip, throttling: the read is retried with backoff
-        return TransientError(f"the object store could not serve the source just now: {exc}")
-    if isinstance(exc, av.error.HTTPNotFoundError):
-        return ObjectUnavailableError(
-            "the source object was deleted before the job finished", code="E_SOURCE_GONE"
-        )
-    if isinstance(exc, av.error.HTTPForbiddenError):
-        return ObjectUnavailableError(
-            "the pipeline may no longer read the source object", code="E_SOURCE_FORBIDDEN"
-        )
-    if isinstance(exc, av.error.HTTPClientError):  # 412: the object is not the probed one any more
-        return ObjectUnavailableError(
-            f"the source object changed after it was probed ({exc}); upload it again to process the new file",
-            code="E_SOURCE_CHANGED",
-        )
-    if isinstance(exc, av.error.HTTPServerError):
-        return TransientError(f"the object store failed a read of the source: {exc}")
-    return None
 
 
 SEEK_MARGINS_S: tuple[float | None, ...] = (0.0, 1.0, 4.0, 16.0, None)
@@ -109,7 +67,7 @@ def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0
     start = source.decode_start_pts if source.frame_pts is not None else None
     margins = SEEK_MARGINS_S if start is not None else (None,)
     for margin in margins:
-        container = _open(location, source.etag, timeout_s)
+        container = open_source(location, source.etag, timeout_s)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -129,7 +87,7 @@ def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0
             continue
         except av.FFmpegError as exc:
             # a ranged read after the open can find the object deleted or replaced meanwhile
-            raise _http_failure(exc) or MediaError(
+            raise http_failure(exc) or MediaError(
                 f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
             ) from exc
         finally:

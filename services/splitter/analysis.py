@@ -15,7 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from infiniteflow_common.media import MediaError, decode_video, open_input, rational
+from infiniteflow_common.media import MediaError, decode_video, rational
+from infiniteflow_common.remote_media import Source, ffprobe_input, open_source
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.scenes import Downscaler, SceneCuts
@@ -226,7 +227,7 @@ class TimingPass:
 
 
 class PacketRateCheck:
-    """Whether chunks of a local source can be planned while it is read: its video packets' timestamps
+    """Whether chunks of a source (a local file or a presigned URL) can be planned while it is read: its video packets' timestamps
     are all there, distinct and evenly spaced (read from the container alone, nothing decoded).
 
     A variable rate is only known once every timestamp was seen (and changes every chunk's output
@@ -237,15 +238,15 @@ class PacketRateCheck:
     `timeout_s` answers False: the source is planned after its pass, as before streaming.
     """
 
-    def __init__(self, source: Path, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, source: Source, *, etag: str | None = None, timeout_s: float = 600.0) -> None:
         self.timeout_s = timeout_s
-        with open_input(source) as container:
+        with open_source(source, etag) as container:
             base = container.streams.video[0].time_base
         self._base = Fraction(base) if base else None
         self._output = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the check
         self._process = subprocess.Popen(
-            ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0",
-             "-show_entries", "packet=pts", "-of", "csv=p=0", "file:" + str(source)],
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts",
+             "-of", "csv=p=0", *ffprobe_input(source, etag)],
             stdout=self._output, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self._verdict: bool | None = None

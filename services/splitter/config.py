@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from pydantic import Field
 
 from infiniteflow_common.settings import CommonSettings
@@ -49,5 +46,9 @@ class SplitterSettings(CommonSettings):
     split_poll_s: float = Field(default=2.0, gt=0)
     # The splitter's consumer only records requests, so the default poll interval is plenty.
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
-    scratch_dir: Path = Path(tempfile.gettempdir()) / "infiniteflow" / "splitter"
+    # The pass reads the source over a presigned URL (nothing is downloaded): a read that stalls this
+    # long fails the split (transient: it is retried); the URL outlives the longest pass (reconnects
+    # after a network blip reuse it).
+    source_timeout_s: float = Field(default=60.0, gt=0)
+    source_url_expiry_s: float = Field(default=6 * 3600.0, ge=60, le=7 * 24 * 3600)
     metrics_port: int | None = 9102

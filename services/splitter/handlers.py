@@ -19,7 +19,6 @@ split job only re-announces the chunks that are not done yet.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import threading
 import time
@@ -39,10 +38,11 @@ from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import ChunkReady, JobSplit, VideoUploaded, decode_event
 from infiniteflow_common.failures import job_fails_on, report_failure
 from infiniteflow_common.kafka import Delivery
-from infiniteflow_common.media import MediaError, decode_video, rational
+from infiniteflow_common.media import MediaError, rational
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions
-from infiniteflow_common.storage import delete_prefix, fetch_source
+from infiniteflow_common.remote_media import decode_source
+from infiniteflow_common.storage import delete_prefix, source_url
 from infiniteflow_common.timing import output_rate
 from infiniteflow_common.topics import Topic, topic_specs
 from services.splitter import metrics
@@ -340,28 +340,35 @@ class SplitPlanner(PipelineHandler):
         record: Callable[[list[ChunkReady]], None],
         stop: threading.Event,
     ) -> Split:
-        """Read the source once (in a worker thread), announcing chunks through `record` as they are decided."""
-        workdir = self.settings.scratch_dir / str(event.job_id)
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        """Read the source once (in a worker thread), announcing chunks through `record` as they are decided.
+
+        The source is read over a presigned URL of the probed version (`remote_media`), as the workers
+        read it: nothing is downloaded first, so the first chunk of a long upload is decided after its
+        first frames, not after a copy of the whole file.
+        """
         packets: PacketRateCheck | None = None
         try:
-            source = workdir / "source"
-            fetch_source(
-                self.storage, event.bucket, event.key, source, version_id=event.version_id, etag=event.etag
+            source = source_url(
+                self.storage,
+                event.bucket,
+                event.key,
+                version_id=event.version_id,
+                expires_s=self.settings.source_url_expiry_s,
             )
+            etag = event.etag
             probe, params = event.probe, event.params
             encoding = encoding_for(
                 options,
                 probe.model_dump(),
-                probe_hdr(source),
+                probe_hdr(source, etag=etag),
                 x264_crf=self.settings.x264_crf,
                 x264_preset=self.settings.x264_preset,
             )
             model = str(getattr(params, "model", "auto"))
             target = Fraction(params.target_fps) if params.target_fps else None
             # whether the source streams is known once ffprobe has read its packets, beside the pass
-            packets = PacketRateCheck(source) if self.settings.stream_chunks and not options.dedupe else None
+            streams = self.settings.stream_chunks and not options.dedupe
+            packets = PacketRateCheck(source, etag=etag) if streams else None
             streaming = packets is not None
             duplicates = DuplicateDetector(self.settings.dedupe_threshold) if options.dedupe else None
             declared = rational(probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den)
@@ -376,7 +383,7 @@ class SplitPlanner(PipelineHandler):
             stream: ChunkStream | None = None
             streamed: list[ChunkPlan] = []
             last_pts: int | None = None
-            for frame in decode_video(source):
+            for frame in decode_source(source, etag, self.settings.source_timeout_s):
                 if stop.is_set():
                     raise SplitStopped("the job ended or the split's lease was lost")
                 if streaming and (frame.pts is None or (last_pts is not None and frame.pts <= last_pts)):
@@ -418,7 +425,6 @@ class SplitPlanner(PipelineHandler):
         finally:
             if packets is not None:
                 packets.close()
-            shutil.rmtree(workdir, ignore_errors=True)
         out_rate = output_rate(analysis.rate, multiplier=params.multiplier, fps=target)
         if streamed and stream is not None:
             frames = len(analysis.source_of)

@@ -130,7 +130,7 @@ async def test_a_source_deleted_before_the_splitter_reads_it_fails_the_job_and_t
 
         deps = Deps(sessions=session_factory(engine), storage=make_client(fast_retries), catalog=CATALOG,
                     publish=publish)  # fmt: skip
-        planner = SplitPlanner(settings=SplitterSettings(scratch_dir=tmp_path, split_poll_s=0.2), deps=deps)
+        planner = SplitPlanner(settings=SplitterSettings(split_poll_s=0.2), deps=deps)
         handler = SplitHandler(deps=deps, wake=planner.wake)
         planning = asyncio.create_task(planner.run())
         try:
