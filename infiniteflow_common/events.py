@@ -110,6 +110,8 @@ class MediaProbe(AvroModel):
     has_audio: bool
     audio_streams: Count
     subtitle_streams: Count
+    # every video packet timestamped, distinct and evenly spaced (None: not known, VideoUploaded < v4)
+    packets_constant_rate: bool | None = None
 
 
 class OutputSlot(AvroModel):

@@ -9,6 +9,7 @@ frames, the ones past the last source frame repeating it (there is nothing to in
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,3 +139,23 @@ def times_after(index: int, in_rate: Fraction, out_rate: Fraction) -> list[Fract
     first = -((-index * out_rate) // in_rate)  # ⌈index · out / in⌉
     end = -((-(index + 1) * out_rate) // in_rate)
     return [k * in_rate / out_rate - index for k in range(first, end)]
+
+
+RATE_TOLERANCE_S = Fraction(1, 1000)
+"""Frame intervals that differ by no more than this are one constant rate (container rounding)."""
+
+
+def packets_at_constant_rate(pts: Sequence[int | None], time_base: Fraction) -> bool:
+    """Whether a stream's packet timestamps (in `time_base` ticks; None: a packet without one) are all
+    there, distinct and evenly spaced: then its chunks can be planned while it is read (pure).
+
+    Sorted first (B-frames arrive out of decode order). Ingest decides it while it counts the packets
+    and sends it with the probe; the splitter checks for itself only when a producer did not.
+    """
+    if len(pts) < 2 or any(p is None for p in pts) or not time_base:
+        return False
+    ordered = sorted(p for p in pts if p is not None)
+    if any(a == b for a, b in itertools.pairwise(ordered)):
+        return False
+    deltas = [(b - a) * time_base for a, b in itertools.pairwise(ordered)]
+    return max(deltas) - min(deltas) <= RATE_TOLERANCE_S

@@ -30,6 +30,7 @@ from typing import Any
 
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import MediaProbe
+from infiniteflow_common.timing import packets_at_constant_rate
 
 FFPROBE = "ffprobe"
 # util-linux (beside `unshare`): sets the rlimits in the child by exec, no Python between fork and exec
@@ -129,6 +130,13 @@ def _float(*values: object) -> float | None:
             if math.isfinite(number):
                 return number
     return None
+
+
+def _time_base(video: dict[str, Any]) -> Fraction:
+    """The stream's time base ("1/15360"); 0 when ffprobe gave none."""
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+        return Fraction(str(video.get("time_base")))
+    return Fraction(0)
 
 
 def _int(value: object) -> int | None:
@@ -355,6 +363,27 @@ async def run_ffprobe(
     path: Path, extra: Sequence[str], limits: ProbeLimits, *, log_level: str = "error"
 ) -> tuple[dict[str, Any], str]:
     """Run ffprobe on `path` with the safety options and `extra`: (its JSON, its log) or a `ProbeError`."""
+    process = await _start_ffprobe(path, ["-of", "json", *extra], limits, log_level)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=limits.timeout_s)
+    except TimeoutError:
+        await _kill(process)
+        raise _timed_out(limits) from None
+    text = stderr.decode("utf-8", "replace")
+    _check_exit(process, text)
+    try:
+        doc = json.loads(stdout or b"{}")
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"ffprobe gave unparseable output ({exc})", code="E_PROBE_UNREADABLE") from exc
+    if not isinstance(doc, dict):
+        raise ProbeError("ffprobe gave unexpected output", code="E_PROBE_UNREADABLE")
+    return doc, text
+
+
+async def _start_ffprobe(
+    path: Path, extra: Sequence[str], limits: ProbeLimits, log_level: str
+) -> asyncio.subprocess.Process:
+    """ffprobe on `path` with the safety options (protocols, formats, probe sizes, rlimits, jail)."""
     args = [
         FFPROBE,
         "-hide_banner",
@@ -368,12 +397,10 @@ async def run_ffprobe(
         str(limits.probesize),
         "-analyzeduration",
         str(limits.analyzeduration_us),
-        "-of",
-        "json",
         *extra,
         f"file:{path}",  # absolute (checked by probe_file): never an option, never a protocol
     ]
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *limits.jail,
         *limited(limits, args),
         stdin=asyncio.subprocess.DEVNULL,
@@ -381,32 +408,77 @@ async def run_ffprobe(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=limits.timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+
+
+def _timed_out(limits: ProbeLimits) -> ProbeError:
+    return ProbeError(
+        f"probing took longer than {limits.timeout_s:g} s; the file may be damaged or built to stall readers",
+        code="E_PROBE_TIMEOUT",
+    )
+
+
+def _check_exit(process: asyncio.subprocess.Process, log: str) -> None:
+    if process.returncode == 0:
+        return
+    if process.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the rlimits
         raise ProbeError(
-            f"probing took longer than {limits.timeout_s:g} s; the file may be damaged or built to "
-            "stall readers",
+            "probing exceeded its CPU or memory limit; the file may be built to exhaust readers",
             code="E_PROBE_TIMEOUT",
-        ) from None
-    text = stderr.decode("utf-8", "replace")
-    if process.returncode != 0:
-        if process.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the rlimits
-            raise ProbeError(
-                "probing exceeded its CPU or memory limit; the file may be built to exhaust readers",
-                code="E_PROBE_TIMEOUT",
-            )
-        raise classify_failure(text)
+        )
+    raise classify_failure(log)
+
+
+async def packet_timestamps(
+    path: Path, stream_index: str, limits: ProbeLimits, *, max_packets: int
+) -> list[int | None]:
+    """Every packet's timestamp of one stream (None where a packet has none), in one pass over the file.
+
+    The count is the frame count (what `-count_packets` gave), the timestamps say whether the whole
+    stream is at one constant rate. Read line by line as ffprobe prints them: a file built with
+    millions of tiny packets is refused past `max_packets` (E_PROBE_TOO_MANY_FRAMES) instead of
+    filling the service's memory with ffprobe's output.
+    """
+    process = await _start_ffprobe(
+        path,
+        ["-select_streams", stream_index, "-show_entries", "packet=pts", "-of", "csv=p=0"],
+        limits,
+        "error",
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    pts: list[int | None] = []
+
+    async def read_lines() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            value = line.strip().rstrip(b",")
+            pts.append(int(value) if value.lstrip(b"-").isdigit() else None)
+            if len(pts) > max_packets:
+                await _kill(process)
+                raise ProbeError(
+                    f"the video has more than {max_packets} frames; upload a shorter clip",
+                    code="E_PROBE_TOO_MANY_FRAMES",
+                )
+
     try:
-        doc = json.loads(stdout or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProbeError(f"ffprobe gave unparseable output ({exc})", code="E_PROBE_UNREADABLE") from exc
-    if not isinstance(doc, dict):
-        raise ProbeError("ffprobe gave unexpected output", code="E_PROBE_UNREADABLE")
-    return doc, text
+        _, log = await asyncio.wait_for(
+            asyncio.gather(read_lines(), process.stderr.read()), timeout=limits.timeout_s
+        )
+        await process.wait()
+    except TimeoutError:
+        await _kill(process)
+        raise _timed_out(limits) from None
+    except ProbeError:
+        await _kill(process)
+        raise
+    _check_exit(process, log.decode("utf-8", "replace"))
+    return pts
 
 
 async def probe_file(path: Path, limits: ProbeLimits, *, frame_factor: Fraction | None = None) -> MediaProbe:
@@ -420,10 +492,11 @@ async def probe_source(
 ) -> tuple[MediaProbe, list[dict[str, Any]]]:
     """`probe_file`, plus ffprobe's stream list (for the output container decision).
 
-    Three ffprobe runs: the header (cheap: all structural limits are checked here, including an estimate
-    of the frame budget), the counted packets of the video stream, and the first packets' timestamps for
-    VFR detection; with audio a fourth reads the last seconds of its packets for end trimming
-    (`mark_end_padding`).
+    Two ffprobe runs: the header (cheap: all structural limits are checked here, including an estimate
+    of the frame budget), then every packet timestamp of the video stream (`packet_timestamps`: the
+    frame count, VFR detection on the first ones, and whether the whole stream is at a constant rate,
+    which lets the splitter plan while it reads); with audio a third reads the last seconds of its
+    packets for end trimming (`mark_end_padding`).
     """
     if not path.is_absolute():
         raise ValueError(f"probe_file needs an absolute path, got {path}")
@@ -445,31 +518,12 @@ async def probe_source(
     if frame_factor is not None and estimate is not None:
         check_frame_budget(estimate, frame_factor, limits)
     index = str(int(video.get("index", 0)))
-    counted, _ = await run_ffprobe(
-        path, ["-select_streams", index, "-count_packets", "-show_entries", "stream=nb_read_packets"], limits
+    every_pts = await packet_timestamps(path, index, limits, max_packets=limits.max_output_frames)
+    leading = [p for p in every_pts[: limits.vfr_packets] if p is not None]
+    probe = map_probe(doc, limits, frame_count=len(every_pts), pts=leading)
+    probe = probe.model_copy(
+        update={"packets_constant_rate": packets_at_constant_rate(every_pts, _time_base(video))}
     )
-    frame_count = next(
-        (
-            _int(s.get("nb_read_packets"))
-            for s in counted.get("streams") or []
-            if _int(s.get("nb_read_packets")) is not None
-        ),
-        None,
-    )
-    packets, _ = await run_ffprobe(
-        path,
-        [
-            "-select_streams",
-            index,
-            "-show_entries",
-            "packet=pts",
-            "-read_intervals",
-            f"%+#{limits.vfr_packets}",
-        ],
-        limits,
-    )
-    pts = [p for p in (_int(x.get("pts")) for x in packets.get("packets") or []) if p is not None]
-    probe = map_probe(doc, limits, frame_count=frame_count, pts=pts)
     if frame_factor is not None:
         check_frame_budget(probe.frame_count, frame_factor, limits)
     streams = [s for s in doc.get("streams") or [] if isinstance(s, dict)]

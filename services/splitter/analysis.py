@@ -17,6 +17,7 @@ from typing import Any
 
 from infiniteflow_common.media import MediaError, decode_video, rational
 from infiniteflow_common.remote_media import Source, ffprobe_input, open_source
+from infiniteflow_common.timing import packets_at_constant_rate
 from services.splitter.cfr import average_rate, cfr_sources, is_variable
 from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.scenes import Downscaler, SceneCuts
@@ -267,16 +268,8 @@ class PacketRateCheck:
         if code != 0 or self._base is None:
             return False
         self._output.seek(0)
-        pts: list[int] = []
-        for line in self._output.read().decode("ascii", errors="replace").split():
-            value = line.strip(",")
-            if not value.lstrip("-").isdigit():
-                return False  # "N/A": a packet without a timestamp
-            pts.append(int(value))
-        if len(pts) < 2 or len(set(pts)) != len(pts):
-            return False
-        pts.sort()
-        return not is_variable([p * self._base for p in pts])
+        pts = [_pts(line) for line in self._output.read().decode("ascii", errors="replace").split()]
+        return packets_at_constant_rate(pts, self._base)
 
     def close(self) -> None:
         """Stop the check if it still runs (the pass ended first) and drop its output."""
@@ -290,6 +283,12 @@ class PacketRateCheck:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _pts(line: str) -> int | None:
+    """One line of ffprobe's `packet=pts` CSV: the timestamp, or None ("N/A")."""
+    value = line.strip(",")
+    return int(value) if value.lstrip("-").isdigit() else None
 
 
 def streams_at_constant_rate(source: Path) -> bool:

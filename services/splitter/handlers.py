@@ -322,6 +322,13 @@ class SplitPlanner(PipelineHandler):
             seconds=round(time.perf_counter() - started, 3),
         )
 
+    @staticmethod
+    def _constant_rate(known: bool | None, packets: PacketRateCheck | None) -> bool:
+        """Ingest's verdict on the source's packet timestamps, else the splitter's own (waited for)."""
+        if known is not None:
+            return known
+        return packets is not None and packets.constant_rate()
+
     async def _record(self, job_id: uuid.UUID, specs: list[ChunkReady]) -> None:
         """Insert chunks under the lease (fenced: a planner that lost it writes nothing), then announce
         the ones still to do."""
@@ -366,10 +373,12 @@ class SplitPlanner(PipelineHandler):
             )
             model = str(getattr(params, "model", "auto"))
             target = Fraction(params.target_fps) if params.target_fps else None
-            # whether the source streams is known once ffprobe has read its packets, beside the pass
+            # whether the source streams: ingest read every packet's timestamp (VideoUploaded v4); from
+            # an older producer, ffprobe reads them beside the pass and is waited for at the first chunk
             streams = self.settings.stream_chunks and not options.dedupe
-            packets = PacketRateCheck(source, etag=etag) if streams else None
-            streaming = packets is not None
+            known = probe.packets_constant_rate
+            packets = PacketRateCheck(source, etag=etag) if streams and known is None else None
+            streaming = streams and known is not False
             duplicates = DuplicateDetector(self.settings.dedupe_threshold) if options.dedupe else None
             declared = rational(probe.avg_fps_num or probe.fps_num, probe.avg_fps_den or probe.fps_den)
             settings = AnalysisSettings(
@@ -404,7 +413,7 @@ class SplitPlanner(PipelineHandler):
                     )
                     stream = ChunkStream(declared, out_rate, size)
                 decided = stream.advance(timing_pass.known(), timing_pass.cuts.starts)
-                if decided and not streamed and not (packets and packets.constant_rate()):
+                if decided and not streamed and not self._constant_rate(known, packets):
                     streaming, stream = False, None  # not constant-rate: plan after the whole pass
                     continue
                 if decided:

@@ -106,6 +106,14 @@ KEPT_DEFAULTS: dict[str, str] = {
     ),
     **_kept("how soon a worker notices its job was cancelled: one cheap query per poll", "CANCEL_POLL_S"),
     **_kept("fair dispatch is the product; `record` (first come, first served) is for benchmarks", "DISPATCH"),
+    **_kept(
+        "preemption at batch boundaries is the product; how often a worker asks costs one short query",
+        "PREEMPT", "PREEMPT_CHECK_S",
+    ),
+    **_kept(
+        "the splitter reads the source over a presigned URL that outlives the longest pass",
+        "SOURCE_URL_EXPIRY_S",
+    ),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
     **_kept(
         "splits as leased background work: passes side by side per pod (scale pods for more), the lease"

@@ -74,8 +74,8 @@ def test_a_reader_still_on_the_previous_version_reads_a_new_message_without_the_
     catalog: SchemaCatalog, record: str, old: int
 ) -> None:
     # Avro resolution, new writer → old reader schema: the added field is skipped, the rest reads as written.
-    new = catalog.latest(record)
-    payload = catalog.encode(record, catalog.example(record, new.version))
+    new = catalog.get(record, old + 1)  # the version that added the priority
+    payload = catalog.encode(record, catalog.example(record, new.version), version=new.version)
     as_written = schemaless_reader(io.BytesIO(payload[10:]), new.parsed, None)
 
     read = schemaless_reader(io.BytesIO(payload[10:]), new.parsed, catalog.get(record, old).parsed)
@@ -91,16 +91,17 @@ def test_a_build_without_the_new_version_refuses_its_messages_as_unknown_not_mis
 ) -> None:
     # Why readers roll out before writers: an old build cannot even find the writer schema.
     old_build = tmp_path / "schemas"
-    shutil.copytree(SCHEMA_ROOT, old_build / "avro", ignore=shutil.ignore_patterns("VideoUploaded.v3.*"))
-    shutil.copytree(EXAMPLES, old_build / "examples", ignore=shutil.ignore_patterns("VideoUploaded.v3.*"))
+    later = [f"VideoUploaded.v{n}.*" for n in range(3, catalog.latest("VideoUploaded").version + 1)]
+    shutil.copytree(SCHEMA_ROOT, old_build / "avro", ignore=shutil.ignore_patterns(*later))
+    shutil.copytree(EXAMPLES, old_build / "examples", ignore=shutil.ignore_patterns(*later))
     old_catalog = SchemaCatalog.load(old_build / "avro")
-    payload = catalog.encode("VideoUploaded", catalog.example("VideoUploaded", 3))
+    payload = catalog.encode("VideoUploaded", catalog.example("VideoUploaded", 3), version=3)
 
     with pytest.raises(UnknownSchemaError) as caught:
         old_catalog.decode(payload, "VideoUploaded")
 
     assert caught.value.code == "E_UNKNOWN_SCHEMA"
-    assert catalog.latest("VideoUploaded").fingerprint.hex() in caught.value.message
+    assert catalog.get("VideoUploaded", 3).fingerprint.hex() in caught.value.message
 
 
 @pytest.mark.parametrize("priority", [-50, 0, 50])

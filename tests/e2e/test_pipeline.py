@@ -380,7 +380,11 @@ async def test_a_jobs_whole_story_can_be_followed_by_its_id_across_services(
             if job_id not in line:
                 continue
             record = json.loads(line)  # every line is one JSON object
-            assert record.get("job_id") == job_id
+            if record.get("job_id") != job_id:
+                # another job's line may point at this one (a chunk paused for it, a record that rang
+                # for it), always in a field named for what it is
+                assert any(k.endswith("job_id") and v == job_id for k, v in record.items()), record
+                continue
             stages.setdefault(service.name.split("-")[0], set()).add(str(record.get("event")))
     assert {"ingest", "splitter", "gpu_interp", "muxer"} <= set(stages), stages
     assert "job completed" in stages["muxer"]

@@ -6,6 +6,7 @@ Files are probed the way ingest does it: copied to a scratch name our code chose
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -75,6 +76,7 @@ async def test_a_clip_with_audio_is_probed_exactly(media: dict[str, Path], tmp_p
         "has_audio": True,
         "audio_streams": 1,
         "subtitle_streams": 0,
+        "packets_constant_rate": True,
     }
 
 
@@ -138,3 +140,35 @@ def test_ffprobe_runs_without_any_network(tmp_path: Path) -> None:
     assert outside.returncode == 0
     assert inside.returncode != 0
     assert b"Network is unreachable" in inside.stderr or b"refused" in inside.stderr
+
+
+@pytest.fixture
+def variable_rate_clip(tmp_path: Path) -> Path:
+    """60 frames at 30 fps, then at 15 fps: a rate that changes after the first second."""
+    variable = tmp_path / "vfr.mkv"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=2",
+         "-vf", "setpts='if(lt(N,40),N,2*N-40)/30/TB'", "-fps_mode", "passthrough", "-c:v", "libx264",
+         str(variable)],
+        check=True,
+    )  # fmt: skip
+    return variable
+
+
+async def test_a_variable_rate_clip_is_not_planned_while_it_is_read(
+    variable_rate_clip: Path, tmp_path: Path
+) -> None:
+    probe = await _probe(variable_rate_clip, tmp_path)
+    assert probe.frame_count == 60
+    assert probe.packets_constant_rate is False, "its rate changes after the first second"
+
+
+async def test_a_file_with_more_packets_than_the_frame_limit_is_refused_while_they_are_read(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    tight = replace(LIMITS, max_output_frames=10)
+    scratch = tmp_path / "source"
+    shutil.copyfile(media["clip"], scratch)
+    with pytest.raises(ProbeError) as caught:
+        await probe_file(scratch.resolve(), tight)  # no multiplier yet: only the packet count can refuse it
+    assert caught.value.code == "E_PROBE_TOO_MANY_FRAMES"

@@ -94,3 +94,15 @@ def test_the_packet_check_runs_beside_the_pass_and_a_broken_one_plans_after_it(t
     truncated.write_bytes(clip.path.read_bytes()[:2000])
     with pytest.raises(MediaError):
         PacketRateCheck(truncated)
+
+
+def test_a_stream_streams_only_when_every_packet_is_timestamped_distinct_and_evenly_spaced() -> None:
+    tick = Fraction(1, 15360)
+    frame = 512  # 30 fps
+    b_frames = [0, 3 * frame, frame, 2 * frame, 6 * frame, 4 * frame, 5 * frame]  # decode order
+    assert timing.packets_at_constant_rate(b_frames, tick)
+    assert timing.packets_at_constant_rate([0, 512, 1025, 1536], tick), "a tick of rounding is one rate"
+    assert not timing.packets_at_constant_rate([0, 512, 1024, 2048], tick), "a frame twice as long"
+    assert not timing.packets_at_constant_rate([0, 512, 512, 1024], tick), "two frames at one time"
+    assert not timing.packets_at_constant_rate([0, None, 1024], tick), "a packet without a timestamp"
+    assert not timing.packets_at_constant_rate([0], tick)
