@@ -231,7 +231,9 @@ async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_f
     conservative = _worker(sessions, "life-2", chunk_max_attempts=2)
     tried: list[tuple[int, bool]] = []
 
-    async def work(spec: ChunkReady, epoch: int, *, conservative: bool = False) -> None:
+    async def work(
+        spec: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
+    ) -> None:
         tried.append((epoch, conservative))  # …and the worker is killed in the middle of it
 
     monkeypatch.setattr(conservative, "_work", work)
