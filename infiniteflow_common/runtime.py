@@ -41,6 +41,7 @@ from infiniteflow_common.kafka import (
 )
 from infiniteflow_common.observability import configure_logging, get_logger
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
 
 log = get_logger()
@@ -143,6 +144,9 @@ class Runtime:
             topic=topic,
             handler=handler,
             settings=self.settings,
+            # an object gone, forbidden or replaced: no retry brings it back, so its record is
+            # dead-lettered and its job fails with the object's code
+            permanent_failure=permanent_storage_failure,
             on_fatal=self._on_fatal,
             on_dead_letter=self._fail_job_of,
         )
