@@ -175,8 +175,12 @@ class Runtime:
         return path
 
     async def _fail_job_of(self, delivery: Delivery, error: InvalidMessage) -> None:
-        """A dead-lettered pipeline record fails its job (found from the record's key) with the error's code."""
-        job_id = job_id_from_key(delivery.key)
+        """A dead-lettered pipeline record fails its job with the error's code.
+
+        The job is the one the error names (`InvalidMessage.job_id`: a worker claimed another job's
+        chunk), else the one the record's key names.
+        """
+        job_id = error.job_id or job_id_from_key(delivery.key)
         if job_id is None:
             return
         await report_failure(

@@ -18,6 +18,8 @@ uses `AckPolicy.MANUAL` and `ReliableConsumer` decides, per message:
   record is dead-lettered with `E_INTERNAL` (the error in the reason and the log, a generic message
   for the job's user) and committed, so one such record cannot crash-loop the service and hold up
   every record behind it on its partition. A restart would read it again and fail the same way.
+  An error wrapped in `JobScopedError` is judged as the error itself; the job it names (a worker's
+  claimed chunk may be another job's) is the one the dead letter and `on_dead_letter` fail.
 
 A DLQ circuit breaker turns the consumer fatal instead of dead-lettering when most recent messages were
 invalid (a bad deploy must not drain a topic into its DLQ).
@@ -37,7 +39,7 @@ from faststream.confluent.message import KafkaMessage
 
 from infiniteflow_common import metrics
 from infiniteflow_common.classify import UnexpectedFailure, describe, is_transient
-from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMessage
+from infiniteflow_common.errors import HandedBack, InfiniteFlowError, InvalidMessage, JobScopedError
 from infiniteflow_common.kafka.delivery import Delivery, Handler, job_id_from_key, to_delivery
 from infiniteflow_common.kafka.dlq import DlqCircuitBreaker, publish_dead_letter
 from infiniteflow_common.kafka.errors import ConsumerStopped, PermanentFailure
@@ -136,15 +138,21 @@ class ReliableConsumer:
         log.info("work handed back", where=delivery.where, reason=reason)
 
     async def _failed(self, message: KafkaMessage, delivery: Delivery, exc: Exception) -> None:
-        """The handler raised something other than `InvalidMessage`: dead-letter, retry, or give up."""
+        """The handler raised something other than `InvalidMessage`: dead-letter, retry, or give up.
+
+        A `JobScopedError` is judged by the error it wraps; the job it names is the one that fails.
+        """
+        exc, job_id = JobScopedError.unwrap(exc)
         if (gone := self.permanent_failure(exc)) is not None:
             # e.g. an object the record needs is gone, forbidden or replaced: retrying would loop
             # forever, so the record is dead-lettered and its job fails with the error's code.
-            await self._dead_letter(message, delivery, InvalidMessage(gone.message, code=gone.code))
+            verdict = InvalidMessage(gone.message, code=gone.code)
+            verdict.job_id = job_id
+            await self._dead_letter(message, delivery, verdict)
         elif is_transient(exc):  # the outside world: retry, then stop so a restart resumes
             await self._retry_or_stop(message, delivery, exc)
         else:  # nobody classified it: retry, then fail the job rather than the whole service
-            await self._retry_or_give_up(message, delivery, exc)
+            await self._retry_or_give_up(message, delivery, exc, job_id=job_id)
 
     def _forget(self, delivery: Delivery) -> None:
         """The record is dead-lettered: drop what was counted about it."""
@@ -168,6 +176,7 @@ class ReliableConsumer:
                 code=exc.code,
                 reason=reason,
                 attempts=self._given_up.get(position) or self._attempts.get(position, 0) + 1,
+                job_id=exc.job_id,
             )
             if self.on_dead_letter is not None:
                 # e.g. fail the message's job, so its user hears about it instead of waiting forever
@@ -241,8 +250,12 @@ class ReliableConsumer:
         await asyncio.sleep(delay)
         await message.nack()  # seek back: the same record is read again
 
-    async def _retry_or_give_up(self, message: KafkaMessage, delivery: Delivery, exc: Exception) -> None:
+    async def _retry_or_give_up(
+        self, message: KafkaMessage, delivery: Delivery, exc: Exception, *, job_id: str | None = None
+    ) -> None:
         """An unclassified error: retried like a transient one, then dead-lettered with `E_INTERNAL`.
+
+        `job_id` fails instead of the record's job (the error was raised working for it).
 
         Once given up, the record is not retried again: if its dead-lettering fails (the DLQ or the
         database unreachable), that is retried with the transient budget, from the first attempt.
@@ -257,9 +270,11 @@ class ReliableConsumer:
             self._given_up[position] = attempts
             self._attempts.pop(position, None)
         verdict = given_up(exc, attempts=self._given_up[position])
+        verdict.job_id = job_id
         log.error(
             "unexpected error outlasted its retries; the record's job fails",
             where=delivery.where,
+            **({"failing_job_id": job_id} if job_id else {}),
             attempts=self._given_up[position],
             code=verdict.code,
             error_type=type(exc).__qualname__,
