@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import TopicPartition
+
+from infiniteflow_common.avro import SchemaCatalog
+from infiniteflow_common.errors import InvalidMessage
+from infiniteflow_common.kafka import Delivery, PermanentFailure, ReliableConsumer
+from infiniteflow_common.settings import CommonSettings
+
+Reported = list[tuple[Delivery, InvalidMessage]]
 
 
 @dataclass
@@ -83,3 +91,33 @@ class Member:
 def message(topic: str, offset: int, value: bytes, member: Member, key: bytes | None = b"k") -> Any:
     """A message at `topic[0]@offset` read by `member`."""
     return Message(raw_message=Record(topic, offset, value, key), consumer=member)
+
+
+def reliable_consumer(
+    handler: Any,
+    broker: Broker,
+    reported: Reported,
+    *,
+    topic: str,
+    permanent_failure: PermanentFailure,
+    retry_max_attempts: int,
+    service: str = "test",
+) -> ReliableConsumer:
+    """A consumer on `broker` with near-instant retries; what it dead-letters is reported to `reported`."""
+
+    async def report(delivery: Delivery, error: InvalidMessage) -> None:
+        reported.append((delivery, error))
+
+    return ReliableConsumer(
+        broker=broker,  # type: ignore[arg-type]
+        catalog=SchemaCatalog.load(),
+        service=service,
+        topic=topic,
+        handler=handler,
+        settings=CommonSettings(
+            retry_max_attempts=retry_max_attempts, retry_base_delay_s=0.001, retry_max_delay_s=0.001
+        ),
+        permanent_failure=permanent_failure,
+        on_dead_letter=report,
+        rng=random.Random(0),
+    )

@@ -5,7 +5,6 @@ Under fair dispatch a `chunk.ready` record is a doorbell: the worker may claim a
 
 from __future__ import annotations
 
-import random
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -21,29 +20,23 @@ from infiniteflow_common.kafka import Delivery, ReliableConsumer
 from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.settings import CommonSettings
 from services.gpu_interp.handlers import ChunkHandler
-from tests.unit.kafka.fakes import Broker, Member, message
+from tests.unit.kafka.fakes import Broker, Member, Reported, message, reliable_consumer
 
 TOPIC = "test.doorbell"
 RECORD_JOB = str(uuid.uuid4())
 CLAIMED_JOB = str(uuid.uuid4())
 
-Reported = list[tuple[Delivery, InvalidMessage]]
-
 
 def consumer(handler: Any, broker: Broker, reported: Reported) -> ReliableConsumer:
-    async def report(delivery: Delivery, error: InvalidMessage) -> None:
-        reported.append((delivery, error))
-
-    return ReliableConsumer(
-        broker=broker,  # type: ignore[arg-type]
-        catalog=SchemaCatalog.load(),
-        service="gpu_interp",
+    """A gpu_interp consumer retrying twice; nothing is permanent."""
+    return reliable_consumer(
+        handler,
+        broker,
+        reported,
         topic=TOPIC,
-        handler=handler,
-        settings=CommonSettings(retry_max_attempts=2, retry_base_delay_s=0.001, retry_max_delay_s=0.001),
         permanent_failure=lambda exc: None,
-        on_dead_letter=report,
-        rng=random.Random(0),
+        retry_max_attempts=2,
+        service="gpu_interp",
     )
 
 

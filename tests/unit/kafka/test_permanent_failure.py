@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.errors import InfiniteFlowError, InvalidMessage
+from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.kafka import H_ERROR_CODE, Delivery, ReliableConsumer
-from infiniteflow_common.settings import CommonSettings
-from tests.unit.kafka.fakes import Broker, Member, message
+from tests.unit.kafka.fakes import Broker, Member, Reported, message, reliable_consumer
 
 TOPIC = "test.permanent"
-
-Reported = list[tuple[Delivery, InvalidMessage]]
 
 
 class GoneError(Exception):
@@ -32,19 +27,9 @@ def gone_is_permanent(exc: BaseException) -> InfiniteFlowError | None:
 
 
 def consumer(handler: Any, broker: Broker, reported: Reported) -> ReliableConsumer:
-    async def report(delivery: Delivery, error: InvalidMessage) -> None:
-        reported.append((delivery, error))
-
-    return ReliableConsumer(
-        broker=broker,  # type: ignore[arg-type]
-        catalog=SchemaCatalog.load(),
-        service="test",
-        topic=TOPIC,
-        handler=handler,
-        settings=CommonSettings(retry_max_attempts=3, retry_base_delay_s=0.001, retry_max_delay_s=0.001),
-        permanent_failure=gone_is_permanent,
-        on_dead_letter=report,
-        rng=random.Random(0),
+    """Retries 3 times; `GoneError` is permanent."""
+    return reliable_consumer(
+        handler, broker, reported, topic=TOPIC, permanent_failure=gone_is_permanent, retry_max_attempts=3
     )
 
 
