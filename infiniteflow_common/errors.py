@@ -25,9 +25,13 @@ class InfiniteFlowError(Exception):
 
 
 class InvalidMessage(InfiniteFlowError):  # noqa: N818 - the name of the concept, as in arroyo
-    """A message that can never be processed: it goes to the DLQ and the consumer commits past it."""
+    """A message that can never be processed: it goes to the DLQ and the consumer commits past it.
+
+    `job_id`: the job that fails with it, where that is not the record's own (see `JobScopedError`).
+    """
 
     code = "E_INVALID_MESSAGE"
+    job_id: str | None = None
 
 
 class UnknownSchemaError(InvalidMessage):
@@ -61,3 +65,25 @@ class TransientError(InfiniteFlowError):
     """A failure of something outside the message (a server, the GPU); worth retrying later."""
 
     code = "E_TRANSIENT"
+
+
+class JobScopedError(Exception):
+    """`error` was raised while working for `job_id`, which need not be the job of the record in hand.
+
+    Under fair dispatch a `chunk.ready` record is a doorbell: the worker may claim another job's chunk.
+    The consumer handles `error` as if it had been raised alone; only when it dead-letters the record
+    does it fail `job_id` instead of the job the record's key names. Never wraps an `InvalidMessage` or
+    a `HandedBack`: the consumer acts on those by their type.
+    """
+
+    def __init__(self, job_id: str, error: Exception) -> None:
+        super().__init__(f"while working for job {job_id}: {error}")
+        self.job_id = job_id
+        self.error = error
+
+    @staticmethod
+    def unwrap(exc: Exception) -> tuple[Exception, str | None]:
+        """The error itself and the job it names (None: the record's own job)."""
+        if isinstance(exc, JobScopedError):
+            return exc.error, exc.job_id
+        return exc, None

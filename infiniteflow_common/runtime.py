@@ -41,6 +41,7 @@ from infiniteflow_common.kafka import (
 )
 from infiniteflow_common.observability import configure_logging, get_logger
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
 
 log = get_logger()
@@ -143,6 +144,9 @@ class Runtime:
             topic=topic,
             handler=handler,
             settings=self.settings,
+            # an object gone, forbidden or replaced: no retry brings it back, so its record is
+            # dead-lettered and its job fails with the object's code
+            permanent_failure=permanent_storage_failure,
             on_fatal=self._on_fatal,
             on_dead_letter=self._fail_job_of,
         )
@@ -171,8 +175,12 @@ class Runtime:
         return path
 
     async def _fail_job_of(self, delivery: Delivery, error: InvalidMessage) -> None:
-        """A dead-lettered pipeline record fails its job (found from the record's key) with the error's code."""
-        job_id = job_id_from_key(delivery.key)
+        """A dead-lettered pipeline record fails its job with the error's code.
+
+        The job is the one the error names (`InvalidMessage.job_id`: a worker claimed another job's
+        chunk), else the one the record's key names.
+        """
+        job_id = error.job_id or job_id_from_key(delivery.key)
         if job_id is None:
             return
         await report_failure(

@@ -43,7 +43,13 @@ from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.classify import describe, is_transient
 from infiniteflow_common.db import transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.errors import HandedBack, InvalidMessage, TransientError, WorkCancelled
+from infiniteflow_common.errors import (
+    HandedBack,
+    InvalidMessage,
+    JobScopedError,
+    TransientError,
+    WorkCancelled,
+)
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
 from infiniteflow_common.failures import job_fails_on, permanent_failure
 from infiniteflow_common.kafka import Delivery
@@ -139,7 +145,23 @@ class ChunkHandler(PipelineHandler):
                 job_id=str(record.job_id), chunk_index=record.chunk_index, stage="gpu_interp",
             )  # fmt: skip
             return
-        await self._run(held.spec or record, held)
+        await self._run_claimed(record, held)
+
+    async def _run_claimed(self, record: ChunkReady, held: Held) -> None:
+        """Run the chunk `record` claimed; an error raised for another job's chunk names that job.
+
+        Fair dispatch may claim another job's chunk: if its error outlasts the consumer's retries,
+        that job fails (`JobScopedError`), not the one whose record rang.
+        """
+        spec = held.spec or record
+        try:
+            await self._run(spec, held)
+        except (InvalidMessage, HandedBack):
+            raise  # the consumer acts on these by their type
+        except Exception as exc:
+            if spec.job_id == record.job_id:
+                raise
+            raise JobScopedError(str(spec.job_id), exc) from exc
 
     async def _run(self, spec: ChunkReady, held: Held, *, in_pause: bool = False) -> None:
         """Work on a claimed chunk; a permanent failure fails its job (`job_fails_on`).

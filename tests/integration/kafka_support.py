@@ -16,6 +16,7 @@ from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.errors import InvalidMessage
 from infiniteflow_common.kafka import Delivery, ReliableConsumer, make_broker, subscribe
 from infiniteflow_common.settings import CommonSettings
+from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
 
 
@@ -118,6 +119,8 @@ async def running_consumer(
         topic=topic,
         handler=handler,
         settings=settings,
+        # as the services' composition root (`Runtime.consume`) decides
+        permanent_failure=permanent_storage_failure,
         on_dead_letter=on_dead_letter,
     )
     subscribe(broker, consumer, group_id=group)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from infiniteflow_common import kafka
 from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.errors import InvalidMessage, TransientError
 from infiniteflow_common.kafka import H_ERROR_CODE, H_ORIGIN_OFFSET, H_ORIGIN_TOPIC, Delivery
+from infiniteflow_common.kafka import offsets as kafka
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.topics import dlq_of
 from tests.contract.support import all_versions, example_payload
