@@ -208,7 +208,7 @@ def render(run: dict[str, Any]) -> str:
             f"after {after.get('f', {}).get('long_still_splitting', '—')}. "
             f"Clips: {run['clips']}. e, after: {after.get('e', {}).get('upload_to_split_start_s', '—')} s of "
             "the wait pass before the split starts (MinIO's event, ingest's download and probe of the upload); "
-            "the rest is the splitter's download, its timestamp check and the first frames of the pass.",
+            "the rest is the splitter's start: its HDR probe and the first frames of the pass, read over a presigned URL.",
             END,
         ]
     )
