@@ -30,6 +30,9 @@ class CommonSettings(BaseSettings):
     output_bucket: str = "outputs"
     work_bucket: str = "work"
     models_bucket: str = "models"
+    # Ranged GETs side by side when a service downloads a whole object (ingest's probe copy, the
+    # muxer's source): one stream is bound by one connection's copy loop (bench-planning e).
+    download_streams: int = Field(default=2, ge=1, le=16)
     # Object lifecycle (days after writing; 0 keeps objects): uploads and results are the user's and
     # kept by default; work objects are deleted when their job ends, and this expiry is the backstop.
     incoming_retention_days: int = Field(default=0, ge=0)

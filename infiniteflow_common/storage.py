@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -10,6 +12,7 @@ from minio import Minio
 from minio.commonconfig import ENABLED, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
+from minio.helpers import DictType
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
@@ -116,18 +119,108 @@ def _object_of(exc: S3Error) -> str:
     return "the object"
 
 
-def fetch_source(
-    client: Minio, bucket: str, key: str, path: Path, *, version_id: str | None, etag: str
-) -> None:
-    """Download the probed version of a source object; a deleted or changed one is a permanent error."""
+DOWNLOAD_READ = 8 << 20
+"""Bytes per read of a download: plain large reads (urllib3's `stream()` costs a second per GB here)."""
+
+
+def download(
+    client: Minio,
+    bucket: str,
+    key: str,
+    path: Path,
+    *,
+    version_id: str | None,
+    etag: str | None,
+    streams: int = 2,
+    check_size: Callable[[int], None] | None = None,
+) -> int:
+    """Download one exact version of an object into `path` with `streams` ranged GETs side by side;
+    returns its size.
+
+    One GET stream is bound by a single connection's copy loop on both ends (about 250 MB/s from a
+    local MinIO here); contiguous ranges fetched side by side and written in place at their offsets
+    take half the time with two. Each range carries `If-Match` on the ETag (and the version id), so the
+    parts are of one object version, and each must be exactly as long as asked. A deleted, forbidden or
+    replaced object raises its permanent `ObjectUnavailableError`; other failures stay transient.
+    `check_size` sees the object's size before anything is read, and raises to refuse it.
+    """
+    match: DictType | None = {"If-Match": f'"{etag.strip(chr(34))}"'} if etag else None
     try:
-        client.fget_object(
-            bucket, key, str(path), version_id=version_id, request_headers={"If-Match": f'"{etag}"'}
-        )
+        info = client.stat_object(bucket, key, version_id=version_id)
+        if etag and (info.etag or "").strip('"') != etag.strip('"'):
+            raise _changed(f"the object {key!r}")
+        size = int(info.size or 0)
+        if check_size is not None:
+            check_size(size)
+        spans = _ranges(size, max(1, streams))
+        with path.open("wb") as out:
+            out.truncate(size)
+        if len(spans) > 1:
+            with ThreadPoolExecutor(len(spans), thread_name_prefix="download") as pool:
+                for done in [
+                    pool.submit(_fetch_range, client, bucket, key, path, span, version_id, match)
+                    for span in spans
+                ]:
+                    done.result()
+        elif spans:
+            _fetch_range(client, bucket, key, path, spans[0], version_id, match)
     except (S3Error, ServerError) as exc:
         if (error := permanent_storage_failure(exc)) is not None:
             raise error from exc
         raise
+    return size
+
+
+def _ranges(size: int, streams: int) -> list[tuple[int, int]]:
+    """`streams` contiguous (offset, length) spans covering `size` bytes; at least 8 MiB each."""
+    count = max(1, min(streams, size // DOWNLOAD_READ))
+    step = -(-size // count) if size else 0
+    return [(offset, min(step, size - offset)) for offset in range(0, size, step)] if size else []
+
+
+def _fetch_range(
+    client: Minio,
+    bucket: str,
+    key: str,
+    path: Path,
+    span: tuple[int, int],
+    version_id: str | None,
+    match: DictType | None,
+) -> None:
+    offset, length = span
+    response = client.get_object(
+        bucket, key, offset=offset, length=length, version_id=version_id, request_headers=match
+    )
+    position = offset
+    try:
+        with path.open("r+b") as out:
+            out.seek(offset)
+            while piece := response.read(min(DOWNLOAD_READ, offset + length - position)):
+                out.write(piece)
+                position += len(piece)
+    finally:
+        response.close()
+        response.release_conn()
+    if position != offset + length:
+        # A connection cut mid-range: retrying the download may help, so this is not permanent.
+        raise ConnectionError(
+            f"the object {key!r} ended after {position - offset:,} of {length:,} bytes of its range "
+            f"at {offset:,}"
+        )
+
+
+def fetch_source(
+    client: Minio,
+    bucket: str,
+    key: str,
+    path: Path,
+    *,
+    version_id: str | None,
+    etag: str,
+    streams: int = 2,
+) -> None:
+    """Download the probed version of a source object; a deleted or changed one is a permanent error."""
+    download(client, bucket, key, path, version_id=version_id, etag=etag, streams=streams)
 
 
 def check_source(client: Minio, bucket: str, key: str, *, version_id: str | None, etag: str) -> None:

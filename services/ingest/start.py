@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from minio import Minio
-from minio.error import S3Error
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -40,7 +39,7 @@ from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions, available_encoders
-from infiniteflow_common.storage import ObjectUnavailableError, permanent_storage_failure
+from infiniteflow_common.storage import ObjectUnavailableError, download
 from infiniteflow_common.streams import StreamUnsupportedError, plan_streams
 from infiniteflow_common.tenants import tenant_of_key
 from infiniteflow_common.topics import Topic
@@ -62,7 +61,6 @@ log = get_logger()
 Publish = Callable[[str, Event], Awaitable[None]]
 STARTED_PROGRESS = 2
 """Progress of a job whose VideoUploaded is out: ingest's share of the bar."""
-_CHUNK = 8 * 1024 * 1024
 
 
 class UploadTooLargeError(InfiniteFlowError):
@@ -355,33 +353,23 @@ class JobStarter:
         return probe, streams
 
     def _download(self, record: ObjectCreated, path: Path, limit: int) -> None:
-        """Stream the exact object version of the event (If-Match on its ETag) into `path`."""
-        try:
-            response = self.storage.get_object(
-                record.bucket,
-                record.key,
-                version_id=record.version_id,
-                request_headers={"If-Match": f'"{record.etag}"'} if record.etag else None,
-            )
-        except S3Error as exc:
-            # gone, forbidden or replaced: the job fails (E_SOURCE_*); anything else is retried
-            if (failure := permanent_storage_failure(exc)) is not None:
-                raise failure from exc
-            raise
-        written = 0
-        try:
-            with path.open("wb") as out:
-                # plain reads of large blocks: urllib3's `stream()` costs a second per GB here
-                while chunk := response.read(_CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise UploadTooLargeError(_too_large(written, limit))
-                    out.write(chunk)
-        finally:
-            metrics.DOWNLOAD_BYTES.inc(written)
-            with contextlib.suppress(Exception):
-                response.close()
-                response.release_conn()
+        """Fetch the exact object version of the event (If-Match on its ETag) into `path`."""
+
+        def within_limit(size: int) -> None:
+            if size > limit:
+                raise UploadTooLargeError(_too_large(size, limit))
+
+        size = download(
+            self.storage,
+            record.bucket,
+            record.key,
+            path,
+            version_id=record.version_id,
+            etag=record.etag or None,
+            streams=self.settings.download_streams,
+            check_size=within_limit,
+        )
+        metrics.DOWNLOAD_BYTES.inc(size)
 
 
 def with_container(output: OutputOptions, streams: list[dict[str, Any]], probe: MediaProbe) -> OutputOptions:

@@ -466,6 +466,7 @@ class MuxHandler(PipelineHandler):
                 source,
                 version_id=job.source_version,
                 etag=job.source_etag,
+                streams=self.settings.download_streams,
             )
             crash_point(self.settings, "muxer.assemble", job.source_key)
             still_ours("concatenating")

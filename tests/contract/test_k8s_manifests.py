@@ -114,6 +114,11 @@ KEPT_DEFAULTS: dict[str, str] = {
         "the splitter reads the source over a presigned URL that outlives the longest pass",
         "SOURCE_URL_EXPIRY_S",
     ),
+    **_kept(
+        "two ranged GETs side by side halve a whole-object download (bench-planning e); more pay off only"
+        " against a remote store with spare cores",
+        "DOWNLOAD_STREAMS",
+    ),
     **_kept("the muxer's claim on a job it assembles, renewed while it works", "ASSEMBLY_LEASE_S"),
     **_kept(
         "splits as leased background work: passes side by side per pod (scale pods for more), the lease"
