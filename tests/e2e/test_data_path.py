@@ -24,9 +24,9 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import job_row, wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline, start_service
-from tests.fixtures.media import frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.clips import frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.jobs import job_row, wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, start_service
 
 pytestmark = [
     pytest.mark.kafka,

@@ -23,9 +23,9 @@ from standardwebhooks import Webhook
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
-from tests.fixtures.media import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
+from tests.support.clips import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
 
 pytestmark = [
     pytest.mark.kafka,

@@ -20,8 +20,8 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import job_row, wait_for_job
-from tests.e2e.pipeline import REPO, running_pipeline, start_service
+from tests.support.jobs import job_row, wait_for_job
+from tests.support.pipeline import REPO, running_pipeline, start_service
 
 pytestmark = [
     pytest.mark.kafka,

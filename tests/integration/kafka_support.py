@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -81,22 +80,6 @@ def committed_offset(settings: CommonSettings, topic: str, group: str, partition
         return int(tp.offset)
     finally:
         consumer.close()
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 30.0, what: str = ""
-) -> None:
-    """Poll `check` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
-        await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
