@@ -5,9 +5,7 @@ These run the five services as processes against the real Kafka, MinIO, PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from infiniteflow_common.storage import make_client
 from tests.support.clips import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, WebhookReceiver
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -350,9 +349,7 @@ async def test_hostile_files_fail_with_a_code_and_a_signed_webhook(
     assert job["status"] == "failed"
     assert job["error_code"] == code
     assert job["error_message"]
-    deadline = time.monotonic() + 30
-    while not webhooks.for_job(str(job["id"])) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(lambda: webhooks.for_job(str(job["id"])), 30, "the webhook", fail=False)
     [delivery] = webhooks.for_job(str(job["id"]))
     payload = Webhook(settings.webhook_secret.get_secret_value()).verify(
         delivery["body"], delivery["headers"]

@@ -4,9 +4,7 @@ receiver can dedupe by its `webhook-id`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from infiniteflow_common.settings import CommonSettings
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, run_job
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, start_service, webhook_receiver
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -26,10 +25,9 @@ pytestmark = [
 
 
 async def _crashed(service: ServiceProcess, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while service.alive():
-        assert time.monotonic() < deadline, f"{service.name} never reached its crash point"
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: not service.alive(), timeout_s, f"{service.name} to reach its crash point", interval_s=0.1
+    )
 
 
 def _restart(services: list[ServiceProcess], name: str, logdir: Path) -> ServiceProcess:
@@ -72,10 +70,12 @@ async def test_a_notifier_that_dies_after_a_2xx_redelivers_with_the_same_webhook
         await _crashed(notifier)
         _restart(services, "notifier", tmp_path / "logs")
         job = await wait_for_job(settings, key=key)
-        deadline = time.monotonic() + 90
-        while len(receiver.for_job(str(job["id"]))) < 2:
-            assert time.monotonic() < deadline, "the unrecorded delivery was never retried"
-            await asyncio.sleep(0.5)
+        await eventually(
+            lambda: len(receiver.for_job(str(job["id"]))) >= 2,
+            90,
+            "the unrecorded delivery to be retried",
+            interval_s=0.5,
+        )
     first, second = receiver.for_job(str(job["id"]))[:2]
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"], "receivers dedupe by webhook-id"
     assert first["body"] == second["body"]

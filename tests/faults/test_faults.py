@@ -16,6 +16,7 @@ from infiniteflow_common.settings import CommonSettings
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, claimed_by, run_job
 from tests.support.jobs import connect, wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -57,9 +58,9 @@ async def test_a_stopped_worker_that_wakes_up_late_is_fenced_off(
         job = await wait_for_job(settings, key=key, timeout_s=180)
     finally:
         stopped.process.send_signal(signal.SIGCONT)
-    deadline = time.monotonic() + 30
-    while "E_LEASE_LOST" not in stopped.log.read_text() and time.monotonic() < deadline:  # noqa: ASYNC110 - a log file, polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: "E_LEASE_LOST" in stopped.log.read_text(), 30, "E_LEASE_LOST in its log", fail=False
+    )
     assert "E_LEASE_LOST" in stopped.log.read_text(), "the late worker noticed it lost the chunk"
     await asyncio.sleep(2)  # anything it would wrongly publish now has had time to land
     await assert_one_good_output(settings, job, 3 * 30, tmp_path)

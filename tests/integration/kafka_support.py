@@ -17,6 +17,7 @@ from infiniteflow_common.kafka import Delivery, ReliableConsumer, make_broker, s
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
+from tests.support.waiting import eventually_sync
 
 
 @contextmanager
@@ -28,10 +29,9 @@ def private_topic(settings: CommonSettings, name: str, partitions: int = 1) -> I
         [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
     ).values():
         future.result(timeout=30)
-    deadline = time.monotonic() + 30
-    while not all(t in admin.list_topics(timeout=10).topics for t in topics):
-        assert time.monotonic() < deadline, "topics did not appear"
-        time.sleep(0.2)
+    eventually_sync(
+        lambda: all(t in admin.list_topics(timeout=10).topics for t in topics), 30, "the topics to appear"
+    )
     try:
         yield name
     finally:

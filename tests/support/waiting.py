@@ -22,10 +22,12 @@ async def eventually(
     *,
     until: Callable[[T], bool] | None = None,
     interval_s: float = 0.2,
+    fail: bool = True,
 ) -> T:
     """Call `probe` (sync or async) until its value is truthy, or `until(value)` holds; return that value.
 
-    Past `timeout_s` it fails with `what` and the last value observed, so a timeout says where things stood.
+    Past `timeout_s` it fails with `what` and the last value observed, so a timeout says where things stood;
+    with `fail=False` it returns that last value instead, for a test that states its own assertion on it.
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -35,6 +37,8 @@ async def eventually(
         if _held(value, until):
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
+            if not fail:
+                return value  # type: ignore[return-value]
             raise AssertionError(
                 f"timed out after {timeout_s}s waiting for {what or probe}; last seen: {value!r}"
             )
@@ -48,6 +52,7 @@ def eventually_sync(
     *,
     until: Callable[[T], bool] | None = None,
     interval_s: float = 0.2,
+    fail: bool = True,
 ) -> T:
     """`eventually` for code outside an event loop (threads, subprocesses, log files)."""
     deadline = time.monotonic() + timeout_s
@@ -56,6 +61,8 @@ def eventually_sync(
         if _held(value, until):
             return value
         if time.monotonic() > deadline:
+            if not fail:
+                return value  # type: ignore[return-value]
             raise AssertionError(
                 f"timed out after {timeout_s}s waiting for {what or probe}; last seen: {value!r}"
             )
