@@ -370,9 +370,8 @@ async def test_a_job_cancelled_mid_interpolation_stops_its_workers_and_keeps_no_
     clip = panning_clip(tmp_path / "big.mp4", width=640, height=360, seconds=4, audio=False).path
     _drop(settings, clip, key, multiplier="8", engine="flow")
     job = await _job_once_in(settings, key, "interpolating")
-    await eventually(
-        lambda: _leased_chunks(settings, job["id"]), 60, "a chunk in progress"
-    )  # a worker is inside one
+    # a worker is inside a chunk
+    await eventually(lambda: _leased_chunks(settings, job["id"]), 60, "a chunk in progress")
 
     async with httpx.AsyncClient(base_url=settings.api_url, timeout=30) as client:
         response = await client.post(f"/api/jobs/{job['id']}/cancel")
