@@ -36,7 +36,7 @@ async def wait_for_job(
     settings: CommonSettings, *, key: str | None = None, job_id: str | None = None, timeout_s: float = 240
 ) -> dict[str, Any]:
     """Poll until the job is final; fail with its state when the deadline passes."""
-    row = await eventually(
+    row: dict[str, Any] | None = await eventually(
         lambda: job_row(settings, key=key, job_id=job_id),
         timeout_s,
         "the job to be final",

@@ -6,24 +6,48 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-def _held(value: object, until: Callable[[T], bool] | None) -> bool:
-    return bool(value) if until is None else until(value)  # type: ignore[arg-type]
+def _held(value: Any, until: Callable[[Any], bool] | None) -> bool:
+    return bool(value) if until is None else until(value)
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    timeout_s: float = ...,
+    what: str = ...,
+    *,
+    until: Callable[[T], bool] | None = ...,
+    interval_s: float = ...,
+    fail: bool = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    timeout_s: float = ...,
+    what: str = ...,
+    *,
+    until: Callable[[T], bool] | None = ...,
+    interval_s: float = ...,
+    fail: bool = ...,
+) -> T: ...
 
 
 async def eventually(
-    probe: Callable[[], T | Awaitable[T]],
+    probe: Callable[[], Any],
     timeout_s: float = 30.0,
     what: str = "",
     *,
-    until: Callable[[T], bool] | None = None,
+    until: Callable[[Any], bool] | None = None,
     interval_s: float = 0.2,
     fail: bool = True,
-) -> T:
+) -> Any:
     """Call `probe` (sync or async) until its value is truthy, or `until(value)` holds; return that value.
 
     Past `timeout_s` it fails with `what` and the last value observed, so a timeout says where things stood;
@@ -35,10 +59,10 @@ async def eventually(
         if inspect.isawaitable(value):
             value = await value
         if _held(value, until):
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             if not fail:
-                return value  # type: ignore[return-value]
+                return value
             raise AssertionError(
                 f"timed out after {timeout_s}s waiting for {what or probe}; last seen: {value!r}"
             )
@@ -62,7 +86,7 @@ def eventually_sync(
             return value
         if time.monotonic() > deadline:
             if not fail:
-                return value  # type: ignore[return-value]
+                return value
             raise AssertionError(
                 f"timed out after {timeout_s}s waiting for {what or probe}; last seen: {value!r}"
             )
