@@ -1,8 +1,10 @@
-"""Frame-exact media I/O over PyAV, shared by the splitter, the workers and the muxer.
+"""Frame-exact media helpers over PyAV: decoding, RGB conversion, rational rates, `MediaError`.
 
-Intermediates are FFV1 in Matroska: lossless, any pixel format and bit depth, so the pipeline adds
-no generation loss. Files are opened with the `file` protocol only, so a crafted file cannot make the
-demuxer read URLs or other local files.
+The pipeline keeps no intermediate files: workers read their chunk's frames from the pinned source
+and encode the job's final codec directly (services/gpu_interp/handlers.py), and the muxer joins the
+encoded chunks by stream copy. `LosslessWriter` (FFV1 in Matroska) is left for tests and tools that
+need a lossless file. Files are opened with the `file` protocol only, so a crafted file cannot make
+the demuxer read URLs or other local files.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ from hypothesis import settings as hypothesis_settings
 from infiniteflow_common.settings import CommonSettings
 from tests import stack_hygiene
 
+# Shared fixtures live in tests/support and are registered here, the one conftest pytest lets do so.
+pytest_plugins = ["tests.support.chunks", "tests.support.queues"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Property tests check behaviour, never speed: on a shared, busy machine one example may take 50× its

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
-from tests.e2e.pipeline import ServiceProcess
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.pipeline import ServiceProcess
 
 pytestmark = [
     pytest.mark.kafka,

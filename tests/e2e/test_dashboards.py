@@ -20,9 +20,9 @@ import pytest
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 from services.dashboards import GPU_METRICS, panel_queries, query
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, WebhookReceiver
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, WebhookReceiver
 
 
 def metric_names(expr: str) -> set[str]:

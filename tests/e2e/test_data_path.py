@@ -24,9 +24,10 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import job_row, wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline, start_service
-from tests.fixtures.media import frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.clips import frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.jobs import job_row, wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, start_service
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -84,12 +85,14 @@ async def _job_once_in(settings: CommonSettings, key: str, status: str, timeout_
 
 async def _eventually_empty(settings: CommonSettings, job_id: object, timeout_s: float = 30) -> list[str]:
     """The job's work objects, polled until none are left (a chunk in flight may upload a moment late)."""
-    deadline = time.monotonic() + timeout_s
-    left = _work_objects(settings, job_id)
-    while left and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        left = _work_objects(settings, job_id)
-    return left
+    return await eventually(
+        lambda: _work_objects(settings, job_id),
+        timeout_s,
+        "no work objects",
+        until=lambda left: not left,
+        interval_s=1,
+        fail=False,
+    )
 
 
 def _result(job: dict[str, Any]) -> dict[str, Any]:
@@ -278,12 +281,14 @@ async def test_a_source_overwritten_mid_job_is_never_mixed_with_the_new_file(
     # the new upload is a job of its own, and it completes
     connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
     try:
-        deadline = time.monotonic() + 60
-        ids: list[str] = []
-        while time.monotonic() < deadline and len(ids) < 2:
+
+        async def job_ids() -> list[str]:
             rows = await connection.fetch("select id from jobs where source_key = $1", key)
-            ids = [str(r["id"]) for r in rows]
-            await asyncio.sleep(0.5)
+            return [str(r["id"]) for r in rows]
+
+        ids = await eventually(
+            job_ids, 60, "a second job", until=lambda ids: len(ids) >= 2, interval_s=0.5, fail=False
+        )
     finally:
         await connection.close()
     [new_id] = [i for i in ids if i != job_id]
@@ -310,9 +315,7 @@ async def test_two_muxer_replicas_assemble_a_job_once(
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["chunks_total"] >= 6
     job_id = str(job["id"])
-    deadline = time.monotonic() + 30
-    while not webhooks.for_job(job_id) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(lambda: webhooks.for_job(job_id), 30, "the webhook", fail=False)
     await asyncio.sleep(3)  # a second assembly, were there one, would announce itself by now
 
     completions = [
@@ -367,10 +370,8 @@ async def test_a_job_cancelled_mid_interpolation_stops_its_workers_and_keeps_no_
     clip = panning_clip(tmp_path / "big.mp4", width=640, height=360, seconds=4, audio=False).path
     _drop(settings, clip, key, multiplier="8", engine="flow")
     job = await _job_once_in(settings, key, "interpolating")
-    deadline = time.monotonic() + 60
-    while await _leased_chunks(settings, job["id"]) == 0:  # a worker is inside a chunk
-        assert time.monotonic() < deadline, "no chunk was ever in progress"
-        await asyncio.sleep(0.2)
+    # a worker is inside a chunk
+    await eventually(lambda: _leased_chunks(settings, job["id"]), 60, "a chunk in progress")
 
     async with httpx.AsyncClient(base_url=settings.api_url, timeout=30) as client:
         response = await client.post(f"/api/jobs/{job['id']}/cancel")
@@ -378,9 +379,14 @@ async def test_a_job_cancelled_mid_interpolation_stops_its_workers_and_keeps_no_
     assert response.json()["status"] == "cancelled"
 
     # the workers notice within a poll and a batch: every lease stops being renewed, nothing new starts
-    deadline = time.monotonic() + 30
-    while (leased := await _leased_chunks(settings, job["id"])) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.5)
+    leased = await eventually(
+        lambda: _leased_chunks(settings, job["id"]),
+        30,
+        "no leased chunk",
+        until=lambda n: n == 0,
+        interval_s=0.5,
+        fail=False,
+    )
     assert leased == 0, "a worker kept working on a cancelled job"
     assert await _eventually_empty(settings, job["id"]) == [], "a cancelled job keeps no work objects"
     assert _outputs(settings, job["id"]) == [], "and has no output"

@@ -5,7 +5,6 @@ long job's whole queue on the `chunk.ready` partitions (issue 23).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import running_pipeline
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import running_pipeline
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -42,12 +42,13 @@ async def _chunks(settings: CommonSettings, key: str) -> list[dict[str, Any]]:
 
 
 async def _first_chunk_started(settings: CommonSettings, key: str, timeout_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if any(row["started_at"] for row in await _chunks(settings, key)):
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"no chunk of {key} started within {timeout_s} s")
+    await eventually(
+        lambda: _chunks(settings, key),
+        timeout_s,
+        f"a chunk of {key} to start",
+        until=lambda rows: any(row["started_at"] for row in rows),
+        interval_s=0.3,
+    )
 
 
 async def test_a_small_job_dropped_behind_a_long_one_takes_turns_with_it_on_the_one_worker(

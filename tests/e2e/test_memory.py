@@ -14,9 +14,9 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline
 
 pytestmark = [
     pytest.mark.kafka,

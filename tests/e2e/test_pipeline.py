@@ -5,9 +5,7 @@ These run the five services as processes against the real Kafka, MinIO, PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,9 +16,10 @@ from standardwebhooks import Webhook
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, WebhookReceiver
-from tests.fixtures.media import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.clips import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, WebhookReceiver
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -232,7 +231,7 @@ async def test_a_duplicate_minio_event_gives_one_job(
 
 
 def _vfr_source(path: Path) -> Path:
-    from tests.fixtures.media import run
+    from tests.support.clips import run
 
     # 30 fps for half a second, then every other frame kept with its own timestamp (15 fps)
     run("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=30:duration=2", "-vf", "select='lt(n\\,15)+not(mod(n\\,2))'",
@@ -296,7 +295,7 @@ async def test_variable_frame_rate_input_with_a_multiplier_keeps_every_source_ti
 async def test_rotation_colour_metadata_and_subtitles_are_kept(
     pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
 ) -> None:
-    from tests.fixtures.media import run
+    from tests.support.clips import run
 
     plain = panning_clip(workdir / "plain.mp4", width=160, height=96, seconds=1)
     subtitles = workdir / "subs.srt"
@@ -350,9 +349,7 @@ async def test_hostile_files_fail_with_a_code_and_a_signed_webhook(
     assert job["status"] == "failed"
     assert job["error_code"] == code
     assert job["error_message"]
-    deadline = time.monotonic() + 30
-    while not webhooks.for_job(str(job["id"])) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(lambda: webhooks.for_job(str(job["id"])), 30, "the webhook", fail=False)
     [delivery] = webhooks.for_job(str(job["id"]))
     payload = Webhook(settings.webhook_secret.get_secret_value()).verify(
         delivery["body"], delivery["headers"]

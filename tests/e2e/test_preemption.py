@@ -7,7 +7,6 @@ a higher priority) is specified on the real database in tests/integration/test_f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -18,9 +17,10 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import running_pipeline
-from tests.fixtures.media import panning_clip, probe, video_stream
+from tests.support.clips import panning_clip, probe, video_stream
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import running_pipeline
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -45,12 +45,13 @@ async def _chunks(settings: CommonSettings, key: str) -> list[dict[str, Any]]:
 
 
 async def _chunks_started(settings: CommonSettings, key: str, count: int, timeout_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if sum(1 for row in await _chunks(settings, key) if row["started_at"]) >= count:
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{count} chunks of {key} did not start within {timeout_s} s")
+    await eventually(
+        lambda: _chunks(settings, key),
+        timeout_s,
+        f"{count} chunks of {key} to start",
+        until=lambda rows: sum(1 for row in rows if row["started_at"]) >= count,
+        interval_s=0.3,
+    )
 
 
 def _log_lines(logdir: Path, message: str) -> list[dict[str, Any]]:

@@ -7,10 +7,8 @@ re-create a frame per chunk inside its 4 % budget, and one worker.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,9 +21,10 @@ from standardwebhooks import Webhook
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
-from tests.fixtures.media import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
+from tests.support.clips import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -60,9 +59,7 @@ async def _chunks(settings: CommonSettings, job_id: Any) -> list[dict[str, Any]]
 
 
 async def _webhook(webhooks: WebhookReceiver, settings: CommonSettings, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while not webhooks.for_job(job_id) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(lambda: webhooks.for_job(job_id), 30, "the webhook", fail=False)
     [delivery] = webhooks.for_job(job_id)
     payload: dict[str, Any] = Webhook(settings.webhook_secret.get_secret_value()).verify(
         delivery["body"], delivery["headers"]

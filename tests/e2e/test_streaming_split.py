@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import job_row, wait_for_job
-from tests.e2e.pipeline import REPO, running_pipeline, start_service
+from tests.support.jobs import job_row, wait_for_job
+from tests.support.pipeline import REPO, running_pipeline, start_service
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -66,16 +66,6 @@ async def _chunks(settings: CommonSettings, job_id: uuid.UUID) -> list[dict[str,
     return [row | {"spec": json.loads(row["spec"])} for row in rows]
 
 
-async def _until(what: str, check: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 def _cancel(job_id: uuid.UUID) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from services.cli import main; main()", "cancel", str(job_id)],
@@ -90,7 +80,7 @@ async def _upload(settings: CommonSettings, clip: Path, key: str) -> dict[str, A
     async def job() -> dict[str, Any] | None:
         return await job_row(settings, key=key)
 
-    found: dict[str, Any] = await _until(f"a job for {key}", job, 60)
+    found: dict[str, Any] = await eventually(job, 60, f"a job for {key}")
     return found
 
 
@@ -99,7 +89,7 @@ async def _split_of(settings: CommonSettings, job_id: uuid.UUID, timeout_s: floa
         row = await job_row(settings, job_id=str(job_id))
         return row if row and (row["split_at"] or row["status"] in ("failed", "cancelled")) else None
 
-    row: dict[str, Any] = await _until("the split to end", split, timeout_s)
+    row: dict[str, Any] = await eventually(split, timeout_s, "the split to end")
     return row
 
 
@@ -119,7 +109,7 @@ async def test_a_long_upload_reaches_a_worker_while_it_is_split_and_its_record_i
         async def first_chunk_started() -> bool:
             return any(c["started_at"] for c in await _chunks(settings, job_id))
 
-        await _until("a worker to start the long upload's first chunk", first_chunk_started, 120)
+        await eventually(first_chunk_started, 120, "a worker to start the long upload's first chunk")
         during = await job_row(settings, job_id=str(job_id))
         assert during is not None
         assert during["split_at"] is None, "a worker got work before the pass ended"
@@ -153,7 +143,7 @@ async def test_a_split_whose_splitter_dies_is_taken_over_once_and_yields_the_sam
         async def some_chunks() -> bool:
             return len(await _chunks(settings, killed["id"])) >= 3
 
-        await _until("the first chunks of the split", some_chunks, 120)
+        await eventually(some_chunks, 120, "the first chunks of the split")
         [splitter] = [s for s in services if s.name == "splitter"]
         splitter.process.send_signal(signal.SIGKILL)
         splitter.process.wait(10)
@@ -185,13 +175,13 @@ async def test_cancelling_a_job_stops_its_split_in_progress(settings: CommonSett
         async def some_chunks() -> bool:
             return len(await _chunks(settings, job["id"])) >= 1
 
-        await _until("the first chunks of the split", some_chunks, 120)
+        await eventually(some_chunks, 120, "the first chunks of the split")
         _cancel(job["id"])
 
         async def stopped() -> bool:
             return '"split stopped"' in (logs / "splitter.log").read_text()
 
-        await _until("the splitter to stop the pass", stopped, 30)
+        await eventually(stopped, 30, "the splitter to stop the pass")
         planned = len(await _chunks(settings, job["id"]))
         await asyncio.sleep(3)
         assert len(await _chunks(settings, job["id"])) == planned, "no chunk planned after the stop"

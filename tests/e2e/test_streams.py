@@ -16,9 +16,7 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess
-from tests.fixtures.media import (
+from tests.support.clips import (
     audio_packets,
     pcm_mov_clip,
     probe,
@@ -27,6 +25,8 @@ from tests.fixtures.media import (
     styled_subtitle_clip,
     video_stream,
 )
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess
 
 pytestmark = [
     pytest.mark.kafka,

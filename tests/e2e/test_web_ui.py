@@ -30,10 +30,10 @@ from standardwebhooks import Webhook
 from infiniteflow_common import tenants
 from infiniteflow_common.db import make_engine, session_factory, transaction
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
-from tests.e2e.conftest import job_row
-from tests.e2e.pipeline import ServiceProcess, WebhookReceiver, start_service
-from tests.fixtures.media import panning_clip, probe, video_stream
-from tests.integration.kafka_support import eventually
+from tests.support.clips import panning_clip, probe, video_stream
+from tests.support.jobs import job_row
+from tests.support.pipeline import ServiceProcess, WebhookReceiver, start_service
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,

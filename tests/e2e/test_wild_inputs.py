@@ -24,9 +24,9 @@ import pytest
 from infiniteflow_common.media import decode_video
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess
-from tests.fixtures.media import decoded_audio_md5, probe, psnr, textured, video_stream
+from tests.support.clips import decoded_audio_md5, probe, psnr, textured, video_stream
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess
 
 pytestmark = [
     pytest.mark.kafka,

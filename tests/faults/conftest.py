@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.pipeline import ServiceProcess, running_pipeline
-
-FAULT_SETTINGS = {
-    "CHUNK_FRAMES": "10",
-    # short leases so a takeover happens within seconds; the broker evicts a silent member after 10 s
-    "LEASE_SECONDS": "6",
-    "RETRY_BASE_DELAY_S": "0.2",
-}
+from tests.support.faults import FAULT_SETTINGS
+from tests.support.pipeline import ServiceProcess, running_pipeline
 
 
 @pytest.fixture

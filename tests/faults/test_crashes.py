@@ -4,18 +4,16 @@ receiver can dedupe by its `webhook-id`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline, start_service, webhook_receiver
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.faults.test_faults import _assert_one_good_output, _run_job
+from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, run_job
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, start_service, webhook_receiver
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -27,10 +25,9 @@ pytestmark = [
 
 
 async def _crashed(service: ServiceProcess, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while service.alive():
-        assert time.monotonic() < deadline, f"{service.name} never reached its crash point"
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: not service.alive(), timeout_s, f"{service.name} to reach its crash point", interval_s=0.1
+    )
 
 
 def _restart(services: list[ServiceProcess], name: str, logdir: Path) -> ServiceProcess:
@@ -46,12 +43,12 @@ async def test_a_muxer_that_dies_after_uploading_but_before_recording_leaves_one
     crash = {"CRASH_AT": "muxer.after_upload", "CRASH_MARKER": str(tmp_path / "crashed")}
     with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, **crash) as services:
         key = f"faults/{unique}/mux.mp4"
-        await _run_job(settings, tmp_path, key, seconds=1)
+        await run_job(settings, tmp_path, key, seconds=1)
         muxer = next(s for s in services if s.name == "muxer")
         await _crashed(muxer)
         _restart(services, "muxer", tmp_path / "logs")
         job = await wait_for_job(settings, key=key, timeout_s=120)
-        await _assert_one_good_output(settings, job, 30, tmp_path)
+        await assert_one_good_output(settings, job, 30, tmp_path)
 
 
 async def test_a_notifier_that_dies_after_a_2xx_redelivers_with_the_same_webhook_id(
@@ -67,16 +64,18 @@ async def test_a_notifier_that_dies_after_a_2xx_redelivers_with_the_same_webhook
         running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, **crash) as services,
     ):
         key = f"faults/{unique}/hook.mp4"
-        clip = await _run_job(settings, tmp_path, key, seconds=1, webhook=receiver.url)
+        clip = await run_job(settings, tmp_path, key, seconds=1, webhook=receiver.url)
         assert clip
         notifier = next(s for s in services if s.name == "notifier")
         await _crashed(notifier)
         _restart(services, "notifier", tmp_path / "logs")
         job = await wait_for_job(settings, key=key)
-        deadline = time.monotonic() + 90
-        while len(receiver.for_job(str(job["id"]))) < 2:
-            assert time.monotonic() < deadline, "the unrecorded delivery was never retried"
-            await asyncio.sleep(0.5)
+        await eventually(
+            lambda: len(receiver.for_job(str(job["id"]))) >= 2,
+            90,
+            "the unrecorded delivery to be retried",
+            interval_s=0.5,
+        )
     first, second = receiver.for_job(str(job["id"]))[:2]
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"], "receivers dedupe by webhook-id"
     assert first["body"] == second["body"]

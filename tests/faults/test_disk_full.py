@@ -11,10 +11,9 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import running_pipeline
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.faults.test_faults import _run_job
+from tests.support.faults import FAULT_SETTINGS, run_job
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import running_pipeline
 
 pytestmark = [
     pytest.mark.kafka,
@@ -47,7 +46,7 @@ async def test_a_full_scratch_disk_fails_the_job_with_a_clear_code_and_leaves_no
     key = f"faults/{unique}/disk-full.mp4"
     with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, SCRATCH_DIR=str(small_disk)) as services:
         # 640×360, 3 s: a 0.27 MB upload whose ×2 output, with the chunks it is made of, exceeds 1 MiB
-        await _run_job(settings, tmp_path, key, size=(640, 360))
+        await run_job(settings, tmp_path, key, size=(640, 360))
         job = await wait_for_job(settings, key=key, timeout_s=180)
 
         assert job["status"] == "failed"

@@ -7,21 +7,16 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.errors import UnknownSchemaError
 from infiniteflow_common.settings import CommonSettings
-from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.fixtures.media import panning_clip, probe, video_stream
+from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, claimed_by, run_job
+from tests.support.jobs import connect, wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -32,97 +27,16 @@ pytestmark = [
 ]
 
 
-async def _db(settings: CommonSettings) -> Any:
-    return await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
-
-
-async def _claimed_by(settings: CommonSettings, key: str, worker_prefix: str, timeout_s: float = 60) -> int:
-    """Wait until a chunk of the job is being worked on by the worker; returns its index."""
-    connection = await _db(settings)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            row = await connection.fetchrow(
-                "select c.chunk_index from chunks c join jobs j on j.id = c.job_id "
-                "where j.source_key = $1 and c.status = 'claimed' and c.worker like $2 limit 1",
-                key, worker_prefix + "%",
-            )  # fmt: skip
-            if row:
-                return int(row["chunk_index"])
-            await asyncio.sleep(0.05)
-    finally:
-        await connection.close()
-    raise AssertionError(f"no chunk of {key} was claimed by {worker_prefix}")
-
-
-def _completed_events(settings: CommonSettings, job_id: str) -> int:
-    """How many job.completed records the job has (reads the whole topic)."""
-    catalog = SchemaCatalog.load()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"audit-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
-    )
-    partitions = consumer.list_topics("job.completed", timeout=10).topics["job.completed"].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition("job.completed", p))[1] for p in partitions}
-    consumer.assign([TopicPartition("job.completed", p, 0) for p in partitions])
-    seen, count = dict.fromkeys(partitions, 0), 0
-    deadline = time.monotonic() + 20
-    while any(seen[p] < ends[p] for p in partitions) and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None or message.error():
-            continue
-        seen[message.partition()] = message.offset() + 1
-        try:
-            event = catalog.decode(message.value())[1]
-        except UnknownSchemaError:  # written by another build sharing the local broker
-            continue
-        if str(event["job_id"]) == job_id:
-            count += 1
-    consumer.close()
-    return count
-
-
-async def _run_job(
-    settings: CommonSettings,
-    workdir: Path,
-    key: str,
-    seconds: float = 3,
-    webhook: str | None = None,
-    size: tuple[int, int] = (320, 180),
-) -> tuple[Any, Path]:
-    clip = panning_clip(workdir / "in.mp4", width=size[0], height=size[1], seconds=seconds)
-    metadata = {"multiplier": "2", "engine": "flow"} | ({"webhook-url": webhook} if webhook else {})
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(clip.path), metadata=metadata)
-    return clip, clip.path
-
-
-async def _assert_one_good_output(
-    settings: CommonSettings, job: dict[str, Any], frames: int, workdir: Path
-) -> None:
-    assert job["status"] == "completed", (job["error_code"], job["error_message"])
-    listed = list(
-        make_client(settings).list_objects(settings.output_bucket, prefix=f"{job['id']}/", recursive=True)
-    )
-    assert len(listed) == 1, "exactly one output"
-    out = workdir / "out.mp4"
-    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(out))
-    assert int(video_stream(probe(out))["nb_read_frames"]) == 2 * frames
-    assert _completed_events(settings, str(job["id"])) == 1, "exactly one job.completed"
-
-
 async def test_a_worker_killed_mid_chunk_loses_nothing(
     fresh_pipeline: dict[str, ServiceProcess], settings: CommonSettings, tmp_path: Path, unique: str
 ) -> None:
     key = f"faults/{unique}/kill.mp4"
-    _clip, _ = await _run_job(settings, tmp_path, key)
-    await _claimed_by(settings, key, "worker-1")
+    _clip, _ = await run_job(settings, tmp_path, key)
+    await claimed_by(settings, key, "worker-1")
     fresh_pipeline["gpu_interp-1"].process.send_signal(signal.SIGKILL)
     job = await wait_for_job(settings, key=key, timeout_s=180)
-    await _assert_one_good_output(settings, job, 3 * 30, tmp_path)
-    connection = await _db(settings)
+    await assert_one_good_output(settings, job, 3 * 30, tmp_path)
+    connection = await connect(settings)
     try:
         retried = await connection.fetchval(
             "select count(*) from chunks where job_id = $1 and attempts > 1", job["id"]
@@ -136,20 +50,20 @@ async def test_a_stopped_worker_that_wakes_up_late_is_fenced_off(
     fresh_pipeline: dict[str, ServiceProcess], settings: CommonSettings, tmp_path: Path, unique: str
 ) -> None:
     key = f"faults/{unique}/stop.mp4"
-    _clip, _ = await _run_job(settings, tmp_path, key)
-    await _claimed_by(settings, key, "worker-1")
+    _clip, _ = await run_job(settings, tmp_path, key)
+    await claimed_by(settings, key, "worker-1")
     stopped = fresh_pipeline["gpu_interp-1"]
     stopped.process.send_signal(signal.SIGSTOP)  # past the session timeout and its lease
     try:
         job = await wait_for_job(settings, key=key, timeout_s=180)
     finally:
         stopped.process.send_signal(signal.SIGCONT)
-    deadline = time.monotonic() + 30
-    while "E_LEASE_LOST" not in stopped.log.read_text() and time.monotonic() < deadline:  # noqa: ASYNC110 - a log file, polled with a deadline
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: "E_LEASE_LOST" in stopped.log.read_text(), 30, "E_LEASE_LOST in its log", fail=False
+    )
     assert "E_LEASE_LOST" in stopped.log.read_text(), "the late worker noticed it lost the chunk"
     await asyncio.sleep(2)  # anything it would wrongly publish now has had time to land
-    await _assert_one_good_output(settings, job, 3 * 30, tmp_path)
+    await assert_one_good_output(settings, job, 3 * 30, tmp_path)
 
 
 async def test_replaying_every_topic_from_the_start_creates_nothing_new(
@@ -171,7 +85,7 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
     }
     watcher.close()
     with running_pipeline(tmp_path / "logs-1", **FAULT_SETTINGS):
-        await _run_job(settings, tmp_path, key, seconds=1)
+        await run_job(settings, tmp_path, key, seconds=1)
         job = await wait_for_job(settings, key=key)
         assert job["status"] == "completed"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -183,7 +97,7 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
             [ConsumerGroupTopicPartitions(group, partitions)]
         ).values():
             future.result(timeout=30)
-    connection = await _db(settings)
+    connection = await connect(settings)
     try:
         # Sources that have their job now. (A test session removes its job rows when it ends, so the
         # replayed history also holds uploads whose rows are gone: those become jobs again, as any
@@ -214,7 +128,7 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
             await asyncio.sleep(1)
         consumer.close()
         assert all(s.alive() for s in services), "replays crash nothing"
-    connection = await _db(settings)
+    connection = await connect(settings)
     try:
         replayed = [
             (r["source_bucket"], r["source_key"], r["source_etag"])
@@ -237,7 +151,7 @@ async def test_replaying_every_topic_from_the_start_creates_nothing_new(
         assert sent_again == 0, "no delivered webhook is sent twice"
     finally:
         await connection.close()
-    await _assert_one_good_output(settings, await wait_for_job(settings, key=key), 30, tmp_path)
+    await assert_one_good_output(settings, await wait_for_job(settings, key=key), 30, tmp_path)
 
 
 async def test_a_poison_message_on_each_pipeline_topic_fails_its_job_and_the_pipeline_keeps_going(
@@ -249,7 +163,7 @@ async def test_a_poison_message_on_each_pipeline_topic_fails_its_job_and_the_pip
         "chunk.interpolated": "muxer",
         "job.split": "muxer",
     }
-    connection = await _db(settings)
+    connection = await connect(settings)
     job_ids = {topic: str(uuid.uuid4()) for topic in topics}
     try:
         for topic, job_id in job_ids.items():
@@ -270,6 +184,6 @@ async def test_a_poison_message_on_each_pipeline_topic_fails_its_job_and_the_pip
         assert job["error_code"] == "E_UNKNOWN_SCHEMA", topic
         assert f"{topic}.dlq" in job["error_message"]
     key = f"faults/{unique}/after.mp4"
-    await _run_job(settings, tmp_path, key, seconds=1)
+    await run_job(settings, tmp_path, key, seconds=1)
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", "the consumers kept going"

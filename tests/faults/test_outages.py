@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess
-from tests.faults.test_faults import _assert_one_good_output, _claimed_by, _run_job
+from tests.support.faults import assert_one_good_output, claimed_by, run_job
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess
 
 pytestmark = [
     pytest.mark.kafka,
@@ -48,13 +48,13 @@ async def test_a_server_outage_mid_job_only_delays_it(
     down_s: float,
 ) -> None:
     key = f"faults/{unique}/{component}.mp4"
-    await _run_job(settings, tmp_path, key)
-    await _claimed_by(settings, key, "worker-")
+    await run_job(settings, tmp_path, key)
+    await claimed_by(settings, key, "worker-")
     stack("stop", component)
     try:
         await asyncio.sleep(down_s)
     finally:
         stack("start", component)
     job = await wait_for_job(settings, key=key, timeout_s=240)
-    await _assert_one_good_output(settings, job, 90, tmp_path)
+    await assert_one_good_output(settings, job, 90, tmp_path)
     assert all(service.alive() for service in fresh_pipeline.values()), "every service rode the outage out"

@@ -11,16 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline, start_service
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.faults.test_faults import _assert_one_good_output, _db, _run_job
+from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, chunk_rows, run_job
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, start_service
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.kafka,
@@ -84,20 +83,6 @@ def _logs(logdir: Path) -> str:
     return "\n".join(path.read_text(errors="replace") for path in sorted(logdir.glob("gpu_interp*.log")))
 
 
-async def _chunk_rows(settings: CommonSettings, job_id: Any) -> list[Any]:
-    connection = await _db(settings)
-    try:
-        return list(
-            await connection.fetch(
-                "select chunk_index, status, attempts, scale, batch_size from chunks where job_id = $1 "
-                "order by chunk_index",
-                job_id,
-            )
-        )
-    finally:
-        await connection.close()
-
-
 async def _no_more_deaths(restarter: Restarter, services: list[ServiceProcess], quiet_s: float) -> None:
     """Nothing dies for `quiet_s` (longer than a lease and a group eviction): no service crash-loops."""
     deaths = len(restarter.deaths)
@@ -122,30 +107,32 @@ async def test_a_chunk_that_kills_every_worker_that_tries_it_fails_its_job_and_t
         async with restarting(services, logdir) as restarter:
             (tmp_path / "poison").mkdir()
             (tmp_path / "good").mkdir()
-            await _run_job(settings, tmp_path / "poison", poison_key, seconds=1)
-            await _run_job(settings, tmp_path / "good", good_key, seconds=1)
+            await run_job(settings, tmp_path / "poison", poison_key, seconds=1)
+            await run_job(settings, tmp_path / "good", good_key, seconds=1)
 
             failed = await wait_for_job(settings, key=poison_key, timeout_s=300)
             assert (failed["status"], failed["error_code"]) == ("failed", "E_CHUNK_POISON"), failed
             assert "chunk 0" in failed["error_message"]
             assert "all 3 attempts" in failed["error_message"]
             good = await wait_for_job(settings, key=good_key, timeout_s=180)
-            await _assert_one_good_output(settings, good, 30, tmp_path / "good")
+            await assert_one_good_output(settings, good, 30, tmp_path / "good")
 
             # CHUNK_MAX_ATTEMPTS=2 lost tries, then the conservative one: three kills, and no fourth
             assert [code for _, code in restarter.deaths] == [-9, -9, -9], restarter.deaths
             await _no_more_deaths(restarter, services, quiet_s=2 * float(FAULT_SETTINGS["LEASE_SECONDS"]) + 6)
 
-    poison_rows = await _chunk_rows(settings, failed["id"])
+    poison_rows = await chunk_rows(settings, failed["id"])
     assert (poison_rows[0]["status"], poison_rows[0]["attempts"]) == ("failed", 4)
     logs = _logs(logdir)
     assert logs.count('"trying the chunk once with the most conservative settings"') == 1
     assert '"poison chunk: every attempt killed its worker; failing the job"' in logs
     work = make_client(settings)
-    deadline = time.monotonic() + 30
-    while list(work.list_objects(settings.work_bucket, prefix=f"{failed['id']}/", recursive=True)):
-        assert time.monotonic() < deadline, "the failed job's work objects were not removed"
-        await asyncio.sleep(0.5)
+    await eventually(
+        lambda: not list(work.list_objects(settings.work_bucket, prefix=f"{failed['id']}/", recursive=True)),
+        30,
+        "the failed job's work objects to be removed",
+        interval_s=0.5,
+    )
 
 
 async def test_a_chunk_whose_worker_was_killed_once_is_finished_at_the_lightest_settings(
@@ -156,11 +143,11 @@ async def test_a_chunk_whose_worker_was_killed_once_is_finished_at_the_lightest_
     crash = {"CRASH_AT": CRASH_POINT, "CRASH_MARKER": str(tmp_path / "crashed"), "CHUNK_MAX_ATTEMPTS": "1"}
     with running_pipeline(logdir, **FAULT_SETTINGS, **crash) as services:
         async with restarting(services, logdir) as restarter:
-            await _run_job(settings, tmp_path, key, seconds=1)
+            await run_job(settings, tmp_path, key, seconds=1)
             job = await wait_for_job(settings, key=key, timeout_s=180)
-            await _assert_one_good_output(settings, job, 30, tmp_path)
+            await assert_one_good_output(settings, job, 30, tmp_path)
             assert [code for _, code in restarter.deaths] == [137]
-    rows = await _chunk_rows(settings, job["id"])
+    rows = await chunk_rows(settings, job["id"])
     retried = [row for row in rows if row["attempts"] == 2]
     assert len(retried) == 1, "the chunk whose worker was killed was tried again"
     assert (retried[0]["scale"], retried[0]["batch_size"]) == (0.25, 1), "at MIN_SCALE, one pair per call"

@@ -13,11 +13,10 @@ import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import running_pipeline, start_service
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.faults.test_faults import _assert_one_good_output, _claimed_by, _db
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, claimed_by
+from tests.support.jobs import connect, wait_for_job
+from tests.support.pipeline import running_pipeline, start_service
 
 pytestmark = [
     pytest.mark.kafka,
@@ -29,7 +28,7 @@ pytestmark = [
 
 
 async def _chunk_row(settings: CommonSettings, key: str, index: int) -> dict[str, object]:
-    connection = await _db(settings)
+    connection = await connect(settings)
     try:
         row = await connection.fetchrow(
             "select c.* from chunks c join jobs j on j.id = c.job_id "
@@ -46,7 +45,7 @@ async def _first_claim(
     settings: CommonSettings, key: str, worker_prefixes: tuple[str, ...], timeout_s: float
 ) -> tuple[str, int]:
     """Wait until one of the workers works on a chunk of the job; returns its prefix and the chunk."""
-    waits = {asyncio.create_task(_claimed_by(settings, key, p, timeout_s)): p for p in worker_prefixes}
+    waits = {asyncio.create_task(claimed_by(settings, key, p, timeout_s)): p for p in worker_prefixes}
     done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
@@ -70,7 +69,7 @@ async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalli
         make_client(settings).fput_object(
             settings.incoming_bucket, key, str(clip.path), metadata={"multiplier": "2", "engine": "rife"}
         )
-        await _claimed_by(settings, key, "worker-1", timeout_s=90)
+        await claimed_by(settings, key, "worker-1", timeout_s=90)
 
         # scale up: two workers join the group while the job runs
         env = os.environ | {"METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"} | settings_under_test
@@ -106,7 +105,7 @@ async def test_workers_that_join_and_leave_mid_job_hand_work_over_without_stalli
         assert '"work handed back"' in log, "its chunk.ready record was left uncommitted"
 
         job = await wait_for_job(settings, key=key, timeout_s=240)
-        await _assert_one_good_output(settings, job, 6 * 30, tmp_path)
+        await assert_one_good_output(settings, job, 6 * 30, tmp_path)
 
     handed = await _chunk_row(settings, key, index)
     assert handed["status"] == "done"

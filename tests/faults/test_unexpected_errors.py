@@ -13,11 +13,9 @@ import pytest
 from infiniteflow_common.classify import INTERNAL_MESSAGE
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline, webhook_receiver
-from tests.faults.conftest import FAULT_SETTINGS
-from tests.faults.test_faults import _assert_one_good_output, _run_job
-from tests.faults.test_poison import _chunk_rows
+from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, chunk_rows, run_job
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, webhook_receiver
 
 pytestmark = [
     pytest.mark.kafka,
@@ -52,7 +50,7 @@ async def test_a_muxer_error_nobody_classified_fails_that_job_with_e_internal_an
         webhook_receiver() as receiver,
         running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, **FAST_RETRIES, **inject) as services,
     ):
-        await _run_job(settings, tmp_path / "bad", bad_key, seconds=1, webhook=receiver.url)
+        await run_job(settings, tmp_path / "bad", bad_key, seconds=1, webhook=receiver.url)
         failed = await wait_for_job(settings, key=bad_key, timeout_s=180)
         assert (failed["status"], failed["error_code"]) == ("failed", "E_INTERNAL"), failed
         assert failed["error_message"].startswith(INTERNAL_MESSAGE)
@@ -63,9 +61,9 @@ async def test_a_muxer_error_nobody_classified_fails_that_job_with_e_internal_an
         )
         assert left == [], "the failed job's work objects go with it"
 
-        await _run_job(settings, tmp_path / "good", good_key, seconds=1)
+        await run_job(settings, tmp_path / "good", good_key, seconds=1)
         good = await wait_for_job(settings, key=good_key, timeout_s=180)
-        await _assert_one_good_output(settings, good, 30, tmp_path / "good")
+        await assert_one_good_output(settings, good, 30, tmp_path / "good")
 
         muxer = next(s for s in services if s.name == "muxer")
         assert all(s.alive() for s in services), [s.name for s in services if not s.alive()]
@@ -95,20 +93,20 @@ async def test_a_worker_error_nobody_classified_poisons_only_its_chunk_and_the_w
     (tmp_path / "bad").mkdir()
     (tmp_path / "good").mkdir()
     with running_pipeline(tmp_path / "logs", **FAULT_SETTINGS, **FAST_RETRIES, **inject) as services:
-        await _run_job(settings, tmp_path / "bad", bad_key, seconds=1)
+        await run_job(settings, tmp_path / "bad", bad_key, seconds=1)
         failed = await wait_for_job(settings, key=bad_key, timeout_s=180)
         assert (failed["status"], failed["error_code"]) == ("failed", "E_CHUNK_POISON"), failed
         assert "chunk 0" in failed["error_message"]
         assert "all 3 attempts" in failed["error_message"]
         assert "RuntimeError" not in failed["error_message"]
 
-        await _run_job(settings, tmp_path / "good", good_key, seconds=1)
+        await run_job(settings, tmp_path / "good", good_key, seconds=1)
         good = await wait_for_job(settings, key=good_key, timeout_s=180)
-        await _assert_one_good_output(settings, good, 30, tmp_path / "good")
+        await assert_one_good_output(settings, good, 30, tmp_path / "good")
         assert all(s.alive() for s in services), "no worker died: nothing to crash-loop"
         workers = [s for s in services if s.name.startswith("gpu_interp")]
 
-    rows = await _chunk_rows(settings, failed["id"])
+    rows = await chunk_rows(settings, failed["id"])
     assert (rows[0]["status"], rows[0]["attempts"]) == ("failed", 4), (
         "two tries, the conservative one, poison"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +17,7 @@ from infiniteflow_common.kafka import Delivery, ReliableConsumer, make_broker, s
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
+from tests.support.waiting import eventually_sync
 
 
 @contextmanager
@@ -29,10 +29,9 @@ def private_topic(settings: CommonSettings, name: str, partitions: int = 1) -> I
         [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
     ).values():
         future.result(timeout=30)
-    deadline = time.monotonic() + 30
-    while not all(t in admin.list_topics(timeout=10).topics for t in topics):
-        assert time.monotonic() < deadline, "topics did not appear"
-        time.sleep(0.2)
+    eventually_sync(
+        lambda: all(t in admin.list_topics(timeout=10).topics for t in topics), 30, "the topics to appear"
+    )
     try:
         yield name
     finally:
@@ -81,22 +80,6 @@ def committed_offset(settings: CommonSettings, topic: str, group: str, partition
         return int(tp.offset)
     finally:
         consumer.close()
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 30.0, what: str = ""
-) -> None:
-    """Poll `check` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
-        await asyncio.sleep(0.2)
 
 
 @asynccontextmanager

@@ -14,9 +14,7 @@ from infiniteflow_common import chunks
 from infiniteflow_common.db import Chunk, Job, transaction
 from infiniteflow_common.events import ChunkInterpolated
 from infiniteflow_common.reports import CheckCosts, check_view
-from tests.integration.test_chunk_lifecycle import sessions
 
-__all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
 pytestmark = [pytest.mark.postgres]
 
 

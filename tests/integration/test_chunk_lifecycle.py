@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from infiniteflow_common import chunks
 from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.db import Chunk, Job, make_engine, session_factory, transaction
+from infiniteflow_common.db import Chunk, Job, transaction
 from infiniteflow_common.deps import Deps
 from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import (
@@ -22,73 +21,15 @@ from infiniteflow_common.events import (
     ChunkReady,
     Event,
     JobFailed,
-    OutputSlot,
-    SourceRange,
-    VideoEncoding,
-    encode_event,
 )
-from infiniteflow_common.kafka import Delivery
-from infiniteflow_common.settings import CommonSettings
 from services.gpu_interp import metrics
-from services.gpu_interp.config import WorkerSettings
-from services.gpu_interp.engine_registry import EngineCache
 from services.gpu_interp.handlers import ChunkHandler, Held
 from services.gpu_interp.poison import AttemptPlan
 from services.muxer.config import MuxerSettings
 from services.muxer.handlers import MuxHandler
+from tests.support.chunks import as_delivery, chunk_ready, chunk_row, chunk_worker, full_spec, worker_dies
 
 pytestmark = [pytest.mark.postgres]
-
-
-@pytest.fixture
-async def sessions(settings: CommonSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(settings.database_url.get_secret_value())
-    yield session_factory(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-async def job_with_chunks(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[uuid.UUID]:
-    """A job split into two pending chunks (deleted afterwards)."""
-    job_id = uuid.uuid4()
-    async with transaction(sessions) as session:
-        session.add(Job(id=job_id, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}", source_etag="e",
-                        status="interpolating", chunks_total=2, params={}))  # fmt: skip
-        await session.flush()
-        for index in range(2):
-            session.add(Chunk(job_id=job_id, chunk_index=index, first_frame=index * 10, frame_count=11))
-    yield job_id
-    async with transaction(sessions) as session:
-        await session.execute(text("delete from jobs where id = :id"), {"id": job_id})
-
-
-def _delivery(catalog: SchemaCatalog, event: Event) -> Delivery:
-    return Delivery("t", 0, 0, None, encode_event(catalog, event), {})
-
-
-def _ready(job_id: uuid.UUID, index: int) -> ChunkReady:
-    return ChunkReady(
-        job_id=job_id, chunk_index=index, chunk_count=2, object_key="k", first_frame=0, frame_count=11,
-        first_output_frame=0, shares_last_frame=True, ends_scene=False, timesteps=(OutputSlot(source_offset=0, t=0.0),),
-        engine="flow", quality="fast", width=16, height=16, pix_fmt="yuv420p", attempt=1,
-    )  # fmt: skip
-
-
-def _worker(
-    sessions: async_sessionmaker[AsyncSession],
-    name: str,
-    published: list[Event] | None = None,
-    **overrides: Any,
-) -> ChunkHandler:
-    settings = WorkerSettings(worker_id=name, lease_seconds=30, **overrides)
-
-    async def publish(topic: str, event: Event) -> None:
-        if published is None:
-            raise AssertionError("not expected")
-        published.append(event)
-
-    deps = Deps(sessions=sessions, storage=None, catalog=SchemaCatalog.load(), publish=publish)  # type: ignore[arg-type]
-    return ChunkHandler(settings=settings, deps=deps, engines=EngineCache(settings))
 
 
 async def _epoch(worker: ChunkHandler, spec: ChunkReady) -> int | None:
@@ -99,8 +40,8 @@ async def _epoch(worker: ChunkHandler, spec: ChunkReady) -> int | None:
 async def test_a_live_lease_keeps_other_workers_off_and_an_expired_one_is_taken_over_with_a_new_epoch(
     sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID
 ) -> None:
-    first, second = _worker(sessions, "worker-a"), _worker(sessions, "worker-b")
-    spec = _ready(job_with_chunks, 0)
+    first, second = chunk_worker(sessions, "worker-a"), chunk_worker(sessions, "worker-b")
+    spec = chunk_ready(job_with_chunks, 0)
     assert await _epoch(first, spec) == 1
     async with transaction(sessions) as session:
         attempt = await chunks.claim(session, job_with_chunks, 0, worker_id="worker-b", lease_s=30)
@@ -128,8 +69,8 @@ async def test_the_muxer_counts_a_result_once_and_refuses_a_stale_epoch(
 
     deps = Deps(sessions=sessions, storage=None, catalog=catalog, publish=publish)  # type: ignore[arg-type]
     muxer = MuxHandler(settings=MuxerSettings(), deps=deps)
-    epoch0 = await _epoch(_worker(sessions, "worker-a"), _ready(job_with_chunks, 0))
-    epoch1 = await _epoch(_worker(sessions, "worker-b"), _ready(job_with_chunks, 1))
+    epoch0 = await _epoch(chunk_worker(sessions, "worker-a"), chunk_ready(job_with_chunks, 0))
+    epoch1 = await _epoch(chunk_worker(sessions, "worker-b"), chunk_ready(job_with_chunks, 1))
 
     def result(index: int, epoch: int) -> ChunkInterpolated:
         return ChunkInterpolated(
@@ -138,9 +79,9 @@ async def test_the_muxer_counts_a_result_once_and_refuses_a_stale_epoch(
             finished_at=datetime.now(UTC),
         )  # fmt: skip
 
-    await muxer.on_chunk(_delivery(catalog, result(0, epoch0)))
-    await muxer.on_chunk(_delivery(catalog, result(0, epoch0)))  # delivered twice
-    await muxer.on_chunk(_delivery(catalog, result(1, epoch1 - 1)))  # a late result of an older lease
+    await muxer.on_chunk(as_delivery(catalog, result(0, epoch0)))
+    await muxer.on_chunk(as_delivery(catalog, result(0, epoch0)))  # delivered twice
+    await muxer.on_chunk(as_delivery(catalog, result(1, epoch1 - 1)))  # a late result of an older lease
     async with transaction(sessions) as session:
         job = await session.get(Job, job_with_chunks)
         chunk1 = await session.get(Chunk, (job_with_chunks, 1))
@@ -158,8 +99,8 @@ async def test_a_worker_that_finds_a_chunk_leased_waits_for_the_lease_and_takes_
 ) -> None:
     import time
 
-    stalled = _worker(sessions, "worker-a")
-    spec = _ready(job_with_chunks, 1)
+    stalled = chunk_worker(sessions, "worker-a")
+    spec = chunk_ready(job_with_chunks, 1)
     assert await _epoch(stalled, spec) == 1
     async with transaction(sessions) as session:  # its lease runs out in 1.5 s and is never renewed
         await session.execute(
@@ -167,68 +108,40 @@ async def test_a_worker_that_finds_a_chunk_leased_waits_for_the_lease_and_takes_
             .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=1.5))
         )  # fmt: skip
     started = time.monotonic()
-    assert await _epoch(_worker(sessions, "worker-b"), spec) == 2
+    assert await _epoch(chunk_worker(sessions, "worker-b"), spec) == 2
     assert 1.0 < time.monotonic() - started < 10
-
-
-async def _die(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, index: int) -> None:
-    """The chunk's worker is SIGKILLed: no result, no hand-back, its lease simply runs out."""
-    async with transaction(sessions) as session:
-        await session.execute(
-            update(Chunk).where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == index)
-            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )  # fmt: skip
-
-
-async def _chunk(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, index: int) -> Chunk:
-    async with transaction(sessions) as session:
-        row = await session.get(Chunk, (job_id, index))
-    assert row is not None
-    return row
 
 
 async def test_a_hand_back_or_a_retry_in_the_same_process_is_not_a_lost_attempt_but_a_dead_workers_try_is(
     sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID
 ) -> None:
-    spec = _ready(job_with_chunks, 0)
-    first = _worker(sessions, "worker-a")
+    spec = chunk_ready(job_with_chunks, 0)
+    first = chunk_worker(sessions, "worker-a")
     assert await first._claim(spec) == Held(1, AttemptPlan.NORMAL, 0)
     assert await first._claim(spec) == Held(2, AttemptPlan.NORMAL, 0), "its own retry continues its try"
-    assert (await _chunk(sessions, job_with_chunks, 0)).attempts == 1
+    assert (await chunk_row(sessions, job_with_chunks, 0)).attempts == 1
     await first._release(spec, 2)  # stopping (SIGTERM), a transient error, or a cancel: a hand-back
-    handed_back = await _chunk(sessions, job_with_chunks, 0)
+    handed_back = await chunk_row(sessions, job_with_chunks, 0)
     assert (handed_back.status, handed_back.attempts) == ("pending", 0), "the hand-back gave its try back"
-    assert await _worker(sessions, "worker-b")._claim(spec) == Held(3, AttemptPlan.NORMAL, 0)
-    await _die(sessions, job_with_chunks, 0)
-    assert await _worker(sessions, "worker-c")._claim(spec) == Held(4, AttemptPlan.NORMAL, 1)
-    assert (await _chunk(sessions, job_with_chunks, 0)).attempts == 2
-
-
-def _full_spec(job_id: uuid.UUID, index: int) -> ChunkReady:
-    """A chunk as the splitter announces it now (pinned source range, the job's encoding)."""
-    source = SourceRange(
-        bucket="incoming", key=f"t/{job_id}", version_id=None, etag="e", size_bytes=1, time_base_num=1,
-        time_base_den=25, frame_pts=None, frame_indices=tuple(range(11)),
-    )  # fmt: skip
-    encoding = VideoEncoding(encoder="libx264", pix_fmt="yuv420p", crf=20, preset="medium")
-    return _ready(job_id, index).model_copy(
-        update={"source": source, "encoding": encoding, "out_fps_num": 50, "out_fps_den": 1}
-    )
+    assert await chunk_worker(sessions, "worker-b")._claim(spec) == Held(3, AttemptPlan.NORMAL, 0)
+    await worker_dies(sessions, job_with_chunks, 0)
+    assert await chunk_worker(sessions, "worker-c")._claim(spec) == Held(4, AttemptPlan.NORMAL, 1)
+    assert (await chunk_row(sessions, job_with_chunks, 0)).attempts == 2
 
 
 async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_fails_its_job_with_e_chunk_poison(
     sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = SchemaCatalog.load()
-    spec = _full_spec(job_with_chunks, 0)
-    delivery = _delivery(catalog, spec)
+    spec = full_spec(job_with_chunks, 0)
+    delivery = as_delivery(catalog, spec)
     plans: list[Held | None] = []
     for life in range(2):  # CHUNK_MAX_ATTEMPTS=2 tries at the worker's settings, each killed
-        plans.append(await _worker(sessions, f"life-{life}", chunk_max_attempts=2)._claim(spec))
-        await _die(sessions, job_with_chunks, 0)
+        plans.append(await chunk_worker(sessions, f"life-{life}", chunk_max_attempts=2)._claim(spec))
+        await worker_dies(sessions, job_with_chunks, 0)
     assert plans == [Held(1, AttemptPlan.NORMAL, 0), Held(2, AttemptPlan.NORMAL, 1)]
 
-    conservative = _worker(sessions, "life-2", chunk_max_attempts=2)
+    conservative = chunk_worker(sessions, "life-2", chunk_max_attempts=2)
     tried: list[tuple[int, bool]] = []
 
     async def work(
@@ -239,11 +152,11 @@ async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_f
     monkeypatch.setattr(conservative, "_work", work)
     await conservative(delivery)
     assert tried == [(3, True)], "the third try runs at the lightest settings"
-    await _die(sessions, job_with_chunks, 0)
+    await worker_dies(sessions, job_with_chunks, 0)
 
     poison_before = metrics.CHUNKS.labels("poison")._value.get()
     published: list[Event] = []
-    last = _worker(sessions, "life-3", published, chunk_max_attempts=2)
+    last = chunk_worker(sessions, "life-3", published, chunk_max_attempts=2)
     monkeypatch.setattr(last, "_work", work)
     await last(delivery)  # handled: the record is committed, nothing raised for the consumer to retry
     assert tried == [(3, True)], "a poison chunk is not tried again"
@@ -257,7 +170,7 @@ async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_f
     [failed] = published
     assert isinstance(failed, JobFailed)
     assert (failed.error_code, failed.chunk_index, failed.stage) == ("E_CHUNK_POISON", 0, "gpu_interp")
-    chunk = await _chunk(sessions, job_with_chunks, 0)
+    chunk = await chunk_row(sessions, job_with_chunks, 0)
     assert (chunk.status, chunk.attempts, chunk.lease_expires_at) == ("failed", 4, None)
     assert metrics.CHUNKS.labels("poison")._value.get() == poison_before + 1
 
@@ -268,17 +181,19 @@ async def test_a_chunk_whose_workers_keep_dying_gets_one_conservative_try_then_f
 async def test_a_transient_failure_hands_the_chunk_back_without_counting_a_lost_attempt(
     sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    worker = _worker(sessions, "worker-a")
+    worker = chunk_worker(sessions, "worker-a")
 
     def engine_for(spec: ChunkReady, *, conservative: bool = False) -> Any:
         raise TransientError("the model store is unreachable")
 
     monkeypatch.setattr(worker, "_engine_for", engine_for)
-    delivery = _delivery(SchemaCatalog.load(), _full_spec(job_with_chunks, 1))
+    delivery = as_delivery(SchemaCatalog.load(), full_spec(job_with_chunks, 1))
     for _ in range(4):  # the consumer's retries, then its give-up and a restart: never a death
         with pytest.raises(TransientError):
             await worker(delivery)
-    chunk = await _chunk(sessions, job_with_chunks, 1)
+    chunk = await chunk_row(sessions, job_with_chunks, 1)
     assert (chunk.status, chunk.attempts, chunk.lease_epoch) == ("pending", 0, 4)
-    held = await _worker(sessions, "worker-b", chunk_max_attempts=1)._claim(_full_spec(job_with_chunks, 1))
+    held = await chunk_worker(sessions, "worker-b", chunk_max_attempts=1)._claim(
+        full_spec(job_with_chunks, 1)
+    )
     assert held == Held(5, AttemptPlan.NORMAL, 0), "a restarted worker starts afresh"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from tests.integration.kafka_support import committed_offset, private_topic, produce
+from tests.support.waiting import eventually_sync
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -29,13 +29,6 @@ def _lines(out: Path) -> list[tuple[int, int]]:
     return [(int(p), int(o)) for p, o, _ in (line.split() for line in out.read_text().splitlines())]
 
 
-def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_consumer_killed_mid_stream_is_resumed_from_its_last_commit(
     settings: CommonSettings, unique: str, tmp_path: Path
 ) -> None:
@@ -46,7 +39,9 @@ def test_a_consumer_killed_mid_stream_is_resumed_from_its_last_commit(
         produce(settings, topic, [f"m{i}".encode() for i in range(total)])
         first = _start(topic, group, out)
         try:
-            _wait(lambda: len(_lines(out)) >= 8, 60, "the first consumer to make progress")
+            eventually_sync(
+                lambda: len(_lines(out)) >= 8, 60, "the first consumer to make progress", interval_s=0.1
+            )
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -56,8 +51,11 @@ def test_a_consumer_killed_mid_stream_is_resumed_from_its_last_commit(
 
         second = _start(topic, group, out)
         try:
-            _wait(
-                lambda: {o for _, o in _lines(out)} >= set(range(total)), 90, "every message to be processed"
+            eventually_sync(
+                lambda: {o for _, o in _lines(out)} >= set(range(total)),
+                90,
+                "every message to be processed",
+                interval_s=0.1,
             )
         finally:
             second.terminate()

@@ -11,9 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.events import Event
 from infiniteflow_common.failures import report_failure
-from tests.integration.test_chunk_lifecycle import sessions
-
-__all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
 
 pytestmark = [pytest.mark.postgres]
 

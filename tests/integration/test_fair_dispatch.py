@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common import chunks, dispatch, jobs, tenants
 from infiniteflow_common.db import Chunk, Job, Tenant, transaction
 from infiniteflow_common.events import ChunkReady
-from tests.integration.test_chunk_lifecycle import _full_spec, sessions
+from tests.support.chunks import full_spec
 
-__all__ = ["sessions"]
 pytestmark = [pytest.mark.postgres]
 
 MakeJob = Callable[..., Awaitable[list[ChunkReady]]]
@@ -53,7 +52,7 @@ async def make_job(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[
                     chunks_total=chunk_count, params={}, created_at=created)
             )  # fmt: skip
             await session.flush()
-            specs = [_full_spec(job_id, index) for index in range(chunk_count)]
+            specs = [full_spec(job_id, index) for index in range(chunk_count)]
             for spec in specs:
                 session.add(
                     Chunk(job_id=job_id, chunk_index=spec.chunk_index, first_frame=0, frame_count=11,

@@ -31,10 +31,8 @@ from tests.integration.ingest_support import (
     starter_for,
     upload,
 )
-from tests.integration.test_queue_standing import QueueOfThree, queue_of_three, sessions
-from tests.unit.ingest.media import video
-
-__all__ = ["queue_of_three", "sessions"]  # the queue standing tests' jobs and their database fixture
+from tests.support.clips import video
+from tests.support.queues import QueueOfThree
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 

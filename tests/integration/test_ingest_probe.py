@@ -16,7 +16,7 @@ import pytest
 from infiniteflow_common.events import MediaProbe
 from services.ingest.config import IngestSettings
 from services.ingest.probe import ProbeError, ProbeLimits, limits_from, network_jail, probe_file
-from tests.unit.ingest.media import hostile, video
+from tests.support.clips import hostile, video
 
 pytestmark = [pytest.mark.ffmpeg]
 

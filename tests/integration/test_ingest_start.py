@@ -27,7 +27,7 @@ from tests.integration.ingest_support import (
     starter_for,
     upload,
 )
-from tests.unit.ingest.media import hostile, video
+from tests.support.clips import hostile, video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 

@@ -23,6 +23,7 @@ from infiniteflow_common.settings import CommonSettings
 from services.ingest.api import ApiDeps, create_api
 from services.ingest.config import IngestSettings
 from services.ingest.job_events import JobEventHub
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres]
 
@@ -110,7 +111,7 @@ async def test_the_event_stream_sends_the_status_at_each_change_and_ends_when_fi
     # a real server: httpx's ASGI transport would buffer the whole (endless) response
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
     serving = asyncio.create_task(server.serve())
-    await _wait_for(lambda: server.started)
+    await eventually(lambda: server.started, 10, interval_s=0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
 
     async def read_stream() -> None:
@@ -131,7 +132,7 @@ async def test_the_event_stream_sends_the_status_at_each_change_and_ends_when_fi
             "status = 'completed', progress = 100",
         )
         for seen, sql in enumerate(changes, start=1):  # one change at a time, each seen before the next
-            await _wait_for(lambda seen=seen: len(received) >= seen)
+            await eventually(lambda seen=seen: len(received) >= seen, 10, interval_s=0.05)
             await _update(settings, job_id, sql)
         await asyncio.wait_for(reader, timeout=10)  # the stream ends by itself at a final status
     finally:
@@ -145,10 +146,3 @@ async def test_the_event_stream_sends_the_status_at_each_change_and_ends_when_fi
         ("completed", 100),
     ]
     assert received[-1]["download_url"] == f"/api/download/{job_id}"
-
-
-async def _wait_for(condition: Any, timeout_s: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)

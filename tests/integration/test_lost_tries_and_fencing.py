@@ -26,17 +26,7 @@ from services.gpu_interp.handlers import Held
 from services.gpu_interp.poison import AttemptPlan
 from services.muxer.config import MuxerSettings
 from services.muxer.handlers import AssemblyLost, MuxHandler
-from tests.integration.test_chunk_lifecycle import (
-    _chunk,
-    _delivery,
-    _die,
-    _full_spec,
-    _worker,
-    job_with_chunks,
-    sessions,
-)
-
-__all__ = ["job_with_chunks", "sessions"]  # fixtures shared with the chunk lifecycle tests
+from tests.support.chunks import as_delivery, chunk_row, chunk_worker, full_spec, worker_dies
 
 pytestmark = [pytest.mark.postgres]
 
@@ -46,7 +36,7 @@ async def test_an_unexpected_engine_error_counts_as_a_lost_try_until_the_chunk_f
 ) -> None:
     # A cuDNN failure repeats on every worker: handed back as transient it looped the fleet forever.
     published: list[Event] = []
-    worker = _worker(sessions, "worker-a", published, chunk_max_attempts=2)
+    worker = chunk_worker(sessions, "worker-a", published, chunk_max_attempts=2)
     tries: list[bool] = []
 
     def engine_for(spec: Any, *, conservative: bool = False) -> Any:
@@ -54,12 +44,12 @@ async def test_an_unexpected_engine_error_counts_as_a_lost_try_until_the_chunk_f
         raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED in /opt/secret/lib")
 
     monkeypatch.setattr(worker, "_engine_for", engine_for)
-    delivery = _delivery(SchemaCatalog.load(), _full_spec(job_with_chunks, 0))
+    delivery = as_delivery(SchemaCatalog.load(), full_spec(job_with_chunks, 0))
     for _ in range(3):  # CHUNK_MAX_ATTEMPTS=2 tries at the worker's settings, then the conservative one
         with pytest.raises(RuntimeError):
             await worker(delivery)  # the consumer retries the record (the same worker, or the next)
     assert tries == [False, False, True]
-    chunk = await _chunk(sessions, job_with_chunks, 0)
+    chunk = await chunk_row(sessions, job_with_chunks, 0)
     assert (chunk.status, chunk.attempts, chunk.lease_expires_at) == ("pending", 3, None), (
         "given back, counted"
     )
@@ -87,8 +77,8 @@ async def _server_started_at(sessions: async_sessionmaker[AsyncSession]) -> date
 async def test_a_try_cut_short_by_a_database_outage_is_not_a_lost_try(
     sessions: async_sessionmaker[AsyncSession], job_with_chunks: uuid.UUID
 ) -> None:
-    spec = _full_spec(job_with_chunks, 0)
-    assert await _worker(sessions, "worker-a")._claim(spec) == Held(1, AttemptPlan.NORMAL, 0)
+    spec = full_spec(job_with_chunks, 0)
+    assert await chunk_worker(sessions, "worker-a")._claim(spec) == Held(1, AttemptPlan.NORMAL, 0)
     # PostgreSQL went down while worker-a worked: its last renewal came before the server started
     # again, its retries ran out meanwhile and it restarted as a new worker; the lease ran out.
     started = await _server_started_at(sessions)
@@ -97,11 +87,11 @@ async def test_a_try_cut_short_by_a_database_outage_is_not_a_lost_try(
             update(Chunk).where(col(Chunk.job_id) == job_with_chunks, col(Chunk.chunk_index) == 0)
             .values(lease_expires_at=started - timedelta(seconds=1))
         )  # fmt: skip
-    assert await _worker(sessions, "worker-a-restarted")._claim(spec) == Held(2, AttemptPlan.NORMAL, 0)
-    assert (await _chunk(sessions, job_with_chunks, 0)).attempts == 1, "the outage's try was taken over"
+    assert await chunk_worker(sessions, "worker-a-restarted")._claim(spec) == Held(2, AttemptPlan.NORMAL, 0)
+    assert (await chunk_row(sessions, job_with_chunks, 0)).attempts == 1, "the outage's try was taken over"
 
-    await _die(sessions, job_with_chunks, 0)  # a real death since: it counts as before
-    assert await _worker(sessions, "worker-b")._claim(spec) == Held(3, AttemptPlan.NORMAL, 1)
+    await worker_dies(sessions, job_with_chunks, 0)  # a real death since: it counts as before
+    assert await chunk_worker(sessions, "worker-b")._claim(spec) == Held(3, AttemptPlan.NORMAL, 1)
 
 
 @pytest.fixture

@@ -12,17 +12,7 @@ from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.events import Event, JobFailed
 from services.gpu_interp import metrics
-
-# the chunk lifecycle's fixtures: a database session factory and a job split into two pending chunks
-from tests.integration.test_chunk_lifecycle import (
-    _delivery,
-    _full_spec,
-    _worker,
-    job_with_chunks,
-    sessions,
-)
-
-__all__ = ["job_with_chunks", "sessions"]  # fixtures shared with the chunk lifecycle tests
+from tests.support.chunks import as_delivery, chunk_worker, full_spec
 
 pytestmark = [pytest.mark.postgres]
 
@@ -34,13 +24,15 @@ async def test_an_8k_chunk_over_a_small_budget_fails_its_job_at_once_with_its_co
 ) -> None:
     job_id = job_with_chunks  # an 8K job: its chunk's spec below says 7680×4320
     published: list[Event] = []
-    worker = _worker(sessions, "small-worker", published, worker_memory_bytes=2 * GIB)
+    worker = chunk_worker(sessions, "small-worker", published, worker_memory_bytes=2 * GIB)
     decoded: list[Any] = []
     monkeypatch.setattr(worker, "_interpolate", lambda *args, **kwargs: decoded.append(args))
-    spec = _full_spec(job_id, 0).model_copy(update={"width": 7680, "height": 4320})
+    spec = full_spec(job_id, 0).model_copy(update={"width": 7680, "height": 4320})
     too_large_before = metrics.MEMORY_PLANS.labels("too_large")._value.get()
 
-    await worker(_delivery(SchemaCatalog.load(), spec))  # handled: the record is committed, nothing to retry
+    await worker(
+        as_delivery(SchemaCatalog.load(), spec)
+    )  # handled: the record is committed, nothing to retry
 
     assert decoded == [], "nothing was decoded or interpolated"
     [failed] = published

@@ -43,12 +43,12 @@ from services.notifier.store import Webhook, claim_due, enable_endpoint, endpoin
 from services.notifier.webhooks import EventType, Signer, webhook_id
 from tests.integration.kafka_support import (
     committed_offset,
-    eventually,
     private_topic,
     produce,
     read_all,
     running_consumer,
 )
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres]
 

@@ -7,13 +7,13 @@ test talks to the Prometheus `make up` started.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
+from tests.support.waiting import eventually_sync
 
 PROMETHEUS_DIR = REPO_ROOT / "infra" / "prometheus"
 ALERTS = {
@@ -57,12 +57,12 @@ def test_the_running_prometheus_loads_the_alerts_after_a_reload(settings: Common
         httpx.post(f"{url}/-/reload", timeout=10).raise_for_status()
     except httpx.HTTPError as exc:
         pytest.fail(f"Prometheus is not reachable at {url} ({exc}): run `make up` first", pytrace=False)
-    deadline = time.monotonic() + 30
-    loaded: set[str] = set()
-    while time.monotonic() < deadline:
+
+    def rules() -> set[str]:
         groups = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        loaded = {rule["name"] for group in groups for rule in group["rules"]}
-        if loaded >= ALERTS:
-            break
-        time.sleep(0.5)
+        return {rule["name"] for group in groups for rule in group["rules"]}
+
+    loaded = eventually_sync(
+        rules, 30, "the alert rules", until=lambda names: names >= ALERTS, interval_s=0.5, fail=False
+    )
     assert loaded >= ALERTS, loaded

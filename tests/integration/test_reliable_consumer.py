@@ -17,12 +17,12 @@ from infiniteflow_common.topics import dlq_of
 from tests.contract.support import all_versions, example_payload
 from tests.integration.kafka_support import (
     committed_offset,
-    eventually,
     private_topic,
     produce,
     read_all,
     running_consumer,
 )
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.kafka]
 

@@ -29,12 +29,12 @@ from services.splitter.config import SplitterSettings
 from services.splitter.handlers import SplitHandler, SplitPlanner
 from tests.integration.kafka_support import (
     committed_offset,
-    eventually,
     private_topic,
     produce,
     read_all,
     running_consumer,
 )
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres]
 

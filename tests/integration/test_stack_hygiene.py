@@ -1,6 +1,6 @@
 """A test session that needs the stack stops the background services first and leaves nothing behind.
 
-Runs a separate pytest session (tests/fixtures/hygiene_session.py) that makes a mess, beside a stand-in
+Runs a separate pytest session (tests/support/hygiene_session.py) that makes a mess, beside a stand-in
 for a background service that `make demo` would have left running, and checks what is left afterwards.
 """
 
@@ -94,7 +94,7 @@ def test_a_test_session_stops_the_demo_services_and_removes_everything_it_made(
                 "-q",
                 "-p",
                 "no:cacheprovider",
-                "tests/fixtures/hygiene_session.py",
+                "tests/support/hygiene_session.py",
             ],
             cwd=REPO_ROOT,
             env=os.environ | {"HYGIENE_REPORT": str(report)},

@@ -28,7 +28,7 @@ from tests.integration.ingest_support import (
     private_runtime,
     starter_for,
 )
-from tests.unit.ingest.media import video
+from tests.support.clips import video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio, pytest.mark.postgres, pytest.mark.ffmpeg]
 

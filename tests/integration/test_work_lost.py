@@ -25,9 +25,7 @@ from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import delete_prefix, make_client
 from services.muxer.config import MuxerSettings
 from services.muxer.handlers import MuxHandler
-from tests.integration.test_chunk_lifecycle import _full_spec, sessions
-
-__all__ = ["sessions"]  # the chunk lifecycle tests' database fixture
+from tests.support.chunks import full_spec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.minio]
 
@@ -46,7 +44,7 @@ async def finished_job(
                         plan=plan.model_dump(mode="json")))  # fmt: skip
         await session.flush()
         for index in range(2):
-            spec = _full_spec(job_id, index)
+            spec = full_spec(job_id, index)
             session.add(Chunk(job_id=job_id, chunk_index=index, first_frame=index * 10, frame_count=11,
                               status="done", lease_epoch=1, output_key=f"{job_id}/out/{index}", frames_out=20,
                               spec=spec.model_dump(mode="json")))  # fmt: skip

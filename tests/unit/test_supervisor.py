@@ -7,9 +7,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +31,7 @@ from services.supervisor import (
     supervisor_pid,
     wait_ready,
 )
+from tests.support.waiting import eventually_sync
 
 POLICY = RestartPolicy()
 
@@ -84,14 +84,6 @@ STAND_IN = [
 ]
 
 
-def _until(condition: Callable[[], Any], timeout_s: float = 10) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return value
-
-
 @pytest.fixture
 def layout(tmp_path: Path) -> Iterator[Layout]:
     layout = Layout(tmp_path / "run")
@@ -119,8 +111,12 @@ def test_a_killed_service_is_restarted_and_status_says_why_it_died(layout: Layou
     assert supervisor_pid(layout) == supervisor
 
     os.kill(running["muxer"], signal.SIGKILL)
-    restarted = _until(lambda: (pid := _running(layout).get("muxer")) not in (None, running["muxer"]) and pid)
-    assert _until(lambda: "restarts 1" in _line(layout, "muxer"))
+    restarted = eventually_sync(
+        lambda: (pid := _running(layout).get("muxer")) not in (None, running["muxer"]) and pid,
+        10,
+        interval_s=0.1,
+    )
+    assert eventually_sync(lambda: "restarts 1" in _line(layout, "muxer"), 10, interval_s=0.1)
     line = _line(layout, "muxer")
     assert line.startswith(f"muxer          up, pid {restarted}")
     assert "last exit: killed by signal 9" in line
@@ -149,14 +145,16 @@ def test_services_started_before_a_supervisor_died_are_adopted_by_the_next_one(l
     first = supervisor_pid(layout)
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    _until(lambda: supervisor_pid(layout) is None)
+    eventually_sync(lambda: supervisor_pid(layout) is None, 10, interval_s=0.1)
     assert _running(layout) == running, "the services outlive their supervisor"
     assert "not running" in _line(layout, "supervisor")
 
     assert supervise(workers=1, layout=layout, command=STAND_IN) == running
     assert supervisor_pid(layout) not in (None, first)
     os.kill(running["ingest"], signal.SIGKILL)
-    _until(lambda: _running(layout).get("ingest") not in (None, running["ingest"]))
+    eventually_sync(
+        lambda: _running(layout).get("ingest") not in (None, running["ingest"]), 10, interval_s=0.1
+    )
     assert "restarts 1" in _line(layout, "ingest")
 
 
@@ -184,5 +182,5 @@ def test_services_up_with_more_workers_adds_them_and_keeps_the_running_ones(layo
 def test_a_service_that_fails_at_once_is_restarted_and_status_says_how_it_exited(layout: Layout) -> None:
     failing = [sys.executable, "-c", "raise SystemExit(1)"]
     supervise(workers=1, layout=layout, command=failing)
-    _until(lambda: "restarts 2" in _line(layout, "ingest"), timeout_s=15)
+    eventually_sync(lambda: "restarts 2" in _line(layout, "ingest"), 15, interval_s=0.1)
     assert "last exit: exited with status 1" in _line(layout, "ingest")

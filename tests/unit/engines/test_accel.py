@@ -15,7 +15,7 @@ from infiniteflow_common.errors import InfiniteFlowError
 from services.gpu_interp.bench import psnr
 from services.gpu_interp.engines import accel, rife
 from services.gpu_interp.engines.rife import RifeEngine, RifeSettings
-from tests.unit.engines.conftest import mse, panned, square_scene
+from tests.support.frames import mse, panned, square_scene
 
 CPU = torch.device("cpu")
 

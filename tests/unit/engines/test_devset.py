@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.engines.conftest import DEVSET
+from tests.support.frames import DEVSET
 
 pytestmark = [
     pytest.mark.devset,

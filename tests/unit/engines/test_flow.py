@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from services.gpu_interp.engines.flow import FlowEngine, FlowSettings
-from tests.unit.engines.conftest import mse, panned, square_scene
+from tests.support.frames import mse, panned, square_scene
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_the_frames_command_takes_a_model(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from services.cli import app
-    from tests.unit.engines.conftest import panned
+    from tests.support.frames import panned
 
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     cv2.imwrite(str(first), panned(40, 56, 0))

@@ -136,7 +136,7 @@ def test_frames_command_writes_one_png_per_line_of_a_batch(tmp_path: Path) -> No
     from typer.testing import CliRunner
 
     from services.cli import app
-    from tests.unit.engines.conftest import panned
+    from tests.support.frames import panned
 
     lines = []
     for n in range(2):
@@ -160,7 +160,7 @@ def test_frames_command_reports_altered_weights_by_code(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from services.cli import app
-    from tests.unit.engines.conftest import panned
+    from tests.support.frames import panned
 
     a, b, bad = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "bad.pkl"
     cv2.imwrite(str(a), panned(32, 32, 0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from infiniteflow_common.errors import InfiniteFlowError
-from tests.unit.engines.conftest import mse, panned, square_scene
+from tests.support.frames import mse, panned, square_scene
 
 
 @pytest.mark.parametrize(("height", "width"), [(37, 53), (64, 64), (33, 130)])

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.engines.conftest import mse, panned, square_scene
+from tests.support.frames import mse, panned, square_scene
 
 
 def test_the_network_matches_the_published_weights_exactly() -> None:

@@ -29,7 +29,7 @@ from services.muxer.concat import (
     presentation_order,
     reorder_delay,
 )
-from tests.fixtures.media import run, textured
+from tests.support.clips import run, textured
 
 NTSC60 = Fraction(60000, 1001)
 

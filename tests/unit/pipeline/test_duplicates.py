@@ -9,7 +9,7 @@ import numpy as np
 from infiniteflow_common import timing
 from services.splitter.duplicates import DuplicateDetector, kept_frames, kept_scene_starts
 from services.splitter.plan import plan_job
-from tests.fixtures.media import textured
+from tests.support.clips import textured
 
 
 def test_with_every_frame_kept_the_plan_is_the_usual_one() -> None:

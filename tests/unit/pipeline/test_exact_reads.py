@@ -23,7 +23,7 @@ from infiniteflow_common.events import SourceRange
 from infiniteflow_common.media import decode_video
 from services.gpu_interp.media_io import source_frames
 from services.splitter.analysis import AnalysisSettings, analyse, decode_start
-from tests.fixtures.media import textured
+from tests.support.clips import textured
 
 pytestmark = [pytest.mark.ffmpeg]
 

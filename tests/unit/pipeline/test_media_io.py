@@ -16,7 +16,7 @@ from infiniteflow_common.events import SourceRange, VideoEncoding
 from infiniteflow_common.media import MediaError, decode_video
 from services.gpu_interp.media_io import ChunkEncoder, EncodeError, source_frames
 from services.muxer.concat import chunk_layout
-from tests.fixtures.media import textured
+from tests.support.clips import textured
 
 pytestmark = [pytest.mark.ffmpeg]
 

@@ -25,7 +25,7 @@ from services.gpu_interp.memory import (
     lightest_step,
     memory_ladder,
 )
-from tests.fixtures.media import textured
+from tests.support.clips import textured
 
 
 class ScaledBlend(InterpolationEngine):

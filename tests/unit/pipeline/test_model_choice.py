@@ -21,7 +21,7 @@ from services.gpu_interp.model_choice import (
     warm_up,
 )
 from services.gpu_interp.quality import busiest_window
-from tests.unit.engines.conftest import mse, panned
+from tests.support.frames import mse, panned
 
 
 class Blend(InterpolationEngine):

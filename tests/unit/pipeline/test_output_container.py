@@ -11,7 +11,7 @@ import pytest
 
 from infiniteflow_common.streams import Container, StreamUnsupportedError, plan_streams
 from services.muxer.assemble import remux_command, run_ffmpeg
-from tests.fixtures.media import audio_packets, pcm_mov_clip, probe, stream_tags, styled_subtitle_clip
+from tests.support.clips import audio_packets, pcm_mov_clip, probe, stream_tags, styled_subtitle_clip
 
 
 def _stream(index: int, kind: str, codec: str, **extra: Any) -> dict[str, Any]:

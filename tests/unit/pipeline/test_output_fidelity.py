@@ -45,7 +45,7 @@ from services.muxer.assemble import (
     video_offset,
 )
 from services.muxer.concat import concatenate
-from tests.fixtures.media import decoded_audio_md5, run
+from tests.support.clips import decoded_audio_md5, run
 
 pytestmark = pytest.mark.ffmpeg
 

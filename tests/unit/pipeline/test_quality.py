@@ -24,7 +24,7 @@ from services.gpu_interp.quality import (
     ssim,
 )
 from services.muxer.report import ChunkScore, final_status, quality_report
-from tests.fixtures.media import textured
+from tests.support.clips import textured
 
 
 class Blend(InterpolationEngine):

@@ -22,7 +22,7 @@ from infiniteflow_common.events import (
 from services.splitter.analysis import Analysis, AnalysisSettings, analyse
 from services.splitter.plan import frames_for_work, plan_job
 from services.splitter.specs import chunk_specs, job_split
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
 
 CATALOG = SchemaCatalog.load()
 ENCODING = VideoEncoding(

@@ -22,7 +22,7 @@ from services.splitter.analysis import (
 )
 from services.splitter.plan import ChunkStream, plan_job
 from services.splitter.specs import chunk_spec, chunk_specs
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
 
 pytestmark = pytest.mark.ffmpeg
 
