@@ -59,12 +59,15 @@ def decode_source(source: Source, etag: str | None = None, timeout_s: float = 60
         stream.thread_type = "AUTO"
         yield from container.decode(stream)
     except av.FFmpegError as exc:
-        # a ranged read after the open can find the object deleted or replaced meanwhile
-        raise http_failure(exc) or MediaError(
-            f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
-        ) from exc
+        raise decode_failure(exc) from exc
     finally:
         container.close()
+
+
+def decode_failure(exc: av.FFmpegError) -> InfiniteFlowError:
+    """What an error while decoding the source means: a ranged read after the open can find the
+    object deleted or replaced meanwhile (its HTTP failure), else the data is broken."""
+    return http_failure(exc) or MediaError(f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT")
 
 
 def ffprobe_input(source: Source, etag: str | None = None) -> list[str]:

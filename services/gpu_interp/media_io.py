@@ -32,7 +32,7 @@ from infiniteflow_common.encoding import encoder_args
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import SourceRange, VideoEncoding
 from infiniteflow_common.media import MediaError
-from infiniteflow_common.remote_media import http_failure, open_source
+from infiniteflow_common.remote_media import decode_failure, open_source
 
 
 class EncodeError(InfiniteFlowError):
@@ -86,10 +86,7 @@ def source_frames(location: str, source: SourceRange, *, timeout_s: float = 60.0
         except _SeekLandedPastStartError:
             continue
         except av.FFmpegError as exc:
-            # a ranged read after the open can find the object deleted or replaced meanwhile
-            raise http_failure(exc) or MediaError(
-                f"decoding the source failed: {exc}", code="E_MEDIA_CORRUPT"
-            ) from exc
+            raise decode_failure(exc) from exc
         finally:
             container.close()
     raise MediaError(  # pragma: no cover - the last margin decodes from the start, which cannot land past it
