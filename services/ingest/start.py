@@ -39,6 +39,7 @@ from infiniteflow_common.jobs import create_job, fail
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions, available_encoders
+from infiniteflow_common.progress import JobProgress
 from infiniteflow_common.storage import ObjectUnavailableError, download
 from infiniteflow_common.streams import StreamUnsupportedError, plan_streams
 from infiniteflow_common.tenants import tenant_of_key
@@ -59,8 +60,6 @@ from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, l
 log = get_logger()
 
 Publish = Callable[[str, Event], Awaitable[None]]
-STARTED_PROGRESS = 2
-"""Progress of a job whose VideoUploaded is out: ingest's share of the bar."""
 
 
 class UploadTooLargeError(InfiniteFlowError):
@@ -288,7 +287,7 @@ class JobStarter:
                         priority=params.priority,
                         probe=probe.to_avro(),
                         output_options=output.model_dump(mode="json"),
-                        progress=func.greatest(Job.progress, STARTED_PROGRESS),
+                        progress=func.greatest(Job.progress, JobProgress.STARTED),
                         updated_at=utcnow(),
                     )
                 )

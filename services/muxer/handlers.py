@@ -40,6 +40,7 @@ from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParam
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.progress import JobProgress, chunks_progress
 from infiniteflow_common.reports import timing_view
 from infiniteflow_common.storage import delete_prefix, fetch_source
 from infiniteflow_common.streams import CONTENT_TYPES
@@ -60,7 +61,6 @@ from services.muxer.config import MuxerSettings
 from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
 
 log = get_logger()
-SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
 
 
 def output_key(job: Job, rate: Fraction, prefix: str = "", container: str = "mp4") -> str:
@@ -220,7 +220,7 @@ class MuxHandler(PipelineHandler):
             if job is None or job.chunks_total is None or ended:
                 job = None
             else:
-                progress = SPLIT_PROGRESS + (MUX_PROGRESS - SPLIT_PROGRESS) * done // max(1, job.chunks_total)
+                progress = chunks_progress(done, job.chunks_total)
                 await jobs.record_chunks_done(session, job_id, done)
                 await jobs.set_progress(session, job_id, progress)
         if ended:
@@ -344,7 +344,7 @@ class MuxHandler(PipelineHandler):
                 job_id,
                 JobStatus(event.status),
                 assembly_owner=self.owner,  # fenced: only while the claim is still this muxer's
-                progress=100,
+                progress=JobProgress.DONE,
                 output_bucket=self.settings.output_bucket,
                 output_key=assembled.key,
                 completed_at=completed_at,

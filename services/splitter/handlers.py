@@ -41,6 +41,7 @@ from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.media import MediaError, rational
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions
+from infiniteflow_common.progress import JobProgress
 from infiniteflow_common.remote_media import decode_source
 from infiniteflow_common.storage import delete_prefix, source_url
 from infiniteflow_common.timing import output_rate
@@ -268,7 +269,11 @@ class SplitPlanner(PipelineHandler):
             # options (codec, container), under the row's lock: reading the row now reads them.
             job = await session.get(Job, event.job_id, with_for_update=True, populate_existing=True)
             await jobs.advance(
-                session, event.job_id, JobStatus.SPLITTING, progress=5, split_started_at=started_at
+                session,
+                event.job_id,
+                JobStatus.SPLITTING,
+                progress=JobProgress.SPLITTING,
+                split_started_at=started_at,
             )
         options = OutputOptions.model_validate((job.output_options if job else None) or {})
         log.info("split started", job_id=str(event.job_id), attempt=tries)
@@ -299,7 +304,7 @@ class SplitPlanner(PipelineHandler):
                 session,
                 event.job_id,
                 JobStatus.INTERPOLATING,
-                progress=15,
+                progress=JobProgress.SPLIT,
                 chunks_total=split.plan.chunk_count,
                 split_at=split.plan.split_at,
                 plan=split.plan.model_dump(mode="json"),
