@@ -53,6 +53,7 @@ from infiniteflow_common.errors import (
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady, SourceRange, decode_event
 from infiniteflow_common.failures import job_fails_on, permanent_failure
 from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.leases import keep_lease
 from infiniteflow_common.media import MediaError
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import check_source, delete_prefix, source_url
@@ -346,16 +347,6 @@ class ChunkHandler(PipelineHandler):
             await chunks.release(session, spec.job_id, spec.chunk_index, epoch)
         log.info("chunk handed back", job_id=str(spec.job_id), chunk_index=spec.chunk_index, epoch=epoch)
 
-    async def _keep_lease(self, spec: ChunkReady, epoch: int, lost: asyncio.Event) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
-            try:
-                if not await self._renew(spec, epoch):
-                    lost.set()
-                    return
-            except Exception as exc:  # a database hiccup: the lease has slack for the next try
-                log.warning("lease renewal failed", job_id=str(spec.job_id), error=str(exc))
-
     async def _work(
         self, spec: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
     ) -> None:
@@ -364,7 +355,18 @@ class ChunkHandler(PipelineHandler):
         workdir.mkdir(parents=True)
         lost = asyncio.Event()
         cancelled = threading.Event()
-        keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
+        keeper = asyncio.create_task(
+            keep_lease(
+                lambda: self._renew(spec, epoch),
+                lease_s=self.settings.lease_seconds,
+                lost=lost,
+                what="chunk lease",
+                lost_when_run_out=False,  # the result is fenced by its epoch when it is recorded
+                job_id=str(spec.job_id),
+                chunk_index=spec.chunk_index,
+                epoch=epoch,
+            )
+        )
         watcher = asyncio.create_task(self._watch_cancel(spec, cancelled))
         started_at = datetime.now(UTC)
         preemption = self._preemption(spec, in_pause=in_pause)

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -39,6 +40,7 @@ from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParams, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
+from infiniteflow_common.leases import keep_lease
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.progress import JobProgress, chunks_progress
 from infiniteflow_common.reports import timing_view
@@ -258,37 +260,27 @@ class MuxHandler(PipelineHandler):
         log.info("job is being assembled by another muxer", job_id=str(job_id))
         return False
 
-    async def _keep_claim(self, job_id: uuid.UUID, lost: threading.Event) -> None:
-        """Renew the claim every third of its lease; set `lost` once it is not this muxer's for sure.
+    def _keep_claim(self, job_id: uuid.UUID, lost: threading.Event) -> Coroutine[Any, Any, None]:
+        """Renew the claim `_claim` secured just now; set `lost` once it is not this muxer's for sure.
 
-        A renewal that finds the claim gone loses it at once. One that fails (the database down) is
-        tried again while the claim last secured still runs; when that runs out unrenewed, another
-        muxer may take the job, so this one counts it lost too.
+        A claim that runs out unrenewed (the database down) counts as lost too: another muxer may take
+        the job then, and two must never upload the same output.
         """
-        lease_s = self.settings.assembly_lease_s
-        valid_until = time.monotonic() + lease_s  # `_claim` secured it just now
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            asked = time.monotonic()
-            try:
-                async with transaction(self.sessions) as session:
-                    renewed = await jobs.renew_assembly(session, job_id, owner=self.owner, lease_s=lease_s)
-            except Exception as exc:
-                if time.monotonic() < valid_until - lease_s / 6:  # slack for one more try
-                    log.warning("assembly claim renewal failed", job_id=str(job_id), error=str(exc))
-                    continue
-                log.error(
-                    "assembly claim could not be renewed before it ran out; stopping the assembly",
-                    job_id=str(job_id),
-                    error=str(exc),
+
+        async def renew() -> bool:
+            async with transaction(self.sessions) as session:
+                return await jobs.renew_assembly(
+                    session, job_id, owner=self.owner, lease_s=self.settings.assembly_lease_s
                 )
-                lost.set()
-                return
-            if not renewed:
-                log.warning("assembly claim lost to another muxer; stopping the assembly", job_id=str(job_id))
-                lost.set()
-                return
-            valid_until = asked + lease_s
+
+        return keep_lease(
+            renew,
+            lease_s=self.settings.assembly_lease_s,
+            lost=lost,
+            what="assembly claim",
+            lost_when_run_out=True,
+            job_id=str(job_id),
+        )
 
     async def _assemble(self, job_id: uuid.UUID) -> None:
         started = time.perf_counter()
