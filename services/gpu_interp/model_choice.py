@@ -270,9 +270,9 @@ class AutoModel(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self.engines[self.active].memory_scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
         for engine in self.engines.values():
-            engine.set_memory(scale, batch_size)
+            engine.set_memory(scale, batch_size, tile)
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         return self.engines[self.active].interpolate_times(first, second, times)

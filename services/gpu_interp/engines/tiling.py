@@ -3,13 +3,15 @@
 A tile is at most `max_tile` pixels a side plus `overlap` on each inner edge, its origin and size
 multiples of `multiple` (what the network pads to at its flow scale), so a tile's memory is bounded
 whatever the frame size. Overlaps are blended with linear (feathered) weights that fall to zero at a
-tile's inner edges, so no seam is visible. Not yet wired into the engines or the memory plan (issue 20).
+tile's inner edges, so no seam is visible. The RIFE engines run a pair tile by tile when their memory
+step has a tile size (`set_memory`), which the memory plan chooses when nothing fits untiled (issue 20):
+only one tile's network work is alive at a time; the blend's accumulators stay frame-sized.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,17 +73,71 @@ def interpolate_tiled(
     overlap: int = 64,
 ) -> npt.NDArray[Any]:
     """`run` on each tile of a `(H, W, C)` pair, blended into one `(H, W, C)` frame of the input's dtype."""
+    [frame] = interpolate_tiled_times(lambda a, b: [run(a, b)], first, second, tiles, overlap=overlap)
+    return frame
+
+
+def interpolate_tiled_times(
+    run: Callable[[npt.NDArray[Any], npt.NDArray[Any]], Sequence[npt.NDArray[Any]]],
+    first: npt.NDArray[Any],
+    second: npt.NDArray[Any],
+    tiles: list[Tile],
+    *,
+    overlap: int = 64,
+) -> list[npt.NDArray[Any]]:
+    """`run` (one output per timestep) on each tile of a `(H, W, C)` pair, each output blended into
+    one `(H, W, C)` frame of the input's dtype. Frame-sized memory: one float32 accumulator per output
+    and one weight plane; the blend is done in place."""
     height, width = first.shape[:2]
-    acc = np.zeros(first.shape, dtype=np.float32)
+    accs: list[npt.NDArray[np.float32]] = []
     weight = np.zeros((height, width, 1), dtype=np.float32)
     for tile in tiles:
-        out = run(first[tile.y0 : tile.y1, tile.x0 : tile.x1], second[tile.y0 : tile.y1, tile.x0 : tile.x1])
+        outs = run(first[tile.y0 : tile.y1, tile.x0 : tile.x1], second[tile.y0 : tile.y1, tile.x0 : tile.x1])
+        if not accs:
+            accs = [np.zeros(first.shape, dtype=np.float32) for _ in outs]
         wy = _ramp(tile.y1 - tile.y0, tile.y0 > 0, tile.y1 < height, overlap)
         wx = _ramp(tile.x1 - tile.x0, tile.x0 > 0, tile.x1 < width, overlap)
         w = (wy[:, None] * wx[None, :])[:, :, None]
-        acc[tile.y0 : tile.y1, tile.x0 : tile.x1] += out.astype(np.float32) * w
+        for acc, out in zip(accs, outs, strict=True):
+            acc[tile.y0 : tile.y1, tile.x0 : tile.x1] += out.astype(np.float32) * w
         weight[tile.y0 : tile.y1, tile.x0 : tile.x1] += w
-    blended = acc / np.maximum(weight, 1e-6)
-    if np.issubdtype(first.dtype, np.integer):
-        blended = np.clip(np.rint(blended), 0, np.iinfo(first.dtype).max)
-    return blended.astype(first.dtype)
+    np.maximum(weight, 1e-6, out=weight)
+    frames = []
+    while accs:
+        acc = accs.pop(0)
+        acc /= weight
+        if np.issubdtype(first.dtype, np.integer):
+            np.rint(acc, out=acc)
+            np.clip(acc, 0, np.iinfo(first.dtype).max, out=acc)
+        frames.append(acc.astype(first.dtype))
+        del acc
+    return frames
+
+
+OVERLAP = 64
+"""Pixels a tile reaches past each inner edge: context for the flow at the edge, and the blend's ramp."""
+
+
+def interpolate_pairs_tiled(
+    run: Callable[[Any, Any, Sequence[Any]], Sequence[Any]],
+    first: npt.NDArray[Any],
+    second: npt.NDArray[Any],
+    times: Sequence[Any],
+    *,
+    max_tile: int,
+    multiple: int,
+    overlap: int = OVERLAP,
+) -> list[npt.NDArray[Any]]:
+    """An engine's batched call (`run`: `(N, H, W, C)` pairs and times → one batch per time) made pair
+    by pair and tile by tile over `(N, H, W, C)` frames: one tile's work is in memory at a time."""
+    count, height, width = (int(v) for v in first.shape[:3])
+    tiles = tile_grid(width, height, max_tile=max_tile, overlap=overlap, multiple=multiple)
+    outs = [np.empty_like(first) for _ in times]
+    for i in range(count):
+
+        def one(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+            return [made[0] for made in run(a[None], b[None], times)]
+
+        for k, frame in enumerate(interpolate_tiled_times(one, first[i], second[i], tiles, overlap=overlap)):
+            outs[k][i] = frame
+    return outs

@@ -43,8 +43,9 @@ class Oracle(InterpolationEngine):
         starts = [min(range(16), key=lambda k: mse(f, _pan(k, self.step))) for f in first]
         return [np.stack([_pan(s + 2 * float(t), self.step) for s in starts]) for t in times]
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
         self.scale = scale
+        self.tile = tile
 
 
 def _pan(index: float, step: float) -> Any:
@@ -266,8 +267,9 @@ def test_the_window_is_where_the_neighbours_differ_most() -> None:
 def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
     oracle, blend = Oracle(3), Oracle(3)
     auto = AutoModel({"hdv3": oracle, "v4.25": blend})
-    auto.set_memory(0.5, 2)
+    auto.set_memory(0.5, 2, 1024)
     assert oracle.scale == blend.scale == 0.5
+    assert oracle.tile == blend.tile == 1024
     frames = _chunk(9, 3)
     auto.engines["v4.25"] = Blend()
     choice = auto.choose(frames.__getitem__, 9, _halves(8), budget=1.0)
