@@ -12,6 +12,9 @@ distance — or by bisection to the nearest dyadic time (`timestep_method`).
 Speed: channels_last everywhere, fp16 on CUDA, bf16 autocast on CPUs with native bf16; the
 network runs on the backend `backend` picks (engines/accel.py: eager, `torch.compile`, or
 OpenVINO on CPUs), with compiled artifacts cached on disk; see docs/benchmarks.md for figures.
+
+Memory: `set_memory` takes the chunk's flow scale, pairs per call and tile size (`memory_plan`); with a
+tile, each pair runs tile by tile at the whole frame's flow scale (engines/tiling.py).
 """
 
 from __future__ import annotations
