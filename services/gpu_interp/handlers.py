@@ -67,7 +67,7 @@ from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
 from services.gpu_interp.memory import MemoryStep, lightest_step, release_memory
 from services.gpu_interp.memory_plan import ChunkShape, MemoryPlan
-from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, warm_up
+from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, decided_by_rule, warm_up
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
 from services.gpu_interp.preemption import Preemption
 from services.gpu_interp.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak
@@ -550,6 +550,9 @@ class ChunkHandler(PipelineHandler):
             lightest = lightest_step(scale, min_scale=self.settings.min_scale)
             scale, batch = lightest.scale, lightest.batch_size
         model = (spec.model or AUTO) if spec.engine == "rife" else None
+        if model == AUTO:
+            # a chunk `auto` cannot check runs its rule's model alone: plan for that one, no choice pass
+            model = decided_by_rule([slot.t for slot in spec.timesteps], spec.frame_count) or AUTO
         shape = ChunkShape(
             width=spec.width,
             height=spec.height,

@@ -17,6 +17,7 @@ from services.gpu_interp.model_choice import (
     affordable_samples,
     check_window,
     choose_model,
+    decided_by_rule,
     planned_passes,
     warm_up,
 )
@@ -405,3 +406,12 @@ def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
     flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast", model="auto"))
     _, choose = handler._engine_for(flow)
     assert choose is None, "the flow engine has no models to choose from"
+
+
+def test_the_model_a_chunk_gets_by_rule_is_known_before_decoding_so_its_memory_plan_counts_one_model() -> (
+    None
+):
+    halves = [0.0, 0.5, 0.0, 0.5]
+    assert decided_by_rule(halves, 2) == "hdv3", "two frames: too short to check"
+    assert decided_by_rule([0.0, 0.25, 0.5, 0.75], 40) == "v4.25", "×4: the check only measures t = 1/2"
+    assert decided_by_rule(halves, 40) is None, "×2 with frames to sample: both models may be checked"
