@@ -56,7 +56,7 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
 
     from infiniteflow_common.events import OutputSlot, VideoEncoding
     from services.gpu_interp import memory_plan
-    from services.gpu_interp.chunk_work import CHOICE_WINDOW, interpolate_chunk
+    from services.gpu_interp.chunk_work import interpolate_chunk, planned_model
     from services.gpu_interp.config import WorkerSettings
     from services.gpu_interp.engine_registry import EngineCache
     from services.gpu_interp.engines.models import MODELS
@@ -80,9 +80,10 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
         for t in ((0.0, 0.5) if i < frames - 1 else (0.0,))
     ]
     encoding = VideoEncoding(encoder="libx264", pix_fmt="yuv420p")
+    planned, choice_window = planned_model(model or None, slots, frames)  # as a worker plans it
     shape = memory_plan.ChunkShape(
-        width=width, height=height, engine=engine_name, model=model or None, encoder=encoding.encoder, quality=quality,
-        choice_window=min(CHOICE_WINDOW, frames) if model == "auto" else 0, frames_out=len(slots),
+        width=width, height=height, engine=engine_name, model=planned, encoder=encoding.encoder, quality=quality,
+        choice_window=choice_window, frames_out=len(slots),
     )  # fmt: skip
     release_memory()
     baseline = current_rss_bytes()

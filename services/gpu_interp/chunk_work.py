@@ -30,6 +30,7 @@ import numpy.typing as npt
 from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import MediaError, rgb_format, to_rgb
 from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.engines.models import AUTO
 from services.gpu_interp.memory import (
     MIN_SCALE,
     EngineOutOfMemory,
@@ -39,7 +40,7 @@ from services.gpu_interp.memory import (
     memory_ladder,
     release_memory,
 )
-from services.gpu_interp.model_choice import FrameSource, ModelChoice
+from services.gpu_interp.model_choice import FrameSource, ModelChoice, decided_by_rule
 from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
 
 CHOICE_WINDOW = 12
@@ -189,6 +190,18 @@ def _keeping_step(
         engine.set_memory(step.scale, step.batch_size, step.tile)
 
     return after_batch
+
+
+def planned_model(model: str | None, slots: Sequence[OutputSlot], frame_count: int) -> tuple[str | None, int]:
+    """The model a chunk's memory plan counts, and the frames `auto`'s choice will hold (0: none).
+
+    A chunk `auto` cannot check (`decided_by_rule`) runs its rule's model alone, with no choice pass:
+    known from the plan before anything is decoded.
+    """
+    if model != AUTO:
+        return model, 0
+    ruled = decided_by_rule([slot.t for slot in slots], frame_count)
+    return (ruled, 0) if ruled is not None else (AUTO, min(CHOICE_WINDOW, frame_count))
 
 
 def wanted_times(slots: Sequence[OutputSlot], frame_count: int) -> dict[int, tuple[Fraction, ...]]:

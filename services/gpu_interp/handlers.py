@@ -58,7 +58,7 @@ from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import check_source, delete_prefix, source_url
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import memory_plan, metrics
-from services.gpu_interp.chunk_work import CHOICE_WINDOW, ChooseModel, ChunkOutcome, interpolate_with_retries
+from services.gpu_interp.chunk_work import ChooseModel, ChunkOutcome, interpolate_with_retries, planned_model
 from services.gpu_interp.config import WorkerSettings, default_memory_budget
 from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
@@ -67,7 +67,7 @@ from services.gpu_interp.engines.models import AUTO, MODELS, check_choice
 from services.gpu_interp.media_io import ChunkEncoder, source_frames
 from services.gpu_interp.memory import MemoryStep, lightest_step, release_memory
 from services.gpu_interp.memory_plan import ChunkShape, MemoryPlan
-from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, decided_by_rule, warm_up
+from services.gpu_interp.model_choice import AutoModel, FrameSource, ModelChoice, warm_up
 from services.gpu_interp.poison import AttemptPlan, plan_attempt, poisoned
 from services.gpu_interp.preemption import Preemption
 from services.gpu_interp.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak
@@ -549,10 +549,9 @@ class ChunkHandler(PipelineHandler):
         if conservative:
             lightest = lightest_step(scale, min_scale=self.settings.min_scale)
             scale, batch = lightest.scale, lightest.batch_size
-        model = (spec.model or AUTO) if spec.engine == "rife" else None
-        if model == AUTO:
-            # a chunk `auto` cannot check runs its rule's model alone: plan for that one, no choice pass
-            model = decided_by_rule([slot.t for slot in spec.timesteps], spec.frame_count) or AUTO
+        model, choice_window = planned_model(
+            (spec.model or AUTO) if spec.engine == "rife" else None, spec.timesteps, spec.frame_count
+        )
         shape = ChunkShape(
             width=spec.width,
             height=spec.height,
@@ -561,7 +560,7 @@ class ChunkHandler(PipelineHandler):
             encoder=spec.encoding.encoder,
             preset=spec.encoding.preset,
             quality=spec.quality,
-            choice_window=min(CHOICE_WINDOW, spec.frame_count) if model == AUTO else 0,
+            choice_window=choice_window,
             frames_out=len(spec.timesteps),
             device=str(getattr(engine, "device", "cpu")),
         )

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from infiniteflow_common.events import OutputSlot
+from services.gpu_interp.chunk_work import planned_model
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.models import MODELS
 from services.gpu_interp.model_choice import (
@@ -415,3 +417,11 @@ def test_the_model_a_chunk_gets_by_rule_is_known_before_decoding_so_its_memory_p
     assert decided_by_rule(halves, 2) == "hdv3", "two frames: too short to check"
     assert decided_by_rule([0.0, 0.25, 0.5, 0.75], 40) == "v4.25", "×4: the check only measures t = 1/2"
     assert decided_by_rule(halves, 40) is None, "×2 with frames to sample: both models may be checked"
+    pair = [
+        OutputSlot(source_offset=0, t=0.0),
+        OutputSlot(source_offset=0, t=0.5),
+        OutputSlot(source_offset=1, t=0.0),
+    ]
+    assert planned_model("auto", pair, 2) == ("hdv3", 0), "planned for one model, no choice pass"
+    assert planned_model("auto", pair, 40) == ("auto", 12)
+    assert planned_model("v4.25", pair, 2) == ("v4.25", 0)
