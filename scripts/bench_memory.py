@@ -56,7 +56,7 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
 
     from infiniteflow_common.events import OutputSlot, VideoEncoding
     from services.gpu_interp import memory_plan
-    from services.gpu_interp.chunk_work import CHOICE_WINDOW, interpolate_chunk
+    from services.gpu_interp.chunk_work import interpolate_chunk, planned_model
     from services.gpu_interp.config import WorkerSettings
     from services.gpu_interp.engine_registry import EngineCache
     from services.gpu_interp.engines.models import MODELS
@@ -80,23 +80,25 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
         for t in ((0.0, 0.5) if i < frames - 1 else (0.0,))
     ]
     encoding = VideoEncoding(encoder="libx264", pix_fmt="yuv420p")
+    planned, choice_window = planned_model(model or None, slots, frames)  # as a worker plans it
     shape = memory_plan.ChunkShape(
-        width=width, height=height, engine=engine_name, model=model or None, encoder=encoding.encoder, quality=quality,
-        choice_window=min(CHOICE_WINDOW, frames) if model == "auto" else 0, frames_out=len(slots),
+        width=width, height=height, engine=engine_name, model=planned, encoder=encoding.encoder, quality=quality,
+        choice_window=choice_window, frames_out=len(slots),
     )  # fmt: skip
     release_memory()
     baseline = current_rss_bytes()
     if args.get("force"):
-        scale, batch = args["scale"], args["batch"]
+        scale, batch, tile = args["scale"], args["batch"], args.get("tile")
         plan = memory_plan.MemoryPlan(
-            scale, batch, baseline, memory_plan.chunk_bytes(shape, scale, batch), args["budget"], fits=True
-        )
+            scale, batch, baseline, memory_plan.chunk_bytes(shape, scale, batch, tile), args["budget"], fits=True,
+            tile=tile,
+        )  # fmt: skip
     else:
         plan = memory_plan.plan_for(
             shape, budget_bytes=args["budget"], baseline_bytes=baseline,
             scale=engine.memory_scale(height, width), batch_size=args["batch"],
         )  # fmt: skip
-    result = {**args, "scale": plan.scale, "batch_size": plan.batch_size, "fits": plan.fits,
+    result = {**args, "scale": plan.scale, "batch_size": plan.batch_size, "tile": plan.tile, "fits": plan.fits,
               "baseline_bytes": baseline, "estimate_bytes": plan.estimate_bytes, "chunk_estimate_bytes": plan.chunk_bytes}  # fmt: skip
     if not plan.fits or (not args.get("force") and plan.estimate_bytes > args["max_measure"]):
         return result | {"measured_bytes": None}
@@ -105,7 +107,7 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
         # budget 1: the check always runs here, so the row measures the choice pass as well
         return engine.choose(frame, count, pair_times, budget=1.0, batch_size=plan.batch_size, window=window)
 
-    engine.set_memory(plan.scale, plan.batch_size)
+    engine.set_memory(plan.scale, plan.batch_size, plan.tile)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         make_clip(clip, width, height, frames)
@@ -156,7 +158,7 @@ def _mib(value: float | None) -> str:
 
 
 def _row(size: str, case: str, row: dict[str, Any], budget: int) -> str:
-    plan = f"{row['scale']} | {row['batch_size']}"
+    plan = f"{row['scale']} | {row['batch_size']} | {row.get('tile') or '—'}"
     if not row["fits"]:
         return f"| {size} | {case} | {plan} | {_mib(row['estimate_bytes'])} | — | — | refused at once: over {_mib(budget)} MiB |"
     if row["measured_bytes"] is None:
@@ -190,6 +192,11 @@ def main() -> None:
         "--max-measure-gb", type=float, default=5.5, help="do not run plans estimated above this"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--force",
+        default=None,
+        help="SCALE,PAIRS[,TILE]: run at these settings whatever the plan (calibration)",
+    )
     options = parser.parse_args()
     if options.one:
         print(json.dumps(measure_one(json.loads(options.one))))
@@ -202,9 +209,9 @@ def main() -> None:
         f"budget {_mib(budget)} MiB (this machine's default for {options.workers} workers: {_mib(machine)} MiB); "
         f"{options.frames}-frame ×2 chunks, libx264, BATCH_SIZE={options.batch}; each row a fresh process"
     )
-    print("| size | engine | scale | pairs/call | estimate (MiB) | measured peak (MiB) | estimate / measured | "
+    print("| size | engine | scale | pairs/call | tile | estimate (MiB) | measured peak (MiB) | estimate / measured | "
           "measured = at start + chunk + encoder |")  # fmt: skip
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     rows = []
     for size in options.sizes.split(","):
         width, height = SIZES[size] if size in SIZES else tuple(int(v) for v in size.lower().split("x"))
@@ -212,6 +219,10 @@ def main() -> None:
             engine, model = CASES[case]
             args = {"width": width, "height": height, "engine": engine, "model": model, "frames": options.frames,
                     "batch": options.batch, "budget": budget, "max_measure": int(options.max_measure_gb * GIB)}  # fmt: skip
+            if options.force:
+                forced = options.force.split(",")
+                args |= {"force": True, "scale": float(forced[0]), "batch": int(forced[1]),
+                         "tile": int(forced[2]) if len(forced) > 2 else None}  # fmt: skip
             row = run_child(args, timeout_s=3600)
             print(_row(size, case, row, budget), flush=True)
             rows.append(row)

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import MediaError, rgb_format, to_rgb
 from services.gpu_interp.engines.base import InterpolationEngine
+from services.gpu_interp.engines.models import AUTO
 from services.gpu_interp.memory import (
     MIN_SCALE,
     EngineOutOfMemory,
@@ -39,7 +40,7 @@ from services.gpu_interp.memory import (
     memory_ladder,
     release_memory,
 )
-from services.gpu_interp.model_choice import FrameSource, ModelChoice
+from services.gpu_interp.model_choice import FrameSource, ModelChoice, decided_by_rule
 from services.gpu_interp.quality import ChunkQuality, sample_count, sample_frames, self_check
 
 CHOICE_WINDOW = 12
@@ -75,12 +76,13 @@ class FrameSink(Protocol):
 @dataclass(frozen=True)
 class ChunkOutcome:
     """What interpolating a chunk produced: its frame count, its quality self-check (None: unchecked),
-    and the memory settings it finally ran with (scale None: the engine has none)."""
+    and the memory settings it finally ran with (scale None: the engine has none; tile None: whole frames)."""
 
     frames_out: int
     quality: ChunkQuality | None
     scale: float | None = None
     batch_size: int | None = None
+    tile: int | None = None
     oom_retries: int = 0
     model_choice: ModelChoice | None = None  # set when the chunk's model was chosen here (auto)
     memory_estimate_bytes: int | None = None  # the memory plan's estimated peak (worker + encoder)
@@ -126,21 +128,23 @@ def interpolate_with_retries(
     `conservative` starts (and ends) at the bottom of the ladder: the lowest scale, one pair per call
     (the last try of a chunk whose workers were killed, where an in-process retry never got to run).
     `planned` starts the ladder at the settings the chunk's memory plan chose (`memory_plan`) instead
-    of the engine's own scale and `batch_size`: an estimate that fell short still has the ladder below.
+    of the engine's own scale and `batch_size`, its tile size (if any) kept on every step: an estimate
+    that fell short still has the ladder below.
     The engine is put back to its configured settings afterwards (it serves the next chunk too).
     Raises `EngineOutOfMemory` (permanent) when the lightest step fails as well.
     """
     on_batch: Callable[[int, int], None] | None = options.pop("on_batch", None)
     scale = engine.memory_scale(height, width)
+    tile = None
     if planned is not None:
-        scale, batch_size = planned.scale, planned.batch_size
+        scale, batch_size, tile = planned.scale, planned.batch_size, planned.tile
     if conservative:
-        ladder = [lightest_step(scale, min_scale=min_scale)]
+        ladder = [lightest_step(scale, min_scale=min_scale, tile=tile)]
     else:
-        ladder = memory_ladder(scale, batch_size, min_scale=min_scale)
+        ladder = memory_ladder(scale, batch_size, min_scale=min_scale, tile=tile)
     try:
         for tries, step in enumerate(ladder):
-            engine.set_memory(step.scale, step.batch_size)
+            engine.set_memory(step.scale, step.batch_size, step.tile)
             try:
                 with sink() as output:
                     outcome = interpolate_chunk(
@@ -159,12 +163,15 @@ def interpolate_with_retries(
                 if tries + 1 == len(ladder):
                     raise EngineOutOfMemory(
                         f"the chunk ran out of memory even at scale {step.scale} with {step.batch_size} "
-                        f"pair(s) per call ({exc}); give the worker more memory or use smaller input"
+                        f"pair(s) per call{f' in {step.tile}-pixel tiles' if step.tile else ''} ({exc}); "
+                        "give the worker more memory or use smaller input"
                     ) from exc
                 if on_retry is not None:
                     on_retry(step, ladder[tries + 1], exc)
                 continue
-            return replace(outcome, scale=step.scale, batch_size=step.batch_size, oom_retries=tries)
+            return replace(
+                outcome, scale=step.scale, batch_size=step.batch_size, tile=step.tile, oom_retries=tries
+            )
     finally:
         engine.set_memory(None, None)
     raise AssertionError("unreachable: the ladder has at least one step")
@@ -180,9 +187,21 @@ def _keeping_step(
 
     def after_batch(done: int, total: int) -> None:
         on_batch(done, total)
-        engine.set_memory(step.scale, step.batch_size)
+        engine.set_memory(step.scale, step.batch_size, step.tile)
 
     return after_batch
+
+
+def planned_model(model: str | None, slots: Sequence[OutputSlot], frame_count: int) -> tuple[str | None, int]:
+    """The model a chunk's memory plan counts, and the frames `auto`'s choice will hold (0: none).
+
+    A chunk `auto` cannot check (`decided_by_rule`) runs its rule's model alone, with no choice pass:
+    known from the plan before anything is decoded.
+    """
+    if model != AUTO:
+        return model, 0
+    ruled = decided_by_rule([slot.t for slot in slots], frame_count)
+    return (ruled, 0) if ruled is not None else (AUTO, min(CHOICE_WINDOW, frame_count))
 
 
 def wanted_times(slots: Sequence[OutputSlot], frame_count: int) -> dict[int, tuple[Fraction, ...]]:

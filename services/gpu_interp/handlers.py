@@ -59,7 +59,7 @@ from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import check_source, delete_prefix, source_url
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import memory_plan, metrics
-from services.gpu_interp.chunk_work import CHOICE_WINDOW, ChooseModel, ChunkOutcome, interpolate_with_retries
+from services.gpu_interp.chunk_work import ChooseModel, ChunkOutcome, interpolate_with_retries, planned_model
 from services.gpu_interp.config import WorkerSettings, default_memory_budget
 from services.gpu_interp.drain import Drain
 from services.gpu_interp.engine_registry import EngineCache
@@ -539,8 +539,8 @@ class ChunkHandler(PipelineHandler):
 
         The plan starts from the engine's scale for this frame size and the configured pairs per call
         (the lightest settings for the poison rule's conservative try) and takes the heaviest that fit
-        the worker's budget with what the worker already holds (its engines loaded). A chunk that fits
-        at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY; one to run in a pause
+        the worker's budget with what the worker already holds (its engines loaded), in tiles when no
+        whole-frame settings fit (rife). A chunk that fits at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY; one to run in a pause
         of another (`in_pause`), whose memory is held meanwhile, is handed back instead.
         """
         assert spec.encoding is not None
@@ -551,7 +551,9 @@ class ChunkHandler(PipelineHandler):
         if conservative:
             lightest = lightest_step(scale, min_scale=self.settings.min_scale)
             scale, batch = lightest.scale, lightest.batch_size
-        model = (spec.model or AUTO) if spec.engine == "rife" else None
+        model, choice_window = planned_model(
+            (spec.model or AUTO) if spec.engine == "rife" else None, spec.timesteps, spec.frame_count
+        )
         shape = ChunkShape(
             width=spec.width,
             height=spec.height,
@@ -560,7 +562,7 @@ class ChunkHandler(PipelineHandler):
             encoder=spec.encoding.encoder,
             preset=spec.encoding.preset,
             quality=spec.quality,
-            choice_window=min(CHOICE_WINDOW, spec.frame_count) if model == AUTO else 0,
+            choice_window=choice_window,
             frames_out=len(spec.timesteps),
             device=str(getattr(engine, "device", "cpu")),
         )
@@ -582,6 +584,7 @@ class ChunkHandler(PipelineHandler):
             "model": model,
             "scale": plan.scale,
             "batch_size": plan.batch_size,
+            "tile": plan.tile,
             "memory_estimate_bytes": plan.estimate_bytes,
             "memory_baseline_bytes": plan.baseline_bytes,
             "memory_budget_bytes": plan.budget_bytes,
@@ -592,7 +595,9 @@ class ChunkHandler(PipelineHandler):
             metrics.MEMORY_PLANS.labels("too_large").inc()
             log.error("chunk cannot fit this worker's memory at any settings; failing the job", **fields)
             raise memory_plan.too_large(shape, plan)
-        metrics.MEMORY_PLANS.labels("lighter" if plan.lighter else "as_configured").inc()
+        metrics.MEMORY_PLANS.labels(
+            "tiled" if plan.tile else "lighter" if plan.lighter else "as_configured"
+        ).inc()
         if plan.lighter:
             log.warning(
                 "chunk planned lighter to fit the worker's memory",
@@ -735,7 +740,7 @@ class ChunkHandler(PipelineHandler):
             on_batch=on_batch,
             choose=choose,
             conservative=conservative,
-            planned=None if plan is None else MemoryStep(plan.scale, plan.batch_size),
+            planned=None if plan is None else MemoryStep(plan.scale, plan.batch_size, plan.tile),
         )
         peak = peak_rss_bytes() + max((e.peak_rss_bytes for e in encoders), default=0)
         return replace(
@@ -861,6 +866,7 @@ class ChunkHandler(PipelineHandler):
             seconds=round(seconds, 3),
             scale=outcome.scale,
             batch_size=outcome.batch_size,
+            tile=outcome.tile,
             oom_retries=outcome.oom_retries,
             **memory,
             **check,

@@ -44,10 +44,12 @@ class EngineOutOfMemory(InfiniteFlowError):  # noqa: N818 - reads as the conditi
 
 @dataclass(frozen=True)
 class MemoryStep:
-    """Settings for one try: flow scale (None: the engine has none) and frame pairs per engine call."""
+    """Settings for one try: flow scale (None: the engine has none), frame pairs per engine call, and
+    the tile side a pair is split into (None: whole frames; set only by the memory plan, `memory_plan`)."""
 
     scale: float | None
     batch_size: int
+    tile: int | None = None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -60,23 +62,29 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def memory_ladder(scale: float | None, batch_size: int, *, min_scale: float = MIN_SCALE) -> list[MemoryStep]:
-    """The steps to try in order: as configured, then lower scales, then smaller batches."""
-    steps = [MemoryStep(scale, batch_size)]
+def memory_ladder(
+    scale: float | None, batch_size: int, *, min_scale: float = MIN_SCALE, tile: int | None = None
+) -> list[MemoryStep]:
+    """The steps to try in order: as configured, then lower scales, then smaller batches (every step
+    keeps the planned `tile`)."""
+    steps = [MemoryStep(scale, batch_size, tile)]
     if scale is not None:
         while scale / 2 >= min_scale - 1e-9:
             scale /= 2
-            steps.append(MemoryStep(scale, batch_size))
+            steps.append(MemoryStep(scale, batch_size, tile))
     while batch_size > 1:
         batch_size //= 2
-        steps.append(MemoryStep(scale, batch_size))
+        steps.append(MemoryStep(scale, batch_size, tile))
     return steps
 
 
-def lightest_step(scale: float | None, *, min_scale: float = MIN_SCALE) -> MemoryStep:
+def lightest_step(
+    scale: float | None, *, min_scale: float = MIN_SCALE, tile: int | None = None
+) -> MemoryStep:
     """The most conservative settings: the lowest flow scale (`min_scale`, or lower if configured so)
-    and one frame pair per engine call. A chunk whose workers keep dying gets one last try with these."""
-    return MemoryStep(None if scale is None else min(scale, min_scale), 1)
+    and one frame pair per engine call (in `tile`s when planned so). A chunk whose workers keep dying
+    gets one last try with these."""
+    return MemoryStep(None if scale is None else min(scale, min_scale), 1, tile)
 
 
 def release_memory() -> None:
@@ -104,8 +112,8 @@ class SimulatedMemoryLimit(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self.inner.memory_scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
-        self.inner.set_memory(scale, batch_size)
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        self.inner.set_memory(scale, batch_size, tile)
         self.settings = getattr(self.inner, "settings", None)
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:

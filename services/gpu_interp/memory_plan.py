@@ -4,9 +4,11 @@ A chunk's peak memory is bounded in its length (a stream: `chunk_work`) but not 
 so a worker estimates the peak of the chunk's plan from the frame size, the engine and model, the
 flow scale, the frame pairs per engine call, `model=auto`'s choice pass and the encoder, and picks
 the highest flow scale (then the most pairs per call) whose estimate fits its budget
-(`WORKER_MEMORY_BYTES`). A chunk that does not fit even at the lowest scale with one pair per call
-fails at once (`E_CHUNK_TOO_LARGE_FOR_MEMORY`) instead of growing until the kernel kills the worker.
-Neither engine can split a frame into tiles, so scale and pairs per call are the only levers.
+(`WORKER_MEMORY_BYTES`). When nothing fits whole, the last lever is tiles (rife only): at the lowest
+scale with one pair per call, each pair runs tile by tile (`engines/tiling.py`), the largest tile
+(`TILES`) that fits first. Only a chunk that does not fit even in the smallest tile fails at once
+(`E_CHUNK_TOO_LARGE_FOR_MEMORY`) instead of growing until the kernel kills the worker. The flow
+engine is never tiled: its whole-frame work is small per pixel (an 8K pair fits in ~4.3 GiB).
 
 The estimate is the worker process's resident memory when the chunk starts (its engines loaded)
 plus the chunk's own peak growth plus the encoder's peak (FFmpeg, a child process in the same
@@ -16,6 +18,12 @@ memory budget), with a small margin:
               + pairs × (per_pair + pixels × (per_pair_pixel + scale² × per_scaled_pixel))
               (`model=auto`: its heavier model's, plus the frames its choice holds)
     encoder = fixed + pixels × (per_pixel + frames held × per_held_frame_pixel)
+
+In tiles, the network's part is the one-pair growth of a frame the size of the largest tile (padded,
+overlaps included), and what stays frame-sized (decoded and output frames, the blend's accumulators)
+is `TILED_FRAME_PIXEL` per pixel of the whole frame:
+
+    growth  = growth(tile pixels, one pair) + pixels × TILED_FRAME_PIXEL
 
 Frame pairs per call weigh most on a CPU worker: every pair's full-size tensors (input, padding,
 warps, blend, output) are alive at once, whatever the flow scale. The coefficients were fitted to
@@ -31,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from infiniteflow_common.errors import InfiniteFlowError
+from services.gpu_interp.engines.tiling import OVERLAP, tile_grid
 from services.gpu_interp.memory import MIN_SCALE
 
 MIB = 1 << 20
@@ -110,6 +119,15 @@ AUTO_FIXED = 192 * MIB
 more behind, and it varies between runs (measured 60–210 MiB at 360p–1080p)."""
 HELD_FRAME_BYTES = 4.5
 """Per pixel of each frame `model=auto`'s choice holds: the decoded YUV 4:2:0 frame and its RGB copy."""
+TILES = (2048, 1536, 1024)
+"""Tile sides tried, largest first, when nothing fits whole: fewer tiles cost less overlap and time."""
+TILED_FRAME_PIXEL = 35.0
+"""Per pixel of the whole frame, what a tiled chunk keeps frame-sized beside the tile's network work:
+the pair's decoded frames, the blend's float32 accumulator and weights, the output frames in flight.
+Fitted on 8K pairs at scale 0.25 (hdv3 in 2048- and 1024-pixel tiles, v4.25 in 2048): with the
+whole-frame coefficients at the tile's size, the growth comes out at 0.98–1.03 of the measured."""
+PAD_MULTIPLES = {"hdv3": 32, "v4.25": 64}
+"""What each RIFE model pads a frame (here: a tile) to at flow scale 1; ÷ the scale below 1."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,7 @@ class MemoryPlan:
     budget_bytes: int
     fits: bool
     lighter: bool = False  # lighter than configured: the budget chose a lower scale or fewer pairs
+    tile: int | None = None  # each pair in tiles of at most this many pixels a side (None: whole frames)
 
     @property
     def estimate_bytes(self) -> int:
@@ -161,12 +180,22 @@ def _models(shape: ChunkShape) -> list[str]:
     return [shape.model]
 
 
-def engine_bytes(shape: ChunkShape, scale: float | None, batch_size: int) -> float:
-    """Estimated peak growth of the worker process for the chunk (no encoder, no margin)."""
-    px = shape.pixels
+def tile_pixels(shape: ChunkShape, model: str, scale: float | None, tile: int) -> int:
+    """Pixels of the largest tile a pair of this shape is split into, padded as the model pads it."""
+    multiple = max(PAD_MULTIPLES.get(model, 64), int(PAD_MULTIPLES.get(model, 64) / (scale or 1.0)))
+    tiles = tile_grid(shape.width, shape.height, max_tile=tile, overlap=OVERLAP, multiple=multiple)
+    return max(
+        -(-(t.y1 - t.y0) // multiple) * multiple * -(-(t.x1 - t.x0) // multiple) * multiple for t in tiles
+    )
+
+
+def engine_bytes(shape: ChunkShape, scale: float | None, batch_size: int, tile: int | None = None) -> float:
+    """Estimated peak growth of the worker process for the chunk (no encoder, no margin); in `tile`s,
+    one tile's network work plus what stays frame-sized."""
     s2 = (scale if scale is not None else 1.0) ** 2
     growth = []
     for name in _models(shape):
+        px = shape.pixels if tile is None else tile_pixels(shape, name, scale, tile)
         cost = ENGINE_COSTS.get(name, ENGINE_COSTS["hdv3"])
         if shape.device.startswith("cuda") and name != "flow":
             cost = CUDA_HOST_COST
@@ -178,8 +207,10 @@ def engine_bytes(shape: ChunkShape, scale: float | None, batch_size: int) -> flo
     # auto's models run one after the other (the choice, then the chosen one): their buffers are
     # reused, so the heavier one counts, plus the choice's held frames and a little allocator slack
     total = max(growth)
+    if tile is not None:
+        total += shape.pixels * TILED_FRAME_PIXEL
     if shape.choice_window:
-        total += AUTO_FIXED + shape.choice_window * px * HELD_FRAME_BYTES
+        total += AUTO_FIXED + shape.choice_window * shape.pixels * HELD_FRAME_BYTES
     return total
 
 
@@ -194,9 +225,17 @@ def encoder_bytes(shape: ChunkShape) -> float:
     return cost.fixed + shape.pixels * (cost.per_pixel + held * cost.per_held_frame_pixel)
 
 
-def chunk_bytes(shape: ChunkShape, scale: float | None, batch_size: int) -> int:
+def chunk_bytes(shape: ChunkShape, scale: float | None, batch_size: int, tile: int | None = None) -> int:
     """Estimated peak memory the chunk adds to the worker at these settings: engine growth + encoder."""
-    return int(MARGIN * (engine_bytes(shape, scale, batch_size) + encoder_bytes(shape)))
+    return int(MARGIN * (engine_bytes(shape, scale, batch_size, tile) + encoder_bytes(shape)))
+
+
+def tiles_for(shape: ChunkShape) -> list[int]:
+    """The tile sides to try for this shape, largest first: rife only (flow has no tiles), and only
+    those smaller than the frame's longer side (a tile as large as the frame is the whole frame)."""
+    if shape.engine == "flow":
+        return []
+    return [tile for tile in TILES if tile < max(shape.width, shape.height)]
 
 
 def steps(
@@ -227,14 +266,22 @@ def plan_for(
     batch_size: int,
     min_scale: float = MIN_SCALE,
 ) -> MemoryPlan:
-    """The heaviest settings from `scale` and `batch_size` down whose estimate fits `budget_bytes`.
+    """The heaviest settings from `scale` and `batch_size` down whose estimate fits `budget_bytes`;
+    when none fits whole, the lightest in the largest tile that fits (`tiles_for`).
 
     `baseline_bytes` is what the worker holds before the chunk. When nothing fits, the lightest
-    settings are returned with `fits` False (the caller fails the chunk with `ChunkTooLargeForMemory`).
+    settings (in the smallest tile, where the engine has tiles) are returned with `fits` False (the
+    caller fails the chunk with `ChunkTooLargeForMemory`).
     """
     last: MemoryPlan | None = None
-    for step_scale, step_batch in steps(scale, batch_size, min_scale=min_scale):
-        need = chunk_bytes(shape, step_scale, step_batch)
+    candidates: list[tuple[float | None, int, int | None]] = [
+        (step_scale, step_batch, None)
+        for step_scale, step_batch in steps(scale, batch_size, min_scale=min_scale)
+    ]
+    lightest_scale, _ = candidates[-1][:2]  # steps() yields at least the settings asked for
+    candidates += [(lightest_scale, 1, tile) for tile in tiles_for(shape)]
+    for step_scale, step_batch, tile in candidates:
+        need = chunk_bytes(shape, step_scale, step_batch, tile)
         last = MemoryPlan(
             scale=step_scale,
             batch_size=step_batch,
@@ -242,21 +289,23 @@ def plan_for(
             chunk_bytes=need,
             budget_bytes=budget_bytes,
             fits=baseline_bytes + need <= budget_bytes,
-            lighter=(step_scale, step_batch) != (scale, batch_size),
+            lighter=(step_scale, step_batch, tile) != (scale, batch_size, None),
+            tile=tile,
         )
         if last.fits:
             return last
-    assert last is not None  # steps() yields at least the settings asked for
+    assert last is not None
     return last
 
 
 def too_large(shape: ChunkShape, plan: MemoryPlan) -> ChunkTooLargeForMemory:
     """The error for a chunk whose lightest plan does not fit, with the numbers an operator needs."""
     scale = "" if plan.scale is None else f"at flow scale {plan.scale:g} "
+    tiles = "" if plan.tile is None else f" in {plan.tile}-pixel tiles"
     return ChunkTooLargeForMemory(
         f"a {shape.width}×{shape.height} chunk ({shape.engine}"
         + (f", model {shape.model}" if shape.model else "")
         + f", {shape.encoder}) needs an estimated {plan.estimate_bytes / MIB:,.0f} MiB even {scale}with one "
-        f"frame pair per call, over this worker's budget of {plan.budget_bytes / MIB:,.0f} MiB "
+        f"frame pair per call{tiles}, over this worker's budget of {plan.budget_bytes / MIB:,.0f} MiB "
         f"(WORKER_MEMORY_BYTES); give the worker more memory, or upload a smaller video"
     )

@@ -113,7 +113,7 @@ LAST_MEMORY_ESTIMATE = Gauge(
 LAST_PEAK_RSS = Gauge("infiniteflow_worker_last_peak_rss_bytes", "The last chunk's measured peak memory.")
 MEMORY_PLANS = Counter(
     "infiniteflow_chunk_memory_plans_total",
-    "Chunk memory plans by outcome: as_configured, lighter or too_large.",
+    "Chunk memory plans by outcome: as_configured, lighter, tiled (lighter, and each pair in tiles) or too_large.",
     ["plan"],
 )
 # Output frames written by the engine; rate() of it is frames/s per worker.

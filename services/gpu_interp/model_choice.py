@@ -128,6 +128,16 @@ def all_halves(times: Iterable[Fraction]) -> bool:
     return all(t == Fraction(1, 2) for t in (Fraction(x) for x in times) if 0 < t < 1)
 
 
+def decided_by_rule(times: Iterable[Fraction | float], frame_count: int) -> str | None:
+    """The model `auto` takes by its rule (`rule_for`) whatever the chunk's frames show, or None when
+    it may check both models on them: only chunks of 3 frames or more whose new frames are all at
+    t = 1/2 are checked. Known before anything is decoded, so the memory plan counts one model."""
+    exact = [Fraction(t) for t in times]
+    if not all_halves(exact) or frame_count < 3:
+        return rule_for([float(t) for t in exact])
+    return None
+
+
 def check_window(height: int, width: int, scale: float | None, side: int = CHECK_SIDE) -> tuple[int, int]:
     """(height, width) each candidate re-creates of a frame: `side` px at the working `scale`."""
     edge = max(1, round(side / (scale or 1.0)))
@@ -186,7 +196,7 @@ def choose_model(
     fallback = rule_for([float(t) for t in times])
     if fallback not in engines:
         fallback = next(iter(engines))
-    if not all_halves(times) or len(engines) < 2 or frame_count < 3:
+    if decided_by_rule(times, frame_count) is not None or len(engines) < 2:
         return ModelChoice(fallback, "rule")
     started = clock()
     height, width = frame(0).shape[:2]
@@ -270,9 +280,9 @@ class AutoModel(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self.engines[self.active].memory_scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
         for engine in self.engines.values():
-            engine.set_memory(scale, batch_size)
+            engine.set_memory(scale, batch_size, tile)
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         return self.engines[self.active].interpolate_times(first, second, times)

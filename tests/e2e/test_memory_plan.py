@@ -2,8 +2,10 @@
 
 One worker with a small budget (2.5 GiB for its process and its encoder together) and 4 pairs per
 call: a 1080p rife chunk, whose configured settings would take several GiB, runs at lighter settings
-that fit and stays under the budget; an 8K chunk, which fits at no settings, fails its job at once
-with E_CHUNK_TOO_LARGE_FOR_MEMORY, before anything is decoded, and the worker lives on.
+that fit and stays under the budget; an 8K chunk, which fits at no settings even in the smallest
+tile (its encoder and frame-sized buffers alone are over 2.5 GiB beside the worker), fails its job at
+once with E_CHUNK_TOO_LARGE_FOR_MEMORY, before anything is decoded, and the worker lives on. An 8K
+chunk that fits in tiles: tests/e2e/test_memory_tiled.py.
 """
 
 from __future__ import annotations
@@ -108,10 +110,12 @@ async def test_an_8k_chunk_that_fits_no_plan_fails_at_once_with_its_code(
     job = await wait_for_job(settings, key=key, timeout_s=300)
     assert (job["status"], job["error_code"]) == ("failed", "E_CHUNK_TOO_LARGE_FOR_MEMORY")
     assert "7680×4320" in job["error_message"]
+    assert "1024-pixel tiles" in job["error_message"], "even the smallest tile was tried"
     assert "WORKER_MEMORY_BYTES" in job["error_message"]
     refused = _worker_lines(pipeline, "chunk cannot fit this worker's memory", str(job["id"]))
     assert refused
     assert refused[0]["memory_estimate_bytes"] > BUDGET
+    assert refused[0]["tile"] == 1024
     assert _worker_lines(pipeline, "chunk interpolated", str(job["id"])) == []
     [worker] = [s for s in pipeline if s.name.startswith("gpu_interp")]
     assert worker.alive(), "the worker refused the chunk; it was not killed by it"

@@ -75,9 +75,10 @@ class InterpolationEngine(ABC):
         """The flow-estimation scale used for frames of this size; None for an engine without one."""
         return None
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
-        """Use this flow scale (None: the engine's automatic choice) and at most this many pairs per
-        forward pass (None: the configured number) from now on; engines without them ignore it."""
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        """Use this flow scale (None: the engine's automatic choice), at most this many pairs per
+        forward pass (None: the configured number) and tiles of at most this many pixels a side (None:
+        whole frames) from now on; engines without them ignore it."""
         return None
 
     @contextmanager

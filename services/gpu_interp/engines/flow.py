@@ -101,7 +101,8 @@ class FlowEngine(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self.settings.scale or auto_flow_scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        # no tiles: DIS's memory is small per pixel (an 8K pair fits whole; the memory plan knows)
         self.settings = replace(self.settings, scale=scale if scale is not None else self._configured.scale)
 
     def _make_dis(self) -> Any:

@@ -12,6 +12,9 @@ distance — or by bisection to the nearest dyadic time (`timestep_method`).
 Speed: channels_last everywhere, fp16 on CUDA, bf16 autocast on CPUs with native bf16; the
 network runs on the backend `backend` picks (engines/accel.py: eager, `torch.compile`, or
 OpenVINO on CPUs), with compiled artifacts cached on disk; see docs/benchmarks.md for figures.
+
+Memory: `set_memory` takes the chunk's flow scale, pairs per call and tile size (`memory_plan`); with a
+tile, each pair runs tile by tile at the whole frame's flow scale (engines/tiling.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeGuard
 
 import numpy as np
 import torch
@@ -32,8 +35,9 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from infiniteflow_common.errors import InfiniteFlowError
 from services.gpu_interp.engines import weights as weights_mod
 from services.gpu_interp.engines.accel import Backend, Runner, make_runner, resolve_backend
-from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.base import FrameArray, Frames, InterpolationEngine
 from services.gpu_interp.engines.ifnet import IFNet, remap_published_keys
+from services.gpu_interp.engines.tiling import interpolate_pairs_tiled
 
 Quality = Literal["fast", "tta", "best"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -175,6 +179,31 @@ class RifeSettings:
     backend: Backend = "eager"
     compile: bool = False  # the older switch: True means backend="compile"
     cache_dir: Path | None = None
+    # Tile side in pixels: each pair runs tile by tile (engines/tiling.py) when a frame is larger,
+    # so the network's memory is bounded by the tile (the memory plan's last lever); None: whole frames.
+    tile: int | None = None
+
+
+def set_memory_settings(
+    current: RifeSettings,
+    configured: RifeSettings,
+    scale: float | None,
+    batch_size: int | None,
+    tile: int | None,
+) -> RifeSettings:
+    """`current` at this memory step; None for any of them: the configured value."""
+    return replace(
+        current,
+        scale=scale if scale is not None else configured.scale,
+        batch_size=batch_size if batch_size is not None else configured.batch_size,
+        tile=tile if tile is not None else configured.tile,
+    )
+
+
+def wants_tiles(frames: Frames, tile: int | None) -> TypeGuard[FrameArray]:
+    """Whether these frames run tile by tile: a tile size is set and a side is larger (host frames only:
+    a tensor already on the device is a CUDA worker's, whose device memory the ladder handles)."""
+    return tile is not None and isinstance(frames, np.ndarray) and max(frames.shape[1:3]) > tile
 
 
 class RifeEngine(InterpolationEngine):
@@ -228,12 +257,8 @@ class RifeEngine(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self._scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
-        self.settings = replace(
-            self.settings,
-            scale=scale if scale is not None else self._configured.scale,
-            batch_size=batch_size if batch_size is not None else self._configured.batch_size,
-        )
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        self.settings = set_memory_settings(self.settings, self._configured, scale, batch_size, tile)
 
     @torch.inference_mode()
     def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, scale: float) -> list[Estimate]:
@@ -315,6 +340,25 @@ class RifeEngine(InterpolationEngine):
     # -- timesteps ---------------------------------------------------------------------------------
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        tile = self.settings.tile
+        if not wants_tiles(first, tile):
+            return self._whole_times(first, second, times)
+        assert tile is not None
+        assert isinstance(second, np.ndarray)
+        height, width = int(first.shape[1]), int(first.shape[2])
+        scale = self._scale(height, width)
+        # the tiles at the whole frame's scale: auto_scale would pick one by a tile's size
+        settings, self.settings = self.settings, replace(self.settings, scale=scale)
+        try:
+            multiple = max(32, int(32 / scale))
+            made = interpolate_pairs_tiled(
+                self._whole_times, first, second, times, max_tile=tile, multiple=multiple
+            )
+            return list(made)
+        finally:
+            self.settings = settings
+
+    def _whole_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         n = int(first.shape[0])
         bs = max(1, self.settings.batch_size)
         parts: list[list[torch.Tensor]] = [[] for _ in times]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from fractions import Fraction
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
@@ -27,8 +28,11 @@ from services.gpu_interp.engines.rife import (
     auto_scale,
     choose_dtype,
     from_bgr_tensor,
+    set_memory_settings,
     to_bgr_tensor,
+    wants_tiles,
 )
+from services.gpu_interp.engines.tiling import interpolate_pairs_tiled
 
 
 class RifeV4Engine(InterpolationEngine):
@@ -86,12 +90,8 @@ class RifeV4Engine(InterpolationEngine):
     def memory_scale(self, height: int, width: int) -> float | None:
         return self._scale(height, width)
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
-        self.settings = replace(
-            self.settings,
-            scale=scale if scale is not None else self._configured.scale,
-            batch_size=batch_size if batch_size is not None else self._configured.batch_size,
-        )
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        self.settings = set_memory_settings(self.settings, self._configured, scale, batch_size, tile)
 
     @torch.inference_mode()
     def frames_at(
@@ -122,6 +122,25 @@ class RifeV4Engine(InterpolationEngine):
         return [totals[k] / len(augments) for k in range(len(times))]
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        tile = self.settings.tile
+        if not wants_tiles(first, tile):
+            return self._whole_times(first, second, times)
+        assert tile is not None
+        assert isinstance(second, np.ndarray)
+        height, width = int(first.shape[1]), int(first.shape[2])
+        scale = self._scale(height, width)
+        # the tiles at the whole frame's scale: auto_scale would pick one by a tile's size
+        settings, self.settings = self.settings, replace(self.settings, scale=scale)
+        try:
+            multiple = max(PAD_MULTIPLE, int(PAD_MULTIPLE / scale))
+            made = interpolate_pairs_tiled(
+                self._whole_times, first, second, times, max_tile=tile, multiple=multiple
+            )
+            return list(made)
+        finally:
+            self.settings = settings
+
+    def _whole_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         n = int(first.shape[0])
         bs = max(1, self.settings.batch_size)
         inner = [t for t in times if t not in (0, 1)]

@@ -136,3 +136,54 @@ def test_tensor_frames_give_the_same_picture_as_arrays(rife_engine: Any) -> None
     as_tensor = rife_engine.interpolate(to_tensor(first), to_tensor(second))
     back = (as_tensor[0].permute(1, 2, 0) * 255).round().numpy()
     assert np.abs(back - as_array).max() <= 1
+
+
+def _psnr(a: Any, b: Any) -> float:
+    return float(10 * np.log10(255.0**2 / max(mse(a, b), 1e-12)))
+
+
+def test_with_a_tile_size_a_pair_runs_tile_by_tile_close_to_the_whole_frame(
+    rife_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = panned(192, 320, 0), panned(192, 320, 6)
+    whole = rife_engine.interpolate(first, second)
+    sizes: list[tuple[int, int]] = []
+    run = rife_engine._whole_times
+
+    def spy(a: Any, b: Any, times: Any) -> Any:
+        sizes.append(a.shape[1:3])
+        return run(a, b, times)
+
+    monkeypatch.setattr(rife_engine, "_whole_times", spy)
+    rife_engine.set_memory(None, None, 128)
+    try:
+        assert rife_engine.settings.tile == 128
+        tiled = rife_engine.interpolate(np.stack([first, first]), np.stack([second, second]))
+    finally:
+        rife_engine.set_memory(None, None)
+    assert rife_engine.settings.tile is None, "back to whole frames"
+    assert len(sizes) == 2 * 3 * 2, "each of the two pairs in 3 × 2 tiles"
+    assert all(h < 192 and w < 320 for h, w in sizes)
+    assert tiled.shape == (2, 192, 320, 3)
+    assert _psnr(tiled[0], whole) > 35
+    assert np.array_equal(tiled[0], tiled[1])
+
+
+def test_tiles_are_flow_estimated_at_the_whole_frames_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.gpu_interp.engines import rife
+
+    monkeypatch.setattr(rife, "auto_scale", lambda h, w, device="cuda": 0.5 if h * w >= 192 * 320 else 1.0)
+    engine = rife.RifeEngine(rife.RifeSettings(device="cpu", precision="fp32"))
+    scales: list[float] = []
+    estimate = engine._estimate
+
+    def spy(a: Any, b: Any, scale: float) -> Any:
+        scales.append(scale)
+        return estimate(a, b, scale)
+
+    monkeypatch.setattr(engine, "_estimate", spy)
+    engine.set_memory(None, 1, 128)
+    engine.interpolate(panned(192, 320, 0), panned(192, 320, 4))
+    assert scales
+    assert set(scales) == {0.5}
+    assert engine.settings.scale is None, "the pinned scale does not outlive the call"

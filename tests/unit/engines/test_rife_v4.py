@@ -133,3 +133,16 @@ def test_on_cuda_fp16_matches_cpu_fp32() -> None:
     cpu = build_model("v4.25", RifeSettings(device="cpu", precision="fp32")).interpolate(first, second)
     gpu = build_model("v4.25", RifeSettings(device="cuda", precision="fp16")).interpolate(first, second)
     assert mse(cpu, gpu) < 1.0
+
+
+def test_with_a_tile_size_a_pair_runs_tile_by_tile_close_to_the_whole_frame(v4_engine: Any) -> None:
+    first, second = panned(192, 320, 0), panned(192, 320, 6)
+    whole = v4_engine.interpolate(first, second)
+    v4_engine.set_memory(None, None, 128)
+    try:
+        tiled = v4_engine.interpolate(first, second)
+    finally:
+        v4_engine.set_memory(None, None)
+    assert v4_engine.settings.tile is None
+    assert tiled.shape == whole.shape
+    assert 10 * np.log10(255.0**2 / max(mse(tiled, whole), 1e-12)) > 35

@@ -35,13 +35,15 @@ class ScaledBlend(InterpolationEngine):
 
     def __init__(self) -> None:
         self.scale: float | None = None
+        self.tile: int | None = None
         self.calls: list[int] = []
 
     def memory_scale(self, height: int, width: int) -> float | None:
         return self.scale or 1.0
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
         self.scale = scale
+        self.tile = tile
 
     def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         self.calls.append(len(first))
@@ -182,6 +184,10 @@ def test_the_lightest_step_is_the_lowest_scale_with_one_pair() -> None:
     assert lightest_step(0.5, min_scale=0.3) == MemoryStep(0.3, 1), "min_scale itself, not a halving of 0.5"
     assert lightest_step(0.125, min_scale=0.25) == MemoryStep(0.125, 1), "never above what was configured"
     assert lightest_step(None, min_scale=0.25) == MemoryStep(None, 1), "no scale: one pair only"
+    assert lightest_step(1.0, tile=1024) == MemoryStep(0.25, 1, 1024), "a planned tile is kept"
+    assert memory_ladder(0.5, 2, tile=1024) == [
+        MemoryStep(0.5, 2, 1024), MemoryStep(0.25, 2, 1024), MemoryStep(0.25, 1, 1024)
+    ]  # fmt: skip
 
 
 @pytest.mark.ffmpeg
@@ -207,13 +213,13 @@ def test_a_conservative_try_starts_at_the_bottom_of_the_ladder(tmp_path: Path) -
 @pytest.mark.ffmpeg
 def test_a_chunk_run_in_a_pause_leaves_the_paused_chunk_at_its_planned_settings(tmp_path: Path) -> None:
     slots = _chunk(tmp_path / "in.mkv")
-    seen: list[float | None] = []
+    seen: list[tuple[float | None, int | None]] = []
 
     class Recording(ScaledBlend):
         def _interpolate_times(
             self, first: Frames, second: Frames, times: Sequence[Fraction]
         ) -> list[Frames]:
-            seen.append(self.scale)
+            seen.append((self.scale, self.tile))
             return super()._interpolate_times(first, second, times)
 
     engine = Recording()
@@ -221,9 +227,11 @@ def test_a_chunk_run_in_a_pause_leaves_the_paused_chunk_at_its_planned_settings(
     def a_chunk_runs_in_a_pause(done: int, total: int) -> None:
         engine.set_memory(None, None)  # what any chunk leaves its (shared) engine at when it ends
 
-    interpolate_with_retries(
+    outcome = interpolate_with_retries(
         engine, *_io(tmp_path), slots, width=64, height=32, batch_size=4, expected_frames=9,
-        planned=MemoryStep(0.5, 2), on_batch=a_chunk_runs_in_a_pause,
+        planned=MemoryStep(0.5, 2, 32), on_batch=a_chunk_runs_in_a_pause,
     )  # fmt: skip
     assert len(seen) > 1
-    assert set(seen) == {0.5}, "every batch ran at the paused chunk's own plan"
+    assert set(seen) == {(0.5, 32)}, "every batch ran at the paused chunk's own plan, its tile included"
+    assert (outcome.scale, outcome.batch_size, outcome.tile) == (0.5, 2, 32)
+    assert (engine.scale, engine.tile) == (None, None), "the engine is back at its configured settings"

@@ -96,12 +96,63 @@ def test_a_chunk_that_fits_nowhere_gets_the_lightest_plan_marked_unfit_and_a_cle
         width=7680, height=4320, engine="rife", model="auto", encoder="libx264", choice_window=12
     )
     plan = plan_for(shape, budget_bytes=2 * GIB, baseline_bytes=GIB // 2, scale=0.25, batch_size=4)
-    assert (plan.scale, plan.batch_size, plan.fits) == (0.25, 1, False)
+    assert (plan.scale, plan.batch_size, plan.tile, plan.fits) == (0.25, 1, min(memory_plan.TILES), False)
     error = too_large(shape, plan)
     assert error.code == "E_CHUNK_TOO_LARGE_FOR_MEMORY"
     assert "7680×4320" in error.message
+    assert "1024-pixel tiles" in error.message
     assert "WORKER_MEMORY_BYTES" in error.message
     assert "2,048 MiB" in error.message
+
+
+def test_tiles_are_the_last_lever_the_largest_that_fits_at_the_lowest_scale_and_one_pair() -> None:
+    shape = _shape(7680, 4320, model="auto")
+    whole = chunk_bytes(shape, 0.25, 1)
+    tiled = {tile: chunk_bytes(shape, 0.25, 1, tile) for tile in memory_plan.TILES}
+    assert whole > max(tiled.values())
+    assert sorted(tiled.values()) == [tiled[t] for t in sorted(memory_plan.TILES)], (
+        "a smaller tile costs less"
+    )
+    for tile in memory_plan.TILES:
+        plan = plan_for(shape, budget_bytes=GIB + tiled[tile], baseline_bytes=GIB, scale=0.25, batch_size=4)
+        assert (plan.scale, plan.batch_size, plan.fits, plan.lighter) == (0.25, 1, True, True)
+        assert plan.tile == max(t for t in memory_plan.TILES if tiled[t] <= tiled[tile])
+    roomy = plan_for(shape, budget_bytes=GIB + whole, baseline_bytes=GIB, scale=0.25, batch_size=4)
+    assert roomy.tile is None, "whole frames whenever they fit"
+
+
+def test_the_default_budget_of_two_workers_on_24_gib_runs_8k_rife_tiled() -> None:
+    budget = int(0.8 * 24 * GIB / 2)
+    for model in ("hdv3", "v4.25", "auto"):
+        shape = ChunkShape(
+            width=7680, height=4320, engine="rife", model=model, encoder="libx264",
+            choice_window=2 if model == "auto" else 0, frames_out=3,
+        )  # fmt: skip
+        plan = plan_for(shape, budget_bytes=budget, baseline_bytes=700 << 20, scale=0.25, batch_size=4)
+        assert plan.fits, model
+        assert plan.tile is not None, model
+
+
+def test_a_tile_is_counted_with_its_overlap_and_padding_and_the_frame_sized_rest() -> None:
+    shape = _shape(7680, 4320)
+    px = memory_plan.tile_pixels(shape, "hdv3", 0.25, 1024)
+    assert 1024 * 1024 < px < (1024 + 4 * memory_plan.OVERLAP + 128) ** 2
+    frame_part = shape.pixels * memory_plan.TILED_FRAME_PIXEL
+    assert engine_bytes(shape, 0.25, 1, 1024) - engine_bytes(_shape(1024, 1024), 0.25, 1) >= frame_part * 0.99
+
+
+def test_flow_and_frames_no_larger_than_a_tile_are_never_tiled() -> None:
+    assert memory_plan.tiles_for(_shape(7680, 4320, engine="flow", model=None)) == []
+    assert memory_plan.tiles_for(_shape(1920, 1080)) == [1536, 1024]
+    assert memory_plan.tiles_for(_shape(640, 360)) == []
+    flow = plan_for(
+        _shape(7680, 4320, engine="flow", model=None),
+        budget_bytes=GIB,
+        baseline_bytes=0,
+        scale=0.5,
+        batch_size=4,
+    )
+    assert (flow.fits, flow.tile) == (False, None)
 
 
 def test_the_budget_is_the_setting_else_a_share_of_the_machine_per_local_worker() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from infiniteflow_common.events import OutputSlot
+from services.gpu_interp.chunk_work import planned_model
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.models import MODELS
 from services.gpu_interp.model_choice import (
@@ -17,6 +19,7 @@ from services.gpu_interp.model_choice import (
     affordable_samples,
     check_window,
     choose_model,
+    decided_by_rule,
     planned_passes,
     warm_up,
 )
@@ -43,8 +46,9 @@ class Oracle(InterpolationEngine):
         starts = [min(range(16), key=lambda k: mse(f, _pan(k, self.step))) for f in first]
         return [np.stack([_pan(s + 2 * float(t), self.step) for s in starts]) for t in times]
 
-    def set_memory(self, scale: float | None, batch_size: int | None) -> None:
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
         self.scale = scale
+        self.tile = tile
 
 
 def _pan(index: float, step: float) -> Any:
@@ -266,8 +270,9 @@ def test_the_window_is_where_the_neighbours_differ_most() -> None:
 def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_one() -> None:
     oracle, blend = Oracle(3), Oracle(3)
     auto = AutoModel({"hdv3": oracle, "v4.25": blend})
-    auto.set_memory(0.5, 2)
+    auto.set_memory(0.5, 2, 1024)
     assert oracle.scale == blend.scale == 0.5
+    assert oracle.tile == blend.tile == 1024
     frames = _chunk(9, 3)
     auto.engines["v4.25"] = Blend()
     choice = auto.choose(frames.__getitem__, 9, _halves(8), budget=1.0)
@@ -403,3 +408,20 @@ def test_the_worker_gives_auto_jobs_both_models_and_named_jobs_theirs() -> None:
     flow = cast(ChunkReady, SimpleNamespace(engine="flow", quality="fast", model="auto"))
     _, choose = handler._engine_for(flow)
     assert choose is None, "the flow engine has no models to choose from"
+
+
+def test_the_model_a_chunk_gets_by_rule_is_known_before_decoding_so_its_memory_plan_counts_one_model() -> (
+    None
+):
+    halves = [0.0, 0.5, 0.0, 0.5]
+    assert decided_by_rule(halves, 2) == "hdv3", "two frames: too short to check"
+    assert decided_by_rule([0.0, 0.25, 0.5, 0.75], 40) == "v4.25", "×4: the check only measures t = 1/2"
+    assert decided_by_rule(halves, 40) is None, "×2 with frames to sample: both models may be checked"
+    pair = [
+        OutputSlot(source_offset=0, t=0.0),
+        OutputSlot(source_offset=0, t=0.5),
+        OutputSlot(source_offset=1, t=0.0),
+    ]
+    assert planned_model("auto", pair, 2) == ("hdv3", 0), "planned for one model, no choice pass"
+    assert planned_model("auto", pair, 40) == ("auto", 12)
+    assert planned_model("v4.25", pair, 2) == ("v4.25", 0)
