@@ -10,7 +10,6 @@ chunk that fits in tiles: tests/e2e/test_memory_tiled.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +22,7 @@ from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import panning_clip
 from tests.support.jobs import wait_for_job
-from tests.support.pipeline import ServiceProcess, running_pipeline
+from tests.support.pipeline import ServiceProcess, running_pipeline, worker_lines
 
 pytestmark = [
     pytest.mark.kafka,
@@ -43,19 +42,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceP
     with running_pipeline(logs, workers=1, WORKER_MEMORY_BYTES=str(BUDGET), BATCH_SIZE="4") as services:
         yield services
     print(f"service logs: {logs}")
-
-
-def _worker_lines(pipeline: list[ServiceProcess], event: str, job_id: str) -> list[dict[str, Any]]:
-    """The worker's JSON log lines with this `event` for the job."""
-    [worker] = [s for s in pipeline if s.name.startswith("gpu_interp")]
-    found = []
-    for line in worker.log.read_text(errors="replace").splitlines():
-        if event in line and job_id in line:
-            try:
-                found.append(json.loads(line[line.index("{") :]))
-            except ValueError:
-                continue
-    return found
 
 
 async def _chunk_rows(settings: CommonSettings, job_id: Any) -> list[asyncpg.Record]:
@@ -87,10 +73,10 @@ async def test_a_large_frame_chunk_runs_at_a_lighter_plan_that_keeps_its_peak_un
     assert rows
     assert all(r["oom_retries"] == 0 for r in rows), "planned, not discovered"
     assert all((r["scale"], r["batch_size"]) != (1.0, 4) for r in rows), "lighter than configured"
-    planned = _worker_lines(pipeline, "chunk planned lighter to fit the worker's memory", str(job["id"]))
+    planned = worker_lines(pipeline, "chunk planned lighter to fit the worker's memory", str(job["id"]))
     assert planned
     assert all(p["memory_estimate_bytes"] <= BUDGET for p in planned)
-    done = _worker_lines(pipeline, "chunk interpolated", str(job["id"]))
+    done = worker_lines(pipeline, "chunk interpolated", str(job["id"]))
     assert len(done) == len(rows)
     for line in done:
         assert line["memory_budget_bytes"] == BUDGET
@@ -112,10 +98,10 @@ async def test_an_8k_chunk_that_fits_no_plan_fails_at_once_with_its_code(
     assert "7680×4320" in job["error_message"]
     assert "1024-pixel tiles" in job["error_message"], "even the smallest tile was tried"
     assert "WORKER_MEMORY_BYTES" in job["error_message"]
-    refused = _worker_lines(pipeline, "chunk cannot fit this worker's memory", str(job["id"]))
+    refused = worker_lines(pipeline, "chunk cannot fit this worker's memory", str(job["id"]))
     assert refused
     assert refused[0]["memory_estimate_bytes"] > BUDGET
     assert refused[0]["tile"] == 1024
-    assert _worker_lines(pipeline, "chunk interpolated", str(job["id"])) == []
+    assert worker_lines(pipeline, "chunk interpolated", str(job["id"])) == []
     [worker] = [s for s in pipeline if s.name.startswith("gpu_interp")]
     assert worker.alive(), "the worker refused the chunk; it was not killed by it"

@@ -8,19 +8,17 @@ completes with the worker's measured peak under its budget and under the plan's 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
-from tests.e2e.conftest import wait_for_job
-from tests.e2e.pipeline import ServiceProcess, running_pipeline
-from tests.fixtures.media import panning_clip
+from tests.support.clips import panning_clip
+from tests.support.jobs import wait_for_job
+from tests.support.pipeline import ServiceProcess, running_pipeline, worker_lines
 
 pytestmark = [
     pytest.mark.kafka,
@@ -40,19 +38,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceP
     print(f"service logs: {logs}")
 
 
-def _worker_lines(pipeline: list[ServiceProcess], event: str, job_id: str) -> list[dict[str, Any]]:
-    """Every worker's JSON log lines with this `event` for the job."""
-    found = []
-    for worker in (s for s in pipeline if s.name.startswith("gpu_interp")):
-        for line in worker.log.read_text(errors="replace").splitlines():
-            if event in line and job_id in line:
-                try:
-                    found.append(json.loads(line[line.index("{") :]))
-                except ValueError:
-                    continue
-    return found
-
-
 async def test_an_8k_rife_chunk_runs_in_tiles_and_stays_under_the_default_budget_of_two_workers(
     pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
 ) -> None:
@@ -64,10 +49,10 @@ async def test_an_8k_rife_chunk_runs_in_tiles_and_stays_under_the_default_budget
     )  # fmt: skip
     job = await wait_for_job(settings, key=key, timeout_s=1200)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
-    [planned] = _worker_lines(pipeline, "chunk planned lighter to fit the worker's memory", str(job["id"]))
+    [planned] = worker_lines(pipeline, "chunk planned lighter to fit the worker's memory", str(job["id"]))
     assert (planned["scale"], planned["batch_size"]) == (0.25, 1)
     assert planned["tile"] is not None
-    [done] = _worker_lines(pipeline, "chunk interpolated", str(job["id"]))
+    [done] = worker_lines(pipeline, "chunk interpolated", str(job["id"]))
     print("8K tiled chunk:", {k: done.get(k) for k in (
         "tile", "scale", "batch_size", "seconds", "memory_estimate_bytes", "peak_rss_bytes", "memory_budget_bytes"
     )})  # fmt: skip

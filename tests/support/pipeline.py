@@ -44,6 +44,22 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def lines(self, event: str, job_id: str) -> list[dict[str, Any]]:
+        """This service's JSON log lines with this `event` that name the job."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if event in line and job_id in line:
+                try:
+                    found.append(json.loads(line[line.index("{") :]))
+                except ValueError:
+                    continue
+        return found
+
+
+def worker_lines(services: list[ServiceProcess], event: str, job_id: str) -> list[dict[str, Any]]:
+    """Every worker's JSON log lines with this `event` for the job."""
+    return [line for s in services if s.name.startswith("gpu_interp") for line in s.lines(event, job_id)]
+
 
 def start_service(name: str, logdir: Path, env: dict[str, str], suffix: str = "") -> ServiceProcess:
     """Start `python -m services.<name>` with its output in `logdir/<name><suffix>.log`."""
