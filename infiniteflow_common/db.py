@@ -30,6 +30,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 
+from infiniteflow_common.output import OutputOptions
+from infiniteflow_common.pydantic_json import PydanticJSON
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the state uses."""
@@ -113,7 +116,7 @@ class Job(SQLModel, table=True):
     quality_worst_psnr_db: float | None = None
     quality_low_chunks: list[int] | None = Field(default=None, sa_column=Column(JSONB))
     # Output video options (codec, encoder, crf or bitrate, preset); null: the muxer's defaults (H.264).
-    output_options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    output_options: OutputOptions | None = Field(default=None, sa_column=Column(PydanticJSON(OutputOptions)))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -184,7 +184,7 @@ def job_view(
             else None
         ),
         "params": job.params,
-        "output_options": job.output_options,
+        "output_options": job.output_options.model_dump(mode="json") if job.output_options else None,
         "probe": (
             {
                 "width": probe.width,
@@ -204,7 +204,7 @@ def job_view(
         "output_fps": out_fps,
         # the output container (mp4, mov or mkv), decided at ingest from the source's streams
         "output_container": (job.result or {}).get("container")
-        or (job.output_options or {}).get("container"),
+        or (job.output_options.container if job.output_options else None),
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": plan_view(job.plan),
         "result": job.result,

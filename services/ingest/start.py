@@ -186,9 +186,9 @@ class JobStarter:
             params = {"requested": dict(record.user_metadata)}
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
         # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
-        output: dict[str, Any] | None = None
+        output: OutputOptions | None = None
         with contextlib.suppress(InvalidParams):
-            output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
+            output = parse_output_options(record.user_metadata, self.defaults)
         async with transaction(self.sessions) as session:
             if uploader is not None:
                 tenant_id = uploader.tenant_id
@@ -289,7 +289,7 @@ class JobStarter:
                         params=params.to_avro(),
                         priority=params.priority,
                         probe=probe.to_avro(),
-                        output_options=output.model_dump(mode="json"),
+                        output_options=output,
                         progress=func.greatest(Job.progress, STARTED_PROGRESS),
                         updated_at=utcnow(),
                     )

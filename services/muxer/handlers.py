@@ -144,8 +144,8 @@ def completion(
         "vfr_converted": split.vfr_converted,
         "mux_seconds": round(mux_seconds, 3),
         "container": split.container,
-        "container_reason": (job.output_options or {}).get("container_reason"),
-        "container_losses": list((job.output_options or {}).get("container_losses") or []),
+        "container_reason": job.output_options.container_reason if job.output_options else None,
+        "container_losses": list(job.output_options.container_losses if job.output_options else ()),
         "tracks": list(assembled.tracks),
         "video": {
             "encoder": encoding.encoder if encoding else None,

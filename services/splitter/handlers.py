@@ -270,7 +270,7 @@ class SplitPlanner(PipelineHandler):
             await jobs.advance(
                 session, event.job_id, JobStatus.SPLITTING, progress=5, split_started_at=started_at
             )
-        options = OutputOptions.model_validate((job.output_options if job else None) or {})
+        options = (job.output_options if job else None) or OutputOptions()
         log.info("split started", job_id=str(event.job_id), attempt=tries)
         loop = asyncio.get_running_loop()
         first_announced: list[float] = []
