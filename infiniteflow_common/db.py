@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 
+from infiniteflow_common.domain import RequestedParams
+from infiniteflow_common.events import JobParams
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
 
@@ -98,7 +100,11 @@ class Job(SQLModel, table=True):
     # −50…50: higher goes first among the tenant's own jobs (fair dispatch; `dispatch`).
     priority: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
     progress: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
-    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    # What the job was asked to do, or what was sent when that did not parse (rejected at ingest).
+    params: JobParams | RequestedParams = Field(
+        default_factory=RequestedParams,
+        sa_column=Column(PydanticJSON(JobParams, alternatives=(RequestedParams,)), nullable=False),
+    )
     probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     chunks_total: int | None = Field(default=None, sa_column=Column(Integer))
     chunks_done: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
@@ -138,6 +144,11 @@ class Job(SQLModel, table=True):
     split_owner: str | None = Field(default=None, sa_column=Column(Text))
     split_lease_expires_at: datetime | None = _ts()
     split_tries: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
+
+    @property
+    def job_params(self) -> JobParams | None:
+        """The job's parameters; None when its request did not parse (it was rejected at ingest)."""
+        return self.params if isinstance(self.params, JobParams) else None
 
 
 class Chunk(SQLModel, table=True):

@@ -166,7 +166,7 @@ def job_view(
 ) -> dict[str, Any]:
     """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`),
     `checks` what checking its finished chunks cost against the budget (`check_view`)."""
-    params = _model(JobParams, job.params)
+    params = job.job_params
     probe = _model(MediaProbe, job.probe)
     out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
     if out_fps is None and params is not None and probe is not None:
@@ -183,7 +183,7 @@ def job_view(
             if job.status == JobStatus.FAILED.value or job.error_code
             else None
         ),
-        "params": job.params,
+        "params": job.params.model_dump(mode="json"),
         "output_options": job.output_options.model_dump(mode="json") if job.output_options else None,
         "probe": (
             {
@@ -691,7 +691,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
         if result.cancelled_now:
             metrics.JOBS_CANCELLED.inc()
             log.info("job cancelled", job_id=str(job.id), previous_status=result.previous_status)
-        params = _model(JobParams, job.params)
+        params = job.job_params
         event = JobCancelled(
             job_id=job.id,
             tenant_id=job.tenant_id,

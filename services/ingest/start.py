@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
+from infiniteflow_common.domain import RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full
@@ -180,10 +181,10 @@ class JobStarter:
         priority = 0
         try:
             parsed = parse_params(record.user_metadata, self.defaults)
-            params: dict[str, Any] = parsed.to_avro()
+            params: JobParams | RequestedParams = parsed
             priority = parsed.priority
         except InvalidParams:
-            params = {"requested": dict(record.user_metadata)}
+            params = RequestedParams(requested=dict(record.user_metadata))
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
         # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
         output: OutputOptions | None = None
@@ -286,7 +287,7 @@ class JobStarter:
                     update(Job)
                     .where(col(Job.id) == job_id)
                     .values(
-                        params=params.to_avro(),
+                        params=params,
                         priority=params.priority,
                         probe=probe.to_avro(),
                         output_options=output,

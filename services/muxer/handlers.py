@@ -36,7 +36,7 @@ from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
 from infiniteflow_common.errors import TransientError
-from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParams, JobSplit, decode_event
+from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
@@ -116,6 +116,8 @@ def completion(
     mux_seconds: float,
 ) -> tuple[JobCompleted, dict[str, Any]]:
     """The job's `JobCompleted` event and its stored result (pure)."""
+    if job.job_params is None:  # a job rejected at ingest is never split, so never muxed
+        raise ValueError(f"job {job.id} has no parameters to complete")
     rate = Fraction(split.out_fps_num, split.out_fps_den)
     in_rate = Fraction(split.in_fps_num, split.in_fps_den)
     quality = quality_report(
@@ -124,7 +126,7 @@ def completion(
             for c in parts
         ),
         floor_db,
-        requested_model=str((job.params or {}).get("model") or "auto"),
+        requested_model=job.job_params.model if job.job_params else "auto",
     )
     status = final_status(quality)
     probe = job.probe or {}
@@ -162,7 +164,7 @@ def completion(
         job_id=job.id,
         bucket=job.source_bucket,
         key=job.source_key,
-        params=JobParams.model_validate(job.params),
+        params=job.job_params,
         output_bucket=output_bucket,
         output_key=assembled.key,
         output_size_bytes=assembled.size,

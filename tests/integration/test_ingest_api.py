@@ -159,7 +159,7 @@ async def test_a_bucket_drop_with_priority_metadata_makes_a_job_of_that_priority
     await handler(Delivery("minio.events", 0, 0, None, raw, {}))
 
     [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
-    assert (job.status, job.priority, job.params["priority"]) == ("pending", -15, -15)
+    assert (job.status, job.priority, job.params.priority) == ("pending", -15, -15)
 
 
 async def test_download_is_409_until_completed_then_a_redirect(

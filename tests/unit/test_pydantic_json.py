@@ -59,3 +59,16 @@ def test_a_dict_is_validated_before_it_is_stored() -> None:
     }
     with pytest.raises(ValidationError):
         column.process_bind_param({"crf": 20}, PG)
+
+
+class Rejected(BaseModel):
+    requested: dict[str, str]
+
+
+def test_a_column_with_alternatives_reads_each_shape_as_its_own_model() -> None:
+    column = PydanticJSON(Options, alternatives=(Rejected,))
+    assert column.process_result_value({"codec": "h264"}, PG) == Options(codec="h264")
+    assert column.process_result_value({"requested": {"fps": "x"}}, PG) == Rejected(requested={"fps": "x"})
+    assert column.process_bind_param(Rejected(requested={}), PG) == {"requested": {}}
+    with pytest.raises(ValidationError):
+        column.process_result_value({"crf": 20}, PG)

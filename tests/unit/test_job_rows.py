@@ -1,0 +1,42 @@
+"""The job and chunk rows' typed JSON columns read every shape earlier releases stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql
+
+from infiniteflow_common.db import Chunk, Job
+from infiniteflow_common.domain import RequestedParams
+from infiniteflow_common.events import JobParams
+
+PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _read(table: type[Job] | type[Chunk], column: str, stored: dict[str, Any] | None) -> Any:
+    return table.__table__.c[column].type.process_result_value(stored, PG)  # type: ignore[attr-defined]
+
+
+def _write(table: type[Job] | type[Chunk], column: str, value: Any) -> Any:
+    return table.__table__.c[column].type.process_bind_param(value, PG)  # type: ignore[attr-defined]
+
+
+def test_params_stored_before_model_and_priority_read_with_their_defaults() -> None:
+    stored = {"multiplier": 2, "target_fps": None, "engine": "flow", "quality": "fast", "webhook_url": None}
+    params = _read(Job, "params", stored)
+    assert isinstance(params, JobParams)
+    assert (params.multiplier, params.model, params.priority) == (2, "auto", 0)
+
+
+def test_params_that_did_not_parse_read_as_what_was_requested() -> None:
+    stored = {"requested": {"multiplier": "3"}}
+    assert _read(Job, "params", stored) == RequestedParams(requested={"multiplier": "3"})
+    assert _write(Job, "params", RequestedParams(requested={"multiplier": "3"})) == stored
+    # a row inserted without parameters holds `{}`
+    assert _read(Job, "params", {}) == RequestedParams()
+
+
+def test_a_job_rejected_at_ingest_has_no_job_params() -> None:
+    job = Job(source="api", source_bucket="b", source_key="k", source_etag="e")
+    assert job.params == RequestedParams()
+    assert job.job_params is None
