@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams
+from infiniteflow_common.events import JobParams, MediaProbe
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
 
@@ -105,7 +105,8 @@ class Job(SQLModel, table=True):
         default_factory=RequestedParams,
         sa_column=Column(PydanticJSON(JobParams, alternatives=(RequestedParams,)), nullable=False),
     )
-    probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # The source as ingest probed it; null until then (and for a job rejected before its probe).
+    probe: MediaProbe | None = Field(default=None, sa_column=Column(PydanticJSON(MediaProbe)))
     chunks_total: int | None = Field(default=None, sa_column=Column(Integer))
     chunks_done: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     error_code: str | None = Field(default=None, sa_column=Column(String(64)))

@@ -28,7 +28,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
-from pydantic import ValidationError
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -39,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.chunks import check_costs
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
-from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams, MediaProbe
+from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import queue_view, read_loads
@@ -167,7 +166,7 @@ def job_view(
     """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`),
     `checks` what checking its finished chunks cost against the budget (`check_view`)."""
     params = job.job_params
-    probe = _model(MediaProbe, job.probe)
+    probe = job.probe
     out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
     if out_fps is None and params is not None and probe is not None:
         out_fps = format_fps(output_fps(params, probe))
@@ -261,15 +260,6 @@ def _quality_view(job: Job) -> dict[str, Any] | None:
         "psnr_floor_db": floor,
         "chunks_below_floor": job.quality_low_chunks or [],
     }
-
-
-def _model(model: type[JobParams] | type[MediaProbe], data: dict[str, Any] | None) -> Any:
-    if not data:
-        return None
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -289,7 +289,7 @@ class JobStarter:
                     .values(
                         params=params,
                         priority=params.priority,
-                        probe=probe.to_avro(),
+                        probe=probe,
                         output_options=output,
                         progress=func.greatest(Job.progress, STARTED_PROGRESS),
                         updated_at=utcnow(),

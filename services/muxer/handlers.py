@@ -129,8 +129,8 @@ def completion(
         requested_model=job.job_params.model if job.job_params else "auto",
     )
     status = final_status(quality)
-    probe = job.probe or {}
-    timing = timing_report(split, input_vfr=bool(probe.get("is_vfr")), measured=assembled.measured)
+    input_vfr = job.probe is not None and job.probe.is_vfr
+    timing = timing_report(split, input_vfr=input_vfr, measured=assembled.measured)
     encoding = split.encoding
     out_frames = int(split.out_frame_count)
     result = {
@@ -482,7 +482,7 @@ class MuxHandler(PipelineHandler):
                 output,
                 probe_streams(source),
                 timescale=time_base.denominator,
-                rotation=int((job.probe or {}).get("rotation") or 0),
+                rotation=job.probe.rotation if job.probe else 0,
                 container=split.container,
             )
             still_ours("muxing")

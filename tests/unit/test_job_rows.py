@@ -8,7 +8,7 @@ from sqlalchemy.dialects import postgresql
 
 from infiniteflow_common.db import Chunk, Job
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams
+from infiniteflow_common.events import JobParams, MediaProbe
 
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -40,3 +40,20 @@ def test_a_job_rejected_at_ingest_has_no_job_params() -> None:
     job = Job(source="api", source_bucket="b", source_key="k", source_etag="e")
     assert job.params == RequestedParams()
     assert job.job_params is None
+
+
+PROBE_V1 = {
+    "format_name": "mov,mp4,m4a,3gp,3g2,mj2", "video_codec": "h264", "width": 1920, "height": 1080,
+    "pix_fmt": "yuv420p", "bit_depth": 8, "fps_num": 30, "fps_den": 1, "avg_fps_num": 30, "avg_fps_den": 1,
+    "frame_count": 300, "duration_s": 10.0, "is_vfr": False, "rotation": 90, "color_range": None,
+    "color_space": None, "color_transfer": None, "color_primaries": None, "has_audio": True,
+    "audio_streams": 1, "subtitle_streams": 0,
+}  # fmt: skip
+"""A probe as ingest stored it before `start_time_s` and `packets_constant_rate`."""
+
+
+def test_a_probe_stored_before_its_newer_fields_reads_with_their_defaults() -> None:
+    probe = _read(Job, "probe", PROBE_V1)
+    assert isinstance(probe, MediaProbe)
+    assert (probe.rotation, probe.start_time_s, probe.packets_constant_rate) == (90, 0.0, None)
+    assert _read(Job, "probe", None) is None
