@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.events import JobParams, JobSplit, MediaProbe
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
 
@@ -114,8 +114,8 @@ class Job(SQLModel, table=True):
     output_bucket: str | None = Field(default=None, sa_column=Column(Text))
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    # The split: output rate and count, scene starts, whether VFR input was made constant.
-    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # The split: the `JobSplit` event as announced (output rate and count, scene starts, VFR handling).
+    plan: JobSplit | None = Field(default=None, sa_column=Column(PydanticJSON(JobSplit)))
     # Quality self-check: mean of the chunks' scores, the worst chunk, and the chunks below the floor.
     quality_psnr_db: float | None = None
     quality_ssim: float | None = None

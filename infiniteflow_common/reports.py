@@ -6,7 +6,6 @@ drift is also given in output frames, the unit its bound is stated in (under one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -55,13 +54,9 @@ def timing_view(
     }
 
 
-def plan_view(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def plan_view(split: JobSplit | None) -> dict[str, Any] | None:
     """The job's plan as the status API shows it: rates, counts, cuts, VFR (no per-frame lists)."""
-    if not plan:
-        return None
-    try:
-        split = JobSplit.model_validate(plan)
-    except ValueError:
+    if split is None:
         return None
     return {
         "in_rate": f"{split.in_fps_num}/{split.in_fps_den}",

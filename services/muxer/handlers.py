@@ -302,7 +302,7 @@ class MuxHandler(PipelineHandler):
             prefix = await tenant_prefix(session, job.tenant_id) if job else ""
         if job is None or job.plan is None:
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
-        split = JobSplit.model_validate(job.plan)
+        split = job.plan
         rate = Fraction(split.out_fps_num, split.out_fps_den)
         missing = await asyncio.to_thread(self._missing_outputs, parts)
         if missing:

@@ -111,8 +111,7 @@ class SplitHandler(PipelineHandler):
             log.info("nothing to split", job_id=str(event.job_id), status=job.status if job else None)
             return
         if job.split_at is not None:
-            plan = JobSplit.model_validate(job.plan) if job.plan else None
-            await announce(self.publish, event.job_id, pending, plan)
+            await announce(self.publish, event.job_id, pending, job.plan)
             return
         async with transaction(self.sessions) as session:
             requested = await splits.request(session, event.job_id, event.model_dump(mode="json"))
@@ -201,7 +200,7 @@ class SplitPlanner(PipelineHandler):
             pending = await chunks.pending_specs(session, job_id)
         if job is None or job.plan is None:
             return
-        await announce(self.publish, job_id, pending, JobSplit.model_validate(job.plan))
+        await announce(self.publish, job_id, pending, job.plan)
         async with transaction(self.sessions) as session:
             await splits.announced(session, job_id, owner=self.owner)
         log.info("split announced after its planner stopped", job_id=str(job_id), chunks=len(pending))
@@ -302,7 +301,7 @@ class SplitPlanner(PipelineHandler):
                 progress=15,
                 chunks_total=split.plan.chunk_count,
                 split_at=split.plan.split_at,
-                plan=split.plan.model_dump(mode="json"),
+                plan=split.plan,
             )
         await self.publish(Topic.JOB_SPLIT, split.plan)
         async with transaction(self.sessions) as session:

@@ -345,7 +345,7 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
     async with runtime.sessions() as session, session.begin():
         session.add(
             Job(id=job_id, source="bucket", source_bucket=SETTINGS.incoming_bucket, source_key=f"tests/{unique}/vfr.mp4",
-                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split.model_dump(mode="json"))
+                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split)
         )  # fmt: skip
     try:
         status = await client.get(f"/api/status/{job_id}")

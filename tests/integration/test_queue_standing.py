@@ -55,7 +55,7 @@ def _job(
         status=status, priority=priority, chunks_total=2, params=PARAMS, probe=PROBE,
         plan=JobSplit(job_id=job_id, chunk_count=2, source_frame_count=200, in_fps_num=30, in_fps_den=1,
                       out_fps_num=60, out_fps_den=1, out_frame_count=400, scene_cuts=(), vfr_converted=False,
-                      split_at=utcnow()).model_dump(mode="json"),
+                      split_at=utcnow()),
         created_at=utcnow() - timedelta(seconds=age_s),
     )  # fmt: skip
 

@@ -43,7 +43,7 @@ async def finished_job(
     async with transaction(sessions) as session:
         session.add(Job(id=job_id, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}",
                         source_etag="e", status="interpolating", chunks_total=2, params={},
-                        plan=plan.model_dump(mode="json")))  # fmt: skip
+                        plan=plan))  # fmt: skip
         await session.flush()
         for index in range(2):
             spec = _full_spec(job_id, index)

@@ -8,7 +8,7 @@ from sqlalchemy.dialects import postgresql
 
 from infiniteflow_common.db import Chunk, Job
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.events import JobParams, JobSplit, MediaProbe
 
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -57,3 +57,15 @@ def test_a_probe_stored_before_its_newer_fields_reads_with_their_defaults() -> N
     assert isinstance(probe, MediaProbe)
     assert (probe.rotation, probe.start_time_s, probe.packets_constant_rate) == (90, 0.0, None)
     assert _read(Job, "probe", None) is None
+
+
+def test_a_plan_stored_before_its_newer_fields_reads_with_their_defaults() -> None:
+    stored = {
+        "job_id": "5f0c6c1e-8f7e-4a55-9d8e-2f4b1f1f0a01", "chunk_count": 3, "source_frame_count": 300,
+        "in_fps_num": 30, "in_fps_den": 1, "out_fps_num": 60, "out_fps_den": 1, "out_frame_count": 600,
+        "scene_cuts": [0, 120], "vfr_converted": False, "split_at": "2026-01-05T10:00:00.123000Z",
+    }  # fmt: skip
+    plan = _read(Job, "plan", stored)
+    assert isinstance(plan, JobSplit)
+    assert (plan.scene_cuts, plan.container, plan.encoding, plan.vfr_kept) == ((0, 120), "mp4", None, False)
+    assert _write(Job, "plan", plan)["split_at"] == "2026-01-05T10:00:00.123000Z"
