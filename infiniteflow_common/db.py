@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams, JobSplit, MediaProbe
+from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
 
@@ -183,7 +183,7 @@ class Chunk(SQLModel, table=True):
     model: str | None = Field(default=None, sa_column=Column(String(32)))
     model_scores: dict[str, float] | None = Field(default=None, sa_column=Column(JSONB))
     # The ChunkReady event that announced this chunk, so a replay can re-announce it unchanged.
-    spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    spec: ChunkReady | None = Field(default=None, sa_column=Column(PydanticJSON(ChunkReady)))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

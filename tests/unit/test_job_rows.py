@@ -8,7 +8,7 @@ from sqlalchemy.dialects import postgresql
 
 from infiniteflow_common.db import Chunk, Job
 from infiniteflow_common.domain import RequestedParams
-from infiniteflow_common.events import JobParams, JobSplit, MediaProbe
+from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
 
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -69,3 +69,16 @@ def test_a_plan_stored_before_its_newer_fields_reads_with_their_defaults() -> No
     assert isinstance(plan, JobSplit)
     assert (plan.scene_cuts, plan.container, plan.encoding, plan.vfr_kept) == ((0, 120), "mp4", None, False)
     assert _write(Job, "plan", plan)["split_at"] == "2026-01-05T10:00:00.123000Z"
+
+
+def test_a_chunk_spec_stored_before_its_newer_fields_reads_with_their_defaults() -> None:
+    stored = {
+        "job_id": "5f0c6c1e-8f7e-4a55-9d8e-2f4b1f1f0a01", "chunk_index": 1, "chunk_count": 3,
+        "object_key": "work/j/1.mkv", "first_frame": 100, "frame_count": 100, "first_output_frame": 200,
+        "shares_last_frame": True, "ends_scene": False, "timesteps": [{"source_offset": 0, "t": 0.5}],
+        "engine": "flow", "quality": "fast", "width": 64, "height": 64, "pix_fmt": "yuv420p", "attempt": 1,
+    }  # fmt: skip
+    spec = _read(Chunk, "spec", stored)
+    assert isinstance(spec, ChunkReady)
+    assert (spec.source, spec.encoding, spec.out_fps_den, spec.model) == (None, None, 1, "auto")
+    assert _write(Chunk, "spec", spec)["timesteps"] == [{"source_offset": 0, "t": 0.5}]
