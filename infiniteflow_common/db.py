@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 
-from infiniteflow_common.domain import RequestedParams
+from infiniteflow_common.domain import JobResult, RequestedParams
 from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
@@ -113,7 +113,8 @@ class Job(SQLModel, table=True):
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     output_bucket: str | None = Field(default=None, sa_column=Column(Text))
     output_key: str | None = Field(default=None, sa_column=Column(Text))
-    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # What a completed job produced (output, rates, quality, timing); null until then.
+    result: JobResult | None = Field(default=None, sa_column=Column(PydanticJSON(JobResult)))
     # The split: the `JobSplit` event as announced (output rate and count, scene starts, VFR handling).
     plan: JobSplit | None = Field(default=None, sa_column=Column(PydanticJSON(JobSplit)))
     # Quality self-check: mean of the chunks' scores, the worst chunk, and the chunks below the floor.

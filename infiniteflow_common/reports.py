@@ -110,9 +110,8 @@ def stage_seconds(job: Job) -> dict[str, float | None]:
     def between(start: datetime | None, end: datetime | None) -> float | None:
         return round((end - start).total_seconds(), 3) if start and end else None
 
-    interpolate = (job.result or {}).get("interpolate_s")
     return {
         "split_s": between(job.split_started_at, job.split_at),
-        "interpolate_s": float(interpolate) if interpolate is not None else None,
+        "interpolate_s": job.result.interpolate_s if job.result else None,
         "mux_s": between(job.mux_started_at, job.completed_at),
     }

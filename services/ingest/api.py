@@ -167,7 +167,7 @@ def job_view(
     `checks` what checking its finished chunks cost against the budget (`check_view`)."""
     params = job.job_params
     probe = job.probe
-    out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
+    out_fps = job.result.out_fps if job.result else None
     if out_fps is None and params is not None and probe is not None:
         out_fps = format_fps(output_fps(params, probe))
     return {
@@ -202,14 +202,14 @@ def job_view(
         ),
         "output_fps": out_fps,
         # the output container (mp4, mov or mkv), decided at ingest from the source's streams
-        "output_container": (job.result or {}).get("container")
+        "output_container": (job.result.container if job.result else None)
         or (job.output_options.container if job.output_options else None),
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": plan_view(job.plan),
-        "result": job.result,
+        "result": job.result.model_dump(mode="json") if job.result else None,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
-        "timing": (job.result or {}).get("timing"),
+        "timing": job.result.timing if job.result else None,
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),
@@ -252,12 +252,12 @@ def _quality_view(job: Job) -> dict[str, Any] | None:
     """The quality self-check summary: the job's mean score, its worst chunk, the chunks below the floor."""
     if job.quality_psnr_db is None:
         return None
-    floor = ((job.result or {}).get("quality") or {}).get("psnr_floor_db")
+    quality = job.result.quality if job.result else None
     return {
         "psnr_db": job.quality_psnr_db,
         "ssim": job.quality_ssim,
         "worst_chunk": {"index": job.quality_worst_chunk, "psnr_db": job.quality_worst_psnr_db},
-        "psnr_floor_db": floor,
+        "psnr_floor_db": quality.psnr_floor_db if quality else None,
         "chunks_below_floor": job.quality_low_chunks or [],
     }
 

@@ -35,12 +35,12 @@ from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
 from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.domain import JobResult
 from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.observability import get_logger
-from infiniteflow_common.reports import timing_view
 from infiniteflow_common.storage import delete_prefix, fetch_source
 from infiniteflow_common.streams import CONTENT_TYPES
 from infiniteflow_common.tenants import tenant_prefix
@@ -57,7 +57,7 @@ from services.muxer.assemble import (
 )
 from services.muxer.concat import concatenate
 from services.muxer.config import MuxerSettings
-from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
+from services.muxer.report import ChunkScore, final_status, job_result, quality_report, timing_report
 
 log = get_logger()
 SPLIT_PROGRESS, MUX_PROGRESS = 15, 90
@@ -114,8 +114,9 @@ def completion(
     output_bucket: str,
     completed_at: datetime,
     mux_seconds: float,
-) -> tuple[JobCompleted, dict[str, Any]]:
-    """The job's `JobCompleted` event and its stored result (pure)."""
+    interpolate_s: float | None = None,
+) -> tuple[JobCompleted, JobResult]:
+    """The job's `JobCompleted` event and its stored result, derived from the event (pure)."""
     if job.job_params is None:  # a job rejected at ingest is never split, so never muxed
         raise ValueError(f"job {job.id} has no parameters to complete")
     rate = Fraction(split.out_fps_num, split.out_fps_den)
@@ -131,35 +132,7 @@ def completion(
     status = final_status(quality)
     input_vfr = job.probe is not None and job.probe.is_vfr
     timing = timing_report(split, input_vfr=input_vfr, measured=assembled.measured)
-    encoding = split.encoding
     out_frames = int(split.out_frame_count)
-    result = {
-        "output_bucket": output_bucket,
-        "output_key": assembled.key,
-        "output_size_bytes": assembled.size,
-        "in_fps": f"{in_rate.numerator}/{in_rate.denominator}",
-        "out_fps": f"{rate.numerator}/{rate.denominator}",
-        "in_frames": split.source_frame_count,
-        "out_frames": out_frames,
-        "duration_s": out_frames / float(rate),
-        "scene_starts": list(split.scene_cuts),
-        "vfr_converted": split.vfr_converted,
-        "mux_seconds": round(mux_seconds, 3),
-        "container": split.container,
-        "container_reason": job.output_options.container_reason if job.output_options else None,
-        "container_losses": list(job.output_options.container_losses if job.output_options else ()),
-        "tracks": list(assembled.tracks),
-        "video": {
-            "encoder": encoding.encoder if encoding else None,
-            "crf": encoding.crf if encoding else None,
-            "bitrate": encoding.bitrate if encoding else None,
-            "preset": encoding.preset if encoding else None,
-        },
-        "quality": quality.model_dump(mode="json") if quality else None,
-        "timing": timing_view(
-            timing, in_rate=in_rate, out_rate=rate, in_frames=int(split.source_frame_count)
-        ),
-    }
     event = JobCompleted(
         job_id=job.id,
         bucket=job.source_bucket,
@@ -180,6 +153,14 @@ def completion(
         status=status.value,
         quality=quality,
         timing=timing,
+    )
+    result = job_result(
+        event,
+        split,
+        options=job.output_options,
+        tracks=assembled.tracks,
+        mux_seconds=mux_seconds,
+        interpolate_s=interpolate_s,
     )
     return event, result
 
@@ -329,9 +310,8 @@ class MuxHandler(PipelineHandler):
             output_bucket=self.settings.output_bucket,
             completed_at=completed_at,
             mux_seconds=mux_seconds,
+            interpolate_s=(last_end - first_start).total_seconds() if first_start and last_end else None,
         )
-        if first_start and last_end:
-            result["interpolate_s"] = round((last_end - first_start).total_seconds(), 3)
         quality = event.quality
         drift = event.timing.audio_video_drift_s if event.timing else None
         if drift is not None and abs(drift) >= 1 / float(rate):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql
 
 from infiniteflow_common.db import Chunk, Job
-from infiniteflow_common.domain import RequestedParams
+from infiniteflow_common.domain import JobResult, RequestedParams
 from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
 
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -82,3 +82,17 @@ def test_a_chunk_spec_stored_before_its_newer_fields_reads_with_their_defaults()
     assert isinstance(spec, ChunkReady)
     assert (spec.source, spec.encoding, spec.out_fps_den, spec.model) == (None, None, 1, "auto")
     assert _write(Chunk, "spec", spec)["timesteps"] == [{"source_offset": 0, "t": 0.5}]
+
+
+def test_a_result_stored_by_the_first_muxer_reads_with_the_later_fields_defaulted() -> None:
+    stored = {
+        "output_bucket": "output", "output_key": "j/out.mp4", "output_size_bytes": 1234, "in_fps": "30/1",
+        "out_fps": "60/1", "in_frames": 300, "out_frames": 600, "duration_s": 10.0, "scene_starts": [0, 120],
+        "vfr_converted": False, "mux_seconds": 1.5,
+    }  # fmt: skip
+    result = _read(Job, "result", stored)
+    assert isinstance(result, JobResult)
+    assert (result.out_fps, result.container, result.quality, result.timing, result.interpolate_s) == (
+        "60/1", None, None, None, None,
+    )  # fmt: skip
+    assert _write(Job, "result", result) | stored == _write(Job, "result", result)
