@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from infiniteflow_common.db import Chunk, ChunkStatus, utcnow
+from infiniteflow_common.db import Chunk, utcnow
+from infiniteflow_common.domain import ChunkStatus
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady
 from infiniteflow_common.reports import CheckCosts
 

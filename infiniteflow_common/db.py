@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 
-from infiniteflow_common.domain import JobResult, RequestedParams
+from infiniteflow_common.domain import ChunkStatus, JobResult, JobStatus, RequestedParams
 from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
@@ -43,39 +42,6 @@ def utcnow() -> datetime:
 
 def _ts(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
-
-
-class JobStatus(StrEnum):
-    """Life of a job; `completed`, `completed_with_warnings`, `failed` and `cancelled` are final.
-
-    `completed_with_warnings` is a completed job (its output is there) whose quality self-check found
-    chunks below the configured floor; the job names them.
-    """
-
-    PENDING = "pending"
-    SPLITTING = "splitting"
-    INTERPOLATING = "interpolating"
-    MUXING = "muxing"
-    COMPLETED = "completed"
-    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
-    FAILED = "failed"
-    # A user stopped it (POST /api/jobs/{id}/cancel); it never completes or fails afterwards.
-    CANCELLED = "cancelled"
-
-
-SUCCEEDED = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value})
-"""Final statuses whose job has an output."""
-FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value, JobStatus.CANCELLED.value}
-"""Statuses a job never leaves."""
-
-
-class ChunkStatus(StrEnum):
-    """Life of a chunk; a claim carries a lease epoch that fences late results of evicted workers."""
-
-    PENDING = "pending"
-    CLAIMED = "claimed"
-    DONE = "done"
-    FAILED = "failed"
 
 
 class Job(SQLModel, table=True):

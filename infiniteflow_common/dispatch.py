@@ -37,7 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from infiniteflow_common import chunks
-from infiniteflow_common.db import FINAL_STATUSES, Chunk, Job, utcnow
+from infiniteflow_common.db import Chunk, Job, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES
 from infiniteflow_common.events import ChunkReady
 
 # pg_advisory_xact_lock key of the dispatch critical section ("IFDISPAT" as a 64-bit integer).

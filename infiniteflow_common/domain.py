@@ -1,16 +1,50 @@
-"""What a job row holds beside its events: the request that did not parse as `JobParams`, and the
-result of a completed job.
+"""The job domain beside its events: the lives of jobs and chunks (statuses), the request that did not
+parse as `JobParams`, and the result of a completed job.
 
 Pure models (no SQL): the ORM module types its JSONB columns with them.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infiniteflow_common.events import QualityReport
+
+
+class JobStatus(StrEnum):
+    """Life of a job; `completed`, `completed_with_warnings`, `failed` and `cancelled` are final.
+
+    `completed_with_warnings` is a completed job (its output is there) whose quality self-check found
+    chunks below the configured floor; the job names them.
+    """
+
+    PENDING = "pending"
+    SPLITTING = "splitting"
+    INTERPOLATING = "interpolating"
+    MUXING = "muxing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
+    FAILED = "failed"
+    # A user stopped it (POST /api/jobs/{id}/cancel); it never completes or fails afterwards.
+    CANCELLED = "cancelled"
+
+
+SUCCEEDED = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value})
+"""Final statuses whose job has an output."""
+FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value, JobStatus.CANCELLED.value}
+"""Statuses a job never leaves."""
+
+
+class ChunkStatus(StrEnum):
+    """Life of a chunk; a claim carries a lease epoch that fences late results of evicted workers."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class RequestedParams(BaseModel):

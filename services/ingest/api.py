@@ -37,7 +37,8 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.chunks import check_costs
-from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobStatus
 from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger

@@ -32,8 +32,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
-from infiniteflow_common.domain import RequestedParams
+from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.domain import JobStatus, RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full

@@ -33,9 +33,9 @@ from minio.error import S3Error
 
 from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
-from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import Chunk, Job, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
-from infiniteflow_common.domain import JobResult
+from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobResult, JobStatus
 from infiniteflow_common.errors import TransientError
 from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on

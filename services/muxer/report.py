@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from infiniteflow_common.db import JobStatus
-from infiniteflow_common.domain import JobResult, OutputVideo
+from infiniteflow_common.domain import JobResult, JobStatus, OutputVideo
 from infiniteflow_common.events import ChunkModel, JobCompleted, JobSplit, QualityReport, TimingReport
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.reports import rational, timing_view

@@ -31,8 +31,9 @@ from typing import Any
 
 from infiniteflow_common import chunks, jobs, splits, timing
 from infiniteflow_common.classify import is_transient
-from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, transaction
+from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.domain import FINAL_STATUSES, JobStatus
 from infiniteflow_common.encoding import encoding_for, probe_hdr
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import ChunkReady, JobSplit, VideoUploaded, decode_event

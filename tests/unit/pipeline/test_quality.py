@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infiniteflow_common.db import JobStatus
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import LosslessWriter, decode_video
 from services.gpu_interp.chunk_work import interpolate_chunk
