@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -223,19 +222,6 @@ class WebhookEndpoint(SQLModel, table=True):
     )
     reason: str = Field(sa_column=Column(Text, nullable=False))
     job_id: uuid.UUID | None = None
-
-
-class ProcessedEvent(SQLModel, table=True):
-    """Idempotency keys of events a consumer has already acted on (consumer, natural key)."""
-
-    __tablename__ = "processed_events"
-
-    consumer: str = Field(sa_column=Column(String(64), primary_key=True))
-    event_key: str = Field(sa_column=Column(Text, primary_key=True))
-    processed_at: datetime = Field(
-        default_factory=utcnow,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    )
 
 
 def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
