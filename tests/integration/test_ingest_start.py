@@ -76,7 +76,7 @@ async def test_an_upload_becomes_a_pending_job_and_one_video_uploaded(
     assert job.params.multiplier == 4
     assert job.params.webhook_url == "http://h/x"
     assert job.probe is not None
-    assert job.probe["frame_count"] == 30
+    assert job.probe.frame_count == 30
     [message] = records_keyed(SETTINGS, uploaded, str(job.id))
     event = decode_event(CATALOG, message.value(), VideoUploaded)
     assert (event.job_id, event.key, event.etag, event.source) == (job.id, key, record.etag, "bucket")
