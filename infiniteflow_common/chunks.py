@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from infiniteflow_common.db import Chunk, ChunkStatus, utcnow
+from infiniteflow_common.db import Chunk, utcnow
+from infiniteflow_common.domain import ChunkStatus
 from infiniteflow_common.events import ChunkInterpolated, ChunkReady
 from infiniteflow_common.reports import CheckCosts
 
@@ -64,7 +65,7 @@ async def insert_planned(session: AsyncSession, job_id: uuid.UUID, specs: Sequen
                 first_frame=spec.first_frame,
                 frame_count=spec.frame_count,
                 status=ChunkStatus.PENDING.value,
-                spec=spec.model_dump(mode="json"),
+                spec=spec,
             )
             .on_conflict_do_nothing()
         )
@@ -79,7 +80,7 @@ async def pending_specs(session: AsyncSession, job_id: uuid.UUID) -> list[ChunkR
             .order_by(col(Chunk.chunk_index))
         )
     ).scalars()
-    return [ChunkReady.model_validate(row.spec) for row in rows if row.spec]
+    return [row.spec for row in rows if row.spec is not None]
 
 
 async def claim(
@@ -245,10 +246,9 @@ async def redo(session: AsyncSession, job_id: uuid.UUID, chunk_indices: Sequence
     specs = []
     for index in chunk_indices:
         chunk = await session.get(Chunk, (job_id, index), with_for_update=True)
-        if chunk is None or chunk.status != ChunkStatus.DONE.value or not chunk.spec:
+        if chunk is None or chunk.status != ChunkStatus.DONE.value or chunk.spec is None:
             continue
-        spec = ChunkReady.model_validate(chunk.spec)
-        spec = spec.model_copy(update={"attempt": spec.attempt + 1})
+        spec = chunk.spec.model_copy(update={"attempt": chunk.spec.attempt + 1})
         chunk.status = ChunkStatus.PENDING.value
         chunk.lease_epoch += 1
         chunk.lease_expires_at = None
@@ -256,7 +256,7 @@ async def redo(session: AsyncSession, job_id: uuid.UUID, chunk_indices: Sequence
         chunk.output_key = None
         chunk.frames_out = None
         chunk.finished_at = None
-        chunk.spec = spec.model_dump(mode="json")
+        chunk.spec = spec
         specs.append(spec)
     await session.flush()
     return specs

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -24,11 +23,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
+
+from infiniteflow_common.domain import ChunkStatus, JobResult, JobStatus, RequestedParams
+from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
+from infiniteflow_common.output import OutputOptions
+from infiniteflow_common.pydantic_json import PydanticJSON
 
 
 def utcnow() -> datetime:
@@ -38,39 +41,6 @@ def utcnow() -> datetime:
 
 def _ts(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
-
-
-class JobStatus(StrEnum):
-    """Life of a job; `completed`, `completed_with_warnings`, `failed` and `cancelled` are final.
-
-    `completed_with_warnings` is a completed job (its output is there) whose quality self-check found
-    chunks below the configured floor; the job names them.
-    """
-
-    PENDING = "pending"
-    SPLITTING = "splitting"
-    INTERPOLATING = "interpolating"
-    MUXING = "muxing"
-    COMPLETED = "completed"
-    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
-    FAILED = "failed"
-    # A user stopped it (POST /api/jobs/{id}/cancel); it never completes or fails afterwards.
-    CANCELLED = "cancelled"
-
-
-SUCCEEDED = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value})
-"""Final statuses whose job has an output."""
-FINAL_STATUSES = SUCCEEDED | {JobStatus.FAILED.value, JobStatus.CANCELLED.value}
-"""Statuses a job never leaves."""
-
-
-class ChunkStatus(StrEnum):
-    """Life of a chunk; a claim carries a lease epoch that fences late results of evicted workers."""
-
-    PENDING = "pending"
-    CLAIMED = "claimed"
-    DONE = "done"
-    FAILED = "failed"
 
 
 class Job(SQLModel, table=True):
@@ -95,17 +65,23 @@ class Job(SQLModel, table=True):
     # −50…50: higher goes first among the tenant's own jobs (fair dispatch; `dispatch`).
     priority: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
     progress: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
-    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    probe: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # What the job was asked to do, or what was sent when that did not parse (rejected at ingest).
+    params: JobParams | RequestedParams = Field(
+        default_factory=RequestedParams,
+        sa_column=Column(PydanticJSON(JobParams, alternatives=(RequestedParams,)), nullable=False),
+    )
+    # The source as ingest probed it; null until then (and for a job rejected before its probe).
+    probe: MediaProbe | None = Field(default=None, sa_column=Column(PydanticJSON(MediaProbe)))
     chunks_total: int | None = Field(default=None, sa_column=Column(Integer))
     chunks_done: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     error_code: str | None = Field(default=None, sa_column=Column(String(64)))
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     output_bucket: str | None = Field(default=None, sa_column=Column(Text))
     output_key: str | None = Field(default=None, sa_column=Column(Text))
-    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    # The split: output rate and count, scene starts, whether VFR input was made constant.
-    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # What a completed job produced (output, rates, quality, timing); null until then.
+    result: JobResult | None = Field(default=None, sa_column=Column(PydanticJSON(JobResult)))
+    # The split: the `JobSplit` event as announced (output rate and count, scene starts, VFR handling).
+    plan: JobSplit | None = Field(default=None, sa_column=Column(PydanticJSON(JobSplit)))
     # Quality self-check: mean of the chunks' scores, the worst chunk, and the chunks below the floor.
     quality_psnr_db: float | None = None
     quality_ssim: float | None = None
@@ -113,7 +89,7 @@ class Job(SQLModel, table=True):
     quality_worst_psnr_db: float | None = None
     quality_low_chunks: list[int] | None = Field(default=None, sa_column=Column(JSONB))
     # Output video options (codec, encoder, crf or bitrate, preset); null: the muxer's defaults (H.264).
-    output_options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    output_options: OutputOptions | None = Field(default=None, sa_column=Column(PydanticJSON(OutputOptions)))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -135,6 +111,11 @@ class Job(SQLModel, table=True):
     split_owner: str | None = Field(default=None, sa_column=Column(Text))
     split_lease_expires_at: datetime | None = _ts()
     split_tries: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
+
+    @property
+    def job_params(self) -> JobParams | None:
+        """The job's parameters; None when its request did not parse (it was rejected at ingest)."""
+        return self.params if isinstance(self.params, JobParams) else None
 
 
 class Chunk(SQLModel, table=True):
@@ -168,7 +149,7 @@ class Chunk(SQLModel, table=True):
     model: str | None = Field(default=None, sa_column=Column(String(32)))
     model_scores: dict[str, float] | None = Field(default=None, sa_column=Column(JSONB))
     # The ChunkReady event that announced this chunk, so a replay can re-announce it unchanged.
-    spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    spec: ChunkReady | None = Field(default=None, sa_column=Column(PydanticJSON(ChunkReady)))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -241,19 +222,6 @@ class WebhookEndpoint(SQLModel, table=True):
     )
     reason: str = Field(sa_column=Column(Text, nullable=False))
     job_id: uuid.UUID | None = None
-
-
-class ProcessedEvent(SQLModel, table=True):
-    """Idempotency keys of events a consumer has already acted on (consumer, natural key)."""
-
-    __tablename__ = "processed_events"
-
-    consumer: str = Field(sa_column=Column(String(64), primary_key=True))
-    event_key: str = Field(sa_column=Column(Text, primary_key=True))
-    processed_at: datetime = Field(
-        default_factory=utcnow,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    )
 
 
 def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:

@@ -32,11 +32,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from infiniteflow_common import chunks
-from infiniteflow_common.db import FINAL_STATUSES, utcnow
+from infiniteflow_common.db import Chunk, Job, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES
 from infiniteflow_common.events import ChunkReady
 
 # pg_advisory_xact_lock key of the dispatch critical section ("IFDISPAT" as a 64-bit integer).
@@ -227,15 +229,13 @@ async def _claim(
     assert claim.epoch is not None, "the chunk was claimable and is locked by this transaction"
     details = (
         await session.execute(
-            text(
-                "select c.spec, c.created_at, c.lease_epoch, j.tenant_id from chunks c"
-                " join jobs j on j.id = c.job_id where c.job_id = :job_id and c.chunk_index = :index"
-            ),
-            {"job_id": job_id, "index": index},
+            select(col(Chunk.spec), col(Chunk.created_at), col(Chunk.lease_epoch), col(Job.tenant_id))
+            .join(Job, col(Job.id) == col(Chunk.job_id))
+            .where(col(Chunk.job_id) == job_id, col(Chunk.chunk_index) == index)
         )
     ).one()
     # only the record's own chunk may lack its announcement (rows recorded before chunks kept theirs)
-    spec = ChunkReady.model_validate(details.spec) if details.spec else record
+    spec = details.spec or record
     assert spec is not None, "a chunk claimed without a record has its announcement (the query asks)"
     first = claim.epoch == 1
     return Dispatched(

@@ -15,7 +15,7 @@ from infiniteflow_common import jobs
 from infiniteflow_common.db import transaction
 from infiniteflow_common.deps import Publish
 from infiniteflow_common.errors import HandedBack, InfiniteFlowError, TransientError
-from infiniteflow_common.events import JobFailed, JobParams
+from infiniteflow_common.events import JobFailed
 from infiniteflow_common.metrics import FFMPEG_FAILURES
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import permanent_storage_failure
@@ -67,7 +67,7 @@ async def report_failure(
     if not changed and (job.error_code != code or stage == ANNOUNCEMENT_CONSUMER):
         log.info("job already final; failure not re-announced", job_id=str(job_id), status=job.status)
         return
-    params = JobParams.model_validate(job.params) if job.params else None
+    params = job.job_params
     await publish(
         Topic.JOB_FAILED,
         JobFailed(

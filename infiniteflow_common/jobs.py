@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, utcnow
+from infiniteflow_common.db import Job, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES, JobStatus
 
 ORDER = {
     JobStatus.PENDING: 0,

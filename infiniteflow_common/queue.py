@@ -37,7 +37,8 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from infiniteflow_common.db import FINAL_STATUSES, utcnow
+from infiniteflow_common.db import utcnow
+from infiniteflow_common.domain import FINAL_STATUSES
 
 ANONYMOUS = "anonymous"
 """The tenant label of jobs without a tenant (one tenant of weight 1 to the dispatcher). A tenant whose

@@ -6,7 +6,6 @@ drift is also given in output frames, the unit its bound is stated in (under one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -55,13 +54,9 @@ def timing_view(
     }
 
 
-def plan_view(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def plan_view(split: JobSplit | None) -> dict[str, Any] | None:
     """The job's plan as the status API shows it: rates, counts, cuts, VFR (no per-frame lists)."""
-    if not plan:
-        return None
-    try:
-        split = JobSplit.model_validate(plan)
-    except ValueError:
+    if split is None:
         return None
     return {
         "in_rate": f"{split.in_fps_num}/{split.in_fps_den}",
@@ -115,9 +110,8 @@ def stage_seconds(job: Job) -> dict[str, float | None]:
     def between(start: datetime | None, end: datetime | None) -> float | None:
         return round((end - start).total_seconds(), 3) if start and end else None
 
-    interpolate = (job.result or {}).get("interpolate_s")
     return {
         "split_s": between(job.split_started_at, job.split_at),
-        "interpolate_s": float(interpolate) if interpolate is not None else None,
+        "interpolate_s": job.result.interpolate_s if job.result else None,
         "mux_s": between(job.mux_started_at, job.completed_at),
     }

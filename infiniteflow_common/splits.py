@@ -20,7 +20,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from infiniteflow_common.db import FINAL_STATUSES, Job, utcnow
+from infiniteflow_common.db import Job, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES
 
 FINAL = tuple(FINAL_STATUSES)
 

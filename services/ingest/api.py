@@ -28,7 +28,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
-from pydantic import ValidationError
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -38,8 +37,9 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.chunks import check_costs
-from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Job, JobStatus, transaction, utcnow
-from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams, MediaProbe
+from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobStatus
+from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams
 from infiniteflow_common.jobs import cancel, get_job
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import queue_view, read_loads
@@ -166,9 +166,9 @@ def job_view(
 ) -> dict[str, Any]:
     """A job as `GET /api/status` shows it (pure); `queue` is its place while queued (`queue_view`),
     `checks` what checking its finished chunks cost against the budget (`check_view`)."""
-    params = _model(JobParams, job.params)
-    probe = _model(MediaProbe, job.probe)
-    out_fps: str | None = (job.result or {}).get("out_fps") if job.result else None
+    params = job.job_params
+    probe = job.probe
+    out_fps = job.result.out_fps if job.result else None
     if out_fps is None and params is not None and probe is not None:
         out_fps = format_fps(output_fps(params, probe))
     return {
@@ -183,8 +183,8 @@ def job_view(
             if job.status == JobStatus.FAILED.value or job.error_code
             else None
         ),
-        "params": job.params,
-        "output_options": job.output_options,
+        "params": job.params.model_dump(mode="json"),
+        "output_options": job.output_options.model_dump(mode="json") if job.output_options else None,
         "probe": (
             {
                 "width": probe.width,
@@ -203,14 +203,14 @@ def job_view(
         ),
         "output_fps": out_fps,
         # the output container (mp4, mov or mkv), decided at ingest from the source's streams
-        "output_container": (job.result or {}).get("container")
-        or (job.output_options or {}).get("container"),
+        "output_container": (job.result.container if job.result else None)
+        or (job.output_options.container if job.output_options else None),
         # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": plan_view(job.plan),
-        "result": job.result,
+        "result": job.result.model_dump(mode="json") if job.result else None,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
-        "timing": (job.result or {}).get("timing"),
+        "timing": job.result.timing if job.result else None,
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),
@@ -253,23 +253,14 @@ def _quality_view(job: Job) -> dict[str, Any] | None:
     """The quality self-check summary: the job's mean score, its worst chunk, the chunks below the floor."""
     if job.quality_psnr_db is None:
         return None
-    floor = ((job.result or {}).get("quality") or {}).get("psnr_floor_db")
+    quality = job.result.quality if job.result else None
     return {
         "psnr_db": job.quality_psnr_db,
         "ssim": job.quality_ssim,
         "worst_chunk": {"index": job.quality_worst_chunk, "psnr_db": job.quality_worst_psnr_db},
-        "psnr_floor_db": floor,
+        "psnr_floor_db": quality.psnr_floor_db if quality else None,
         "chunks_below_floor": job.quality_low_chunks or [],
     }
-
-
-def _model(model: type[JobParams] | type[MediaProbe], data: dict[str, Any] | None) -> Any:
-    if not data:
-        return None
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -691,7 +682,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
         if result.cancelled_now:
             metrics.JOBS_CANCELLED.inc()
             log.info("job cancelled", job_id=str(job.id), previous_status=result.previous_status)
-        params = _model(JobParams, job.params)
+        params = job.job_params
         event = JobCancelled(
             job_id=job.id,
             tenant_id=job.tenant_id,

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from infiniteflow_common.db import Job, JobStatus
+from infiniteflow_common.db import Job
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import read_loads, tenant_ids, tenant_loads
 from infiniteflow_common.topics import TopicSpec, topic_specs

@@ -31,7 +31,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from infiniteflow_common.db import Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.domain import JobStatus, RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full
@@ -177,15 +178,15 @@ class JobStarter:
         priority = 0
         try:
             parsed = parse_params(record.user_metadata, self.defaults)
-            params: dict[str, Any] = parsed.to_avro()
+            params: JobParams | RequestedParams = parsed
             priority = parsed.priority
         except InvalidParams:
-            params = {"requested": dict(record.user_metadata)}
+            params = RequestedParams(requested=dict(record.user_metadata))
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
         # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
-        output: dict[str, Any] | None = None
+        output: OutputOptions | None = None
         with contextlib.suppress(InvalidParams):
-            output = parse_output_options(record.user_metadata, self.defaults).model_dump(mode="json")
+            output = parse_output_options(record.user_metadata, self.defaults)
         async with transaction(self.sessions) as session:
             if uploader is not None:
                 tenant_id = uploader.tenant_id
@@ -283,10 +284,10 @@ class JobStarter:
                     update(Job)
                     .where(col(Job.id) == job_id)
                     .values(
-                        params=params.to_avro(),
+                        params=params,
                         priority=params.priority,
-                        probe=probe.to_avro(),
-                        output_options=output.model_dump(mode="json"),
+                        probe=probe,
+                        output_options=output,
                         progress=func.greatest(Job.progress, JobProgress.STARTED),
                         updated_at=utcnow(),
                     )

@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from infiniteflow_common.db import Job, JobStatus
+from infiniteflow_common.db import Job
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.minio_events import META_PREFIX
 from infiniteflow_common.observability import get_logger
 from services.ingest import metrics

@@ -34,16 +34,16 @@ from minio.error import S3Error
 
 from infiniteflow_common import chunks, jobs
 from infiniteflow_common.chaos import crash_point
-from infiniteflow_common.db import FINAL_STATUSES, SUCCEEDED, Chunk, Job, JobStatus, transaction, utcnow
+from infiniteflow_common.db import Chunk, Job, transaction, utcnow
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobResult, JobStatus
 from infiniteflow_common.errors import TransientError
-from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobParams, JobSplit, decode_event
+from infiniteflow_common.events import ChunkInterpolated, JobCompleted, JobSplit, decode_event
 from infiniteflow_common.failures import job_fails_on
 from infiniteflow_common.kafka import Delivery
 from infiniteflow_common.leases import keep_lease
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.progress import JobProgress, chunks_progress
-from infiniteflow_common.reports import timing_view
 from infiniteflow_common.storage import delete_prefix, fetch_source
 from infiniteflow_common.streams import CONTENT_TYPES
 from infiniteflow_common.tenants import tenant_prefix
@@ -60,7 +60,7 @@ from services.muxer.assemble import (
 )
 from services.muxer.concat import concatenate
 from services.muxer.config import MuxerSettings
-from services.muxer.report import ChunkScore, final_status, quality_report, timing_report
+from services.muxer.report import ChunkScore, final_status, job_result, quality_report, timing_report
 
 log = get_logger()
 
@@ -116,8 +116,11 @@ def completion(
     output_bucket: str,
     completed_at: datetime,
     mux_seconds: float,
-) -> tuple[JobCompleted, dict[str, Any]]:
-    """The job's `JobCompleted` event and its stored result (pure)."""
+    interpolate_s: float | None = None,
+) -> tuple[JobCompleted, JobResult]:
+    """The job's `JobCompleted` event and its stored result, derived from the event (pure)."""
+    if job.job_params is None:  # a job rejected at ingest is never split, so never muxed
+        raise ValueError(f"job {job.id} has no parameters to complete")
     rate = Fraction(split.out_fps_num, split.out_fps_den)
     in_rate = Fraction(split.in_fps_num, split.in_fps_den)
     quality = quality_report(
@@ -126,45 +129,17 @@ def completion(
             for c in parts
         ),
         floor_db,
-        requested_model=str((job.params or {}).get("model") or "auto"),
+        requested_model=job.job_params.model if job.job_params else "auto",
     )
     status = final_status(quality)
-    probe = job.probe or {}
-    timing = timing_report(split, input_vfr=bool(probe.get("is_vfr")), measured=assembled.measured)
-    encoding = split.encoding
+    input_vfr = job.probe is not None and job.probe.is_vfr
+    timing = timing_report(split, input_vfr=input_vfr, measured=assembled.measured)
     out_frames = int(split.out_frame_count)
-    result = {
-        "output_bucket": output_bucket,
-        "output_key": assembled.key,
-        "output_size_bytes": assembled.size,
-        "in_fps": f"{in_rate.numerator}/{in_rate.denominator}",
-        "out_fps": f"{rate.numerator}/{rate.denominator}",
-        "in_frames": split.source_frame_count,
-        "out_frames": out_frames,
-        "duration_s": out_frames / float(rate),
-        "scene_starts": list(split.scene_cuts),
-        "vfr_converted": split.vfr_converted,
-        "mux_seconds": round(mux_seconds, 3),
-        "container": split.container,
-        "container_reason": (job.output_options or {}).get("container_reason"),
-        "container_losses": list((job.output_options or {}).get("container_losses") or []),
-        "tracks": list(assembled.tracks),
-        "video": {
-            "encoder": encoding.encoder if encoding else None,
-            "crf": encoding.crf if encoding else None,
-            "bitrate": encoding.bitrate if encoding else None,
-            "preset": encoding.preset if encoding else None,
-        },
-        "quality": quality.model_dump(mode="json") if quality else None,
-        "timing": timing_view(
-            timing, in_rate=in_rate, out_rate=rate, in_frames=int(split.source_frame_count)
-        ),
-    }
     event = JobCompleted(
         job_id=job.id,
         bucket=job.source_bucket,
         key=job.source_key,
-        params=JobParams.model_validate(job.params),
+        params=job.job_params,
         output_bucket=output_bucket,
         output_key=assembled.key,
         output_size_bytes=assembled.size,
@@ -180,6 +155,14 @@ def completion(
         status=status.value,
         quality=quality,
         timing=timing,
+    )
+    result = job_result(
+        event,
+        split,
+        options=job.output_options,
+        tracks=assembled.tracks,
+        mux_seconds=mux_seconds,
+        interpolate_s=interpolate_s,
     )
     return event, result
 
@@ -292,7 +275,7 @@ class MuxHandler(PipelineHandler):
             prefix = await tenant_prefix(session, job.tenant_id) if job else ""
         if job is None or job.plan is None:
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
-        split = JobSplit.model_validate(job.plan)
+        split = job.plan
         rate = Fraction(split.out_fps_num, split.out_fps_den)
         missing = await asyncio.to_thread(self._missing_outputs, parts)
         if missing:
@@ -319,9 +302,8 @@ class MuxHandler(PipelineHandler):
             output_bucket=self.settings.output_bucket,
             completed_at=completed_at,
             mux_seconds=mux_seconds,
+            interpolate_s=(last_end - first_start).total_seconds() if first_start and last_end else None,
         )
-        if first_start and last_end:
-            result["interpolate_s"] = round((last_end - first_start).total_seconds(), 3)
         quality = event.quality
         drift = event.timing.audio_video_drift_s if event.timing else None
         if drift is not None and abs(drift) >= 1 / float(rate):
@@ -473,7 +455,7 @@ class MuxHandler(PipelineHandler):
                 output,
                 probe_streams(source),
                 timescale=time_base.denominator,
-                rotation=int((job.probe or {}).get("rotation") or 0),
+                rotation=job.probe.rotation if job.probe else 0,
                 container=split.container,
             )
             still_ours("muxing")

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
-from infiniteflow_common.db import JobStatus
-from infiniteflow_common.events import ChunkModel, JobSplit, QualityReport, TimingReport
+from infiniteflow_common.domain import JobResult, JobStatus, OutputVideo
+from infiniteflow_common.events import ChunkModel, JobCompleted, JobSplit, QualityReport, TimingReport
+from infiniteflow_common.output import OutputOptions
+from infiniteflow_common.reports import rational, timing_view
 from services.muxer.assemble import OutputTiming
 
 
@@ -104,4 +107,51 @@ def timing_report(split: JobSplit, *, input_vfr: bool, measured: OutputTiming) -
         audio_video_drift_s=measured.drift_s,
         scene_cut_frames=tuple(cuts),
         scene_cut_times_s=tuple(float(time) for time in times),
+    )
+
+
+def job_result(
+    event: JobCompleted,
+    split: JobSplit,
+    *,
+    options: OutputOptions | None,
+    tracks: Iterable[Mapping[str, Any]],
+    mux_seconds: float,
+    interpolate_s: float | None = None,
+) -> JobResult:
+    """The stored result of a completed job: what its `JobCompleted` event says (output, rates, frame
+    counts, duration, quality, timing), and what only the split, the output options and the assembled
+    file know (cuts, container, encoding, streams)."""
+    in_rate = Fraction(event.in_fps_num, event.in_fps_den)
+    out_rate = Fraction(event.out_fps_num, event.out_fps_den)
+    encoding = split.encoding
+    return JobResult(
+        output_bucket=event.output_bucket,
+        output_key=event.output_key,
+        output_size_bytes=event.output_size_bytes,
+        in_fps=rational(in_rate),
+        out_fps=rational(out_rate),
+        in_frames=event.in_frame_count,
+        out_frames=event.out_frame_count,
+        duration_s=event.duration_s,
+        scene_starts=split.scene_cuts,
+        vfr_converted=split.vfr_converted,
+        mux_seconds=round(mux_seconds, 3),
+        container=split.container,
+        container_reason=options.container_reason if options else None,
+        container_losses=options.container_losses if options else (),
+        tracks=tuple(dict(track) for track in tracks),
+        video=OutputVideo(
+            encoder=encoding.encoder if encoding else None,
+            crf=encoding.crf if encoding else None,
+            bitrate=encoding.bitrate if encoding else None,
+            preset=encoding.preset if encoding else None,
+        ),
+        quality=event.quality,
+        timing=(
+            timing_view(event.timing, in_rate=in_rate, out_rate=out_rate, in_frames=event.in_frame_count)
+            if event.timing
+            else None
+        ),
+        interpolate_s=round(interpolate_s, 3) if interpolate_s is not None else None,
     )

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -34,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
 from infiniteflow_common.db import Job, WebhookDelivery, WebhookEndpoint, utcnow
+from infiniteflow_common.domain import RequestedParams
 from infiniteflow_common.events import JobParams
 from infiniteflow_common.kafka import Delivery
 from services.notifier.webhooks import Decision, Outcome, WebhookStatus
@@ -126,15 +126,10 @@ async def insert_webhook(
 
 async def job_params(session: AsyncSession, job_id: uuid.UUID) -> JobParams | None:
     """The parameters recorded on the job row, when there is one and they are well-formed."""
-    params: dict[str, Any] | None = (
+    params: JobParams | RequestedParams | None = (
         await session.execute(select(col(Job.params)).where(col(Job.id) == job_id))
     ).scalar_one_or_none()
-    if not params:
-        return None
-    try:
-        return JobParams.model_validate(params)
-    except ValidationError:
-        return None
+    return params if isinstance(params, JobParams) else None
 
 
 async def claim_due(

@@ -31,8 +31,9 @@ from typing import Any
 
 from infiniteflow_common import chunks, jobs, splits, timing
 from infiniteflow_common.classify import is_transient
-from infiniteflow_common.db import FINAL_STATUSES, Job, JobStatus, transaction
+from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.deps import Deps, PipelineHandler
+from infiniteflow_common.domain import FINAL_STATUSES, JobStatus
 from infiniteflow_common.encoding import encoding_for, probe_hdr
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import ChunkReady, JobSplit, VideoUploaded, decode_event
@@ -112,8 +113,7 @@ class SplitHandler(PipelineHandler):
             log.info("nothing to split", job_id=str(event.job_id), status=job.status if job else None)
             return
         if job.split_at is not None:
-            plan = JobSplit.model_validate(job.plan) if job.plan else None
-            await announce(self.publish, event.job_id, pending, plan)
+            await announce(self.publish, event.job_id, pending, job.plan)
             return
         async with transaction(self.sessions) as session:
             requested = await splits.request(session, event.job_id, event.model_dump(mode="json"))
@@ -202,7 +202,7 @@ class SplitPlanner(PipelineHandler):
             pending = await chunks.pending_specs(session, job_id)
         if job is None or job.plan is None:
             return
-        await announce(self.publish, job_id, pending, JobSplit.model_validate(job.plan))
+        await announce(self.publish, job_id, pending, job.plan)
         async with transaction(self.sessions) as session:
             await splits.announced(session, job_id, owner=self.owner)
         log.info("split announced after its planner stopped", job_id=str(job_id), chunks=len(pending))
@@ -275,7 +275,7 @@ class SplitPlanner(PipelineHandler):
                 progress=JobProgress.SPLITTING,
                 split_started_at=started_at,
             )
-        options = OutputOptions.model_validate((job.output_options if job else None) or {})
+        options = (job.output_options if job else None) or OutputOptions()
         log.info("split started", job_id=str(event.job_id), attempt=tries)
         loop = asyncio.get_running_loop()
         first_announced: list[float] = []
@@ -307,7 +307,7 @@ class SplitPlanner(PipelineHandler):
                 progress=JobProgress.SPLIT,
                 chunks_total=split.plan.chunk_count,
                 split_at=split.plan.split_at,
-                plan=split.plan.model_dump(mode="json"),
+                plan=split.plan,
             )
         await self.publish(Topic.JOB_SPLIT, split.plan)
         async with transaction(self.sessions) as session:

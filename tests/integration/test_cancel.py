@@ -16,7 +16,8 @@ from sqlalchemy import text, update
 from sqlmodel import col
 
 from infiniteflow_common import jobs, tenants
-from infiniteflow_common.db import Job, JobStatus, transaction
+from infiniteflow_common.db import Job, transaction
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.events import JobCancelled, decode_event
 from infiniteflow_common.runtime import Runtime
 from services.ingest.start import object_record

@@ -56,7 +56,7 @@ async def make_job(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[
             for spec in specs:
                 session.add(
                     Chunk(job_id=job_id, chunk_index=spec.chunk_index, first_frame=0, frame_count=11,
-                          spec=spec.model_dump(mode="json"))
+                          spec=spec)
                 )  # fmt: skip
         made.append(job_id)
         return specs

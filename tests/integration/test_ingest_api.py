@@ -157,7 +157,7 @@ async def test_a_bucket_drop_with_priority_metadata_makes_a_job_of_that_priority
     await handler(Delivery("minio.events", 0, 0, None, raw, {}))
 
     [job] = await jobs_for(runtime, SETTINGS.incoming_bucket, key)
-    assert (job.status, job.priority, job.params["priority"]) == ("pending", -15, -15)
+    assert (job.status, job.priority, job.params.priority) == ("pending", -15, -15)
 
 
 async def test_download_is_409_until_completed_then_a_redirect(
@@ -343,7 +343,7 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
     async with runtime.sessions() as session, session.begin():
         session.add(
             Job(id=job_id, source="bucket", source_bucket=SETTINGS.incoming_bucket, source_key=f"tests/{unique}/vfr.mp4",
-                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split.model_dump(mode="json"))
+                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split)
         )  # fmt: skip
     try:
         status = await client.get(f"/api/status/{job_id}")

@@ -73,10 +73,10 @@ async def test_an_upload_becomes_a_pending_job_and_one_video_uploaded(
         record.etag,
     )
     assert job.progress == 2
-    assert job.params["multiplier"] == 4
-    assert job.params["webhook_url"] == "http://h/x"
+    assert job.params.multiplier == 4
+    assert job.params.webhook_url == "http://h/x"
     assert job.probe is not None
-    assert job.probe["frame_count"] == 30
+    assert job.probe.frame_count == 30
     [message] = records_keyed(SETTINGS, uploaded, str(job.id))
     event = decode_event(CATALOG, message.value(), VideoUploaded)
     assert (event.job_id, event.key, event.etag, event.source) == (job.id, key, record.etag, "bucket")
@@ -192,7 +192,7 @@ async def test_the_sweeper_starts_an_object_whose_event_nobody_handled(
     assert too_young == []
     assert [r.job_id for r in first] == [job.id]
     assert second == []
-    assert (job.source, job.status, job.params["multiplier"]) == ("sweeper", "pending", 8)
+    assert (job.source, job.status, job.params.multiplier) == ("sweeper", "pending", 8)
     assert len(records_keyed(SETTINGS, uploaded, str(job.id))) == 1
 
 

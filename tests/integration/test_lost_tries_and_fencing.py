@@ -19,8 +19,9 @@ from sqlmodel import col
 
 from infiniteflow_common import jobs
 from infiniteflow_common.avro import SchemaCatalog
-from infiniteflow_common.db import Chunk, Job, JobStatus, transaction
+from infiniteflow_common.db import Chunk, Job, transaction
 from infiniteflow_common.deps import Deps
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.events import Event, JobFailed
 from services.gpu_interp.handlers import Held
 from services.gpu_interp.poison import AttemptPlan

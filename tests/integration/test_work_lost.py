@@ -41,13 +41,13 @@ async def finished_job(
     async with transaction(sessions) as session:
         session.add(Job(id=job_id, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}",
                         source_etag="e", status="interpolating", chunks_total=2, params={},
-                        plan=plan.model_dump(mode="json")))  # fmt: skip
+                        plan=plan))  # fmt: skip
         await session.flush()
         for index in range(2):
             spec = full_spec(job_id, index)
             session.add(Chunk(job_id=job_id, chunk_index=index, first_frame=index * 10, frame_count=11,
                               status="done", lease_epoch=1, output_key=f"{job_id}/out/{index}", frames_out=20,
-                              spec=spec.model_dump(mode="json")))  # fmt: skip
+                              spec=spec))  # fmt: skip
     storage = make_client(settings)
     storage.put_object(settings.work_bucket, f"{job_id}/out/0", io.BytesIO(b"chunk 0"), 7)
     yield job_id

@@ -12,6 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common.db import Chunk, Job, transaction, utcnow
+from infiniteflow_common.events import JobParams, JobSplit, MediaProbe
+
+PARAMS = JobParams(multiplier=2, target_fps=None, engine="flow", quality="fast", webhook_url=None)
+PROBE = MediaProbe(
+    format_name="mov,mp4,m4a,3gp,3g2,mj2", video_codec="h264", width=1920, height=1080, pix_fmt="yuv420p",
+    bit_depth=8, fps_num=30, fps_den=1, avg_fps_num=30, avg_fps_den=1, frame_count=200, duration_s=200 / 30,
+    is_vfr=False, rotation=0, color_range=None, color_space=None, color_transfer=None,
+    color_primaries=None, has_audio=False, audio_streams=0, subtitle_streams=0,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,10 @@ def queued_job(
 ) -> Job:
     return Job(
         id=job_id, tenant_id=tenant, source="bucket", source_bucket="incoming", source_key=f"t/{job_id}", source_etag="e",
-        status=status, priority=priority, chunks_total=2, params={"engine": "flow"},
-        probe={"width": 1920, "height": 1080},
-        plan={"in_fps_num": 30, "in_fps_den": 1, "out_fps_num": 60, "out_fps_den": 1},
+        status=status, priority=priority, chunks_total=2, params=PARAMS, probe=PROBE,
+        plan=JobSplit(job_id=job_id, chunk_count=2, source_frame_count=200, in_fps_num=30, in_fps_den=1,
+                      out_fps_num=60, out_fps_den=1, out_frame_count=400, scene_cuts=(), vfr_converted=False,
+                      split_at=utcnow()),
         created_at=utcnow() - timedelta(seconds=age_s),
     )  # fmt: skip
 

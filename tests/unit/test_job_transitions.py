@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infiniteflow_common.db import FINAL_STATUSES, JobStatus
+from infiniteflow_common.domain import FINAL_STATUSES, JobStatus
 from infiniteflow_common.jobs import may_transition
 
 RUNNING = [JobStatus.PENDING, JobStatus.SPLITTING, JobStatus.INTERPOLATING, JobStatus.MUXING]

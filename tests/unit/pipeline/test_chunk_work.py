@@ -14,9 +14,10 @@ import numpy.typing as npt
 import pytest
 
 from infiniteflow_common.events import OutputSlot
-from infiniteflow_common.media import LosslessWriter, MediaError, decode_video
+from infiniteflow_common.media import MediaError, decode_video
 from services.gpu_interp.chunk_work import exact_t, interpolate_chunk, wanted_times
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from tests.support.clips import LosslessWriter
 
 
 class Blend(InterpolationEngine):

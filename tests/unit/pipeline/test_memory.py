@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from infiniteflow_common.events import OutputSlot
-from infiniteflow_common.media import LosslessWriter, decode_video
+from infiniteflow_common.media import decode_video
 from services.gpu_interp.chunk_work import interpolate_with_retries
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
@@ -25,7 +25,7 @@ from services.gpu_interp.memory import (
     lightest_step,
     memory_ladder,
 )
-from tests.support.clips import textured
+from tests.support.clips import LosslessWriter, textured
 
 
 class ScaledBlend(InterpolationEngine):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infiniteflow_common.db import JobStatus
+from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.events import OutputSlot
-from infiniteflow_common.media import LosslessWriter, decode_video
+from infiniteflow_common.media import decode_video
 from services.gpu_interp.chunk_work import interpolate_chunk
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
@@ -24,7 +24,7 @@ from services.gpu_interp.quality import (
     ssim,
 )
 from services.muxer.report import ChunkScore, final_status, quality_report
-from tests.support.clips import textured
+from tests.support.clips import LosslessWriter, textured
 
 
 class Blend(InterpolationEngine):
