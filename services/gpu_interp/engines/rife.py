@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, NamedTuple, TypeGuard
+from typing import ClassVar, Literal, NamedTuple, TypeGuard
 
 import numpy as np
 import torch
@@ -206,7 +206,52 @@ def wants_tiles(frames: Frames, tile: int | None) -> TypeGuard[FrameArray]:
     return tile is not None and isinstance(frames, np.ndarray) and max(frames.shape[1:3]) > tile
 
 
-class RifeEngine(InterpolationEngine):
+class RifeFamilyEngine(InterpolationEngine):
+    """What the RIFE engines share: the flow scale, the memory settings and running a pair in tiles.
+
+    A subclass sets `settings`, `_configured` (the settings it was built with), `device` and
+    `pad_multiple` (what its network pads a frame to at scale 1), and implements `_whole_times`.
+    """
+
+    settings: RifeSettings
+    _configured: RifeSettings
+    device: torch.device
+    pad_multiple: ClassVar[int] = 32
+
+    def _scale(self, height: int, width: int) -> float:
+        return self.settings.scale or auto_scale(height, width, self.device.type)
+
+    def memory_scale(self, height: int, width: int) -> float | None:
+        return self._scale(height, width)
+
+    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
+        self.settings = set_memory_settings(self.settings, self._configured, scale, batch_size, tile)
+
+    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        tile = self.settings.tile
+        if not wants_tiles(first, tile):
+            return self._whole_times(first, second, times)
+        assert tile is not None
+        assert isinstance(second, np.ndarray)
+        height, width = int(first.shape[1]), int(first.shape[2])
+        scale = self._scale(height, width)
+        # the tiles at the whole frame's scale: auto_scale would pick one by a tile's size
+        settings, self.settings = self.settings, replace(self.settings, scale=scale)
+        try:
+            multiple = max(self.pad_multiple, int(self.pad_multiple / scale))
+            made = interpolate_pairs_tiled(
+                self._whole_times, first, second, times, max_tile=tile, multiple=multiple
+            )
+            return list(made)
+        finally:
+            self.settings = settings
+
+    def _whole_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
+        """Every frame at `times` between the pairs, the frames whole (no tiles)."""
+        raise NotImplementedError
+
+
+class RifeEngine(RifeFamilyEngine):
     """RIFE HDv3 interpolation; the model is built and loaded once, in the constructor."""
 
     name = "rife"
@@ -250,15 +295,6 @@ class RifeEngine(InterpolationEngine):
         return from_bgr_tensor(x, like)
 
     # -- the model ---------------------------------------------------------------------------------
-
-    def _scale(self, height: int, width: int) -> float:
-        return self.settings.scale or auto_scale(height, width, self.device.type)
-
-    def memory_scale(self, height: int, width: int) -> float | None:
-        return self._scale(height, width)
-
-    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
-        self.settings = set_memory_settings(self.settings, self._configured, scale, batch_size, tile)
 
     @torch.inference_mode()
     def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, scale: float) -> list[Estimate]:
@@ -338,25 +374,6 @@ class RifeEngine(InterpolationEngine):
         return self._synth(self._estimate(img0, img1, self._scale(h, w)), Fraction(1, 2))
 
     # -- timesteps ---------------------------------------------------------------------------------
-
-    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
-        tile = self.settings.tile
-        if not wants_tiles(first, tile):
-            return self._whole_times(first, second, times)
-        assert tile is not None
-        assert isinstance(second, np.ndarray)
-        height, width = int(first.shape[1]), int(first.shape[2])
-        scale = self._scale(height, width)
-        # the tiles at the whole frame's scale: auto_scale would pick one by a tile's size
-        settings, self.settings = self.settings, replace(self.settings, scale=scale)
-        try:
-            multiple = max(32, int(32 / scale))
-            made = interpolate_pairs_tiled(
-                self._whole_times, first, second, times, max_tile=tile, multiple=multiple
-            )
-            return list(made)
-        finally:
-            self.settings = settings
 
     def _whole_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         n = int(first.shape[0])

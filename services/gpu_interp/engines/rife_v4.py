@@ -11,36 +11,32 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from fractions import Fraction
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
 from services.gpu_interp.engines import weights as weights_mod
-from services.gpu_interp.engines.base import Frames, InterpolationEngine
+from services.gpu_interp.engines.base import Frames
 from services.gpu_interp.engines.ifnet_v4 import PAD_MULTIPLE, SHRINKS, IFNetV4, remap_published_keys
 from services.gpu_interp.engines.rife import (
     AUGMENTS,
     Precision,
+    RifeFamilyEngine,
     RifeSettings,
-    auto_scale,
     choose_dtype,
     from_bgr_tensor,
-    set_memory_settings,
     to_bgr_tensor,
-    wants_tiles,
 )
-from services.gpu_interp.engines.tiling import interpolate_pairs_tiled
 
 
-class RifeV4Engine(InterpolationEngine):
+class RifeV4Engine(RifeFamilyEngine):
     """RIFE 4.25-class interpolation; the model is built and loaded once, in the constructor."""
 
     name = "rife"
     model = "v4.25"
     native_timesteps = True
+    pad_multiple = PAD_MULTIPLE
 
     def __init__(
         self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
@@ -84,15 +80,6 @@ class RifeV4Engine(InterpolationEngine):
     def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
         return from_bgr_tensor(x, like)
 
-    def _scale(self, height: int, width: int) -> float:
-        return self.settings.scale or auto_scale(height, width, self.device.type)
-
-    def memory_scale(self, height: int, width: int) -> float | None:
-        return self._scale(height, width)
-
-    def set_memory(self, scale: float | None, batch_size: int | None, tile: int | None = None) -> None:
-        self.settings = set_memory_settings(self.settings, self._configured, scale, batch_size, tile)
-
     @torch.inference_mode()
     def frames_at(
         self, img0: torch.Tensor, img1: torch.Tensor, times: Sequence[Fraction]
@@ -120,25 +107,6 @@ class RifeV4Engine(InterpolationEngine):
                 )
                 totals[k] = totals[k] + frame if k in totals else frame
         return [totals[k] / len(augments) for k in range(len(times))]
-
-    def _interpolate_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
-        tile = self.settings.tile
-        if not wants_tiles(first, tile):
-            return self._whole_times(first, second, times)
-        assert tile is not None
-        assert isinstance(second, np.ndarray)
-        height, width = int(first.shape[1]), int(first.shape[2])
-        scale = self._scale(height, width)
-        # the tiles at the whole frame's scale: auto_scale would pick one by a tile's size
-        settings, self.settings = self.settings, replace(self.settings, scale=scale)
-        try:
-            multiple = max(PAD_MULTIPLE, int(PAD_MULTIPLE / scale))
-            made = interpolate_pairs_tiled(
-                self._whole_times, first, second, times, max_tile=tile, multiple=multiple
-            )
-            return list(made)
-        finally:
-            self.settings = settings
 
     def _whole_times(self, first: Frames, second: Frames, times: Sequence[Fraction]) -> list[Frames]:
         n = int(first.shape[0])
