@@ -28,7 +28,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from minio import Minio
-from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
@@ -37,10 +36,10 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infiniteflow_common.chunks import check_costs
-from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.db import Job, ping, transaction, utcnow
 from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobStatus
 from infiniteflow_common.events import PRIORITY_MAX, PRIORITY_MIN, JobCancelled, JobParams
-from infiniteflow_common.jobs import cancel, get_job
+from infiniteflow_common.jobs import cancel, get_job, list_page
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import queue_view, read_loads
 from infiniteflow_common.reports import check_view, plan_view, stage_seconds
@@ -622,25 +621,14 @@ def create_api(deps: ApiDeps) -> FastAPI:
 
         A tenant sees its own jobs; an anonymous caller (local mode) the jobs without a tenant.
         """
-        statement = select(Job)
-        if caller.tenant_id is None:
-            statement = statement.where(Job.tenant_id.is_(None))  # type: ignore[union-attr]
-        else:
-            statement = statement.where(Job.tenant_id == caller.tenant_id)  # type: ignore[arg-type]
+        after = None
         if cursor:
             try:
-                created_at, last_id = decode_cursor(cursor)
+                after = decode_cursor(cursor)
             except InvalidParams as exc:
                 raise ApiError(422, exc.code, exc.message) from None
-            statement = statement.where(
-                or_(
-                    Job.created_at < created_at,  # type: ignore[arg-type]
-                    and_(Job.created_at == created_at, Job.id < last_id),  # type: ignore[arg-type]
-                )
-            )
-        statement = statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)  # type: ignore[attr-defined]
         async with deps.sessions() as session:
-            jobs = list((await session.execute(statement)).scalars().all())
+            jobs = await list_page(session, tenant_id=caller.tenant_id, after=after, limit=limit + 1)
         page = jobs[:limit]
         more = len(jobs) > limit
         queues = await _queue_views(page)
@@ -717,7 +705,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
         checks: dict[str, Callable[[], Awaitable[Any]]] = {
             "kafka": deps.kafka_check,
             "minio": lambda: asyncio.to_thread(deps.storage.bucket_exists, settings.incoming_bucket),
-            "postgres": lambda: _select_one(deps.sessions),
+            "postgres": lambda: ping(deps.sessions),
         }
         results = await asyncio.gather(*(_check(name, fn) for name, fn in checks.items()))
         components = dict(zip(checks, results, strict=True))
@@ -753,11 +741,6 @@ def create_api(deps: ApiDeps) -> FastAPI:
 @asynccontextmanager
 async def _no_events(queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
     yield queue  # nothing ever arrives: the stream re-reads on its timeout
-
-
-async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
-    async with sessions() as session:
-        await session.execute(text("select 1"))
 
 
 async def _check(name: str, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:

@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from minio import Minio
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.domain import JobStatus, RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full
-from infiniteflow_common.jobs import create_job, fail
+from infiniteflow_common.jobs import create_job, fail, read_job, record_start
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions, available_encoders
@@ -235,7 +233,7 @@ class JobStarter:
         bound = log.bind(job_id=str(job_id), source=source)
         async with self._in_hand.hold(job_id):
             async with self.sessions() as session:
-                job = (await session.execute(select(Job).where(col(Job.id) == job_id))).scalar_one()
+                job = await read_job(session, job_id)
             if _handled(job):
                 metrics.REPLAYS.labels(source).inc()
                 bound.info("job already handled", status=job.status)
@@ -253,9 +251,7 @@ class JobStarter:
                     raise
                 failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
             async with transaction(self.sessions) as session:
-                job = (
-                    await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
-                ).scalar_one()
+                job = await read_job(session, job_id, lock=True)
                 if _handled(job):  # another replica recorded its probe while ours ran
                     metrics.REPLAYS.labels(source).inc()
                     bound.info("job already handled", status=job.status)
@@ -280,17 +276,13 @@ class JobStarter:
                         uploaded_at=record.event_time or datetime.now(UTC),
                     ),
                 )
-                await session.execute(
-                    update(Job)
-                    .where(col(Job.id) == job_id)
-                    .values(
-                        params=params,
-                        priority=params.priority,
-                        probe=probe,
-                        output_options=output,
-                        progress=func.greatest(Job.progress, JobProgress.STARTED),
-                        updated_at=utcnow(),
-                    )
+                await record_start(
+                    session,
+                    job_id,
+                    params=params,
+                    probe=probe,
+                    output_options=output,
+                    progress=JobProgress.STARTED,
                 )
         metrics.JOBS_STARTED.labels(source).inc()
         bound.info(
