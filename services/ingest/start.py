@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from minio import Minio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,10 +48,12 @@ from services.ingest.config import IngestSettings
 from services.ingest.params import (
     InvalidParams,
     ParamDefaults,
+    UserOptions,
     check_against_probe,
     input_fps,
-    parse_output_options,
-    parse_params,
+    output_metadata,
+    params_metadata,
+    parse_options,
     resolve_output,
 )
 from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_source
@@ -159,32 +161,90 @@ class JobStarter:
         """Start the job of a bucket notification."""
         await self.start(record, source="bucket")
 
-    async def start(self, record: ObjectCreated, *, source: UploadSource) -> StartResult:
-        """Create (or find) the job of `record` and take it through ingest unless already done."""
-        job, created = await self.create(record, source=source)
-        return await self.process(job.id, record, source=source, created=created)
+    def options_of(self, record: ObjectCreated) -> UserOptions:
+        """The options of an object we learnt about from the bucket (its user metadata), parsed once."""
+        return parse_options(record.user_metadata, self.defaults)
+
+    async def start(
+        self,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        options: UserOptions | None = None,
+        uploader: Uploader | None = None,
+    ) -> StartResult:
+        """Create (or find) the job of `record` and take it through ingest unless already done.
+
+        `options` are the upload's parsed options (the API's form fields); by default its user metadata.
+        """
+        options = options or self.options_of(record)
+        job, created = await self.create(record, source=source, uploader=uploader, options=options)
+        return await self.process(job.id, record, source=source, created=created, options=options)
+
+    async def store_upload(
+        self, upload: BinaryIO, *, bucket: str, key: str, size: int, content_type: str, options: UserOptions
+    ) -> ObjectCreated:
+        """Store an API upload under `key` with its parsed options as user metadata, so the upload's own
+        bucket event (or the sweeper) derives the same job; the stored object's record."""
+        if options.params is None or options.output is None:
+            raise options.error or InvalidParams("the upload's options were not parsed")
+        metadata = params_metadata(options.params) | output_metadata(options.output)
+        written = await asyncio.to_thread(
+            self.storage.put_object,
+            bucket,
+            key,
+            upload,
+            size,
+            content_type=content_type,
+            metadata=metadata,  # type: ignore[arg-type]
+        )
+        return object_record(
+            bucket=bucket,
+            key=key,
+            etag=str(written.etag),
+            size=size,
+            metadata=metadata,
+            version_id=written.version_id,
+            created_at=datetime.now(UTC),
+        )
+
+    async def start_upload(
+        self, record: ObjectCreated, *, options: UserOptions, uploader: Uploader
+    ) -> StartResult:
+        """Start the job of a stored API upload at once, with the options parsed from its form.
+
+        A failure after the job row exists is logged, not raised: the upload's own bucket event (or the
+        sweeper) finishes the start, and the caller already has its job.
+        """
+        job, created = await self.create(record, source="api", uploader=uploader, options=options)
+        try:
+            return await self.process(job.id, record, source="api", created=created, options=options)
+        except Exception as exc:
+            log.warning("api start deferred to the bucket event", job_id=str(job.id), error=repr(exc))
+            return StartResult(job.id, job.status, created, handled_now=False)
 
     async def create(
-        self, record: ObjectCreated, *, source: UploadSource, uploader: Uploader | None = None
+        self,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        uploader: Uploader | None = None,
+        options: UserOptions | None = None,
     ) -> tuple[Job, bool]:
         """The job row of `record` (created when new), by its natural key (bucket, key, etag).
 
         The job belongs to `uploader` (the authenticated caller of an API upload) when given, else to
         the tenant whose bucket prefix holds the key.
         """
+        options = options or self.options_of(record)
         # The priority is a column too (the workers' claim query orders by it); bad params leave it 0.
-        priority = 0
-        try:
-            parsed = parse_params(record.user_metadata, self.defaults)
-            params: JobParams | RequestedParams = parsed
-            priority = parsed.priority
-        except InvalidParams:
-            params = RequestedParams(requested=dict(record.user_metadata))
+        params: JobParams | RequestedParams = options.params or RequestedParams(
+            requested=dict(options.requested)
+        )
+        priority = options.params.priority if options.params is not None else 0
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
         # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
-        output: OutputOptions | None = None
-        with contextlib.suppress(InvalidParams):
-            output = parse_output_options(record.user_metadata, self.defaults)
+        output = options.output
         async with transaction(self.sessions) as session:
             if uploader is not None:
                 tenant_id = uploader.tenant_id
@@ -220,7 +280,13 @@ class JobStarter:
         return job, created
 
     async def process(
-        self, job_id: uuid.UUID, record: ObjectCreated, *, source: UploadSource, created: bool = False
+        self,
+        job_id: uuid.UUID,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        created: bool = False,
+        options: UserOptions | None = None,
     ) -> StartResult:
         """Probe and announce the job unless another attempt already did.
 
@@ -238,18 +304,23 @@ class JobStarter:
                 metrics.REPLAYS.labels(source).inc()
                 bound.info("job already handled", status=job.status)
                 return StartResult(job.id, job.status, created, handled_now=False)
-            params: JobParams | None = None
-            failure: InfiniteFlowError | None = None
-            try:
-                params = parse_params(record.user_metadata, self.defaults)
-                output = parse_output_options(record.user_metadata, self.defaults)
-                probe, streams = await self._fetch_and_probe(job_id, record, params)
-                check_against_probe(params, probe)
-                output = with_container(resolve_output(output, probe, self.defaults), streams, probe)
-            except (*PERMANENT, OSError) as exc:
-                if isinstance(exc, OSError) and not is_disk_full(exc):
-                    raise
-                failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+            options = options or self.options_of(record)
+            params = options.params
+            failure: InfiniteFlowError | None = options.error
+            if failure is None:
+                # parsed, or `error` says why not
+                assert params is not None
+                assert options.output is not None
+                try:
+                    probe, streams = await self._fetch_and_probe(job_id, record, params)
+                    check_against_probe(params, probe)
+                    output = with_container(
+                        resolve_output(options.output, probe, self.defaults), streams, probe
+                    )
+                except (*PERMANENT, OSError) as exc:
+                    if isinstance(exc, OSError) and not is_disk_full(exc):
+                        raise
+                    failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
             async with transaction(self.sessions) as session:
                 job = await read_job(session, job_id, lock=True)
                 if _handled(job):  # another replica recorded its probe while ours ran
@@ -261,6 +332,10 @@ class JobStarter:
                     bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
                     return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
                 assert params is not None  # parsed, or `failure` says why not
+                # Published inside this transaction, under the row's lock, on purpose (see the module
+                # docstring): the splitter locks the same row before reading the output options
+                # recorded below, so it waits for this commit; and a crash between the publish and
+                # the commit republishes (the splitter dedupes) instead of losing the job.
                 await self.publish(
                     self.uploaded_topic,
                     VideoUploaded(
