@@ -8,6 +8,10 @@ transaction that records it commits, so a crash in between republishes (the spli
 than losing the job. The row lock makes one of two attempts (the API and the MinIO event of the same
 upload, or two ingest replicas) record the job; the other sees it handled.
 
+This is the `start_job` use case every entry point calls: the bucket consumer and the sweeper through
+`start`, the API through `store_upload` then `start_upload`. Options are parsed once where they arrive
+(the API's form fields, else the object's user metadata) into `UserOptions`, which travel from there.
+
 Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
 job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
 """
@@ -332,10 +336,16 @@ class JobStarter:
                     bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
                     return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
                 assert params is not None  # parsed, or `failure` says why not
-                # Published inside this transaction, under the row's lock, on purpose (see the module
-                # docstring): the splitter locks the same row before reading the output options
-                # recorded below, so it waits for this commit; and a crash between the publish and
-                # the commit republishes (the splitter dedupes) instead of losing the job.
+                # Published inside this transaction, under the row's lock, on purpose. Ordering: the
+                # splitter locks the same row (`with_for_update`) before it reads the output options
+                # recorded below, so however fast it consumes the event it waits for this commit.
+                # No loss: publish-then-commit means a failure before the commit is retried (the
+                # splitter dedupes a second video.uploaded), never a recorded job nobody announced.
+                # The window it leaves: the publish succeeds and the commit fails (a crash, a lost
+                # connection); the splitter then reads the create-time output options (`codec=source`
+                # unresolved, no `for_size` encoder, the default container) and moves the job on, so
+                # the retry finds it handled. Closing that needs a Kafka outbox written in this
+                # transaction, which the project does not have yet (the notifier's is its own).
                 await self.publish(
                     self.uploaded_topic,
                     VideoUploaded(
