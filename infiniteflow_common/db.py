@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -239,3 +240,9 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One unit of work: committed when the block exits cleanly, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+async def ping(factory: async_sessionmaker[AsyncSession]) -> None:
+    """Raise unless the database answers a `select 1` (health checks)."""
+    async with factory() as session:
+        await session.execute(text("select 1"))

@@ -10,17 +10,20 @@ and any stage's `fail()` find no row to update and report it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from infiniteflow_common.db import Job, utcnow
 from infiniteflow_common.domain import FINAL_STATUSES, JobStatus
+from infiniteflow_common.events import JobParams, MediaProbe
+from infiniteflow_common.output import OutputOptions
 
 ORDER = {
     JobStatus.PENDING: 0,
@@ -76,6 +79,87 @@ async def create_job(session: AsyncSession, **fields: Any) -> tuple[Job, bool]:
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     """The job, or None when unknown."""
     return await session.get(Job, job_id)
+
+
+async def read_job(session: AsyncSession, job_id: uuid.UUID, *, lock: bool = False) -> Job:
+    """The job as the database has it now (a fresh `select`, not the session's cached object);
+    `lock` holds its row (`for update`) until the transaction ends. Raises when there is no such job."""
+    statement = select(Job).where(col(Job.id) == job_id)
+    if lock:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalar_one()
+
+
+async def record_start(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    params: JobParams,
+    probe: MediaProbe,
+    output_options: OutputOptions,
+    progress: int,
+) -> None:
+    """Record what ingest decided for a job: its params, probe and resolved output options; progress
+    only rises."""
+    await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(
+            params=params,
+            priority=params.priority,
+            probe=probe,
+            output_options=output_options,
+            progress=func.greatest(Job.progress, progress),
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def list_page(
+    session: AsyncSession, *, tenant_id: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Job]:
+    """Up to `limit` jobs of `tenant_id` (None: the jobs without a tenant), newest first, starting after
+    the (created_at, id) position `after`."""
+    statement = select(Job)
+    if tenant_id is None:
+        statement = statement.where(col(Job.tenant_id).is_(None))
+    else:
+        statement = statement.where(col(Job.tenant_id) == tenant_id)
+    if after is not None:
+        created_at, last_id = after
+        statement = statement.where(
+            or_(
+                col(Job.created_at) < created_at,
+                and_(col(Job.created_at) == created_at, col(Job.id) < last_id),
+            )
+        )
+    statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
+    return list((await session.execute(statement)).scalars().all())
+
+
+async def count_by_status(session: AsyncSession) -> list[tuple[str, int]]:
+    """`select status, count(*) from jobs group by status`."""
+    rows = (await session.execute(select(col(Job.status), func.count()).group_by(col(Job.status)))).all()
+    return [(str(status), int(count)) for status, count in rows]
+
+
+async def source_jobs(
+    session: AsyncSession, bucket: str, keys: Sequence[str]
+) -> list[tuple[str, str, str, bool, datetime]]:
+    """(key, etag, status, has_probe, updated_at) of every job whose source object is one of `keys`."""
+    rows = await session.execute(
+        select(
+            col(Job.source_key),
+            col(Job.source_etag),
+            col(Job.status),
+            col(Job.probe),
+            col(Job.updated_at),
+        ).where(col(Job.source_bucket) == bucket, col(Job.source_key).in_(keys))
+    )
+    return [
+        (key, etag, status, probe is not None, updated_at)
+        for key, etag, status, probe, updated_at in rows.all()
+    ]
 
 
 async def advance(

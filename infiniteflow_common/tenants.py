@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -187,3 +187,27 @@ async def tenant_prefix(session: AsyncSession, tenant_id: str | None) -> str:
         return ""
     tenant = await session.get(Tenant, tenant_id)
     return tenant.bucket_prefix if tenant is not None else ""
+
+
+async def count_in_window(session: AsyncSession, tenant_id: str, window_start: datetime) -> int:
+    """Count one request of `tenant_id` in the rate window starting at `window_start` (one upsert,
+    shared by every ingest replica); the window's count including this request."""
+    count = (
+        await session.execute(
+            text(
+                "insert into rate_windows (tenant_id, window_start, requests) values (:t, :w, 1) "
+                "on conflict (tenant_id, window_start) "
+                "do update set requests = rate_windows.requests + 1 returning requests"
+            ),
+            {"t": tenant_id, "w": window_start},
+        )
+    ).scalar_one()
+    return int(count)
+
+
+async def prune_windows(session: AsyncSession, tenant_id: str, before: datetime) -> None:
+    """Drop the tenant's rate windows that started before `before`."""
+    await session.execute(
+        text("delete from rate_windows where tenant_id = :t and window_start < :w"),
+        {"t": tenant_id, "w": before},
+    )

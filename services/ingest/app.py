@@ -11,7 +11,7 @@ from infiniteflow_common.topics import Topic
 from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 from services.ingest.config import IngestSettings
 from services.ingest.job_events import JobEventHub
-from services.ingest.monitor import PipelineMonitor
+from services.ingest.pipeline_gauges import PipelineMonitor
 from services.ingest.source_events import SourceEventHandler
 from services.ingest.start import JobStarter
 from services.ingest.sweeper import Sweeper

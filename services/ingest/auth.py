@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infiniteflow_common.db import Tenant
+from infiniteflow_common.tenants import count_in_window, prune_windows
 
 ANONYMOUS = "_anonymous"
 """The rate-limit bucket of callers without a key (only where keys are not required)."""
@@ -75,19 +75,7 @@ def decide(count: int, limit: int, now: datetime) -> RateDecision:
 async def count_request(session: AsyncSession, bucket: str, limit: int, now: datetime) -> RateDecision:
     """Count one request of `bucket` (a tenant id) in the current window; old windows are pruned."""
     start = window_start(now)
-    count = (
-        await session.execute(
-            text(
-                "insert into rate_windows (tenant_id, window_start, requests) values (:t, :w, 1) "
-                "on conflict (tenant_id, window_start) "
-                "do update set requests = rate_windows.requests + 1 returning requests"
-            ),
-            {"t": bucket, "w": start},
-        )
-    ).scalar_one()
+    count = await count_in_window(session, bucket, start)
     if count == 1:  # the window's first request tidies the tenant's old windows
-        await session.execute(
-            text("delete from rate_windows where tenant_id = :t and window_start < :w"),
-            {"t": bucket, "w": start - WINDOW},
-        )
-    return decide(int(count), limit, now)
+        await prune_windows(session, bucket, start - WINDOW)
+    return decide(count, limit, now)

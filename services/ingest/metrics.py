@@ -35,7 +35,7 @@ API_REQUESTS = Counter(
 # Orphaned objects the sweeper started (their MinIO event was lost), and sweeps that failed.
 SWEPT = Counter("infiniteflow_ingest_swept_total", "Objects the sweeper started, by outcome.", ["outcome"])
 
-# The following are refreshed by services/ingest/monitor.py from PostgreSQL and Kafka, not by events.
+# The following are refreshed by services/ingest/pipeline_gauges.py from PostgreSQL and Kafka, not by events.
 # Every ingest instance exports the same values: aggregate them with max, not sum.
 # Jobs in each status right now (pending, splitting, interpolating, muxing, completed, failed).
 JOBS = Gauge("infiniteflow_jobs", "Jobs per status, counted in PostgreSQL.", ["status"])

@@ -147,6 +147,52 @@ def parse_params(options: Mapping[str, str | None], defaults: ParamDefaults) -> 
     )
 
 
+@dataclass(frozen=True)
+class UserOptions:
+    """One upload's options, parsed once at the edge (API form fields or object user metadata) into the
+    models that travel with the job: `JobParams` and `OutputOptions`. Nothing downstream re-parses them.
+
+    A bad option does not raise here: a bucket upload still gets its job row (with what was asked), and
+    the start fails it with `error`, the first problem in the order params, then output options.
+    """
+
+    requested: Mapping[str, str]
+    params: JobParams | None
+    output: OutputOptions | None
+    error: InvalidParams | None = None
+
+
+def parse_options(options: Mapping[str, str | None], defaults: ParamDefaults) -> UserOptions:
+    """`parse_params` and `parse_output_options` of the same options; each is None when it failed."""
+    params: JobParams | None = None
+    output: OutputOptions | None = None
+    errors: list[InvalidParams] = []
+    try:
+        params = parse_params(options, defaults)
+    except InvalidParams as exc:
+        errors.append(exc)
+    try:
+        output = parse_output_options(options, defaults)
+    except InvalidParams as exc:
+        errors.append(exc)
+    requested = {name: value for name, value in options.items() if value is not None}
+    return UserOptions(requested, params, output, errors[0] if errors else None)
+
+
+def params_metadata(params: JobParams) -> dict[str, str]:
+    """The effective params as object user metadata, so the bucket event derives the same params."""
+    options = {
+        "multiplier": str(params.multiplier) if params.multiplier is not None else None,
+        "target-fps": params.target_fps,
+        "engine": params.engine,
+        "quality": params.quality,
+        "model": params.model,
+        "webhook-url": params.webhook_url,
+        "priority": str(params.priority),
+    }
+    return normalise_keys(options)
+
+
 def parse_output_options(options: Mapping[str, str | None], defaults: ParamDefaults) -> OutputOptions:
     """The output video options (`codec`, `crf`, `bitrate`, `preset`, `dedupe`); `InvalidParams` when bad."""
     try:

@@ -8,6 +8,10 @@ transaction that records it commits, so a crash in between republishes (the spli
 than losing the job. The row lock makes one of two attempts (the API and the MinIO event of the same
 upload, or two ingest replicas) record the job; the other sees it handled.
 
+This is the `start_job` use case every entry point calls: the bucket consumer and the sweeper through
+`start`, the API through `store_upload` then `start_upload`. Options are parsed once where they arrive
+(the API's form fields, else the object's user metadata) into `UserOptions`, which travel from there.
+
 Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
 job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
 """
@@ -24,19 +28,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from minio import Minio
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from infiniteflow_common.db import Job, transaction, utcnow
+from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.domain import JobStatus, RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
 from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full
-from infiniteflow_common.jobs import create_job, fail
+from infiniteflow_common.jobs import create_job, fail, read_job, record_start
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.output import OutputOptions, available_encoders
@@ -50,10 +52,12 @@ from services.ingest.config import IngestSettings
 from services.ingest.params import (
     InvalidParams,
     ParamDefaults,
+    UserOptions,
     check_against_probe,
     input_fps,
-    parse_output_options,
-    parse_params,
+    output_metadata,
+    params_metadata,
+    parse_options,
     resolve_output,
 )
 from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_source
@@ -161,32 +165,90 @@ class JobStarter:
         """Start the job of a bucket notification."""
         await self.start(record, source="bucket")
 
-    async def start(self, record: ObjectCreated, *, source: UploadSource) -> StartResult:
-        """Create (or find) the job of `record` and take it through ingest unless already done."""
-        job, created = await self.create(record, source=source)
-        return await self.process(job.id, record, source=source, created=created)
+    def options_of(self, record: ObjectCreated) -> UserOptions:
+        """The options of an object we learnt about from the bucket (its user metadata), parsed once."""
+        return parse_options(record.user_metadata, self.defaults)
+
+    async def start(
+        self,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        options: UserOptions | None = None,
+        uploader: Uploader | None = None,
+    ) -> StartResult:
+        """Create (or find) the job of `record` and take it through ingest unless already done.
+
+        `options` are the upload's parsed options (the API's form fields); by default its user metadata.
+        """
+        options = options or self.options_of(record)
+        job, created = await self.create(record, source=source, uploader=uploader, options=options)
+        return await self.process(job.id, record, source=source, created=created, options=options)
+
+    async def store_upload(
+        self, upload: BinaryIO, *, bucket: str, key: str, size: int, content_type: str, options: UserOptions
+    ) -> ObjectCreated:
+        """Store an API upload under `key` with its parsed options as user metadata, so the upload's own
+        bucket event (or the sweeper) derives the same job; the stored object's record."""
+        if options.params is None or options.output is None:
+            raise options.error or InvalidParams("the upload's options were not parsed")
+        metadata = params_metadata(options.params) | output_metadata(options.output)
+        written = await asyncio.to_thread(
+            self.storage.put_object,
+            bucket,
+            key,
+            upload,
+            size,
+            content_type=content_type,
+            metadata=metadata,  # type: ignore[arg-type]
+        )
+        return object_record(
+            bucket=bucket,
+            key=key,
+            etag=str(written.etag),
+            size=size,
+            metadata=metadata,
+            version_id=written.version_id,
+            created_at=datetime.now(UTC),
+        )
+
+    async def start_upload(
+        self, record: ObjectCreated, *, options: UserOptions, uploader: Uploader
+    ) -> StartResult:
+        """Start the job of a stored API upload at once, with the options parsed from its form.
+
+        A failure after the job row exists is logged, not raised: the upload's own bucket event (or the
+        sweeper) finishes the start, and the caller already has its job.
+        """
+        job, created = await self.create(record, source="api", uploader=uploader, options=options)
+        try:
+            return await self.process(job.id, record, source="api", created=created, options=options)
+        except Exception as exc:
+            log.warning("api start deferred to the bucket event", job_id=str(job.id), error=repr(exc))
+            return StartResult(job.id, job.status, created, handled_now=False)
 
     async def create(
-        self, record: ObjectCreated, *, source: UploadSource, uploader: Uploader | None = None
+        self,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        uploader: Uploader | None = None,
+        options: UserOptions | None = None,
     ) -> tuple[Job, bool]:
         """The job row of `record` (created when new), by its natural key (bucket, key, etag).
 
         The job belongs to `uploader` (the authenticated caller of an API upload) when given, else to
         the tenant whose bucket prefix holds the key.
         """
+        options = options or self.options_of(record)
         # The priority is a column too (the workers' claim query orders by it); bad params leave it 0.
-        priority = 0
-        try:
-            parsed = parse_params(record.user_metadata, self.defaults)
-            params: JobParams | RequestedParams = parsed
-            priority = parsed.priority
-        except InvalidParams:
-            params = RequestedParams(requested=dict(record.user_metadata))
+        params: JobParams | RequestedParams = options.params or RequestedParams(
+            requested=dict(options.requested)
+        )
+        priority = options.params.priority if options.params is not None else 0
         # Stored with the row, not only after the probe: the splitter reads `dedupe` from it and may
         # see video.uploaded before the probe's update commits. `codec=source` is resolved later.
-        output: OutputOptions | None = None
-        with contextlib.suppress(InvalidParams):
-            output = parse_output_options(record.user_metadata, self.defaults)
+        output = options.output
         async with transaction(self.sessions) as session:
             if uploader is not None:
                 tenant_id = uploader.tenant_id
@@ -222,7 +284,13 @@ class JobStarter:
         return job, created
 
     async def process(
-        self, job_id: uuid.UUID, record: ObjectCreated, *, source: UploadSource, created: bool = False
+        self,
+        job_id: uuid.UUID,
+        record: ObjectCreated,
+        *,
+        source: UploadSource,
+        created: bool = False,
+        options: UserOptions | None = None,
     ) -> StartResult:
         """Probe and announce the job unless another attempt already did.
 
@@ -235,27 +303,30 @@ class JobStarter:
         bound = log.bind(job_id=str(job_id), source=source)
         async with self._in_hand.hold(job_id):
             async with self.sessions() as session:
-                job = (await session.execute(select(Job).where(col(Job.id) == job_id))).scalar_one()
+                job = await read_job(session, job_id)
             if _handled(job):
                 metrics.REPLAYS.labels(source).inc()
                 bound.info("job already handled", status=job.status)
                 return StartResult(job.id, job.status, created, handled_now=False)
-            params: JobParams | None = None
-            failure: InfiniteFlowError | None = None
-            try:
-                params = parse_params(record.user_metadata, self.defaults)
-                output = parse_output_options(record.user_metadata, self.defaults)
-                probe, streams = await self._fetch_and_probe(job_id, record, params)
-                check_against_probe(params, probe)
-                output = with_container(resolve_output(output, probe, self.defaults), streams, probe)
-            except (*PERMANENT, OSError) as exc:
-                if isinstance(exc, OSError) and not is_disk_full(exc):
-                    raise
-                failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
+            options = options or self.options_of(record)
+            params = options.params
+            failure: InfiniteFlowError | None = options.error
+            if failure is None:
+                # parsed, or `error` says why not
+                assert params is not None
+                assert options.output is not None
+                try:
+                    probe, streams = await self._fetch_and_probe(job_id, record, params)
+                    check_against_probe(params, probe)
+                    output = with_container(
+                        resolve_output(options.output, probe, self.defaults), streams, probe
+                    )
+                except (*PERMANENT, OSError) as exc:
+                    if isinstance(exc, OSError) and not is_disk_full(exc):
+                        raise
+                    failure = ScratchFullError.during("ingest", exc) if isinstance(exc, OSError) else exc
             async with transaction(self.sessions) as session:
-                job = (
-                    await session.execute(select(Job).where(col(Job.id) == job_id).with_for_update())
-                ).scalar_one()
+                job = await read_job(session, job_id, lock=True)
                 if _handled(job):  # another replica recorded its probe while ours ran
                     metrics.REPLAYS.labels(source).inc()
                     bound.info("job already handled", status=job.status)
@@ -265,6 +336,16 @@ class JobStarter:
                     bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
                     return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
                 assert params is not None  # parsed, or `failure` says why not
+                # Published inside this transaction, under the row's lock, on purpose. Ordering: the
+                # splitter locks the same row (`with_for_update`) before it reads the output options
+                # recorded below, so however fast it consumes the event it waits for this commit.
+                # No loss: publish-then-commit means a failure before the commit is retried (the
+                # splitter dedupes a second video.uploaded), never a recorded job nobody announced.
+                # The window it leaves: the publish succeeds and the commit fails (a crash, a lost
+                # connection); the splitter then reads the create-time output options (`codec=source`
+                # unresolved, no `for_size` encoder, the default container) and moves the job on, so
+                # the retry finds it handled. Closing that needs a Kafka outbox written in this
+                # transaction, which the project does not have yet (the notifier's is its own).
                 await self.publish(
                     self.uploaded_topic,
                     VideoUploaded(
@@ -280,17 +361,13 @@ class JobStarter:
                         uploaded_at=record.event_time or datetime.now(UTC),
                     ),
                 )
-                await session.execute(
-                    update(Job)
-                    .where(col(Job.id) == job_id)
-                    .values(
-                        params=params,
-                        priority=params.priority,
-                        probe=probe,
-                        output_options=output,
-                        progress=func.greatest(Job.progress, JobProgress.STARTED),
-                        updated_at=utcnow(),
-                    )
+                await record_start(
+                    session,
+                    job_id,
+                    params=params,
+                    probe=probe,
+                    output_options=output,
+                    progress=JobProgress.STARTED,
                 )
         metrics.JOBS_STARTED.labels(source).inc()
         bound.info(

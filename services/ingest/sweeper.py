@@ -17,12 +17,10 @@ from itertools import islice
 from typing import Any
 
 from minio import Minio
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from infiniteflow_common.db import Job
 from infiniteflow_common.domain import JobStatus
+from infiniteflow_common.jobs import source_jobs
 from infiniteflow_common.minio_events import META_PREFIX
 from infiniteflow_common.observability import get_logger
 from services.ingest import metrics
@@ -129,19 +127,11 @@ class Sweeper:
         if not keys:
             return {}
         async with self.sessions() as session:
-            rows = await session.execute(
-                select(
-                    col(Job.source_key),
-                    col(Job.source_etag),
-                    col(Job.status),
-                    col(Job.probe),
-                    col(Job.updated_at),
-                ).where(col(Job.source_bucket) == bucket, col(Job.source_key).in_(keys))
-            )
-            return {
-                (key, etag): KnownJob(status, probe is not None, updated_at)
-                for key, etag, status, probe, updated_at in rows.all()
-            }
+            rows = await source_jobs(session, bucket, keys)
+        return {
+            (key, etag): KnownJob(status, has_probe, updated_at)
+            for key, etag, status, has_probe, updated_at in rows
+        }
 
     async def _start(self, bucket: str, obj: ListedObject) -> StartResult | None:
         try:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infiniteflow_common.db import Chunk, Tenant, transaction, utcnow
 from infiniteflow_common.queue import read_loads
-from services.ingest.monitor import PipelineMonitor
+from services.ingest.pipeline_gauges import PipelineMonitor
 from tests.support.queues import QueueOfThree, queued_job
 
 pytestmark = [pytest.mark.postgres]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.ingest.api import decode_cursor, encode_cursor
+from services.ingest.api.views import decode_cursor, encode_cursor
 from services.ingest.params import InvalidParams
 
 

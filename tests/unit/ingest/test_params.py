@@ -180,7 +180,8 @@ def test_an_unknown_model_is_refused_with_the_choices() -> None:
 
 
 def test_the_api_form_field_model_reaches_the_object_metadata_and_back() -> None:
-    from services.ingest.api import OPTION_FIELDS, _params_metadata
+    from services.ingest.api.upload_form import OPTION_FIELDS
+    from services.ingest.params import params_metadata as _params_metadata
 
     assert "model" in OPTION_FIELDS
     params = parse_params({"model": "v4.25", "multiplier": "4"}, DEFAULTS)
@@ -238,7 +239,8 @@ def test_a_priority_that_is_not_an_integer_from_minus_50_to_50_is_refused(given:
 
 
 def test_the_priority_comes_from_object_metadata_and_the_api_form_alike() -> None:
-    from services.ingest.api import OPTION_FIELDS, _params_metadata
+    from services.ingest.api.upload_form import OPTION_FIELDS
+    from services.ingest.params import params_metadata as _params_metadata
 
     # `x-amz-meta-priority` reaches the parser as the metadata key `priority`; the form field is `priority`.
     assert "priority" in OPTION_FIELDS

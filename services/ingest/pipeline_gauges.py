@@ -1,8 +1,9 @@
 """Pipeline-wide gauges that no single consumer can see: jobs by status, queues per tenant, consumer lag.
 
-Ingest refreshes them in the background every few seconds (one `group by` query and a handful of
-Kafka offset requests, and the queue snapshot of `infiniteflow_common.queue`), so a scrape never waits on PostgreSQL or Kafka and the database sees one cheap
-query per interval however many dashboards are open. Every ingest instance exports the same values:
+They describe the whole pipeline, not ingest's own work; ingest only hosts them. It refreshes them in the
+background every few seconds (one `group by` query, a handful of Kafka offset requests and the queue
+snapshot of `infiniteflow_common.queue`), so a scrape never waits on PostgreSQL or Kafka and the
+database sees one cheap query per interval however many dashboards are open. Every ingest instance exports the same values:
 aggregate with `max`, not `sum`.
 """
 
@@ -13,12 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from infiniteflow_common.db import Job
 from infiniteflow_common.domain import JobStatus
+from infiniteflow_common.jobs import count_by_status
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import read_loads, tenant_ids, tenant_loads
 from infiniteflow_common.topics import TopicSpec, topic_specs
@@ -169,10 +168,8 @@ class PipelineMonitor:
     async def refresh_jobs(self) -> None:
         """One `select status, count(*) from jobs group by status`."""
         async with self.sessions() as session:
-            rows = (
-                await session.execute(select(col(Job.status), func.count()).group_by(col(Job.status)))
-            ).all()
-        for status, count in status_counts((str(r[0]), int(r[1])) for r in rows).items():
+            rows = await count_by_status(session)
+        for status, count in status_counts(rows).items():
             metrics.JOBS.labels(status).set(count)
 
     async def refresh_queues(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.ingest.monitor import PartitionOffsets, lag_of, status_counts
+from services.ingest.pipeline_gauges import PartitionOffsets, lag_of, status_counts
 
 
 def test_lag_is_what_a_group_has_not_committed_summed_over_partitions() -> None:
