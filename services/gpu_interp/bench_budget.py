@@ -90,9 +90,9 @@ def run_chunk(handler: Any, width: int, height: int, frames: int, offset: float)
     ]
     slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(frames - 1) for k in range(2)]
     slots.append(OutputSlot(source_offset=frames - 1, t=0.0))
-    spec = cast(Any, SimpleNamespace(engine="rife", quality="fast", model="auto"))
+    chunk = cast(Any, SimpleNamespace(engine="rife", quality="fast", model="auto"))
     s = handler.settings
-    engine, choose = handler._engine_for(spec)
+    engine, choose = handler._engine_for(chunk)
     started = time.perf_counter()
     outcome = interpolate_with_retries(
         engine,

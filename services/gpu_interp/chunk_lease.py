@@ -30,33 +30,33 @@ class ChunkLease:
         self.settings = settings
         self.sessions = sessions
 
-    async def renew(self, spec: ChunkReady, epoch: int) -> bool:
+    async def renew(self, chunk: ChunkReady, epoch: int) -> bool:
         """Extend the lease; False once another worker took the chunk over."""
         async with transaction(self.sessions) as session:
             return await chunks.renew(
-                session, spec.job_id, spec.chunk_index, epoch, lease_s=self.settings.lease_seconds
+                session, chunk.job_id, chunk.chunk_index, epoch, lease_s=self.settings.lease_seconds
             )
 
-    async def release(self, spec: ChunkReady, epoch: int) -> None:
+    async def release(self, chunk: ChunkReady, epoch: int) -> None:
         """Give the chunk back at once (this worker is stopping), so the next claim need not wait."""
         async with transaction(self.sessions) as session:
-            await chunks.release(session, spec.job_id, spec.chunk_index, epoch)
-        log.info("chunk handed back", job_id=str(spec.job_id), chunk_index=spec.chunk_index, epoch=epoch)
+            await chunks.release(session, chunk.job_id, chunk.chunk_index, epoch)
+        log.info("chunk handed back", job_id=str(chunk.job_id), chunk_index=chunk.chunk_index, epoch=epoch)
 
-    async def release_quietly(self, spec: ChunkReady, epoch: int) -> None:
+    async def release_quietly(self, chunk: ChunkReady, epoch: int) -> None:
         """`release`, where the database failing too only leaves the lease to run out."""
         try:
-            await self.release(spec, epoch)
+            await self.release(chunk, epoch)
         except Exception as error:  # the database is down too: the lease runs out instead
-            log.warning("chunk not handed back", job_id=str(spec.job_id), error=str(error))
+            log.warning("chunk not handed back", job_id=str(chunk.job_id), error=str(error))
 
-    async def abandon_quietly(self, spec: ChunkReady, epoch: int, exc: Exception) -> None:
+    async def abandon_quietly(self, chunk: ChunkReady, epoch: int, exc: Exception) -> None:
         """An error nobody classified ended the try: give the chunk back with the try counted as lost."""
         metrics.CHUNKS.labels("failed_try").inc()
         log.error(
             "chunk try failed with an unexpected error; it counts toward the poison-chunk rule",
-            job_id=str(spec.job_id),
-            chunk_index=spec.chunk_index,
+            job_id=str(chunk.job_id),
+            chunk_index=chunk.chunk_index,
             epoch=epoch,
             error_type=type(exc).__qualname__,
             error=describe(exc),
@@ -64,11 +64,11 @@ class ChunkLease:
         )
         try:
             async with transaction(self.sessions) as session:
-                await chunks.abandon(session, spec.job_id, spec.chunk_index, epoch)
+                await chunks.abandon(session, chunk.job_id, chunk.chunk_index, epoch)
         except Exception as error:  # the database is down too: the lease runs out, the try counts anyway
-            log.warning("failed chunk not given back", job_id=str(spec.job_id), error=str(error))
+            log.warning("failed chunk not given back", job_id=str(chunk.job_id), error=str(error))
 
-    async def delivered(self, spec: ChunkReady, epoch: int) -> None:
+    async def delivered(self, chunk: ChunkReady, epoch: int) -> None:
         """Let go of the chunk whose result is published, so no claim takes it again (`chunks.delivered`).
 
         Retried through a short database outage: until it is marked, the chunk looks like one whose
@@ -78,13 +78,13 @@ class ChunkLease:
             try:
                 async with transaction(self.sessions) as session:
                     await chunks.delivered(
-                        session, spec.job_id, spec.chunk_index, epoch, lease_s=self.settings.lease_seconds
+                        session, chunk.job_id, chunk.chunk_index, epoch, lease_s=self.settings.lease_seconds
                     )
                 return
             except Exception as error:  # the database is restarting: try again shortly
                 log.warning(
                     "delivered chunk not let go yet",
-                    job_id=str(spec.job_id),
+                    job_id=str(chunk.job_id),
                     attempt=attempt,
                     error=str(error),
                 )

@@ -31,13 +31,13 @@ log = get_logger()
 class Held:
     """A chunk this worker claimed: its lease epoch, and how it is to be tried (the poison-chunk rule).
 
-    `spec` is the chunk's announcement: the chunk fair dispatch chose, not necessarily the record's.
+    `chunk` is its announcement: the chunk fair dispatch chose, not necessarily the record's.
     """
 
     epoch: int
     plan: AttemptPlan
     lost_attempts: int
-    spec: ChunkReady | None = field(default=None, compare=False)
+    chunk: ChunkReady | None = field(default=None, compare=False)
 
 
 class Claims:
@@ -75,9 +75,9 @@ class Claims:
                 )
             if isinstance(got, dispatch.Dispatched):
                 _observe_dispatch(record, got)
-                return self.plan(got.spec, got.epoch, got.lost_attempts)
+                return self.plan(got.chunk, got.epoch, got.lost_attempts)
             watched = got.leases if watched is None else watched
-            unproven = {chunk: until for chunk, until in watched.items() if got.leases.get(chunk) == until}
+            unproven = {key: until for key, until in watched.items() if got.leases.get(key) == until}
             if not unproven:
                 metrics.DISPATCHED.labels("none").inc()
                 return None
@@ -93,41 +93,41 @@ class Claims:
             )  # fmt: skip
             await asyncio.sleep(min(max(wait, 0.1), self.settings.cancel_poll_s))
 
-    def plan(self, spec: ChunkReady, epoch: int, lost_attempts: int) -> Held:
+    def plan(self, chunk: ChunkReady, epoch: int, lost_attempts: int) -> Held:
         """The claimed chunk held, with its try planned from its lost tries (`poison.plan_attempt`)."""
         plan = plan_attempt(lost_attempts, self.settings.chunk_max_attempts)
         if lost_attempts:
             metrics.LOST_ATTEMPTS.labels(plan.value).inc()
             log.warning(
                 "chunk's earlier tries were lost (a worker died, timed out or failed unexpectedly)",
-                job_id=str(spec.job_id),
-                chunk_index=spec.chunk_index,
+                job_id=str(chunk.job_id),
+                chunk_index=chunk.chunk_index,
                 epoch=epoch,
                 lost_attempts=lost_attempts,
                 max_attempts=self.settings.chunk_max_attempts,
                 plan=plan.value,
             )
-        return Held(epoch, plan, lost_attempts, spec)
+        return Held(epoch, plan, lost_attempts, chunk)
 
-    async def give_up(self, spec: ChunkReady, held: Held) -> None:
+    async def give_up(self, chunk: ChunkReady, held: Held) -> None:
         """The chunk is poison: mark it failed and fail its job (raises `ChunkPoisoned`)."""
         async with transaction(self.sessions) as session:
-            await chunks.give_up(session, spec.job_id, spec.chunk_index, held.epoch)
+            await chunks.give_up(session, chunk.job_id, chunk.chunk_index, held.epoch)
         metrics.CHUNKS.labels("poison").inc()
         log.error(
             "poison chunk: every attempt killed its worker; failing the job",
-            job_id=str(spec.job_id),
-            chunk_index=spec.chunk_index,
+            job_id=str(chunk.job_id),
+            chunk_index=chunk.chunk_index,
             lost_attempts=held.lost_attempts,
         )
-        raise poisoned(spec.chunk_index, held.lost_attempts, min_scale=self.settings.min_scale)
+        raise poisoned(chunk.chunk_index, held.lost_attempts, min_scale=self.settings.min_scale)
 
 
 def _observe_dispatch(record: ChunkReady, got: dispatch.Dispatched) -> None:
     """Count which chunk the record's claim took (its own, another of its job's, another job's)."""
-    if got.spec.job_id != record.job_id:
+    if got.chunk.job_id != record.job_id:
         claimed = "other_job"
-    elif got.spec.chunk_index != record.chunk_index:
+    elif got.chunk.chunk_index != record.chunk_index:
         claimed = "other_chunk"
     else:
         claimed = "own"
@@ -137,6 +137,6 @@ def _observe_dispatch(record: ChunkReady, got: dispatch.Dispatched) -> None:
     if claimed != "own":
         log.info(
             "claimed the fairest chunk instead of the record's",
-            job_id=str(got.spec.job_id), chunk_index=got.spec.chunk_index, tenant_id=got.tenant_id,
+            job_id=str(got.chunk.job_id), chunk_index=got.chunk.chunk_index, tenant_id=got.tenant_id,
             record_job_id=str(record.job_id), record_chunk_index=record.chunk_index,
         )  # fmt: skip

@@ -38,11 +38,11 @@ __all__ = ["ChunkHandler", "Held"]
 log = get_logger()
 
 
-def _refuse_outdated(spec: ChunkReady) -> None:
+def _refuse_outdated(chunk: ChunkReady) -> None:
     """A plan from before workers encoded their own output (ChunkReady v1) cannot be worked on."""
-    if spec.source is None or spec.encoding is None or spec.out_fps_num == 0:
+    if chunk.source is None or chunk.encoding is None or chunk.out_fps_num == 0:
         raise InvalidMessage(
-            f"chunk {spec.chunk_index} of job {spec.job_id} was planned before workers encoded their "
+            f"chunk {chunk.chunk_index} of job {chunk.job_id} was planned before workers encoded their "
             "own output (ChunkReady v1); upload the video again",
             code="E_CHUNK_OUTDATED",
         )
@@ -106,17 +106,17 @@ class ChunkHandler(PipelineHandler):
         Fair dispatch may claim another job's chunk: if its error outlasts the consumer's retries,
         that job fails (`JobScopedError`), not the one whose record rang.
         """
-        spec = held.spec or record
+        chunk = held.chunk or record
         try:
-            await self._run(spec, held)
+            await self._run(chunk, held)
         except (InvalidMessage, HandedBack):
             raise  # the consumer acts on these by their type
         except Exception as exc:
-            if spec.job_id == record.job_id:
+            if chunk.job_id == record.job_id:
                 raise
-            raise JobScopedError(str(spec.job_id), exc) from exc
+            raise JobScopedError(str(chunk.job_id), exc) from exc
 
-    async def _run(self, spec: ChunkReady, held: Held, *, in_pause: bool = False) -> None:
+    async def _run(self, chunk: ChunkReady, held: Held, *, in_pause: bool = False) -> None:
         """Work on a claimed chunk; a permanent failure fails its job (`job_fails_on`).
 
         `in_pause`: the chunk runs in a pause of another chunk in hand (`preemption`).
@@ -124,27 +124,27 @@ class ChunkHandler(PipelineHandler):
         failing = job_fails_on(
             self.sessions,
             self.publish,
-            job_id=spec.job_id,
+            job_id=chunk.job_id,
             stage="gpu_interp",
-            chunk_index=spec.chunk_index,
+            chunk_index=chunk.chunk_index,
             cleanup=self.work.delete_work,
         )
         async with failing:
-            _refuse_outdated(spec)
+            _refuse_outdated(chunk)
             if held.plan is AttemptPlan.POISON:
-                await self.claims.give_up(spec, held)
+                await self.claims.give_up(chunk, held)
             with metrics.BUSY.track_inprogress():
                 await self._work(
-                    spec, held.epoch, conservative=held.plan is AttemptPlan.CONSERVATIVE, in_pause=in_pause
+                    chunk, held.epoch, conservative=held.plan is AttemptPlan.CONSERVATIVE, in_pause=in_pause
                 )
 
-    async def _run_in_pause(self, spec: ChunkReady, held: Held) -> None:
-        await self._run(spec, held, in_pause=True)
+    async def _run_in_pause(self, chunk: ChunkReady, held: Held) -> None:
+        await self._run(chunk, held, in_pause=True)
 
     async def _work(
-        self, spec: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
+        self, chunk: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
     ) -> None:
-        await self.work.work(spec, epoch, conservative=conservative, in_pause=in_pause)
+        await self.work.work(chunk, epoch, conservative=conservative, in_pause=in_pause)
 
     @property
     def _engine_for(self) -> Callable[..., tuple[InterpolationEngine, ChooseModel | None]]:

@@ -46,12 +46,12 @@ class Pauses:
         self.run = run
         self.stopping = stopping
 
-    def preemption(self, spec: ChunkReady, *, in_pause: bool) -> Preemption | None:
+    def preemption(self, chunk: ChunkReady, *, in_pause: bool) -> Preemption | None:
         """The chunk's batch-boundary preemption hook; None where it is off or the chunk runs in a pause."""
         if in_pause or not self.settings.preempt or self.settings.dispatch != "fair":
             return None
         return Preemption(
-            lambda: self.run_waiting(spec), asyncio.get_running_loop(), every_s=self.settings.preempt_check_s
+            lambda: self.run_waiting(chunk), asyncio.get_running_loop(), every_s=self.settings.preempt_check_s
         )
 
     async def run_waiting(self, paused: ChunkReady) -> float:
@@ -85,16 +85,16 @@ class Pauses:
             log.info(
                 "chunk paused: a job owed a worker runs its chunk first",
                 job_id=str(paused.job_id), chunk_index=paused.chunk_index, tenant_id=got.tenant_id,
-                preempting_job_id=str(got.spec.job_id), preempting_chunk_index=got.spec.chunk_index,
+                preempting_job_id=str(got.chunk.job_id), preempting_chunk_index=got.chunk.chunk_index,
             )  # fmt: skip
             try:
-                await self.run(got.spec, self.plan(got.spec, got.epoch, got.lost_attempts))
+                await self.run(got.chunk, self.plan(got.chunk, got.epoch, got.lost_attempts))
             except HandedBack:
                 break
             except Exception as exc:  # its try is settled (`_work`); the paused chunk is not to blame
                 log.warning(
                     "chunk run in a pause ended with an error; resuming the paused chunk",
-                    job_id=str(got.spec.job_id), chunk_index=got.spec.chunk_index,
+                    job_id=str(got.chunk.job_id), chunk_index=got.chunk.chunk_index,
                     error_type=type(exc).__qualname__, error=describe(exc),
                 )  # fmt: skip
         if not ran:

@@ -24,7 +24,7 @@ def result_key(job_id: uuid.UUID, index: int, epoch: int) -> str:
 
 def result_event(
     settings: WorkerSettings,
-    spec: ChunkReady,
+    chunk: ChunkReady,
     epoch: int,
     key: str,
     size: int,
@@ -35,16 +35,16 @@ def result_event(
 ) -> ChunkInterpolated:
     """The chunk's `chunk.interpolated`: where its part is, under which epoch, and how it was made."""
     quality = outcome.quality
-    chosen = model_of(spec, outcome)
+    chosen = model_of(chunk, outcome)
     return ChunkInterpolated(
-        job_id=spec.job_id,
-        chunk_index=spec.chunk_index,
+        job_id=chunk.job_id,
+        chunk_index=chunk.chunk_index,
         object_key=key,
         frames_out=outcome.frames_out,
         worker_id=settings.worker_id,
         lease_epoch=epoch,
-        attempt=spec.attempt,
-        engine=spec.engine,
+        attempt=chunk.attempt,
+        engine=chunk.engine,
         device=str(getattr(engine, "device", "cpu")),
         scale=outcome.scale or 1.0,
         interp_seconds=seconds,
@@ -63,11 +63,11 @@ def result_event(
     )
 
 
-def model_of(spec: ChunkReady, outcome: ChunkOutcome) -> ModelChoice | None:
+def model_of(chunk: ChunkReady, outcome: ChunkOutcome) -> ModelChoice | None:
     """The RIFE model that did the chunk and how it was picked (None: the flow engine has none)."""
-    if spec.engine != "rife":
+    if chunk.engine != "rife":
         return None
-    return outcome.model_choice or ModelChoice(check_choice(spec.model or AUTO), "job")
+    return outcome.model_choice or ModelChoice(check_choice(chunk.model or AUTO), "job")
 
 
 def check_budget(settings: WorkerSettings, outcome: ChunkOutcome) -> float:
@@ -82,7 +82,7 @@ def check_budget(settings: WorkerSettings, outcome: ChunkOutcome) -> float:
 def observe(
     settings: WorkerSettings,
     memory_budget: int,
-    spec: ChunkReady,
+    chunk: ChunkReady,
     epoch: int,
     outcome: ChunkOutcome,
     seconds: float,
@@ -91,34 +91,34 @@ def observe(
     """Count the finished chunk and log what it cost: time, memory against its estimate, checks."""
     quality = outcome.quality
     metrics.CHUNKS.labels("done").inc()
-    chosen = model_of(spec, outcome)
+    chosen = model_of(chunk, outcome)
     if chosen is not None:
         metrics.MODEL_CHOICES.labels(chosen.model, chosen.chosen_by).inc()
         if len(chosen.scores) > 1:
             ranked = sorted(chosen.scores.values(), reverse=True)
             metrics.MODEL_CHOICE_MARGIN.observe(ranked[0] - ranked[1])
-    metrics.CHUNK_SECONDS.labels(spec.engine).observe(seconds)
+    metrics.CHUNK_SECONDS.labels(chunk.engine).observe(seconds)
     memory: dict[str, object] = {}
     if outcome.memory_estimate_bytes is not None:
-        metrics.MEMORY_ESTIMATE.labels(spec.engine).observe(outcome.memory_estimate_bytes)
+        metrics.MEMORY_ESTIMATE.labels(chunk.engine).observe(outcome.memory_estimate_bytes)
         metrics.LAST_MEMORY_ESTIMATE.set(outcome.memory_estimate_bytes)
         memory["memory_estimate_bytes"] = outcome.memory_estimate_bytes
         memory["memory_budget_bytes"] = memory_budget
     if outcome.peak_rss_bytes is not None:
-        metrics.PEAK_RSS.labels(spec.engine).observe(outcome.peak_rss_bytes)
+        metrics.PEAK_RSS.labels(chunk.engine).observe(outcome.peak_rss_bytes)
         metrics.LAST_PEAK_RSS.set(outcome.peak_rss_bytes)
         memory["peak_rss_bytes"] = outcome.peak_rss_bytes
         if outcome.peak_rss_bytes > memory_budget:
             log.warning(
                 "chunk's measured peak memory went over the worker's budget; the estimate fell short",
-                job_id=str(spec.job_id), chunk_index=spec.chunk_index, **memory,
+                job_id=str(chunk.job_id), chunk_index=chunk.chunk_index, **memory,
             )  # fmt: skip
-    metrics.FRAMES.labels(spec.engine).inc(outcome.frames_out)
+    metrics.FRAMES.labels(chunk.engine).inc(outcome.frames_out)
     check: dict[str, object] = {}
     if quality is not None:
         # the self-check's cost against the chunk's own work (decode, interpolation, encode)
         cost = quality.seconds / max(1e-9, seconds - quality.seconds)
-        metrics.QUALITY_PSNR.labels(spec.engine).observe(quality.psnr_db)
+        metrics.QUALITY_PSNR.labels(chunk.engine).observe(quality.psnr_db)
         metrics.QUALITY_COST.observe(cost)
         check = {
             "quality_psnr_db": round(quality.psnr_db, 2),
@@ -135,14 +135,14 @@ def observe(
     if outcome.check_seconds > 0:
         # choice and self-check together (the chosen model's check counted once) vs their budget
         share = outcome.check_seconds / max(1e-9, seconds)
-        metrics.CHECK_SHARE.labels(spec.engine).observe(share)
+        metrics.CHECK_SHARE.labels(chunk.engine).observe(share)
         check["check_seconds"] = round(outcome.check_seconds, 4)
         check["check_share"] = round(share, 4)
         check["check_budget"] = check_budget(settings, outcome)
     log.info(
         "chunk interpolated",
-        job_id=str(spec.job_id),
-        chunk_index=spec.chunk_index,
+        job_id=str(chunk.job_id),
+        chunk_index=chunk.chunk_index,
         epoch=epoch,
         frames_out=outcome.frames_out,
         encoded_bytes=size,

@@ -102,27 +102,27 @@ class ChunkWork:
         self._warm: set[str] = set()  # quality modes whose auto candidates have met the check's shape
 
     async def work(
-        self, spec: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
+        self, chunk: ChunkReady, epoch: int, *, conservative: bool = False, in_pause: bool = False
     ) -> None:
         """Try the claimed chunk under lease `epoch`; an error raised is its try's end, settled here.
 
         `conservative`: the poison-chunk rule's last try, at the lightest settings. `in_pause`: the
         chunk runs in a pause of another chunk in hand (`pauses`).
         """
-        workdir = self.settings.scratch_dir / f"{spec.job_id}-{spec.chunk_index}-{epoch}"
+        workdir = self.settings.scratch_dir / f"{chunk.job_id}-{chunk.chunk_index}-{epoch}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         lost = asyncio.Event()
         cancelled = threading.Event()
-        keeper = asyncio.create_task(self._keep_lease(spec, epoch, lost))
-        watcher = asyncio.create_task(self._watch_cancel(spec, cancelled))
+        keeper = asyncio.create_task(self._keep_lease(chunk, epoch, lost))
+        watcher = asyncio.create_task(self._watch_cancel(chunk, cancelled))
         started_at = datetime.now(UTC)
-        preemption = self.pauses.preemption(spec, in_pause=in_pause)
+        preemption = self.pauses.preemption(chunk, in_pause=in_pause)
         try:
             output = workdir / "chunk.mkv"
             try:
                 engine, choose, plan = await asyncio.to_thread(
-                    self._prepare, spec, conservative=conservative, in_pause=in_pause
+                    self._prepare, chunk, conservative=conservative, in_pause=in_pause
                 )
                 # told to stop while getting ready: hand back before starting
                 drain = Drain(
@@ -135,12 +135,12 @@ class ChunkWork:
                 if conservative:
                     log.warning(
                         "trying the chunk once with the most conservative settings",
-                        job_id=str(spec.job_id), chunk_index=spec.chunk_index, epoch=epoch,
+                        job_id=str(chunk.job_id), chunk_index=chunk.chunk_index, epoch=epoch,
                         min_scale=self.settings.min_scale, batch_size=1,
                     )  # fmt: skip
                 outcome = await asyncio.to_thread(
                     self.interpolate,
-                    spec,
+                    chunk,
                     engine,
                     output,
                     drain,
@@ -149,36 +149,36 @@ class ChunkWork:
                     conservative=conservative,
                     preemption=preemption,
                 )
-                if await self._job_cancelled(spec.job_id):  # after the last batch: upload nothing
+                if await self._job_cancelled(chunk.job_id):  # after the last batch: upload nothing
                     raise WorkCancelled("the job was cancelled; the chunk is abandoned")
             except (HandedBack, asyncio.CancelledError):
                 # handing back, or cut short at the end of the grace period: free the chunk either way
-                await asyncio.shield(self.lease.release(spec, epoch))
+                await asyncio.shield(self.lease.release(chunk, epoch))
                 metrics.CHUNKS.labels("handed_back").inc()
                 raise
             except MediaError as exc:
                 if exc.code in SOURCE_READ_CODES:  # broken data, or the source went away mid-read?
-                    await asyncio.to_thread(self._check_source, spec)
+                    await asyncio.to_thread(self._check_source, chunk)
                 raise
             except WorkCancelled:
-                await self.lease.release(spec, epoch)  # nobody will claim it; the lease shows it idle
+                await self.lease.release(chunk, epoch)  # nobody will claim it; the lease shows it idle
                 metrics.CHUNKS.labels("cancelled").inc()
                 log.info(
-                    "job cancelled; chunk abandoned", job_id=str(spec.job_id), chunk_index=spec.chunk_index
+                    "job cancelled; chunk abandoned", job_id=str(chunk.job_id), chunk_index=chunk.chunk_index
                 )
-                await self.delete_work(spec.job_id)
+                await self.delete_work(chunk.job_id)
                 return
             # the chunk's own time: pauses for chunks owed a worker are theirs
             seconds = time.perf_counter() - started - (preemption.paused_s if preemption else 0.0)
-            if lost.is_set() or not await self.lease.renew(spec, epoch):
+            if lost.is_set() or not await self.lease.renew(chunk, epoch):
                 metrics.CHUNKS.labels("fenced").inc()
                 raise LeaseLost(
-                    f"lease of chunk {spec.chunk_index} (epoch {epoch}) was taken over; result discarded"
+                    f"lease of chunk {chunk.chunk_index} (epoch {epoch}) was taken over; result discarded"
                 )
             size = output.stat().st_size
-            await self._deliver(spec, epoch, output, size, engine, outcome, seconds, started_at)
+            await self._deliver(chunk, epoch, output, size, engine, outcome, seconds, started_at)
         except Exception as exc:
-            await self._settle_failed(spec, epoch, exc)
+            await self._settle_failed(chunk, epoch, exc)
             raise
         finally:
             for task in (keeper, watcher):
@@ -187,32 +187,32 @@ class ChunkWork:
                     await task
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _keep_lease(self, spec: ChunkReady, epoch: int, lost: asyncio.Event) -> Coroutine[Any, Any, None]:
+    def _keep_lease(self, chunk: ChunkReady, epoch: int, lost: asyncio.Event) -> Coroutine[Any, Any, None]:
         """Renew the chunk's lease while it is worked on; `lost` is set once another worker took it."""
         return keep_lease(
-            lambda: self.lease.renew(spec, epoch),
+            lambda: self.lease.renew(chunk, epoch),
             lease_s=self.settings.lease_seconds,
             lost=lost,
             what="chunk lease",
             lost_when_run_out=False,  # the result is fenced by its epoch when it is recorded
-            job_id=str(spec.job_id),
-            chunk_index=spec.chunk_index,
+            job_id=str(chunk.job_id),
+            chunk_index=chunk.chunk_index,
             epoch=epoch,
         )
 
-    async def _settle_failed(self, spec: ChunkReady, epoch: int, exc: Exception) -> None:
+    async def _settle_failed(self, chunk: ChunkReady, epoch: int, exc: Exception) -> None:
         """Let the chunk go as the error that ended its try says (see the module's docstring)."""
         if isinstance(exc, HandedBack) or permanent_failure(exc, "gpu_interp") is not None:
             return  # handed back already, or the job fails
         if is_transient(exc):
             # the outside world failed this try: give the chunk back (not a lost attempt)
-            await self.lease.release_quietly(spec, epoch)
+            await self.lease.release_quietly(chunk, epoch)
         else:
-            await self.lease.abandon_quietly(spec, epoch, exc)
+            await self.lease.abandon_quietly(chunk, epoch, exc)
 
     async def _deliver(
         self,
-        spec: ChunkReady,
+        chunk: ChunkReady,
         epoch: int,
         output: Path,
         size: int,
@@ -222,7 +222,7 @@ class ChunkWork:
         started_at: datetime,
     ) -> None:
         """Upload the encoded chunk under its epoch's key, publish its result, and let the chunk go."""
-        key = report.result_key(spec.job_id, spec.chunk_index, epoch)
+        key = report.result_key(chunk.job_id, chunk.chunk_index, epoch)
         await asyncio.to_thread(
             self.storage.fput_object,
             self.settings.work_bucket,
@@ -232,37 +232,37 @@ class ChunkWork:
         )
         await self.publish(
             Topic.CHUNK_INTERPOLATED,
-            report.result_event(self.settings, spec, epoch, key, size, engine, outcome, seconds, started_at),
+            report.result_event(self.settings, chunk, epoch, key, size, engine, outcome, seconds, started_at),
         )
-        await self.lease.delivered(spec, epoch)
-        report.observe(self.settings, self.memory_budget, spec, epoch, outcome, seconds, size)
+        await self.lease.delivered(chunk, epoch)
+        report.observe(self.settings, self.memory_budget, chunk, epoch, outcome, seconds, size)
 
     async def delete_work(self, job_id: uuid.UUID) -> None:
         """The failed job's chunks already uploaded (by any worker) go; the muxer removes later ones."""
         await asyncio.to_thread(delete_prefix, self.storage, self.settings.work_bucket, f"{job_id}/")
 
-    def _check_source(self, spec: ChunkReady) -> None:
-        assert spec.source is not None
-        source = spec.source
+    def _check_source(self, chunk: ChunkReady) -> None:
+        assert chunk.source is not None
+        source = chunk.source
         check_source(self.storage, source.bucket, source.key, version_id=source.version_id, etag=source.etag)
 
     async def _job_cancelled(self, job_id: uuid.UUID) -> bool:
         async with transaction(self.sessions) as session:
             return await jobs.is_cancelled(session, job_id)
 
-    async def _watch_cancel(self, spec: ChunkReady, cancelled: threading.Event) -> None:
+    async def _watch_cancel(self, chunk: ChunkReady, cancelled: threading.Event) -> None:
         """Set `cancelled` once the chunk's job is cancelled; the work stops at its next batch."""
         while True:
             await asyncio.sleep(self.settings.cancel_poll_s)
             try:
-                if await self._job_cancelled(spec.job_id):
+                if await self._job_cancelled(chunk.job_id):
                     cancelled.set()
                     return
             except Exception as exc:  # a database hiccup: ask again at the next poll
-                log.warning("cancel check failed", job_id=str(spec.job_id), error=str(exc))
+                log.warning("cancel check failed", job_id=str(chunk.job_id), error=str(exc))
 
     def _prepare(
-        self, spec: ChunkReady, *, conservative: bool = False, in_pause: bool = False
+        self, chunk: ChunkReady, *, conservative: bool = False, in_pause: bool = False
     ) -> tuple[InterpolationEngine, ChooseModel | None, MemoryPlan]:
         """The chunk's engine(s) and its memory plan, before anything is decoded (`memory_plan`).
 
@@ -272,27 +272,27 @@ class ChunkWork:
         whole-frame settings fit (rife). A chunk that fits at no settings fails its job at once with E_CHUNK_TOO_LARGE_FOR_MEMORY; one to run in a pause
         of another (`in_pause`), whose memory is held meanwhile, is handed back instead.
         """
-        assert spec.encoding is not None
+        assert chunk.encoding is not None
         # the engines are built (and kept) first: what they hold is part of the baseline
-        engine, _ = self.engine_for(spec, conservative=conservative)
-        scale = engine.memory_scale(spec.height, spec.width)
+        engine, _ = self.engine_for(chunk, conservative=conservative)
+        scale = engine.memory_scale(chunk.height, chunk.width)
         batch = self.settings.batch_size
         if conservative:
             lightest = lightest_step(scale, min_scale=self.settings.min_scale)
             scale, batch = lightest.scale, lightest.batch_size
         model, choice_window = planned_model(
-            (spec.model or AUTO) if spec.engine == "rife" else None, spec.timesteps, spec.frame_count
+            (chunk.model or AUTO) if chunk.engine == "rife" else None, chunk.timesteps, chunk.frame_count
         )
         shape = ChunkShape(
-            width=spec.width,
-            height=spec.height,
-            engine=spec.engine,
+            width=chunk.width,
+            height=chunk.height,
+            engine=chunk.engine,
             model=model,
-            encoder=spec.encoding.encoder,
-            preset=spec.encoding.preset,
-            quality=spec.quality,
+            encoder=chunk.encoding.encoder,
+            preset=chunk.encoding.preset,
+            quality=chunk.quality,
             choice_window=choice_window,
-            frames_out=len(spec.timesteps),
+            frames_out=len(chunk.timesteps),
             device=str(getattr(engine, "device", "cpu")),
         )
         release_memory()  # what the last chunk left for the collector is not the baseline
@@ -305,11 +305,11 @@ class ChunkWork:
             min_scale=self.settings.min_scale,
         )
         fields = {
-            "job_id": str(spec.job_id),
-            "chunk_index": spec.chunk_index,
-            "width": spec.width,
-            "height": spec.height,
-            "engine": spec.engine,
+            "job_id": str(chunk.job_id),
+            "chunk_index": chunk.chunk_index,
+            "width": chunk.width,
+            "height": chunk.height,
+            "engine": chunk.engine,
             "model": model,
             "scale": plan.scale,
             "batch_size": plan.batch_size,
@@ -330,13 +330,13 @@ class ChunkWork:
         if plan.lighter:
             log.warning(
                 "chunk planned lighter to fit the worker's memory",
-                configured_scale=engine.memory_scale(spec.height, spec.width),
+                configured_scale=engine.memory_scale(chunk.height, chunk.width),
                 configured_batch_size=self.settings.batch_size,
                 **fields,
             )
         else:
             log.info("chunk memory planned", **fields)
-        engine, choose = self.engine_for(spec, conservative=conservative, batch_size=plan.batch_size)
+        engine, choose = self.engine_for(chunk, conservative=conservative, batch_size=plan.batch_size)
         return engine, choose, plan
 
     def warm_up_before_claim(self, record: ChunkReady) -> None:
@@ -351,7 +351,7 @@ class ChunkWork:
         self._warm.add(record.quality)
 
     def engine_for(
-        self, spec: ChunkReady, *, conservative: bool = False, batch_size: int | None = None
+        self, chunk: ChunkReady, *, conservative: bool = False, batch_size: int | None = None
     ) -> tuple[InterpolationEngine, ChooseModel | None]:
         """The chunk's engine; for `rife` with `model=auto`, both models and the hook that picks one.
 
@@ -360,14 +360,14 @@ class ChunkWork:
 
         An unknown model (a plan from a newer or broken producer) fails the job with E_PARAM_INVALID.
         """
-        model = check_choice(spec.model or AUTO)
-        if spec.engine != "rife" or model != AUTO:
-            return self.engines.get(spec.engine, spec.quality, model), None
-        auto = AutoModel({name: self.engines.get("rife", spec.quality, name) for name in MODELS})
-        if spec.quality not in self._warm:
+        model = check_choice(chunk.model or AUTO)
+        if chunk.engine != "rife" or model != AUTO:
+            return self.engines.get(chunk.engine, chunk.quality, model), None
+        auto = AutoModel({name: self.engines.get("rife", chunk.quality, name) for name in MODELS})
+        if chunk.quality not in self._warm:
             # before the chunk's clock starts, like loading the weights: once per process and mode
             warm_up(auto.engines)
-            self._warm.add(spec.quality)
+            self._warm.add(chunk.quality)
         s = self.settings
 
         def choose(
@@ -386,7 +386,7 @@ class ChunkWork:
 
     def interpolate(
         self,
-        spec: ChunkReady,
+        chunk: ChunkReady,
         engine: InterpolationEngine,
         output: Path,
         drain: Drain,
@@ -402,12 +402,12 @@ class ChunkWork:
         try). The measured peak is this process's high-water mark from here on (reset now) plus the
         encoder's; unknown for a chunk that was paused (`preemption`): a chunk run in its pause reset it.
         """
-        assert spec.source is not None
-        assert spec.encoding is not None
-        source: SourceRange = spec.source
-        crash_point(self.settings, "gpu_interp.interpolate", f"{source.key}#{spec.chunk_index}")
-        encoding = spec.encoding
-        rate = Fraction(spec.out_fps_num, spec.out_fps_den)
+        assert chunk.source is not None
+        assert chunk.encoding is not None
+        source: SourceRange = chunk.source
+        crash_point(self.settings, "gpu_interp.interpolate", f"{source.key}#{chunk.chunk_index}")
+        encoding = chunk.encoding
+        rate = Fraction(chunk.out_fps_num, chunk.out_fps_den)
         location = source_url(
             self.storage,
             source.bucket,
@@ -426,8 +426,8 @@ class ChunkWork:
                 ChunkEncoder(
                     output,
                     encoding,
-                    width=spec.width,
-                    height=spec.height,
+                    width=chunk.width,
+                    height=chunk.height,
                     rate=rate,
                     timeout_s=self.settings.encode_timeout_s,
                 )
@@ -435,11 +435,11 @@ class ChunkWork:
             return encoders[-1]
 
         def on_retry(failed: MemoryStep, following: MemoryStep, error: BaseException) -> None:
-            metrics.OOM_RETRIES.labels(spec.engine).inc()
+            metrics.OOM_RETRIES.labels(chunk.engine).inc()
             log.warning(
                 "chunk ran out of memory; retrying lighter",
-                job_id=str(spec.job_id),
-                chunk_index=spec.chunk_index,
+                job_id=str(chunk.job_id),
+                chunk_index=chunk.chunk_index,
                 scale=failed.scale,
                 batch_size=failed.batch_size,
                 next_scale=following.scale,
@@ -457,13 +457,13 @@ class ChunkWork:
             engine,
             frames,
             encoder,
-            spec.timesteps,
-            height=spec.height,
-            width=spec.width,
+            chunk.timesteps,
+            height=chunk.height,
+            width=chunk.width,
             batch_size=self.settings.batch_size,
             min_scale=self.settings.min_scale,
             on_retry=on_retry,
-            expected_frames=spec.frame_count,
+            expected_frames=chunk.frame_count,
             quality_budget=self.settings.quality_budget,
             quality_samples=self.settings.quality_samples,
             on_batch=on_batch,
