@@ -44,6 +44,7 @@ from infiniteflow_common.leases import keep_lease
 from infiniteflow_common.media import MediaError
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.storage import check_source, delete_prefix, source_url
+from infiniteflow_common.timing import Slot
 from infiniteflow_common.topics import Topic
 from services.gpu_interp import memory_plan, metrics, report
 from services.gpu_interp.chunk_lease import ChunkLease
@@ -65,6 +66,11 @@ log = get_logger()
 
 SOURCE_READ_CODES = frozenset({"E_MEDIA_CORRUPT", "E_MEDIA_UNREADABLE", "E_CHUNK_FRAME_COUNT"})
 """Decode failures of a source ingest probed as sound: the object may have been deleted or replaced."""
+
+
+def slots_of(chunk: ChunkReady) -> list[Slot]:
+    """The chunk's output slots, their timesteps exact again (the wire carries floats)."""
+    return [Slot.from_wire(wire) for wire in chunk.timesteps]
 
 
 class LeaseLost(TransientError):  # noqa: N818 - a state, not an error class name
@@ -281,7 +287,7 @@ class ChunkWork:
             lightest = lightest_step(scale, min_scale=self.settings.min_scale)
             scale, batch = lightest.scale, lightest.batch_size
         model, choice_window = planned_model(
-            (chunk.model or AUTO) if chunk.engine == "rife" else None, chunk.timesteps, chunk.frame_count
+            (chunk.model or AUTO) if chunk.engine == "rife" else None, slots_of(chunk), chunk.frame_count
         )
         shape = ChunkShape(
             width=chunk.width,
@@ -457,7 +463,7 @@ class ChunkWork:
             engine,
             frames,
             encoder,
-            chunk.timesteps,
+            slots_of(chunk),
             height=chunk.height,
             width=chunk.width,
             batch_size=self.settings.batch_size,
