@@ -151,7 +151,7 @@ for update of c skip locked
 class Dispatched:
     """A chunk this worker now holds: its announcement, its lease epoch and its earlier lost tries."""
 
-    spec: ChunkReady
+    chunk: ChunkReady
     epoch: int
     lost_attempts: int
     tenant_id: str | None
@@ -235,11 +235,11 @@ async def _claim(
         )
     ).one()
     # only the record's own chunk may lack its announcement (rows recorded before chunks kept theirs)
-    spec = details.spec or record
-    assert spec is not None, "a chunk claimed without a record has its announcement (the query asks)"
+    chunk = details.spec or record
+    assert chunk is not None, "a chunk claimed without a record has its announcement (the query asks)"
     first = claim.epoch == 1
     return Dispatched(
-        spec=spec,
+        chunk=chunk,
         epoch=claim.epoch,
         lost_attempts=claim.lost_attempts,
         tenant_id=details.tenant_id,

@@ -115,6 +115,11 @@ class MediaProbe(AvroModel):
 
 
 class OutputSlot(AvroModel):
+    """The wire form of an output slot (`timing.Slot`): Avro has no rationals, so `t` is a float.
+
+    Code works on `timing.Slot`, whose `t` is exact; `Slot.to_wire` and `Slot.from_wire` convert here.
+    """
+
     RECORD: ClassVar[str] = "OutputSlot"
 
     source_offset: Count

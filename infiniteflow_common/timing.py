@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from infiniteflow_common.errors import InfiniteFlowError
+from infiniteflow_common.events import OutputSlot
 
 MULTIPLIERS = (2, 4, 8)
 # Common rates as written by users and by container metadata.
@@ -29,15 +30,34 @@ NAMED_RATES = {
 
 @dataclass(frozen=True, order=True)
 class Slot:
-    """One output frame: source frame `index` moved `t` (0 ≤ t < 1) of the way to frame `index + 1`."""
+    """One output frame: source frame `source_offset` moved `t` (0 ≤ t < 1) of the way to the next.
 
-    index: int
+    The offset counts from the first source frame of what the slot is planned over: the whole clip
+    (`plan`) or one chunk (`ChunkReady.timesteps`). `t` is exact; the wire form (`OutputSlot`, in
+    `chunk.ready`) carries it as a float, and `from_wire` gets the fraction back.
+    """
+
+    source_offset: int
     t: Fraction
 
     @property
     def is_source(self) -> bool:
         """True when the output is a source frame itself (no interpolation)."""
         return self.t == 0
+
+    def to_wire(self) -> OutputSlot:
+        """The slot as `chunk.ready` carries it."""
+        return OutputSlot(source_offset=self.source_offset, t=float(self.t))
+
+    @classmethod
+    def from_wire(cls, wire: OutputSlot) -> Slot:
+        """The slot a `chunk.ready` timestep stands for, its `t` exact again (`exact_t`)."""
+        return cls(wire.source_offset, exact_t(wire.t))
+
+
+def exact_t(value: float) -> Fraction:
+    """The rational timestep a float on the wire stands for (denominators stay small)."""
+    return Fraction(value).limit_denominator(1 << 16)
 
 
 def parse_rate(text: str | int | float | Fraction) -> Fraction:
@@ -122,11 +142,11 @@ def multiplier_plan(n_frames: int, multiplier: int) -> list[Slot]:
 
 
 def times_between(slots: list[Slot]) -> dict[int, list[Fraction]]:
-    """The distinct interpolated times each pair (index, index + 1) needs — an engine's work list."""
+    """The distinct interpolated times each pair (offset, offset + 1) needs — an engine's work list."""
     needed: dict[int, list[Fraction]] = {}
     for slot in slots:
-        if not slot.is_source and slot.t not in needed.setdefault(slot.index, []):
-            needed[slot.index].append(slot.t)
+        if not slot.is_source and slot.t not in needed.setdefault(slot.source_offset, []):
+            needed[slot.source_offset].append(slot.t)
     return needed
 
 

@@ -54,7 +54,8 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
     """
     import av
 
-    from infiniteflow_common.events import OutputSlot, VideoEncoding
+    from infiniteflow_common.events import VideoEncoding
+    from infiniteflow_common.timing import Slot
     from services.gpu_interp import memory_plan
     from services.gpu_interp.chunk_work import interpolate_chunk, planned_model
     from services.gpu_interp.config import WorkerSettings
@@ -75,9 +76,9 @@ def measure_one(args: dict[str, Any]) -> dict[str, Any]:
     else:
         engine = cache.get(engine_name, quality, model or "hdv3")
     slots = [
-        OutputSlot(source_offset=i, t=t)
+        Slot(i, t)
         for i in range(frames)
-        for t in ((0.0, 0.5) if i < frames - 1 else (0.0,))
+        for t in ((Fraction(0), Fraction(1, 2)) if i < frames - 1 else (Fraction(0),))
     ]
     encoding = VideoEncoding(encoder="libx264", pix_fmt="yuv420p")
     planned, choice_window = planned_model(model or None, slots, frames)  # as a worker plans it

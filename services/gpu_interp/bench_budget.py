@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -63,7 +64,7 @@ def run_chunk(handler: Any, width: int, height: int, frames: int, offset: float)
     """Interpolate one ×2 `model=auto` chunk as the worker does; (outcome, seconds)."""
     import av
 
-    from infiniteflow_common.events import OutputSlot
+    from infiniteflow_common.timing import Slot
     from services.gpu_interp.bench import render
     from services.gpu_interp.chunk_work import interpolate_with_retries
 
@@ -88,11 +89,11 @@ def run_chunk(handler: Any, width: int, height: int, frames: int, offset: float)
         )
         for i in range(frames)
     ]
-    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(frames - 1) for k in range(2)]
-    slots.append(OutputSlot(source_offset=frames - 1, t=0.0))
-    spec = cast(Any, SimpleNamespace(engine="rife", quality="fast", model="auto"))
+    slots = [Slot(i, Fraction(k, 2)) for i in range(frames - 1) for k in range(2)]
+    slots.append(Slot(frames - 1, Fraction(0)))
+    chunk = cast(Any, SimpleNamespace(engine="rife", quality="fast", model="auto"))
     s = handler.settings
-    engine, choose = handler._engine_for(spec)
+    engine, choose = handler._engine_for(chunk)
     started = time.perf_counter()
     outcome = interpolate_with_retries(
         engine,

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import MediaError, rgb_format, to_rgb
+from infiniteflow_common.timing import Slot
 from services.gpu_interp.engines.base import InterpolationEngine
 from services.gpu_interp.engines.models import AUTO
 from services.gpu_interp.memory import (
@@ -103,16 +103,11 @@ OnRetry = Callable[[MemoryStep, MemoryStep, BaseException], None]
 """Told (failed step, next step, the error) before each out-of-memory retry."""
 
 
-def exact_t(value: float) -> Fraction:
-    """The rational timestep a float on the wire stands for (denominators stay small)."""
-    return Fraction(value).limit_denominator(1 << 16)
-
-
 def interpolate_with_retries(
     engine: InterpolationEngine,
     frames: Callable[[], Iterable[Any]],
     sink: Callable[[], AbstractContextManager[FrameSink]],
-    slots: Sequence[OutputSlot],
+    slots: Sequence[Slot],
     *,
     height: int,
     width: int,
@@ -192,7 +187,7 @@ def _keeping_step(
     return after_batch
 
 
-def planned_model(model: str | None, slots: Sequence[OutputSlot], frame_count: int) -> tuple[str | None, int]:
+def planned_model(model: str | None, slots: Sequence[Slot], frame_count: int) -> tuple[str | None, int]:
     """The model a chunk's memory plan counts, and the frames `auto`'s choice will hold (0: none).
 
     A chunk `auto` cannot check (`decided_by_rule`) runs its rule's model alone, with no choice pass:
@@ -204,7 +199,7 @@ def planned_model(model: str | None, slots: Sequence[OutputSlot], frame_count: i
     return (ruled, 0) if ruled is not None else (AUTO, min(CHOICE_WINDOW, frame_count))
 
 
-def wanted_times(slots: Sequence[OutputSlot], frame_count: int) -> dict[int, tuple[Fraction, ...]]:
+def wanted_times(slots: Sequence[Slot], frame_count: int) -> dict[int, tuple[Fraction, ...]]:
     """Pair index → the distinct timesteps needed between it and the next frame (pure)."""
     wanted: dict[int, set[Fraction]] = defaultdict(set)
     for slot in slots:
@@ -215,7 +210,7 @@ def wanted_times(slots: Sequence[OutputSlot], frame_count: int) -> dict[int, tup
                 raise MediaError(
                     f"slot at frame {slot.source_offset} has no right neighbour", code="E_CHUNK_PLAN"
                 )
-            wanted[slot.source_offset].add(exact_t(slot.t))
+            wanted[slot.source_offset].add(slot.t)
     return {pair: tuple(sorted(times)) for pair, times in wanted.items()}
 
 
@@ -223,7 +218,7 @@ def interpolate_chunk(
     engine: InterpolationEngine,
     frames: Iterable[Any],
     sink: FrameSink,
-    slots: Sequence[OutputSlot],
+    slots: Sequence[Slot],
     *,
     expected_frames: int,
     batch_size: int = 4,
@@ -242,7 +237,7 @@ def interpolate_chunk(
     wanted = wanted_times(slots, expected_frames)
     by_offset: dict[int, list[Fraction]] = defaultdict(list)
     for slot in slots:
-        by_offset[slot.source_offset].append(exact_t(slot.t))
+        by_offset[slot.source_offset].append(slot.t)
     choice = None
     if choose is not None:
         frames, choice = _choose_on_leading_frames(choose, frames, expected_frames, wanted)

@@ -28,14 +28,6 @@ class PlanError(InfiniteFlowError):
 
 
 @dataclass(frozen=True)
-class Slot:
-    """One output frame: `t` of the way from source frame `source_index` to the next (0 = a copy)."""
-
-    source_index: int
-    t: Fraction
-
-
-@dataclass(frozen=True)
 class ChunkPlan:
     """One chunk: source frames [first_frame, first_frame + frame_count), output slots in order."""
 
@@ -45,7 +37,7 @@ class ChunkPlan:
     shares_last_frame: bool
     ends_scene: bool
     first_output_frame: int
-    slots: tuple[Slot, ...]
+    slots: tuple[timing.Slot, ...]
 
     @property
     def own_frames(self) -> int:
@@ -188,13 +180,13 @@ class ChunkStream:
         hold: set[int] | None = None,
     ) -> ChunkPlan:
         """Chunk [begin, end) (+ the next frame when it `shares`) and the output frames it owns."""
-        mine: list[Slot] = []
+        mine: list[timing.Slot] = []
         first_output = self._next_slot
         while True:
             if slots is not None:
-                if self._next_slot >= len(slots) or slots[self._next_slot].index >= end:
+                if self._next_slot >= len(slots) or slots[self._next_slot].source_offset >= end:
                     break
-                index, t = slots[self._next_slot].index, slots[self._next_slot].t
+                index, t = slots[self._next_slot].source_offset, slots[self._next_slot].t
             else:
                 position = self._next_slot * self._step
                 index = position.numerator // position.denominator
@@ -203,7 +195,7 @@ class ChunkStream:
                 t = position - index
             if hold and index in hold:
                 t = Fraction(0)  # never blend across a cut, nor past the last frame
-            mine.append(Slot(index - begin, t))
+            mine.append(timing.Slot(index - begin, t))
             self._next_slot += 1
         chunk = ChunkPlan(
             index=self._index,

@@ -10,7 +10,6 @@ from typing import Literal
 from infiniteflow_common.events import (
     ChunkReady,
     JobSplit,
-    OutputSlot,
     SourceRange,
     VideoEncoding,
     VideoUploaded,
@@ -62,7 +61,7 @@ def chunk_spec(
         first_output_frame=chunk.first_output_frame,
         shares_last_frame=chunk.shares_last_frame,
         ends_scene=chunk.ends_scene,
-        timesteps=tuple(OutputSlot(source_offset=s.source_index, t=float(s.t)) for s in chunk.slots),
+        timesteps=tuple(slot.to_wire() for slot in chunk.slots),
         engine=event.params.engine,
         quality=event.params.quality,
         width=analysis.width,

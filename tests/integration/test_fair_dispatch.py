@@ -77,7 +77,7 @@ async def _claim(
         )
     if isinstance(got, dispatch.NothingClaimable):
         return None
-    return got.spec.job_id, got.spec.chunk_index
+    return got.chunk.job_id, got.chunk.chunk_index
 
 
 async def test_a_job_planned_behind_a_big_one_gets_the_next_free_worker(
@@ -164,12 +164,12 @@ async def test_a_worker_that_published_a_chunks_result_moves_on_to_the_next_chun
     assert isinstance(first, dispatch.Dispatched)
     again = await claim(job[0])  # its own retry of the record continues the same try
     assert isinstance(again, dispatch.Dispatched)
-    assert (again.spec.chunk_index, again.lost_attempts) == (0, 0)
+    assert (again.chunk.chunk_index, again.lost_attempts) == (0, 0)
     async with transaction(sessions) as session:  # the result is published; the muxer will record it
         await chunks.delivered(session, job[0].job_id, 0, again.epoch, lease_s=60)
     following = await claim(job[1])
     assert isinstance(following, dispatch.Dispatched)
-    assert following.spec.chunk_index == 1, "the delivered chunk is not taken again"
+    assert following.chunk.chunk_index == 1, "the delivered chunk is not taken again"
 
 
 async def _preempt(
@@ -180,7 +180,7 @@ async def _preempt(
         got = await dispatch.claim_preempting(
             session, held, worker_id=f"dispatch-test-{next(_workers)}", lease_s=60
         )
-    return None if got is None else (got.spec.job_id, got.spec.chunk_index)
+    return None if got is None else (got.chunk.job_id, got.chunk.chunk_index)
 
 
 async def test_a_job_with_no_worker_pauses_a_chunk_of_a_job_that_has_several(

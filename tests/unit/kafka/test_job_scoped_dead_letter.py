@@ -99,11 +99,11 @@ async def test_the_runtime_fails_the_job_the_dead_letter_names(
 def claimed(record_job: str, chunk_job: str, error: BaseException) -> tuple[Any, Any, Any]:
     """A stand-in handler whose claimed chunk (of `chunk_job`) fails with `error`."""
 
-    async def run(spec: Any, held: Any) -> None:
+    async def run(chunk: Any, held: Any) -> None:
         raise error
 
     record = SimpleNamespace(job_id=uuid.UUID(record_job))
-    held = SimpleNamespace(spec=SimpleNamespace(job_id=uuid.UUID(chunk_job)))
+    held = SimpleNamespace(chunk=SimpleNamespace(job_id=uuid.UUID(chunk_job)))
     return SimpleNamespace(_run=run), record, held
 
 

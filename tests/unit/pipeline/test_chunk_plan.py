@@ -15,7 +15,7 @@ NTSC = Fraction(30000, 1001)
 
 
 def _global_slots(plan):  # type: ignore[no-untyped-def]
-    return [(c.first_frame + s.source_index, s.t) for c in plan.chunks for s in c.slots]
+    return [(c.first_frame + s.source_offset, s.t) for c in plan.chunks for s in c.slots]
 
 
 def test_doubling_makes_two_output_frames_per_source_frame() -> None:
@@ -30,7 +30,7 @@ def test_inside_a_scene_chunks_share_one_frame_and_output_it_once() -> None:
     first, second = plan.chunks[:2]
     assert (first.first_frame, first.frame_count, first.shares_last_frame) == (0, 4, True)
     assert second.first_frame == 3, "chunk k+1 starts at chunk k's shared last frame"
-    assert [s.source_index for s in first.slots] == [0, 0, 1, 1, 2, 2]
+    assert [s.source_offset for s in first.slots] == [0, 0, 1, 1, 2, 2]
     assert first.slots[-1].t == Fraction(1, 2), "the frames between chunks are interpolated"
     assert second.first_output_frame == len(first.slots)
 
@@ -40,7 +40,7 @@ def test_no_slot_blends_across_a_scene_cut() -> None:
     assert len(plan.chunks) == 2
     assert plan.chunks[0].ends_scene
     assert not plan.chunks[0].shares_last_frame
-    tail = [s for s in plan.chunks[0].slots if s.source_index == 5]
+    tail = [s for s in plan.chunks[0].slots if s.source_offset == 5]
     assert [s.t for s in tail] == [0, 0, 0, 0], "slots after the scene's last frame repeat it"
 
 
@@ -74,7 +74,7 @@ def test_chunks_cover_every_output_frame_once_in_order(
     assert sum(c.own_frames for c in plan.chunks) == frames
     for chunk in plan.chunks:
         assert chunk.frame_count <= max_frames
-        assert all(s.source_index + (1 if s.t else 0) < chunk.frame_count for s in chunk.slots)
+        assert all(s.source_offset + (1 if s.t else 0) < chunk.frame_count for s in chunk.slots)
     # output duration equals input duration to within one output frame
     assert abs(Fraction(plan.out_frames) / out_rate - Fraction(frames) / in_rate) < 1 / out_rate
 

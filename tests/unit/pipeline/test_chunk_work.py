@@ -15,7 +15,8 @@ import pytest
 
 from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import MediaError, decode_video
-from services.gpu_interp.chunk_work import exact_t, interpolate_chunk, wanted_times
+from infiniteflow_common.timing import Slot, exact_t
+from services.gpu_interp.chunk_work import interpolate_chunk, wanted_times
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from tests.support.clips import LosslessWriter
 
@@ -47,8 +48,8 @@ class Recorder:
         self.count += 1
 
 
-def _slot(offset: int, t: Fraction | float) -> OutputSlot:
-    return OutputSlot(source_offset=offset, t=float(t))
+def _slot(offset: int, t: Fraction | float) -> Slot:
+    return Slot.from_wire(OutputSlot(source_offset=offset, t=float(t)))
 
 
 def _chunk(path: Path, count: int, pix_fmt: str = "yuv444p") -> list[bytes]:

@@ -22,11 +22,11 @@ def test_a_held_frame_is_interpolated_across_its_whole_gap() -> None:
     # 15 fps motion in a 30 fps stream: frames 1, 3, 5 repeat 0, 2, 4; ×2 output at 60 fps
     slots = timing.plan_at([Fraction(0), Fraction(2), Fraction(4)], 6, Fraction(30), Fraction(60))
     assert len(slots) == 12, "as many output frames as without skipping"
-    assert [(s.index, s.t) for s in slots[:8]] == [
+    assert [(s.source_offset, s.t) for s in slots[:8]] == [
         (0, Fraction(0)), (0, Fraction(1, 4)), (0, Fraction(1, 2)), (0, Fraction(3, 4)),
         (1, Fraction(0)), (1, Fraction(1, 4)), (1, Fraction(1, 2)), (1, Fraction(3, 4)),
     ]  # fmt: skip
-    assert all((s.index, s.t) == (2, 0) for s in slots[8:]), "after the last distinct frame it holds"
+    assert all((s.source_offset, s.t) == (2, 0) for s in slots[8:]), "after the last distinct frame it holds"
 
 
 def test_repeats_and_near_repeats_are_found_real_motion_is_not() -> None:
@@ -58,5 +58,5 @@ def test_the_job_plan_counts_every_input_frame_and_chunks_the_kept_ones() -> Non
     ends = [c for c in plan.chunks if c.ends_scene]
     assert [c.first_frame + c.frame_count for c in ends] == [15, 30], "no chunk crosses the cut"
     # the kept frame before the cut holds through its own gap: nothing blends the two scenes
-    before_cut = [s for c in plan.chunks for s in c.slots if c.first_frame + s.source_index == 14]
+    before_cut = [s for c in plan.chunks for s in c.slots if c.first_frame + s.source_offset == 14]
     assert [s.t for s in before_cut] == [0, 0, 0, 0]

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import decode_video
+from infiniteflow_common.timing import Slot
 from services.gpu_interp.chunk_work import interpolate_with_retries
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
@@ -59,12 +59,12 @@ class Retries:
         self.seen.append((failed, following))
 
 
-def _chunk(path: Path, count: int = 9) -> list[OutputSlot]:
+def _chunk(path: Path, count: int = 9) -> list[Slot]:
     with LosslessWriter(path, width=64, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as writer:
         for i in range(count):
             writer.write_rgb(np.full((32, 64, 3), 20 * i, np.uint8))
-    return [OutputSlot(source_offset=i, t=k / 2) for i in range(count - 1) for k in range(2)] + [
-        OutputSlot(source_offset=count - 1, t=0.0)
+    return [Slot(i, Fraction(k, 2)) for i in range(count - 1) for k in range(2)] + [
+        Slot(count - 1, Fraction(0))
     ]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infiniteflow_common.events import OutputSlot
+from infiniteflow_common.timing import Slot
 from services.gpu_interp.chunk_work import planned_model
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.models import MODELS
@@ -285,7 +285,7 @@ def test_auto_model_hands_memory_steps_to_every_candidate_and_runs_the_chosen_on
 def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_check() -> None:
     import av
 
-    from infiniteflow_common.events import OutputSlot
+    from infiniteflow_common.timing import Slot
     from services.gpu_interp.chunk_work import interpolate_chunk
 
     class Sink:
@@ -299,8 +299,8 @@ def test_a_chunk_is_interpolated_by_the_chosen_model_whose_check_is_its_self_che
 
     frames = [av.VideoFrame.from_ndarray(f, format="rgb24") for f in _chunk(9, 3)]
     auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
-    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(8) for k in range(2)]
-    slots.append(OutputSlot(source_offset=8, t=0.0))
+    slots = [Slot(i, Fraction(k, 2)) for i in range(8) for k in range(2)]
+    slots.append(Slot(8, Fraction(0)))
     seen_windows: list[int] = []
 
     def choose(frame: Any, count: int, pairs: Any, *, window: int) -> Any:
@@ -337,7 +337,7 @@ def test_a_long_chunk_is_checked_on_its_leading_frames_only() -> None:
     """The choice happens before interpolation starts, so a worker holds at most the window's frames."""
     import av
 
-    from infiniteflow_common.events import OutputSlot
+    from infiniteflow_common.timing import Slot
     from services.gpu_interp.chunk_work import CHOICE_WINDOW, interpolate_chunk
 
     class Sink:
@@ -358,8 +358,8 @@ def test_a_long_chunk_is_checked_on_its_leading_frames_only() -> None:
             yield av.VideoFrame.from_ndarray(frame, format="rgb24")
 
     auto = AutoModel({"hdv3": Blend(), "v4.25": Oracle(3)})
-    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(count - 1) for k in range(2)]
-    slots.append(OutputSlot(source_offset=count - 1, t=0.0))
+    slots = [Slot(i, Fraction(k, 2)) for i in range(count - 1) for k in range(2)]
+    slots.append(Slot(count - 1, Fraction(0)))
     picked: list[tuple[int, int]] = []
 
     def choose(frame: Any, frame_count: int, pairs: Any, *, window: int) -> Any:
@@ -418,9 +418,9 @@ def test_the_model_a_chunk_gets_by_rule_is_known_before_decoding_so_its_memory_p
     assert decided_by_rule([0.0, 0.25, 0.5, 0.75], 40) == "v4.25", "×4: the check only measures t = 1/2"
     assert decided_by_rule(halves, 40) is None, "×2 with frames to sample: both models may be checked"
     pair = [
-        OutputSlot(source_offset=0, t=0.0),
-        OutputSlot(source_offset=0, t=0.5),
-        OutputSlot(source_offset=1, t=0.0),
+        Slot(0, Fraction(0)),
+        Slot(0, Fraction(1, 2)),
+        Slot(1, Fraction(0)),
     ]
     assert planned_model("auto", pair, 2) == ("hdv3", 0), "planned for one model, no choice pass"
     assert planned_model("auto", pair, 40) == ("auto", 12)

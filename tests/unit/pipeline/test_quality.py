@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from infiniteflow_common.domain import JobStatus
-from infiniteflow_common.events import OutputSlot
 from infiniteflow_common.media import decode_video
+from infiniteflow_common.timing import Slot
 from services.gpu_interp.chunk_work import interpolate_chunk
 from services.gpu_interp.engines.base import Frames, InterpolationEngine
 from services.gpu_interp.engines.flow import FlowEngine
@@ -99,8 +99,8 @@ def test_a_chunk_long_enough_is_checked_and_the_check_is_one_extra_pair(tmp_path
     with LosslessWriter(tmp_path / "in.mkv", width=64, height=32, pix_fmt="yuv444p", rate=Fraction(25)) as w:
         for i in range(50):
             w.write_rgb(np.ascontiguousarray(strip[:, 2 * i : 2 * i + 64]))
-    slots = [OutputSlot(source_offset=i, t=k / 2) for i in range(49) for k in range(2)]
-    slots.append(OutputSlot(source_offset=49, t=0.0))
+    slots = [Slot(i, Fraction(k, 2)) for i in range(49) for k in range(2)]
+    slots.append(Slot(49, Fraction(0)))
     engine = Blend()
     with LosslessWriter(
         tmp_path / "out.mkv", width=64, height=32, pix_fmt="yuv444p", rate=Fraction(50)

@@ -112,7 +112,7 @@ def test_each_chunk_reads_its_frames_of_the_pinned_source_by_timestamp() -> None
         assert spec.encoding == ENCODING
         assert (spec.width, spec.height, spec.pix_fmt, spec.chunk_count) == (64, 48, "yuv420p10le", 3)
         assert [(t.source_offset, Fraction(t.t)) for t in spec.timesteps] == [
-            (s.source_index, s.t) for s in chunk.slots
+            (s.source_offset, s.t) for s in chunk.slots
         ]
         assert spec.first_output_frame == chunk.first_output_frame
         _round_trip(spec)
