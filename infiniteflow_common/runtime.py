@@ -40,6 +40,7 @@ from infiniteflow_common.kafka import (
     subscribe,
 )
 from infiniteflow_common.observability import configure_logging, get_logger
+from infiniteflow_common.outbox import Outbox
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import permanent_storage_failure
 from infiniteflow_common.topics import dlq_of
@@ -120,6 +121,15 @@ class Runtime:
     def deps(self) -> Deps:
         """What the pipeline handlers talk to."""
         return Deps(sessions=self.sessions, storage=self.storage, catalog=self.catalog, publish=self.publish)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """The Kafka outbox: events staged in a transaction, published by this broker after it commits."""
+        return Outbox(self.sessions, self.catalog, self.send)
+
+    async def send(self, value: bytes, topic: str, key: str | None) -> None:
+        """Publish encoded bytes (an outbox row) to `topic` under `key`; waits for acks=all."""
+        await self.broker.publish(value, topic=topic, key=key)
 
     async def publish(
         self, topic: str, event: Event, *, key: str | None = None, partition: int | None = None

@@ -7,12 +7,13 @@ up`) starts them again. The services' consumer groups then move to the end of th
 services the tests start do not replay what an earlier run left unconsumed.
 
 After the last test, what the session made is removed: job rows created since it began (their chunks
-and webhooks with them), tenants and keys, disabled webhook endpoints, objects written to the shared
-buckets, buckets the tests created, and the Prometheus targets of the processes they started; and the
-services' consumer groups move past whatever the tests left unconsumed on the pipeline's topics (a
-killed service's last records), so the demo's services neither replay test jobs nor show their lag. The demo,
-the web page and Grafana then show what they showed before. The session holds the stack lock
-(`flock /tmp/infiniteflow-stack.lock`, `make test` takes it), so nothing else writes meanwhile.
+and webhooks with them), tenants and keys, disabled webhook endpoints, Kafka outbox rows, objects
+written to the shared buckets, buckets the tests created, and the Prometheus targets of the processes
+they started; and the services' consumer groups move past whatever the tests left unconsumed on the
+pipeline's topics (a killed service's last records), so the demo's services neither replay test jobs
+nor show their lag. The demo, the web page and Grafana then show what they showed before. The session
+holds the stack lock (`flock /tmp/infiniteflow-stack.lock`, `make test` takes it), so nothing else
+writes meanwhile.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ async def _delete_rows(settings: CommonSettings, since: datetime) -> tuple[int, 
                 "delete from webhooks where job_id = any($1) or created_at >= $2", ids, since
             )
             await connection.execute("delete from jobs where id = any($1)", ids)  # chunks cascade
+            # events the tests staged and left (a broker they made refuse, a private topic since deleted)
+            await connection.execute(
+                "delete from kafka_outbox where job_id = any($1) or created_at >= $2", ids, since
+            )
             tenants = await connection.fetch("select id from tenants where created_at >= $1", since)
             tenant_ids = [r["id"] for r in tenants]
             await connection.execute("delete from api_keys where tenant_id = any($1)", tenant_ids)

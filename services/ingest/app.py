@@ -1,4 +1,4 @@
-"""Composition root of the ingest service: `minio.events` consumer, HTTP API and sweeper in one process."""
+"""Composition root of the ingest service: `minio.events` consumer, HTTP API, sweeper and outbox relay."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def build(settings: IngestSettings) -> Runtime:
     """The runtime with its consumer and background tasks registered (nothing is opened yet)."""
     runtime = Runtime(settings, "ingest")
     starter = JobStarter(
-        sessions=runtime.sessions, storage=runtime.storage, publish=runtime.publish, settings=settings
+        sessions=runtime.sessions, storage=runtime.storage, outbox=runtime.outbox, settings=settings
     )
     job_events = JobEventHub(settings.database_url.get_secret_value())
     runtime.consume(
@@ -59,6 +59,8 @@ def build(settings: IngestSettings) -> Runtime:
     )
     runtime.background(monitor.run_forever)
     runtime.background(job_events.run_forever)
+    # publishes the outbox events a crash or an absent broker kept from their after-commit relay
+    runtime.background(runtime.outbox.run_forever)
     return runtime
 
 

@@ -2,18 +2,20 @@
 
 Steps, each safe to repeat: create the job row idempotently by (bucket, key, etag); unless it was
 already handled, download the object to a scratch file (size limit first) and probe it safely, outside
-any transaction; then, under a short row lock that re-checks the job, either publish `VideoUploaded`
-and record the probe, or fail the job and publish `JobFailed`. The event is published *before* the
-transaction that records it commits, so a crash in between republishes (the splitter dedupes) rather
-than losing the job. The row lock makes one of two attempts (the API and the MinIO event of the same
-upload, or two ingest replicas) record the job; the other sees it handled.
+any transaction; then, under a short row lock that re-checks the job, either record the probe and
+stage `VideoUploaded`, or fail the job and stage `JobFailed`, in the Kafka outbox of the same
+transaction (`infiniteflow_common.outbox`): the event is published after that commit, and only if it
+commits, so a crash on either side neither loses the job nor announces one never recorded. The row
+lock makes one of two attempts (the API and the MinIO event of the same upload, or two ingest
+replicas) record the job; the other sees it handled.
 
 This is the `start_job` use case every entry point calls: the bucket consumer and the sweeper through
 `start`, the API through `store_upload` then `start_upload`. Options are parsed once where they arrive
 (the API's form fields, else the object's user metadata) into `UserOptions`, which travel from there.
 
 Permanent problems (bad params, hostile or broken files, an object gone or replaced) end as a failed
-job with a stable code; transient ones (MinIO, PostgreSQL, Kafka) propagate so the consumer retries.
+job with a stable code; transient ones (MinIO, PostgreSQL) propagate so the consumer retries. Kafka
+away does not hold a job back: it is recorded, and its event waits in the outbox for the broker.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -36,11 +38,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.domain import JobStatus, RequestedParams
 from infiniteflow_common.errors import InfiniteFlowError
-from infiniteflow_common.events import Event, JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
+from infiniteflow_common.events import JobFailed, JobParams, MediaProbe, UploadSource, VideoUploaded
 from infiniteflow_common.failures import ScratchFullError, is_disk_full
 from infiniteflow_common.jobs import create_job, fail, read_job, record_start
 from infiniteflow_common.minio_events import ObjectCreated
 from infiniteflow_common.observability import get_logger
+from infiniteflow_common.outbox import Outbox
 from infiniteflow_common.output import OutputOptions, available_encoders
 from infiniteflow_common.progress import JobProgress
 from infiniteflow_common.storage import ObjectUnavailableError, download
@@ -63,8 +66,6 @@ from services.ingest.params import (
 from services.ingest.probe import ProbeError, ProbeLimits, check_frame_budget, limits_from, probe_source
 
 log = get_logger()
-
-Publish = Callable[[str, Event], Awaitable[None]]
 
 
 class UploadTooLargeError(InfiniteFlowError):
@@ -146,14 +147,14 @@ class JobStarter:
         *,
         sessions: async_sessionmaker[AsyncSession],
         storage: Minio,
-        publish: Publish,
+        outbox: Outbox,
         settings: IngestSettings,
         uploaded_topic: str = Topic.VIDEO_UPLOADED.value,
         failed_topic: str = Topic.JOB_FAILED.value,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
-        self.publish = publish
+        self.outbox = outbox
         self.settings = settings
         self.uploaded_topic = uploaded_topic
         self.failed_topic = failed_topic
@@ -333,42 +334,41 @@ class JobStarter:
                     return StartResult(job.id, job.status, created, handled_now=False)
                 if failure is not None:
                     await self._reject(session, job, record, params, failure)
-                    bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
-                    return StartResult(job.id, JobStatus.FAILED.value, created, True, failure.code)
-                assert params is not None  # parsed, or `failure` says why not
-                # Published inside this transaction, under the row's lock, on purpose. Ordering: the
-                # splitter locks the same row (`with_for_update`) before it reads the output options
-                # recorded below, so however fast it consumes the event it waits for this commit.
-                # No loss: publish-then-commit means a failure before the commit is retried (the
-                # splitter dedupes a second video.uploaded), never a recorded job nobody announced.
-                # The window it leaves: the publish succeeds and the commit fails (a crash, a lost
-                # connection); the splitter then reads the create-time output options (`codec=source`
-                # unresolved, no `for_size` encoder, the default container) and moves the job on, so
-                # the retry finds it handled. Closing that needs a Kafka outbox written in this
-                # transaction, which the project does not have yet (the notifier's is its own).
-                await self.publish(
-                    self.uploaded_topic,
-                    VideoUploaded(
-                        job_id=job.id,
-                        source=source,
-                        bucket=record.bucket,
-                        key=record.key,
-                        etag=record.etag,
-                        version_id=record.version_id,
-                        size_bytes=record.size,
+                else:
+                    assert params is not None  # parsed, or `failure` says why not
+                    # The announcement is staged in the transaction that records the start, so the
+                    # two commit together: a crash on either side of the commit neither loses the
+                    # job nor announces one that was not recorded. The splitter reads the output
+                    # options recorded here; it can only hear of the job once they are committed.
+                    await self.outbox.stage(
+                        session,
+                        self.uploaded_topic,
+                        VideoUploaded(
+                            job_id=job.id,
+                            source=source,
+                            bucket=record.bucket,
+                            key=record.key,
+                            etag=record.etag,
+                            version_id=record.version_id,
+                            size_bytes=record.size,
+                            params=params,
+                            probe=probe,
+                            uploaded_at=record.event_time or datetime.now(UTC),
+                        ),
+                    )
+                    await record_start(
+                        session,
+                        job_id,
                         params=params,
                         probe=probe,
-                        uploaded_at=record.event_time or datetime.now(UTC),
-                    ),
-                )
-                await record_start(
-                    session,
-                    job_id,
-                    params=params,
-                    probe=probe,
-                    output_options=output,
-                    progress=JobProgress.STARTED,
-                )
+                        output_options=output,
+                        progress=JobProgress.STARTED,
+                    )
+            await self.outbox.relay_after_commit(job_id=str(job_id))
+        if failure is not None:
+            metrics.JOBS_REJECTED.labels(failure.code).inc()
+            bound.warning("job rejected at ingest", code=failure.code, reason=failure.message)
+            return StartResult(job_id, JobStatus.FAILED.value, created, True, failure.code)
         metrics.JOBS_STARTED.labels(source).inc()
         bound.info(
             "job started",
@@ -388,9 +388,9 @@ class JobStarter:
         params: JobParams | None,
         exc: InfiniteFlowError,
     ) -> None:
-        # Publish first: a crash before the commit replays the rejection (and its webhook) rather
-        # than leaving a failed job nobody was told about.
-        await self.publish(
+        """Fail the job with `exc`'s code and stage its `JobFailed`, in the caller's transaction."""
+        await self.outbox.stage(
+            session,
             self.failed_topic,
             JobFailed(
                 job_id=job.id,
@@ -405,7 +405,6 @@ class JobStarter:
             ),
         )
         await fail(session, job.id, exc.code, exc.message)
-        metrics.JOBS_REJECTED.labels(exc.code).inc()
 
     async def _fetch_and_probe(
         self, job_id: uuid.UUID, record: ObjectCreated, params: JobParams

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from minio.deleteobjects import DeleteObject
 from sqlalchemy import select
 from sqlmodel import col
 
 from infiniteflow_common.db import Job
 from infiniteflow_common.minio_events import ObjectCreated, parse_notification
+from infiniteflow_common.outbox import Outbox, Send
 from infiniteflow_common.runtime import Runtime
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import ensure_buckets, ensure_kafka_notification, make_client
@@ -84,16 +85,41 @@ async def started_runtime(settings: IngestSettings) -> AsyncIterator[Runtime]:
         await runtime.engine.dispose()
 
 
-def starter_for(runtime: Runtime, settings: IngestSettings, uploaded: str, failed: str) -> JobStarter:
-    """A JobStarter publishing to the given (private) topics."""
+def starter_for(
+    runtime: Runtime,
+    settings: IngestSettings,
+    uploaded: str,
+    failed: str,
+    *also: str,
+    send: Send | None = None,
+) -> JobStarter:
+    """A JobStarter publishing to the given (private) topics, through an outbox that relays only the
+    rows of those topics (and of `also`: the API's cancel topic) from the database every test shares.
+
+    `send` replaces the runtime's broker (`BrokerAway`)."""
+    outbox = Outbox(runtime.sessions, runtime.catalog, send or runtime.send, topics=[uploaded, failed, *also])
     return JobStarter(
         sessions=runtime.sessions,
         storage=runtime.storage,
-        publish=runtime.publish,
+        outbox=outbox,
         settings=settings,
         uploaded_topic=uploaded,
         failed_topic=failed,
     )
+
+
+class BrokerAway:
+    """An outbox's send that the broker refuses `refusals_left` times, then the runtime's real one."""
+
+    def __init__(self, runtime: Runtime, refusals: int) -> None:
+        self.runtime = runtime
+        self.refusals_left = refusals
+
+    async def __call__(self, value: bytes, topic: str, key: str | None) -> None:
+        if self.refusals_left > 0:
+            self.refusals_left -= 1
+            raise KafkaException("broker transport failure (test)")
+        await self.runtime.send(value, topic, key)
 
 
 def records_keyed(settings: CommonSettings, topic: str, key: str) -> list[Any]:
@@ -202,12 +228,14 @@ def api_client(
     """An HTTP client of the ingest API over `runtime`, publishing to the private `topics`."""
     from services.ingest.api import ApiDeps, create_api, kafka_admin_check
 
+    cancel_topic = [deps["cancelled_topic"]] if "cancelled_topic" in deps else []
+
     api = create_api(
         ApiDeps(
             settings=settings,
             sessions=runtime.sessions,
             storage=runtime.storage,
-            starter=starter_for(runtime, settings, *topics),
+            starter=starter_for(runtime, settings, *topics, *cancel_topic, send=deps.get("send")),
             kafka_check=deps.get("kafka_check") or kafka_admin_check(settings.kafka_bootstrap),
             **({"cancelled_topic": deps["cancelled_topic"]} if "cancelled_topic" in deps else {}),
         )

@@ -19,9 +19,11 @@ from infiniteflow_common import jobs, tenants
 from infiniteflow_common.db import Job, transaction
 from infiniteflow_common.domain import JobStatus
 from infiniteflow_common.events import JobCancelled, decode_event
+from infiniteflow_common.outbox import OutboxEvent
 from infiniteflow_common.runtime import Runtime
 from services.ingest.start import object_record
 from tests.integration.ingest_support import (
+    BrokerAway,
     api_client,
     isolated_settings,
     private_job_topics,
@@ -126,6 +128,31 @@ async def test_cancelling_a_running_job_makes_it_cancelled_and_announces_it_once
     }
     status = await client.get(f"/api/status/{job.id}", headers=key)
     assert status.json()["status"] == "cancelled"
+
+
+async def test_a_cancel_while_kafka_is_away_is_answered_and_announced_once_it_returns(
+    runtime: Runtime, topics: tuple[str, str, str], owned: list[uuid.UUID]
+) -> None:
+    uploaded, failed, cancelled = topics
+    tenant_id, key = await _tenant(runtime)
+    job = await _job(runtime, topics, owned, tenant_id, status="interpolating", progress=12)
+    away = BrokerAway(runtime, refusals=1_000)
+    async with api_client(runtime, SETTINGS, (uploaded, failed), cancelled_topic=cancelled, send=away) as c:
+        response = await c.post(f"/api/jobs/{job.id}/cancel", headers=key)
+
+    # the cancel is recorded and answered; its announcement waits for the broker
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert _cancel_events(cancelled, job.id, runtime) == []
+    away.refusals_left = 0
+    relay = starter_for(runtime, SETTINGS, uploaded, failed, cancelled).outbox
+    async with transaction(runtime.sessions) as session:  # its pause after the refusal, over
+        await session.execute(
+            update(OutboxEvent).where(col(OutboxEvent.job_id) == job.id).values(next_attempt_at=None)
+        )
+    assert await relay.relay() == 1
+    [event] = _cancel_events(cancelled, job.id, runtime)
+    assert (event.previous_status, event.progress) == ("interpolating", 12)
 
 
 async def test_another_tenants_job_answers_404_and_stays_untouched(

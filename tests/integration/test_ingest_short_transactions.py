@@ -16,10 +16,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from infiniteflow_common.avro import SchemaCatalog
 from infiniteflow_common.db import session_factory, transaction
-from infiniteflow_common.events import Event, JobParams, MediaProbe
+from infiniteflow_common.events import JobParams, MediaProbe, VideoUploaded, decode_event
 from infiniteflow_common.jobs import get_job
 from infiniteflow_common.minio_events import ObjectCreated
+from infiniteflow_common.outbox import Outbox
 from services.ingest.start import JobStarter, object_record
 from tests.integration.ingest_support import isolated_settings
 
@@ -66,12 +68,21 @@ async def test_many_slow_probes_at_once_do_not_starve_other_requests(
     small_pool: async_sessionmaker[AsyncSession], unique: str
 ) -> None:
     settings = isolated_settings()
-    published: list[tuple[str, Event]] = []
+    catalog = SchemaCatalog.load()
+    uploaded, failed = f"test.short.uploaded.{unique}", f"test.short.failed.{unique}"
+    published: list[tuple[str, VideoUploaded]] = []
 
-    async def publish(topic: str, event: Event) -> None:
-        published.append((topic, event))
+    async def send(value: bytes, topic: str, key: str | None) -> None:
+        published.append((topic, decode_event(catalog, value, VideoUploaded)))
 
-    starter = SlowProbe(sessions=small_pool, storage=None, publish=publish, settings=settings)  # type: ignore[arg-type]
+    starter = SlowProbe(
+        sessions=small_pool,
+        storage=None,  # type: ignore[arg-type]
+        outbox=Outbox(small_pool, catalog, send, topics=[uploaded, failed]),
+        settings=settings,
+        uploaded_topic=uploaded,
+        failed_topic=failed,
+    )
     starter.probes = []
     records = [
         object_record(
@@ -101,7 +112,7 @@ async def test_many_slow_probes_at_once_do_not_starve_other_requests(
         assert [r.status for r in results] == ["pending"] * (len(jobs) + 1)
         assert sum(r.handled_now for r in results) == len(jobs), "each job is started exactly once"
         assert sorted(map(str, starter.probes)) == sorted(map(str, jobs)), "each upload is probed once"
-        assert sorted(str(event.job_id) for _, event in published) == sorted(map(str, jobs))  # type: ignore[attr-defined]
+        assert sorted(str(event.job_id) for _, event in published) == sorted(map(str, jobs))
         async with small_pool() as session:
             for job_id in jobs:
                 job = await get_job(session, job_id)

@@ -22,6 +22,7 @@ TABLES = {
     "webhook_deliveries",
     "processed_events",
     "webhooks",
+    "kafka_outbox",
 }
 
 

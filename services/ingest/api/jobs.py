@@ -19,7 +19,7 @@ from infiniteflow_common.chunks import check_costs
 from infiniteflow_common.db import Job, transaction, utcnow
 from infiniteflow_common.domain import FINAL_STATUSES, SUCCEEDED, JobStatus
 from infiniteflow_common.events import JobCancelled
-from infiniteflow_common.jobs import cancel, get_job, list_page
+from infiniteflow_common.jobs import CancelResult, cancel, get_job, list_page
 from infiniteflow_common.observability import get_logger
 from infiniteflow_common.queue import queue_view, read_loads
 from infiniteflow_common.reports import check_view
@@ -142,7 +142,6 @@ async def list_jobs(
     responses={
         404: {"description": "unknown job (or another tenant's)"},
         409: {"description": "the job already completed or failed"},
-        503: {"description": "cancelled, but the webhook could not be queued yet: send it again"},
     },
 )
 async def cancel_job(job_id: uuid.UUID, caller: CurrentCaller, deps: Deps) -> dict[str, Any]:
@@ -154,6 +153,9 @@ async def cancel_job(job_id: uuid.UUID, caller: CurrentCaller, deps: Deps) -> di
     await _job_or_404(deps, job_id, caller)
     async with transaction(deps.sessions) as session:
         result = await cancel(session, job_id, now=utcnow())
+        if result is not None and result.job.status == JobStatus.CANCELLED.value:
+            # Staged with the cancel, so the webhook is announced if and only if the cancel commits.
+            await deps.starter.outbox.stage(session, deps.cancelled_topic, _cancelled_event(result))
     if result is None:
         raise ApiError(404, "E_JOB_NOT_FOUND", f"no job {job_id}")
     job = result.job
@@ -167,8 +169,15 @@ async def cancel_job(job_id: uuid.UUID, caller: CurrentCaller, deps: Deps) -> di
     if result.cancelled_now:
         metrics.JOBS_CANCELLED.inc()
         log.info("job cancelled", job_id=str(job.id), previous_status=result.previous_status)
+    await deps.starter.outbox.relay_after_commit(job_id=str(job.id))
+    return job_view(job)
+
+
+def _cancelled_event(result: CancelResult) -> JobCancelled:
+    """The `job.cancelled` announcement of a cancel (a repeat announces again: the notifier dedupes)."""
+    job = result.job
     params = job.job_params
-    event = JobCancelled(
+    return JobCancelled(
         job_id=job.id,
         tenant_id=job.tenant_id,
         bucket=job.source_bucket,
@@ -178,18 +187,6 @@ async def cancel_job(job_id: uuid.UUID, caller: CurrentCaller, deps: Deps) -> di
         progress=max(0, min(100, job.progress)),
         cancelled_at=job.cancelled_at or utcnow(),
     )
-    # Published after the cancel committed (no transaction is open): a failed publish answers 503 and
-    # the caller's repeated cancel announces it again.
-    try:
-        await deps.starter.publish(deps.cancelled_topic, event)
-    except Exception as exc:
-        log.error("job.cancelled not published", job_id=str(job.id), error=repr(exc))
-        raise ApiError(
-            503,
-            "E_CANCEL_NOT_ANNOUNCED",
-            "the job is cancelled, but its webhook could not be queued yet; send the cancel again",
-        ) from exc
-    return job_view(job)
 
 
 async def _job_stream(deps: ApiDeps, job_id: uuid.UUID) -> AsyncIterator[ServerSentEvent]:
