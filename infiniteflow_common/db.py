@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from infiniteflow_common.domain import ChunkStatus, JobResult, JobStatus, RequestedParams
-from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
+from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe, VideoUploaded
 from infiniteflow_common.output import OutputOptions
 from infiniteflow_common.pydantic_json import PydanticJSON
 
@@ -108,7 +108,7 @@ class Job(SQLModel, table=True):
     mux_lease_expires_at: datetime | None = _ts()
     # The split as leased background work (`splits`): the `video.uploaded` it answers, the planner
     # holding it and until when, and how many times a planner started it.
-    split_request: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
+    split_request: VideoUploaded | None = Field(default=None, sa_column=Column(PydanticJSON(VideoUploaded)))
     split_owner: str | None = Field(default=None, sa_column=Column(Text))
     split_lease_expires_at: datetime | None = _ts()
     split_tries: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))

@@ -116,7 +116,7 @@ class SplitHandler(PipelineHandler):
             await announce(self.publish, event.job_id, pending, job.plan)
             return
         async with transaction(self.sessions) as session:
-            requested = await splits.request(session, event.job_id, event.model_dump(mode="json"))
+            requested = await splits.request(session, event.job_id, event)
         log.info("split requested", job_id=str(event.job_id), replay=not requested)
         self.wake()
 
@@ -212,7 +212,7 @@ class SplitPlanner(PipelineHandler):
         stop = threading.Event()
         renewal = asyncio.create_task(self._renew(job_id, stop))
         try:
-            event = VideoUploaded.model_validate(claimed.request)
+            event = claimed.request
             async with job_fails_on(
                 self.sessions, self.publish, job_id=job_id, stage="splitter", cleanup=self._cleanup
             ):

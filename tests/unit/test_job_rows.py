@@ -8,7 +8,7 @@ from sqlalchemy.dialects import postgresql
 
 from infiniteflow_common.db import Chunk, Job
 from infiniteflow_common.domain import JobResult, RequestedParams
-from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe
+from infiniteflow_common.events import ChunkReady, JobParams, JobSplit, MediaProbe, VideoUploaded
 
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -96,3 +96,17 @@ def test_a_result_stored_by_the_first_muxer_reads_with_the_later_fields_defaulte
         "60/1", None, None, None, None,
     )  # fmt: skip
     assert _write(Job, "result", result) | stored == _write(Job, "result", result)
+
+
+def test_a_split_request_stored_as_the_splitter_wrote_it_reads_as_its_video_uploaded() -> None:
+    stored = {
+        "job_id": "5f0c6c1e-8f7e-4a55-9d8e-2f4b1f1f0a01", "source": "api", "bucket": "incoming",
+        "key": "tenants/t/clip.mov", "etag": "abc", "version_id": None, "size_bytes": 1234,
+        "params": {"multiplier": 2, "target_fps": None, "engine": "flow", "quality": "fast", "webhook_url": None},
+        "probe": PROBE_V1, "uploaded_at": "2026-01-05T10:00:00.123000Z",
+    }  # fmt: skip
+    request = _read(Job, "split_request", stored)
+    assert isinstance(request, VideoUploaded)
+    assert (request.key, request.params.multiplier, request.probe.rotation) == ("tenants/t/clip.mov", 2, 90)
+    assert _read(Job, "split_request", _write(Job, "split_request", request)) == request
+    assert _write(Job, "split_request", None) is None
