@@ -19,7 +19,7 @@ from infiniteflow_common.settings import CommonSettings
 from tests import stack_hygiene
 
 # Shared fixtures live in tests/support and are registered here, the one conftest pytest lets do so.
-pytest_plugins = ["tests.support.chunks", "tests.support.queues"]
+pytest_plugins = ["tests.support.chunks", "tests.support.in_memory", "tests.support.queues"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
