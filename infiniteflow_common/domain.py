@@ -75,6 +75,58 @@ class OutputVideo(BaseModel):
     preset: str | None = None
 
 
+class InputTimingView(BaseModel):
+    """The source as the split read it: its rate (`num/den`), frames, seconds, and whether VFR was made constant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fps: str
+    frame_count: int
+    duration_s: float
+    vfr: bool
+    vfr_converted: bool
+
+
+class OutputTimingView(BaseModel):
+    """The output as measured after the mux: its rate (`num/den`), frames and seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fps: str
+    frame_count: int
+    duration_s: float
+
+
+class AudioTimingView(BaseModel):
+    """The output's audio: its seconds and how far its end lies from the video's, in seconds and frames."""
+
+    model_config = ConfigDict(frozen=True)
+
+    duration_s: float
+    drift_s: float | None
+    drift_frames: float | None
+
+
+class SceneCutView(BaseModel):
+    """One scene cut: the output frame it starts at, and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    frame: int
+    time_s: float
+
+
+class TimingView(BaseModel):
+    """A finished job's `timing` block, the same in the webhook and the status API (`reports.timing_view`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: InputTimingView
+    output: OutputTimingView
+    audio: AudioTimingView | None
+    scene_cuts: tuple[SceneCutView, ...]
+
+
 class JobResult(BaseModel):
     """What a completed job produced, as the status API shows it (`jobs.result`).
 
@@ -105,6 +157,6 @@ class JobResult(BaseModel):
     video: OutputVideo | None = None
     quality: QualityReport | None = None
     # the status API's `timing` block (`reports.timing_view`): rates, frames, durations, drift, cuts
-    timing: dict[str, Any] | None = None
+    timing: TimingView | None = None
     # first chunk started → last chunk finished (None: not known)
     interpolate_s: float | None = None

@@ -12,6 +12,13 @@ from fractions import Fraction
 from typing import Any
 
 from infiniteflow_common.db import Job
+from infiniteflow_common.domain import (
+    AudioTimingView,
+    InputTimingView,
+    OutputTimingView,
+    SceneCutView,
+    TimingView,
+)
 from infiniteflow_common.events import JobSplit, TimingReport
 
 
@@ -20,38 +27,36 @@ def rational(rate: Fraction) -> str:
     return f"{rate.numerator}/{rate.denominator}"
 
 
-def timing_view(
-    report: TimingReport, *, in_rate: Fraction, out_rate: Fraction, in_frames: int
-) -> dict[str, Any]:
+def timing_view(report: TimingReport, *, in_rate: Fraction, out_rate: Fraction, in_frames: int) -> TimingView:
     """The `timing` block of a completed job."""
     drift = report.audio_video_drift_s
-    return {
-        "input": {
-            "fps": rational(in_rate),
-            "frame_count": in_frames,
-            "duration_s": report.in_duration_s,
-            "vfr": report.input_vfr,
-            "vfr_converted": report.vfr_converted,
-        },
-        "output": {
-            "fps": rational(out_rate),
-            "frame_count": report.out_frames_measured,
-            "duration_s": report.out_duration_s,
-        },
-        "audio": (
+    return TimingView(
+        input=InputTimingView(
+            fps=rational(in_rate),
+            frame_count=in_frames,
+            duration_s=report.in_duration_s,
+            vfr=report.input_vfr,
+            vfr_converted=report.vfr_converted,
+        ),
+        output=OutputTimingView(
+            fps=rational(out_rate),
+            frame_count=report.out_frames_measured,
+            duration_s=report.out_duration_s,
+        ),
+        audio=(
             None
             if report.audio_duration_s is None
-            else {
-                "duration_s": report.audio_duration_s,
-                "drift_s": drift,
-                "drift_frames": None if drift is None else round(drift * float(out_rate), 4),
-            }
+            else AudioTimingView(
+                duration_s=report.audio_duration_s,
+                drift_s=drift,
+                drift_frames=None if drift is None else round(drift * float(out_rate), 4),
+            )
         ),
-        "scene_cuts": [
-            {"frame": frame, "time_s": time}
+        scene_cuts=tuple(
+            SceneCutView(frame=frame, time_s=time)
             for frame, time in zip(report.scene_cut_frames, report.scene_cut_times_s, strict=True)
-        ],
-    }
+        ),
+    )
 
 
 def plan_view(split: JobSplit | None) -> dict[str, Any] | None:

@@ -122,7 +122,7 @@ def completed_data(
                 in_rate=Fraction(event.in_fps_num, event.in_fps_den),
                 out_rate=Fraction(event.out_fps_num, event.out_fps_den),
                 in_frames=event.in_frame_count,
-            )
+            ).model_dump(mode="json")
         ),
     }
 

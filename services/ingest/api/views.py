@@ -64,7 +64,7 @@ def job_view(
         "result": job.result.model_dump(mode="json") if job.result else None,
         "quality": _quality_view(job),
         # input/output rates, frame counts and durations, audio drift, scene cuts, VFR (when completed)
-        "timing": job.result.timing if job.result else None,
+        "timing": job.result.timing.model_dump(mode="json") if job.result and job.result.timing else None,
         "timings": {
             "created_at": _iso(job.created_at),
             "updated_at": _iso(job.updated_at),

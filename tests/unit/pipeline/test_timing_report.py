@@ -60,7 +60,9 @@ def test_the_report_puts_the_plan_next_to_the_measured_output() -> None:
     assert report.scene_cut_frames == (31, 62)
     assert report.scene_cut_times_s == pytest.approx((31 * 1001 / 30000, 62 * 1001 / 30000))
     assert report.audio_video_drift_s == pytest.approx(-0.013)
-    view = timing_view(report, in_rate=Fraction(30000, 1001), out_rate=Fraction(60000, 1001), in_frames=90)
+    view = timing_view(
+        report, in_rate=Fraction(30000, 1001), out_rate=Fraction(60000, 1001), in_frames=90
+    ).model_dump(mode="json")
     assert view["input"] == {
         "fps": "30000/1001",
         "frame_count": 90,
@@ -76,7 +78,9 @@ def test_the_report_puts_the_plan_next_to_the_measured_output() -> None:
 def test_a_vfr_input_made_constant_says_so_and_an_integer_rate_keeps_its_denominator() -> None:
     split = _split(in_fps_num=25, in_fps_den=1, vfr_converted=True, scene_cuts=())
     report = timing_report(split, input_vfr=True, measured=OutputTiming(180, 0.0, 3.6, None, None))
-    view = timing_view(report, in_rate=Fraction(25), out_rate=Fraction(50), in_frames=90)
+    view = timing_view(report, in_rate=Fraction(25), out_rate=Fraction(50), in_frames=90).model_dump(
+        mode="json"
+    )
     assert view["input"]["fps"] == "25/1"
     assert (view["input"]["vfr"], view["input"]["vfr_converted"]) == (True, True)
     assert view["audio"] is None
