@@ -81,7 +81,7 @@ class Job(SQLModel, table=True):
     output_key: str | None = Field(default=None, sa_column=Column(Text))
     # What a completed job produced (output, rates, quality, timing); null until then.
     result: JobResult | None = Field(default=None, sa_column=Column(PydanticJSON(JobResult)))
-    # The split: the `JobSplit` event as announced (output rate and count, scene starts, VFR handling).
+    # The plan: the `JobSplit` event as announced (output rate and count, scene starts, VFR handling).
     plan: JobSplit | None = Field(default=None, sa_column=Column(PydanticJSON(JobSplit)))
     # Quality self-check: mean of the chunks' scores, the worst chunk, and the chunks below the floor.
     quality_psnr_db: float | None = None

@@ -131,7 +131,7 @@ class JobResult(BaseModel):
     """What a completed job produced, as the status API shows it (`jobs.result`).
 
     Built from the job's `JobCompleted` event (`services.muxer.report.job_result`), plus what the event
-    does not carry: the split's cuts, container and encoding, the output's streams, stage seconds.
+    does not carry: the plan's cuts, container and encoding, the output's streams, stage seconds.
     Fields after `mux_seconds` were added over time; rows stored before them read with the defaults.
     """
 

@@ -59,21 +59,21 @@ def timing_view(report: TimingReport, *, in_rate: Fraction, out_rate: Fraction, 
     )
 
 
-def plan_view(split: JobSplit | None) -> dict[str, Any] | None:
+def plan_view(plan: JobSplit | None) -> dict[str, Any] | None:
     """The job's plan as the status API shows it: rates, counts, cuts, VFR (no per-frame lists)."""
-    if split is None:
+    if plan is None:
         return None
     return {
-        "in_rate": f"{split.in_fps_num}/{split.in_fps_den}",
-        "out_rate": f"{split.out_fps_num}/{split.out_fps_den}",
-        "source_frames": split.source_frame_count,
-        "out_frames": split.out_frame_count,
-        "scene_starts": list(split.scene_cuts),
-        "chunk_count": split.chunk_count,
-        "duplicates_skipped": split.duplicates_skipped,
-        "vfr_converted": split.vfr_converted,
-        "vfr_kept": split.vfr_kept,
-        "encoder": split.encoding.encoder if split.encoding else None,
+        "in_rate": f"{plan.in_fps_num}/{plan.in_fps_den}",
+        "out_rate": f"{plan.out_fps_num}/{plan.out_fps_den}",
+        "source_frames": plan.source_frame_count,
+        "out_frames": plan.out_frame_count,
+        "scene_starts": list(plan.scene_cuts),
+        "chunk_count": plan.chunk_count,
+        "duplicates_skipped": plan.duplicates_skipped,
+        "vfr_converted": plan.vfr_converted,
+        "vfr_kept": plan.vfr_kept,
+        "encoder": plan.encoding.encoder if plan.encoding else None,
     }
 
 
@@ -109,7 +109,7 @@ def check_view(costs: CheckCosts | None, budget: float = CHECK_BUDGET) -> dict[s
 
 
 def stage_seconds(job: Job) -> dict[str, float | None]:
-    """Wall seconds of each stage: split (planning), interpolate (first chunk start → last chunk end),
+    """Wall seconds of each stage: split (the splitter's pass), interpolate (first chunk start → last chunk end),
     mux (assembly claimed → output recorded); None while a stage has not finished."""
 
     def between(start: datetime | None, end: datetime | None) -> float | None:

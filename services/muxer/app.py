@@ -19,7 +19,7 @@ def build(settings: MuxerSettings | None = None) -> Runtime:
         deps=runtime.deps,
     )
     runtime.consume(Topic.CHUNK_INTERPOLATED, handler.on_chunk, max_poll_interval_ms=1_800_000)
-    runtime.consume(Topic.JOB_SPLIT, handler.on_split, max_poll_interval_ms=1_800_000)
+    runtime.consume(Topic.JOB_SPLIT, handler.on_plan, max_poll_interval_ms=1_800_000)
     return runtime
 
 

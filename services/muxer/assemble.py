@@ -127,7 +127,7 @@ def measure_output(path: Path, timeout_s: float = 120.0) -> tuple[OutputTiming, 
     return timing_of(probed), kept_tracks(probed)
 
 
-def output_stamps(split: JobSplit) -> tuple[Fraction, list[int]]:
+def output_stamps(plan: JobSplit) -> tuple[Fraction, list[int]]:
     """(time base, every output frame's timestamp in it): k / rate exactly, or for variable-rate input
     kept variable, between the input's own timestamps.
 
@@ -136,14 +136,14 @@ def output_stamps(split: JobSplit) -> tuple[Fraction, list[int]]:
     input frame keeps its own timestamp and the frames a multiplier adds are spread evenly inside each
     interval. Past the last input frame the last interval repeats.
     """
-    rate = Fraction(split.out_fps_num, split.out_fps_den)
-    count = split.out_frame_count
-    if not split.vfr_kept or not split.vfr_pts:
+    rate = Fraction(plan.out_fps_num, plan.out_fps_den)
+    count = plan.out_frame_count
+    if not plan.vfr_kept or not plan.vfr_pts:
         scale = track_timescale(rate)
         tick = int(scale / rate)
         return Fraction(1, scale), [k * tick for k in range(count)]
-    pts = list(split.vfr_pts)
-    step = Fraction(split.in_fps_num, split.in_fps_den) / rate
+    pts = list(plan.vfr_pts)
+    step = Fraction(plan.in_fps_num, plan.in_fps_den) / rate
     times: list[Fraction] = []
     last = len(pts) - 1
     for k in range(count):
@@ -152,7 +152,7 @@ def output_stamps(split: JobSplit) -> tuple[Fraction, list[int]]:
         interval = pts[i + 1] - pts[i] if last >= 1 else 1
         times.append(pts[i] + (position - i) * interval)
     # one exact time base for all of them, 1/n s: the source's, divided as finely as the times need
-    source = Fraction(split.vfr_time_base_num, split.vfr_time_base_den)
+    source = Fraction(plan.vfr_time_base_num, plan.vfr_time_base_den)
     denominator = source.denominator
     for time in times:
         denominator = math.lcm(denominator, (time * source).denominator)

@@ -108,7 +108,7 @@ class Assembled:
 
 def completion(
     job: Job,
-    split: JobSplit,
+    plan: JobSplit,
     parts: list[Chunk],
     assembled: Assembled,
     *,
@@ -121,8 +121,8 @@ def completion(
     """The job's `JobCompleted` event and its stored result, derived from the event (pure)."""
     if job.job_params is None:  # a job rejected at ingest is never split, so never muxed
         raise ValueError(f"job {job.id} has no parameters to complete")
-    rate = Fraction(split.out_fps_num, split.out_fps_den)
-    in_rate = Fraction(split.in_fps_num, split.in_fps_den)
+    rate = Fraction(plan.out_fps_num, plan.out_fps_den)
+    in_rate = Fraction(plan.in_fps_num, plan.in_fps_den)
     quality = quality_report(
         (
             ChunkScore(c.chunk_index, c.quality_psnr_db, c.quality_ssim, c.model, c.model_scores)
@@ -133,8 +133,8 @@ def completion(
     )
     status = final_status(quality)
     input_vfr = job.probe is not None and job.probe.is_vfr
-    timing = timing_report(split, input_vfr=input_vfr, measured=assembled.measured)
-    out_frames = int(split.out_frame_count)
+    timing = timing_report(plan, input_vfr=input_vfr, measured=assembled.measured)
+    out_frames = int(plan.out_frame_count)
     event = JobCompleted(
         job_id=job.id,
         bucket=job.source_bucket,
@@ -147,7 +147,7 @@ def completion(
         in_fps_den=in_rate.denominator,
         out_fps_num=rate.numerator,
         out_fps_den=rate.denominator,
-        in_frame_count=int(split.source_frame_count),
+        in_frame_count=int(plan.source_frame_count),
         out_frame_count=out_frames,
         duration_s=out_frames / float(rate),
         processing_seconds=(completed_at - job.created_at).total_seconds(),
@@ -158,7 +158,7 @@ def completion(
     )
     result = job_result(
         event,
-        split,
+        plan,
         options=job.output_options,
         tracks=assembled.tracks,
         mux_seconds=mux_seconds,
@@ -191,8 +191,8 @@ class MuxHandler(PipelineHandler):
             )
         await self._maybe_assemble(event.job_id)
 
-    async def on_split(self, delivery: Delivery) -> None:
-        """Handle one `job.split` record (chunks may all be in already when it arrives late)."""
+    async def on_plan(self, delivery: Delivery) -> None:
+        """Handle one `job.split` record, the job's plan (chunks may all be in already when it arrives late)."""
         event = decode_event(self.catalog, delivery.value, JobSplit)
         await self._maybe_assemble(event.job_id)
 
@@ -275,8 +275,8 @@ class MuxHandler(PipelineHandler):
             prefix = await tenant_prefix(session, job.tenant_id) if job else ""
         if job is None or job.plan is None:
             raise MuxError(f"job {job_id} has no split plan to assemble", code="E_MUX_NO_PLAN")
-        split = job.plan
-        rate = Fraction(split.out_fps_num, split.out_fps_den)
+        plan = job.plan
+        rate = Fraction(plan.out_fps_num, plan.out_fps_den)
         missing = await asyncio.to_thread(self._missing_outputs, parts)
         if missing:
             await self._redo(job_id, missing)
@@ -284,8 +284,8 @@ class MuxHandler(PipelineHandler):
         lost = threading.Event()
         keeper = asyncio.create_task(self._keep_claim(job_id, lost))
         try:
-            key = output_key(job, rate, prefix, split.container)
-            assembled = await asyncio.to_thread(self._build, job, split, parts, key, lost)
+            key = output_key(job, rate, prefix, plan.container)
+            assembled = await asyncio.to_thread(self._build, job, plan, parts, key, lost)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -295,7 +295,7 @@ class MuxHandler(PipelineHandler):
         mux_seconds = time.perf_counter() - started
         event, result = completion(
             job,
-            split,
+            plan,
             parts,
             assembled,
             floor_db=self.settings.quality_psnr_floor,
@@ -411,7 +411,7 @@ class MuxHandler(PipelineHandler):
         )
 
     def _build(
-        self, job: Job, split: JobSplit, parts: list[Chunk], key: str, lost: threading.Event | None = None
+        self, job: Job, plan: JobSplit, parts: list[Chunk], key: str, lost: threading.Event | None = None
     ) -> Assembled:
         """Download, concatenate, mux with the source's audio, measure and upload (in a worker thread).
 
@@ -444,11 +444,11 @@ class MuxHandler(PipelineHandler):
             )
             crash_point(self.settings, "muxer.assemble", job.source_key)
             still_ours("concatenating")
-            time_base, stamps = output_stamps(split)
+            time_base, stamps = output_stamps(plan)
             video = workdir / "video.mp4"
-            rate = Fraction(split.out_fps_num, split.out_fps_den)
+            rate = Fraction(plan.out_fps_num, plan.out_fps_den)
             concatenate(paths, [int(p.frames_out or 0) for p in parts], rate, video, time_base, stamps)
-            output = workdir / f"output.{split.container}"
+            output = workdir / f"output.{plan.container}"
             command = remux_command(
                 video,
                 source,
@@ -456,7 +456,7 @@ class MuxHandler(PipelineHandler):
                 probe_streams(source),
                 timescale=time_base.denominator,
                 rotation=job.probe.rotation if job.probe else 0,
-                container=split.container,
+                container=plan.container,
             )
             still_ours("muxing")
             run_ffmpeg(command, self.settings.ffmpeg_timeout_s)
@@ -464,7 +464,7 @@ class MuxHandler(PipelineHandler):
             size = output.stat().st_size
             still_ours("uploading")
             self.storage.fput_object(
-                self.settings.output_bucket, key, str(output), content_type=CONTENT_TYPES[split.container]
+                self.settings.output_bucket, key, str(output), content_type=CONTENT_TYPES[plan.container]
             )
             return Assembled(key=key, size=size, measured=measured, tracks=tuple(tracks))
         finally:

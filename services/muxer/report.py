@@ -4,7 +4,7 @@ The quality summary aggregates the chunks' self-check scores: the job's score is
 checked chunks, its worst chunk is the lowest PSNR, and every checked chunk below the configured floor
 is named, which makes the job `completed_with_warnings`.
 
-The timing report puts the split's plan (rates, scene cuts, whether VFR input was made constant)
+The timing report puts the job's plan (rates, scene cuts, whether VFR input was made constant)
 next to what ffprobe measures in the output file (frames, durations, the audio's drift).
 """
 
@@ -85,21 +85,21 @@ def final_status(quality: QualityReport | None) -> JobStatus:
     return JobStatus.COMPLETED
 
 
-def timing_report(split: JobSplit, *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
+def timing_report(plan: JobSplit, *, input_vfr: bool, measured: OutputTiming) -> TimingReport:
     """The job's timing: planned input rate, frames and cuts, and the output as measured."""
-    in_rate = Fraction(split.in_fps_num, split.in_fps_den)
-    cuts = [int(frame) for frame in split.scene_cuts]
-    frames = int(split.source_frame_count)
+    in_rate = Fraction(plan.in_fps_num, plan.in_fps_den)
+    cuts = [int(frame) for frame in plan.scene_cuts]
+    frames = int(plan.source_frame_count)
     duration = Fraction(frames) / in_rate
     times = [frame / in_rate for frame in cuts]
-    if split.vfr_kept and split.vfr_pts:  # variable rate kept: the input's own timestamps
-        tick, pts = Fraction(split.vfr_time_base_num, split.vfr_time_base_den), list(split.vfr_pts)
+    if plan.vfr_kept and plan.vfr_pts:  # variable rate kept: the input's own timestamps
+        tick, pts = Fraction(plan.vfr_time_base_num, plan.vfr_time_base_den), list(plan.vfr_pts)
         last = pts[-1] - pts[-2] if len(pts) > 1 else 0
         duration = (pts[-1] + last) * tick
         times = [pts[frame] * tick for frame in cuts]
     return TimingReport(
         input_vfr=input_vfr,
-        vfr_converted=split.vfr_converted,
+        vfr_converted=plan.vfr_converted,
         in_duration_s=float(duration),
         out_duration_s=measured.video_duration_s,
         out_frames_measured=measured.video_frames,
@@ -112,7 +112,7 @@ def timing_report(split: JobSplit, *, input_vfr: bool, measured: OutputTiming) -
 
 def job_result(
     event: JobCompleted,
-    split: JobSplit,
+    plan: JobSplit,
     *,
     options: OutputOptions | None,
     tracks: Iterable[Mapping[str, Any]],
@@ -120,11 +120,11 @@ def job_result(
     interpolate_s: float | None = None,
 ) -> JobResult:
     """The stored result of a completed job: what its `JobCompleted` event says (output, rates, frame
-    counts, duration, quality, timing), and what only the split, the output options and the assembled
+    counts, duration, quality, timing), and what only the plan, the output options and the assembled
     file know (cuts, container, encoding, streams)."""
     in_rate = Fraction(event.in_fps_num, event.in_fps_den)
     out_rate = Fraction(event.out_fps_num, event.out_fps_den)
-    encoding = split.encoding
+    encoding = plan.encoding
     return JobResult(
         output_bucket=event.output_bucket,
         output_key=event.output_key,
@@ -134,10 +134,10 @@ def job_result(
         in_frames=event.in_frame_count,
         out_frames=event.out_frame_count,
         duration_s=event.duration_s,
-        scene_starts=split.scene_cuts,
-        vfr_converted=split.vfr_converted,
+        scene_starts=plan.scene_cuts,
+        vfr_converted=plan.vfr_converted,
         mux_seconds=round(mux_seconds, 3),
-        container=split.container,
+        container=plan.container,
         container_reason=options.container_reason if options else None,
         container_losses=options.container_losses if options else (),
         tracks=tuple(dict(track) for track in tracks),

@@ -57,7 +57,7 @@ from services.splitter.analysis import (
 from services.splitter.config import SplitterSettings
 from services.splitter.duplicates import DuplicateDetector
 from services.splitter.plan import ChunkPlan, ChunkStream, JobPlan, frames_for_work, plan_job
-from services.splitter.specs import chunk_spec, chunk_specs, job_split
+from services.splitter.specs import chunk_spec, chunk_specs, plan_event
 
 log = get_logger()
 
@@ -71,8 +71,8 @@ def spec_offset(job_id: uuid.UUID, partitions: int) -> int:
 
 
 @dataclass(frozen=True)
-class Split:
-    """A job's plan: the chunk announcements made when the pass ended, and the job-level record."""
+class Planned:
+    """What a split's pass made: the chunk announcements left when it ended, and the job's plan."""
 
     chunks: list[ChunkReady]
     plan: JobSplit
@@ -295,8 +295,8 @@ class SplitPlanner(PipelineHandler):
                     seconds=round(first_announced[0], 3),
                 )
 
-        split = await asyncio.to_thread(self._plan, event, options, started_at, record, stop)
-        await self._record(event.job_id, split.chunks)
+        planned = await asyncio.to_thread(self._plan, event, options, started_at, record, stop)
+        await self._record(event.job_id, planned.chunks)
         async with transaction(self.sessions) as session:
             if not await splits.holds(session, event.job_id, owner=self.owner):
                 raise SplitStopped("the job ended or the split's lease was lost")
@@ -305,25 +305,25 @@ class SplitPlanner(PipelineHandler):
                 event.job_id,
                 JobStatus.INTERPOLATING,
                 progress=JobProgress.SPLIT,
-                chunks_total=split.plan.chunk_count,
-                split_at=split.plan.split_at,
-                plan=split.plan,
+                chunks_total=planned.plan.chunk_count,
+                split_at=planned.plan.split_at,
+                plan=planned.plan,
             )
-        await self.publish(Topic.JOB_SPLIT, split.plan)
+        await self.publish(Topic.JOB_SPLIT, planned.plan)
         async with transaction(self.sessions) as session:
             await splits.announced(session, event.job_id, owner=self.owner)
         metrics.SPLIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.CHUNKS_PLANNED.inc(split.plan.chunk_count)
+        metrics.CHUNKS_PLANNED.inc(planned.plan.chunk_count)
         log.info(
             "job planned",
             job_id=str(event.job_id),
-            chunks=split.plan.chunk_count,
-            streamed_chunks=split.streamed,
+            chunks=planned.plan.chunk_count,
+            streamed_chunks=planned.streamed,
             first_chunk_s=round(first_announced[0], 3) if first_announced else None,
-            scene_starts=list(split.plan.scene_cuts),
-            out_frames=split.plan.out_frame_count,
-            vfr_converted=split.plan.vfr_converted,
-            duplicates_skipped=split.plan.duplicates_skipped,
+            scene_starts=list(planned.plan.scene_cuts),
+            out_frames=planned.plan.out_frame_count,
+            vfr_converted=planned.plan.vfr_converted,
+            duplicates_skipped=planned.plan.duplicates_skipped,
             seconds=round(time.perf_counter() - started, 3),
         )
 
@@ -351,7 +351,7 @@ class SplitPlanner(PipelineHandler):
         started_at: datetime,
         record: Callable[[list[ChunkReady]], None],
         stop: threading.Event,
-    ) -> Split:
+    ) -> Planned:
         """Read the source once (in a worker thread), announcing chunks through `record` as they are decided.
 
         The source is read over a presigned URL of the probed version (`remote_media`), as the workers
@@ -462,9 +462,9 @@ class SplitPlanner(PipelineHandler):
                 input_frames=analysis.input_frames or None,
             )
         remaining = chunk_specs(event, plan, analysis, encoding, model=model)[len(streamed) :]
-        return Split(
+        return Planned(
             chunks=remaining,
-            plan=job_split(
+            plan=plan_event(
                 event.job_id,
                 plan,
                 analysis,

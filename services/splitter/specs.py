@@ -87,7 +87,7 @@ def chunk_spec(
     )
 
 
-def job_split(
+def plan_event(
     job_id: uuid.UUID,
     plan: JobPlan,
     analysis: Analysis,
@@ -97,7 +97,7 @@ def job_split(
     split_at: datetime,
     container: Literal["mp4", "mov", "mkv"] = "mp4",
 ) -> JobSplit:
-    """The job's plan as the muxer and the status API read it."""
+    """The job's plan as the `JobSplit` event the muxer and the status API read."""
     positions = analysis.positions
     # scene cuts as the user counts frames: input frame indices, whatever was skipped
     cuts = tuple(int(positions[s]) if positions else s for s in plan.scene_starts)

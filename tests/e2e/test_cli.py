@@ -8,19 +8,13 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from tests.support.clips import panning_clip
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.pipeline import ServiceProcess
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 

@@ -25,28 +25,14 @@ import pytest
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.e2e import WHOLE_PIPELINE, download_output, drop_source
 from tests.support.jobs import job_row, wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, start_service
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 CHUNK_FRAMES = 10  # each chunk owns 9 frames and shares the 10th with the next one of its scene
-
-
-def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(path), metadata=metadata)
-
-
-def _download(settings: CommonSettings, job: dict[str, Any], dest: Path) -> Path:
-    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(dest))
-    return dest
 
 
 def _work_objects(settings: CommonSettings, job_id: object) -> list[str]:
@@ -118,11 +104,11 @@ async def test_a_long_tiny_clip_becomes_a_handful_of_chunks(
     key = f"e2e/{unique}/tiny.mp4"
     assert "CHUNK_FRAMES" not in os.environ, "chunks are sized by work here"
     with running_pipeline(tmp_path_factory.mktemp("work-sized-logs")):
-        _drop(settings, clip.path, key, multiplier="2", engine="flow")
+        drop_source(settings, clip.path, key, multiplier="2", engine="flow")
         job = await wait_for_job(settings, key=key, timeout_s=400)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert 1 <= job["chunks_total"] <= 3, f"{clip.frames} frames of 16×16 became {job['chunks_total']} chunks"
-    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    result = video_stream(probe(download_output(settings, job, workdir / "out.mp4")))
     assert int(result["nb_read_frames"]) == 2 * clip.frames
 
 
@@ -163,7 +149,7 @@ async def test_a_scene_cut_exactly_on_a_chunk_boundary_is_kept_and_never_blended
     cut = 2 * (CHUNK_FRAMES - 1)
     clip = panning_clip(tmp_path / "cut.mp4", width=160, height=96, seconds=1.5, cut_at=cut, audio=False)
     key = f"e2e/{unique}/cut.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert _result(job)["scene_starts"] == [cut], "the job reports the cut"
@@ -171,7 +157,7 @@ async def test_a_scene_cut_exactly_on_a_chunk_boundary_is_kept_and_never_blended
     assert cut in starts, f"a chunk starts at the cut: {starts}"
 
     source = frames_rgb(clip.path)
-    result = frames_rgb(_download(settings, job, tmp_path / "out.mp4"))
+    result = frames_rgb(download_output(settings, job, tmp_path / "out.mp4"))
     assert len(result) == 2 * clip.frames, "output frame count is exact"
     last, first = source[cut - 1], source[cut]
     assert psnr(result[2 * cut - 1], last) > 35, "the slot after the scene's last frame repeats it"
@@ -191,11 +177,11 @@ async def test_seams_between_encoded_chunks_keep_every_source_frame_once(
 ) -> None:
     clip = panning_clip(tmp_path / "pan.mp4", width=160, height=96, seconds=1.5, shift_px=2, audio=False)
     key = f"e2e/{unique}/pan-{codec}.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", codec=codec, crf="16")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", codec=codec, crf="16")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["chunks_total"] >= 4, "the clip spans several encoded chunks"
-    out = _download(settings, job, tmp_path / "out.mp4")
+    out = download_output(settings, job, tmp_path / "out.mp4")
     assert video_stream(probe(out))["codec_name"] == {"h264": "h264", "h265": "hevc"}[codec]
     source = frames_rgb(clip.path)
     result = frames_rgb(out)
@@ -220,7 +206,7 @@ async def test_a_completed_jobs_work_objects_are_gone_and_its_output_is_kept(
 ) -> None:
     clip = panning_clip(tmp_path / "done.mp4", width=160, height=96, seconds=1, audio=False)
     key = f"e2e/{unique}/done.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["chunks_total"] >= 3
@@ -237,7 +223,7 @@ async def test_a_source_deleted_mid_job_fails_it_with_source_gone_and_cleans_up(
     replicated: list[ServiceProcess], settings: CommonSettings, tmp_path: Path, unique: str
 ) -> None:
     key = f"e2e/{unique}/deleted.mp4"
-    _drop(settings, _slow_clip(tmp_path / "slow.mp4"), key, multiplier="2", engine="flow")
+    drop_source(settings, _slow_clip(tmp_path / "slow.mp4"), key, multiplier="2", engine="flow")
     job = await _job_once_in(settings, key, "interpolating")
     make_client(settings).remove_object(settings.incoming_bucket, key)
 
@@ -249,7 +235,7 @@ async def test_a_source_deleted_mid_job_fails_it_with_source_gone_and_cleans_up(
     # the pipeline keeps going
     clip = panning_clip(tmp_path / "next.mp4", width=160, height=96, seconds=0.5, audio=False)
     after = f"e2e/{unique}/after-delete.mp4"
-    _drop(settings, clip.path, after, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, after, multiplier="2", engine="flow")
     following = await wait_for_job(settings, key=after)
     assert following["status"] == "completed", (following["error_code"], following["error_message"])
     assert all(service.alive() for service in replicated), "no service crashed"
@@ -260,11 +246,11 @@ async def test_a_source_overwritten_mid_job_is_never_mixed_with_the_new_file(
 ) -> None:
     original = _slow_clip(tmp_path / "original.mp4")
     key = f"e2e/{unique}/overwritten.mp4"
-    _drop(settings, original, key, multiplier="2", engine="flow")
+    drop_source(settings, original, key, multiplier="2", engine="flow")
     job = await _job_once_in(settings, key, "interpolating")
     job_id = str(job["id"])
     replacement = panning_clip(tmp_path / "new.mp4", width=160, height=96, seconds=0.5, audio=False)
-    _drop(settings, replacement.path, key, multiplier="2", engine="flow")
+    drop_source(settings, replacement.path, key, multiplier="2", engine="flow")
 
     job = await wait_for_job(settings, job_id=job_id)
     if job["status"] == "failed":
@@ -273,7 +259,7 @@ async def test_a_source_overwritten_mid_job_is_never_mixed_with_the_new_file(
     else:
         assert job["status"] == "completed", job
         source = frames_rgb(original)
-        result = frames_rgb(_download(settings, job, tmp_path / "out.mp4"))
+        result = frames_rgb(download_output(settings, job, tmp_path / "out.mp4"))
         assert len(result) == 2 * len(source), "processed entirely from the probed version"
         assert min(psnr(result[2 * k], source[k]) for k in range(len(source))) > 35
     assert await _eventually_empty(settings, job_id) == []
@@ -294,9 +280,9 @@ async def test_a_source_overwritten_mid_job_is_never_mixed_with_the_new_file(
     [new_id] = [i for i in ids if i != job_id]
     new = await wait_for_job(settings, job_id=new_id)
     assert new["status"] == "completed", (new["error_code"], new["error_message"])
-    assert int(video_stream(probe(_download(settings, new, tmp_path / "new-out.mp4")))["nb_read_frames"]) == (
-        2 * replacement.frames
-    )
+    assert int(
+        video_stream(probe(download_output(settings, new, tmp_path / "new-out.mp4")))["nb_read_frames"]
+    ) == (2 * replacement.frames)
 
 
 async def test_two_muxer_replicas_assemble_a_job_once(
@@ -310,7 +296,7 @@ async def test_two_muxer_replicas_assemble_a_job_once(
     assert len(muxers) == 2
     clip = panning_clip(tmp_path / "twice.mp4", width=160, height=96, seconds=2, audio=False)
     key = f"e2e/{unique}/twice.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["chunks_total"] >= 6
@@ -335,7 +321,7 @@ async def test_the_status_api_reports_the_time_of_each_stage(
 ) -> None:
     clip = panning_clip(tmp_path / "timed.mp4", width=160, height=96, seconds=1, audio=False)
     key = f"e2e/{unique}/timed.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     async with httpx.AsyncClient(base_url=settings.api_url, timeout=30) as client:
@@ -368,7 +354,7 @@ async def test_a_job_cancelled_mid_interpolation_stops_its_workers_and_keeps_no_
 ) -> None:
     key = f"e2e/{unique}/cancelled.mp4"
     clip = panning_clip(tmp_path / "big.mp4", width=640, height=360, seconds=4, audio=False).path
-    _drop(settings, clip, key, multiplier="8", engine="flow")
+    drop_source(settings, clip, key, multiplier="8", engine="flow")
     job = await _job_once_in(settings, key, "interpolating")
     # a worker is inside a chunk
     await eventually(lambda: _leased_chunks(settings, job["id"]), 60, "a chunk in progress")
@@ -405,6 +391,6 @@ async def test_a_job_cancelled_mid_interpolation_stops_its_workers_and_keeps_no_
 
     small = panning_clip(tmp_path / "next.mp4", width=160, height=96, seconds=0.5, audio=False)
     after = f"e2e/{unique}/after-cancel.mp4"
-    _drop(settings, small.path, after, multiplier="2", engine="flow")
+    drop_source(settings, small.path, after, multiplier="2", engine="flow")
     following = await wait_for_job(settings, key=after)
     assert following["status"] == "completed", (following["error_code"], following["error_message"])

@@ -21,16 +21,11 @@ import pytest
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import panning_clip
+from tests.support.e2e import WHOLE_PIPELINE, drop_8k_rife_clip
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, worker_lines
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 BUDGET = int(2.5 * (1 << 30))
 
@@ -87,12 +82,7 @@ async def test_a_large_frame_chunk_runs_at_a_lighter_plan_that_keeps_its_peak_un
 async def test_an_8k_chunk_that_fits_no_plan_fails_at_once_with_its_code(
     pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
 ) -> None:
-    clip = panning_clip(workdir / "8k.mp4", width=7680, height=4320, rate=Fraction(2), seconds=1, audio=False)
-    key = f"e2e/{unique}/8k.mp4"
-    make_client(settings).fput_object(
-        settings.incoming_bucket, key, str(clip.path),
-        metadata={"multiplier": "2", "engine": "rife", "model": "auto"},
-    )  # fmt: skip
+    key = drop_8k_rife_clip(settings, workdir, unique)
     job = await wait_for_job(settings, key=key, timeout_s=300)
     assert (job["status"], job["error_code"]) == ("failed", "E_CHUNK_TOO_LARGE_FOR_MEMORY")
     assert "7680×4320" in job["error_message"]

@@ -9,24 +9,16 @@ completes with the worker's measured peak under its budget and under the plan's 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from infiniteflow_common.settings import CommonSettings
-from infiniteflow_common.storage import make_client
-from tests.support.clips import panning_clip
+from tests.support.e2e import WHOLE_PIPELINE, drop_8k_rife_clip
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, worker_lines
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +33,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceP
 async def test_an_8k_rife_chunk_runs_in_tiles_and_stays_under_the_default_budget_of_two_workers(
     pipeline: list[ServiceProcess], settings: CommonSettings, workdir: Path, unique: str
 ) -> None:
-    clip = panning_clip(workdir / "8k.mp4", width=7680, height=4320, rate=Fraction(2), seconds=1, audio=False)
-    key = f"e2e/{unique}/8k.mp4"
-    make_client(settings).fput_object(
-        settings.incoming_bucket, key, str(clip.path),
-        metadata={"multiplier": "2", "engine": "rife", "model": "auto"},
-    )  # fmt: skip
+    key = drop_8k_rife_clip(settings, workdir, unique)
     job = await wait_for_job(settings, key=key, timeout_s=1200)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     [planned] = worker_lines(pipeline, "chunk planned lighter to fit the worker's memory", str(job["id"]))

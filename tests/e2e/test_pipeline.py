@@ -17,26 +17,12 @@ from standardwebhooks import Webhook
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import decoded_audio_md5, frames_rgb, panning_clip, probe, psnr, video_stream
+from tests.support.e2e import WHOLE_PIPELINE, download_output, drop_source
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, WebhookReceiver
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
-
-
-def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(path), metadata=metadata)
-
-
-def _download(settings: CommonSettings, job: dict, dest: Path) -> Path:  # type: ignore[type-arg]
-    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(dest))
-    return dest
+pytestmark = WHOLE_PIPELINE
 
 
 def _rate(stream: dict) -> Fraction:  # type: ignore[type-arg]
@@ -52,12 +38,12 @@ async def test_a_bucket_drop_doubles_the_frame_rate_keeps_audio_and_never_blends
 ) -> None:
     clip = panning_clip(workdir / "in.mp4", seconds=2, cut_at=31)
     key = f"e2e/{unique}/my clip+ü %.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
 
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["progress"] == 100
-    out = _download(settings, job, workdir / "out.mp4")
+    out = download_output(settings, job, workdir / "out.mp4")
     source, result = video_stream(probe(clip.path)), video_stream(probe(out))
     assert _rate(result) == 2 * _rate(source)
     assert int(result["nb_read_frames"]) == 2 * clip.frames
@@ -88,11 +74,11 @@ async def test_seams_between_chunks_have_no_missing_duplicated_or_jumping_frame(
 ) -> None:
     clip = panning_clip(workdir / "pan.mp4", seconds=1.5, shift_px=2, audio=False)
     key = f"e2e/{unique}/pan.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
     source = frames_rgb(clip.path)
-    result = frames_rgb(_download(settings, job, workdir / "out.mp4"))
+    result = frames_rgb(download_output(settings, job, workdir / "out.mp4"))
     assert len(result) == 2 * len(source)
     for i in range(len(source)):
         assert psnr(result[2 * i], source[i]) > 35, f"output frame {2 * i} is source frame {i}"
@@ -127,7 +113,7 @@ async def test_an_upload_through_the_api_quadruples_the_frame_rate(
     assert status["status"] == "completed"
     assert status["progress"] == 100
     assert download.status_code == 307
-    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    result = video_stream(probe(download_output(settings, job, workdir / "out.mp4")))
     assert _rate(result) == 4 * clip.rate
     assert int(result["nb_read_frames"]) == 4 * clip.frames
 
@@ -137,10 +123,10 @@ async def test_a_target_fps_that_is_no_multiple_is_exact(
 ) -> None:
     clip = panning_clip(workdir / "film.mp4", width=160, height=96, rate=Fraction(24000, 1001), seconds=1)
     key = f"e2e/{unique}/film.mp4"
-    _drop(settings, clip.path, key, **{"target-fps": "60", "engine": "flow"})
+    drop_source(settings, clip.path, key, **{"target-fps": "60", "engine": "flow"})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
-    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    result = video_stream(probe(download_output(settings, job, workdir / "out.mp4")))
     assert _rate(result) == 60
     duration_in = Fraction(clip.frames) / clip.rate
     assert abs(int(result["nb_read_frames"]) / Fraction(60) - duration_in) < Fraction(1, 60)
@@ -159,10 +145,10 @@ async def test_bit_depth_and_odd_sizes_are_kept(
         workdir / "deep.mp4", width=size[0], height=size[1], seconds=0.5, pix_fmt=pix_fmt, audio=False
     )
     key = f"e2e/{unique}/deep.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
-    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    result = video_stream(probe(download_output(settings, job, workdir / "out.mp4")))
     assert (result["width"], result["height"], result["pix_fmt"]) == (size[0], size[1], pix_fmt)
 
 
@@ -173,7 +159,7 @@ async def test_two_workers_share_the_chunks_of_one_job(
 
     clip = panning_clip(workdir / "long.mp4", width=160, height=96, seconds=4, audio=False)
     key = f"e2e/{unique}/long.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
     connection = await asyncpg.connect(settings.database_url.get_secret_value().replace("+asyncpg", ""))
@@ -204,7 +190,7 @@ async def test_a_duplicate_minio_event_gives_one_job(
     )
     clip = panning_clip(workdir / "dup.mp4", width=160, height=96, seconds=0.5, audio=False)
     key = f"e2e/{unique}/dup.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     original = None
     while original is None:
         message = consumer.poll(1.0)
@@ -259,14 +245,14 @@ async def test_variable_frame_rate_input_with_a_target_rate_is_made_constant_and
 ) -> None:
     source = _vfr_source(workdir / "vfr.mkv")
     key = f"e2e/{unique}/vfr.mkv"
-    _drop(settings, source, key, **{"target-fps": "40", "engine": "flow"})
+    drop_source(settings, source, key, **{"target-fps": "40", "engine": "flow"})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
     async with httpx.AsyncClient(base_url=settings.api_url) as client:
         status = (await client.get(f"/api/status/{job['id']}")).json()
     assert status["plan"]["vfr_converted"] is True
     assert (status["timing"]["input"]["vfr"], status["timing"]["input"]["vfr_converted"]) == (True, True)
-    result = video_stream(probe(_download(settings, job, workdir / "out.mp4")))
+    result = video_stream(probe(download_output(settings, job, workdir / "out.mp4")))
     assert _rate(result) == 40, "constant output at the target rate"
     duration = float(Fraction(int(result["nb_read_frames"])) / _rate(result))
     assert abs(duration - 2.0) < 2 / 40
@@ -277,7 +263,7 @@ async def test_variable_frame_rate_input_with_a_multiplier_keeps_every_source_ti
 ) -> None:
     source = _vfr_source(workdir / "vfr.mkv")
     key = f"e2e/{unique}/vfr-kept.mkv"
-    _drop(settings, source, key, multiplier="2", engine="flow")
+    drop_source(settings, source, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
     async with httpx.AsyncClient(base_url=settings.api_url) as client:
@@ -285,7 +271,7 @@ async def test_variable_frame_rate_input_with_a_multiplier_keeps_every_source_ti
     assert status["plan"]["vfr_kept"] is True
     assert (status["timing"]["input"]["vfr"], status["timing"]["input"]["vfr_converted"]) == (True, False)
     source_times = _frame_times(source)
-    output_times = _frame_times(_download(settings, job, workdir / "out.mp4"))
+    output_times = _frame_times(download_output(settings, job, workdir / "out.mp4"))
     assert len(output_times) == 2 * len(source_times)
     assert output_times[0::2] == source_times, "every source frame at its own timestamp"
     middles = [(a + b) / 2 for a, b in itertools.pairwise(source_times)]
@@ -305,10 +291,10 @@ async def test_rotation_colour_metadata_and_subtitles_are_kept(
         "-c:s", "mov_text", "-metadata:s:v:0", "rotate=90", "-color_primaries", "bt709", "-color_trc", "bt709",
         "-colorspace", "bt709", str(source))  # fmt: skip
     key = f"e2e/{unique}/phone.mp4"
-    _drop(settings, source, key, multiplier="2", engine="flow")
+    drop_source(settings, source, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", job["error_message"]
-    out = _download(settings, job, workdir / "out.mp4")
+    out = download_output(settings, job, workdir / "out.mp4")
     before, after = probe(source), probe(out)
 
     def rotation(info: dict) -> object:  # type: ignore[type-arg]
@@ -344,7 +330,7 @@ async def test_hostile_files_fail_with_a_code_and_a_signed_webhook(
     path = workdir / name
     path.write_bytes(content)
     key = f"e2e/{unique}/-rf $(touch pwned) ..{name}"
-    _drop(settings, path, key, **{"webhook-url": webhooks.url})
+    drop_source(settings, path, key, **{"webhook-url": webhooks.url})
     job = await wait_for_job(settings, key=key, timeout_s=60)
     assert job["status"] == "failed"
     assert job["error_code"] == code
@@ -367,7 +353,7 @@ async def test_a_jobs_whole_story_can_be_followed_by_its_id_across_services(
 
     clip = panning_clip(workdir / "story.mp4", width=160, height=96, seconds=1, audio=False)
     key = f"e2e/{unique}/story.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed"
     job_id = str(job["id"])

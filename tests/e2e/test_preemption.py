@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import panning_clip, probe, video_stream
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import running_pipeline
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 async def _chunks(settings: CommonSettings, key: str) -> list[dict[str, Any]]:

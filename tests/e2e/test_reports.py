@@ -22,17 +22,12 @@ from standardwebhooks import Webhook
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import frames_rgb, panning_clip, probe, psnr, run, textured, video_stream
+from tests.support.e2e import WHOLE_PIPELINE, drop_source
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, WebhookReceiver, running_pipeline
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 FLOOR_DB = 22.0
 
 
@@ -43,10 +38,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceP
     with running_pipeline(logs, workers=1, CHUNK_FRAMES="48", QUALITY_PSNR_FLOOR=str(FLOOR_DB)) as services:
         yield services
     print(f"service logs: {logs}")
-
-
-def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(path), metadata=metadata)
 
 
 async def _chunks(settings: CommonSettings, job_id: Any) -> list[dict[str, Any]]:
@@ -94,7 +85,7 @@ async def test_a_smooth_clip_is_scored_per_chunk_and_completes_without_warnings(
 ) -> None:
     clip = panning_clip(workdir / "pan.mp4", seconds=2, cut_at=31)
     key = f"e2e/{unique}/pan.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
 
@@ -130,7 +121,7 @@ async def test_a_shaky_clip_completes_with_warnings_naming_the_chunks_below_the_
 ) -> None:
     clip = panning_clip(workdir / "shaky.mp4", seconds=2, jitter_px=9, audio=False)
     key = f"e2e/{unique}/shaky.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed_with_warnings", (job["error_code"], job["error_message"])
 
@@ -159,7 +150,7 @@ async def test_the_timing_report_gives_rates_counts_durations_audio_drift_and_sc
 ) -> None:
     clip = panning_clip(workdir / "cut.mp4", seconds=2, cut_at=31, rate=Fraction(30000, 1001))
     key = f"e2e/{unique}/cut.mp4"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow", **{"webhook-url": webhooks.url})
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
 
@@ -196,7 +187,7 @@ async def test_an_hdr_10_bit_source_becomes_h265_keeping_depth_colour_and_hdr10_
         "-c:v", "libx265", "-x265-params", x265, "-color_primaries", "bt2020", "-color_trc", "smpte2084",
         "-colorspace", "bt2020nc", str(source))  # fmt: skip
     key = f"e2e/{unique}/hdr.mp4"
-    _drop(settings, source, key, multiplier="2", engine="flow", codec="h265", crf="24", preset="fast")
+    drop_source(settings, source, key, multiplier="2", engine="flow", codec="h265", crf="24", preset="fast")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     out = workdir / "out.mp4"
@@ -245,7 +236,7 @@ async def test_a_codec_this_ffmpeg_cannot_encode_is_refused_with_a_code(
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "E_OUTPUT_CODEC_UNSUPPORTED"
     key = f"e2e/{unique}/clip.mp4"
-    _drop(settings, clip.path, key, engine="flow", codec="prores")
+    drop_source(settings, clip.path, key, engine="flow", codec="prores")
     job = await wait_for_job(settings, key=key, timeout_s=60)
     assert (job["status"], job["error_code"]) == ("failed", "E_OUTPUT_CODEC_UNSUPPORTED")
     assert "h264, h265, av1" in job["error_message"]
@@ -261,7 +252,7 @@ async def test_duplicated_frames_are_skipped_so_the_output_follows_the_real_moti
     results = {}
     for dedupe in ("true", "false"):
         key = f"e2e/{unique}/held-{dedupe}.mp4"
-        _drop(settings, clip.path, key, multiplier="2", engine="flow", dedupe=dedupe)
+        drop_source(settings, clip.path, key, multiplier="2", engine="flow", dedupe=dedupe)
         job = await wait_for_job(settings, key=key)
         assert job["status"] in ("completed", "completed_with_warnings"), job["error_message"]
         out = workdir / f"out-{dedupe}.mp4"

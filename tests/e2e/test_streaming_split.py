@@ -15,21 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.jobs import job_row, wait_for_job
 from tests.support.pipeline import REPO, running_pipeline, start_service
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 def long_clip(path: Path, *, seconds: int, width: int = 1280, height: int = 720) -> Path:

@@ -12,10 +12,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from infiniteflow_common.settings import CommonSettings
-from infiniteflow_common.storage import make_client
 from tests.support.clips import (
     audio_packets,
     pcm_mov_clip,
@@ -25,25 +23,11 @@ from tests.support.clips import (
     styled_subtitle_clip,
     video_stream,
 )
+from tests.support.e2e import WHOLE_PIPELINE, download_output, drop_source
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
-
-
-def _drop(settings: CommonSettings, path: Path, key: str, **metadata: str) -> None:
-    make_client(settings).fput_object(settings.incoming_bucket, key, str(path), metadata=metadata)
-
-
-def _download(settings: CommonSettings, job: dict[str, Any], dest: Path) -> Path:
-    make_client(settings).fget_object(job["output_bucket"], job["output_key"], str(dest))
-    return dest
+pytestmark = WHOLE_PIPELINE
 
 
 def _json(value: Any) -> dict[str, Any]:
@@ -67,7 +51,7 @@ async def test_a_rotated_mov_with_two_pcm_tracks_completes_as_mov_with_both_trac
 ) -> None:
     clip = pcm_mov_clip(workdir / "camera.mov", rotate=90)
     key = f"e2e/{unique}/camera.mov"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["output_key"].endswith("_60fps.mov"), "the key's extension says the container"
@@ -83,7 +67,7 @@ async def test_a_rotated_mov_with_two_pcm_tracks_completes_as_mov_with_both_trac
         ("audio", "pcm_s24le", "fra"),
     ]
 
-    out = _download(settings, job, workdir / "out.mov")
+    out = download_output(settings, job, workdir / "out.mov")
     before, after = probe(clip.path), probe(out)
     assert int(video_stream(after)["nb_read_frames"]) == 2 * clip.frames
     assert video_stream(after)["r_frame_rate"] == "60/1", "MOV keeps the exact rate"
@@ -98,13 +82,13 @@ async def test_styled_subtitles_and_titled_tracks_complete_as_matroska_untouched
 ) -> None:
     clip = styled_subtitle_clip(workdir / "episode.mkv")
     key = f"e2e/{unique}/episode.mkv"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key)
     assert job["status"] == "completed", (job["error_code"], job["error_message"])
     assert job["output_key"].endswith(".mkv")
     assert _json(job["result"])["container"] == "mkv"
 
-    out = _download(settings, job, workdir / "out.mkv")
+    out = download_output(settings, job, workdir / "out.mkv")
     before, after = probe(clip.path), probe(out)
     assert int(video_stream(after)["nb_read_frames"]) == 2 * clip.frames
     assert stream_tags(after, "subtitle") == stream_tags(before, "subtitle"), "ASS, languages, title, flags"
@@ -117,7 +101,7 @@ async def test_a_stream_no_container_carries_is_refused_at_ingest_before_any_wor
 ) -> None:
     clip = rotated_dts_clip(workdir / "rotated.mov")
     key = f"e2e/{unique}/rotated.mov"
-    _drop(settings, clip.path, key, multiplier="2", engine="flow")
+    drop_source(settings, clip.path, key, multiplier="2", engine="flow")
     job = await wait_for_job(settings, key=key, timeout_s=60)
     assert (job["status"], job["error_code"]) == ("failed", "E_STREAM_UNSUPPORTED"), job["error_message"]
     assert "audio stream #1 (dts)" in job["error_message"]

@@ -31,17 +31,12 @@ from infiniteflow_common import tenants
 from infiniteflow_common.db import make_engine, session_factory, transaction
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
 from tests.support.clips import panning_clip, probe, video_stream
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.jobs import job_row
 from tests.support.pipeline import ServiceProcess, WebhookReceiver, start_service
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

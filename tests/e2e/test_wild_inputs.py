@@ -25,16 +25,11 @@ from infiniteflow_common.media import decode_video
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import decoded_audio_md5, probe, psnr, textured, video_stream
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 RATE = 25
 FRAMES = 60

@@ -7,21 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from infiniteflow_common.settings import CommonSettings
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, run_job
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, start_service, webhook_receiver
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 async def _crashed(service: ServiceProcess, timeout_s: float = 120) -> None:

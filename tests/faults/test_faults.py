@@ -8,23 +8,17 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infiniteflow_common.settings import CommonSettings
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, claimed_by, run_job
 from tests.support.jobs import connect, wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 async def test_a_worker_killed_mid_chunk_loses_nothing(

@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 
 from infiniteflow_common.settings import REPO_ROOT, CommonSettings
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import assert_one_good_output, claimed_by, run_job
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 def stack(action: str, component: str) -> None:

@@ -12,22 +12,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, chunk_rows, run_job
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, start_service
 from tests.support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 CRASH_POINT = "gpu_interp.interpolate"
 

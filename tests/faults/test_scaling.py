@@ -9,22 +9,15 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
 from tests.support.clips import panning_clip
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, claimed_by
 from tests.support.jobs import connect, wait_for_job
 from tests.support.pipeline import running_pipeline, start_service
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 
 async def _chunk_row(settings: CommonSettings, key: str, index: int) -> dict[str, object]:

@@ -8,22 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from infiniteflow_common.classify import INTERNAL_MESSAGE
 from infiniteflow_common.settings import CommonSettings
 from infiniteflow_common.storage import make_client
+from tests.support.e2e import WHOLE_PIPELINE
 from tests.support.faults import FAULT_SETTINGS, assert_one_good_output, chunk_rows, run_job
 from tests.support.jobs import wait_for_job
 from tests.support.pipeline import ServiceProcess, running_pipeline, webhook_receiver
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.minio,
-    pytest.mark.postgres,
-    pytest.mark.ffmpeg,
-    pytest.mark.slow,
-]
+pytestmark = WHOLE_PIPELINE
 
 # retries of an unexpected error stay short: ten tries within about ten seconds
 FAST_RETRIES = {"RETRY_MAX_DELAY_S": "2"}

@@ -329,12 +329,12 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
     client: httpx.AsyncClient, runtime: Runtime, unique: str
 ) -> None:
     pts = tuple(range(0, 3_000_000, 30))  # a long VFR job: 100 000 timestamps
-    split = JobSplit(
+    plan = JobSplit(
         job_id=uuid.uuid4(), chunk_count=3, source_frame_count=len(pts), in_fps_num=30, in_fps_den=1,
         out_fps_num=60, out_fps_den=1, out_frame_count=2 * len(pts), scene_cuts=(), vfr_converted=False,
         split_at=datetime.now(UTC), vfr_kept=True, vfr_time_base_num=1, vfr_time_base_den=90000, vfr_pts=pts,
     )  # fmt: skip
-    plan = {
+    shown = {
         "in_rate": "30/1", "out_rate": "60/1", "source_frames": len(pts), "out_frames": 2 * len(pts),
         "scene_starts": [], "chunk_count": 3, "duplicates_skipped": 0, "vfr_converted": False, "vfr_kept": True,
         "encoder": None,
@@ -343,7 +343,7 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
     async with runtime.sessions() as session, session.begin():
         session.add(
             Job(id=job_id, source="bucket", source_bucket=SETTINGS.incoming_bucket, source_key=f"tests/{unique}/vfr.mp4",
-                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=split)
+                source_etag="e", status="failed", error_code="E_TEST", params={}, plan=plan)
         )  # fmt: skip
     try:
         status = await client.get(f"/api/status/{job_id}")
@@ -352,10 +352,10 @@ async def test_status_and_the_event_stream_leave_out_the_per_frame_timestamps(
         async with runtime.sessions() as session, session.begin():
             await session.execute(delete(Job).where(col(Job.id) == job_id))
     assert status.status_code == 200
-    assert status.json()["plan"] == plan
+    assert status.json()["plan"] == shown
     assert len(status.content) < 10_000
     [data] = [line for line in events.text.splitlines() if line.startswith("data:")]
-    assert json.loads(data.removeprefix("data:"))["plan"] == plan
+    assert json.loads(data.removeprefix("data:"))["plan"] == shown
 
 
 async def test_a_queued_job_shows_its_place_and_estimated_start_and_a_started_one_none(

@@ -59,7 +59,7 @@ def job_view(
         # the output container (mp4, mov or mkv), decided at ingest from the source's streams
         "output_container": (job.result.container if job.result else None)
         or (job.output_options.container if job.output_options else None),
-        # the split: output rate and frame count, scene cuts, and whether VFR input was made constant
+        # the plan: output rate and frame count, scene cuts, and whether VFR input was made constant
         "plan": plan_view(job.plan),
         "result": job.result.model_dump(mode="json") if job.result else None,
         "quality": _quality_view(job),

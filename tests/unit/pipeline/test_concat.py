@@ -34,7 +34,7 @@ from tests.support.clips import run, textured
 NTSC60 = Fraction(60000, 1001)
 
 
-def _split(out_rate: Fraction, frames: int) -> JobSplit:
+def _plan(out_rate: Fraction, frames: int) -> JobSplit:
     return JobSplit(
         job_id=uuid.UUID(int=3), chunk_count=1, source_frame_count=frames // 2, in_fps_num=out_rate.numerator,
         in_fps_den=out_rate.denominator * 2, out_fps_num=out_rate.numerator, out_fps_den=out_rate.denominator,
@@ -88,7 +88,7 @@ def test_decode_stamps_strictly_increase_and_never_pass_a_presentation_stamp(
 
 @pytest.mark.parametrize("rate", [NTSC60, Fraction(60), Fraction(24000, 1001), Fraction(50), Fraction(120)])
 def test_constant_rate_stamps_are_k_over_rate_in_whole_ticks(rate: Fraction) -> None:
-    base, stamps = output_stamps(_split(rate, 1000))
+    base, stamps = output_stamps(_plan(rate, 1000))
     assert base == Fraction(1, track_timescale(rate))
     assert len(stamps) == 1000
     assert all(isinstance(s, int) for s in stamps)
@@ -137,7 +137,7 @@ def test_two_h264_chunks_join_into_one_exact_stream(tmp_path: Path) -> None:
     _, delay = chunk_layout(paths, frames, NTSC60)
     assert delay > 0, "the chunks reorder frames, so decode stamps must be shifted"
 
-    base, stamps = output_stamps(_split(NTSC60, 12))
+    base, stamps = output_stamps(_plan(NTSC60, 12))
     concatenate(paths, frames, NTSC60, tmp_path / "v.mp4", base, stamps)
 
     probed = _probe(
@@ -168,7 +168,7 @@ def test_hevc_chunks_join_and_mux_with_the_sources_audio_as_hvc1(tmp_path: Path)
     paths = [tmp_path / "0.mkv", tmp_path / "1.mkv"]
     _encode(paths[0], encoding, [10 * i for i in range(6)], rate)
     _encode(paths[1], encoding, [10 * i for i in range(6, 10)], rate)
-    base, stamps = output_stamps(_split(rate, 10))
+    base, stamps = output_stamps(_plan(rate, 10))
     concatenate(paths, [6, 4], rate, tmp_path / "v.mp4", base, stamps)
     run("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", str(tmp_path / "src.m4a"))
     command = remux_command(
@@ -193,7 +193,7 @@ def test_hevc_chunks_join_and_mux_with_the_sources_audio_as_hvc1(tmp_path: Path)
 def test_chunks_that_do_not_hold_the_planned_frames_are_refused(tmp_path: Path) -> None:
     encoding = VideoEncoding(encoder="libx264", pix_fmt="yuv420p", preset="ultrafast")
     _encode(tmp_path / "0.mkv", encoding, [0, 50, 100], Fraction(25))
-    base, stamps = output_stamps(_split(Fraction(25), 4))
+    base, stamps = output_stamps(_plan(Fraction(25), 4))
     with pytest.raises(ConcatError) as error:
         concatenate([tmp_path / "0.mkv"], [4], Fraction(25), tmp_path / "v.mp4", base, stamps)
     assert error.value.code == "E_MUX_CHUNKS"

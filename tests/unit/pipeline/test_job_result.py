@@ -11,7 +11,7 @@ from services.muxer.report import job_result
 
 AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 JOB = uuid.UUID("5f0c6c1e-8f7e-4a55-9d8e-2f4b1f1f0a01")
-SPLIT = JobSplit(
+PLAN = JobSplit(
     job_id=JOB, chunk_count=2, source_frame_count=300, in_fps_num=30000, in_fps_den=1001, out_fps_num=60000,
     out_fps_den=1001, out_frame_count=600, scene_cuts=(0, 120), vfr_converted=False, split_at=AT,
     encoding=VideoEncoding(encoder="libx264", pix_fmt="yuv420p", crf=18, preset="medium"), container="mkv",
@@ -32,7 +32,7 @@ EVENT = JobCompleted(
 def test_the_result_says_what_the_event_says_and_what_only_the_split_and_output_know() -> None:
     options = OutputOptions(container="mkv", container_reason="subtitles", container_losses=("attachments",))
     tracks = [{"codec_type": "audio", "codec_name": "aac"}]
-    result = job_result(EVENT, SPLIT, options=options, tracks=tracks, mux_seconds=1.23456, interpolate_s=4.5)
+    result = job_result(EVENT, PLAN, options=options, tracks=tracks, mux_seconds=1.23456, interpolate_s=4.5)
     assert (result.output_bucket, result.output_key, result.output_size_bytes) == (
         "output",
         "j/out.mkv",

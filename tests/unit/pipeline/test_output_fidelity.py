@@ -53,7 +53,7 @@ FAST = {"libx264": "veryfast", "libx265": "ultrafast", "libsvtav1": "12", "libao
 """Presets that keep the tests quick (x264 veryfast and x265 ultrafast still use B-frames)."""
 
 
-def _split(in_rate: Fraction, source_frames: int) -> JobSplit:
+def _plan(in_rate: Fraction, source_frames: int) -> JobSplit:
     return JobSplit(
         job_id=uuid.UUID(int=22), chunk_count=2, source_frame_count=source_frames,
         in_fps_num=in_rate.numerator, in_fps_den=in_rate.denominator, out_fps_num=(2 * in_rate).numerator,
@@ -79,7 +79,7 @@ def _through_pipeline(source: Path, encoder: str, output: Path, container: Conta
             for frame in part:
                 chunk.write(frame)
                 chunk.write_rgb(frame.to_ndarray(format="rgb24"))
-    time_base, stamps = output_stamps(_split(rate, len(frames)))
+    time_base, stamps = output_stamps(_plan(rate, len(frames)))
     video = output.with_suffix(".video.mp4")
     concatenate(paths, [2 * half, 2 * (len(frames) - half)], 2 * rate, video, time_base, stamps)
     command = remux_command(

@@ -21,7 +21,7 @@ from infiniteflow_common.events import (
 )
 from services.splitter.analysis import Analysis, AnalysisSettings, analyse
 from services.splitter.plan import frames_for_work, plan_job
-from services.splitter.specs import chunk_specs, job_split
+from services.splitter.specs import chunk_specs, plan_event
 from tests.support.clips import panning_clip
 
 CATALOG = SchemaCatalog.load()
@@ -133,10 +133,14 @@ def test_cfr_converted_input_repeats_the_frames_the_plan_repeats() -> None:
     assert [s.frame_indices for s in sources if s] == [(0, 1, 2, 2, 3), (3, 3, 4, 4)]
     assert [s.frame_pts for s in sources if s] == [(0, 40, 80, 80, 160), (160, 160, 240, 240)]
     assert [s.decode_start_pts for s in sources if s] == [0, 0]
-    split = job_split(uuid.UUID(int=9), plan, analysis, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
-    assert split.vfr_converted
-    assert not split.vfr_kept
-    assert (split.source_frame_count, split.planned_frame_count, split.out_frame_count) == (8, 8, 16)
+    announced = plan_event(uuid.UUID(int=9), plan, analysis, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
+    assert announced.vfr_converted
+    assert not announced.vfr_kept
+    assert (announced.source_frame_count, announced.planned_frame_count, announced.out_frame_count) == (
+        8,
+        8,
+        16,
+    )
     for spec in specs:
         _round_trip(spec)
 
@@ -150,27 +154,32 @@ def test_a_source_without_usable_timestamps_is_read_by_counting_frames() -> None
     assert {s.model for s in specs} == {"rife-4.6"}
 
 
-def test_the_job_split_carries_the_plan_rates_cuts_and_encoding() -> None:
+def test_the_plan_event_carries_the_rates_cuts_and_encoding() -> None:
     analysis = _analysis()
     plan = plan_job(10, Fraction(25), Fraction(50), analysis.scene_starts, 4)
-    split = job_split(uuid.UUID(int=9), plan, analysis, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
-    assert (split.chunk_count, split.source_frame_count, split.out_frame_count) == (3, 10, 20)
-    assert (split.in_fps_num, split.in_fps_den, split.out_fps_num, split.out_fps_den) == (25, 1, 50, 1)
-    assert split.scene_cuts == (6,)
-    assert (split.vfr_kept, split.vfr_pts, split.duplicates_skipped) == (False, None, 0)
-    assert split.encoding == ENCODING
-    assert (split.split_started_at, split.split_at) == (STARTED, SPLIT_AT)
-    _round_trip(split)
+    announced = plan_event(uuid.UUID(int=9), plan, analysis, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
+    assert (announced.chunk_count, announced.source_frame_count, announced.out_frame_count) == (3, 10, 20)
+    assert (announced.in_fps_num, announced.in_fps_den, announced.out_fps_num, announced.out_fps_den) == (
+        25,
+        1,
+        50,
+        1,
+    )
+    assert announced.scene_cuts == (6,)
+    assert (announced.vfr_kept, announced.vfr_pts, announced.duplicates_skipped) == (False, None, 0)
+    assert announced.encoding == ENCODING
+    assert (announced.split_started_at, announced.split_at) == (STARTED, SPLIT_AT)
+    _round_trip(announced)
 
 
-def test_kept_variable_timing_and_skipped_duplicates_are_in_the_split() -> None:
+def test_kept_variable_timing_and_skipped_duplicates_are_in_the_plan_event() -> None:
     vfr = _analysis(pts=[0, 33, 67, 100, 133, 200, 267, 333, 400, 467], time_base=Fraction(1, 1000))
     plan = plan_job(10, Fraction(25), Fraction(50), vfr.scene_starts, 4)
-    split = job_split(uuid.UUID(int=9), plan, vfr, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
-    assert split.vfr_kept
-    assert (split.vfr_time_base_num, split.vfr_time_base_den) == (1, 1000)
-    assert split.vfr_pts == (0, 33, 67, 100, 133, 200, 267, 333, 400, 467)
-    _round_trip(split)
+    announced = plan_event(uuid.UUID(int=9), plan, vfr, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
+    assert announced.vfr_kept
+    assert (announced.vfr_time_base_num, announced.vfr_time_base_den) == (1, 1000)
+    assert announced.vfr_pts == (0, 33, 67, 100, 133, 200, 267, 333, 400, 467)
+    _round_trip(announced)
 
     # 12 input frames, 2 of them duplicates: 10 planned at their input positions
     positions = [Fraction(p) for p in (0, 1, 2, 4, 5, 6, 7, 9, 10, 11)]
@@ -181,10 +190,14 @@ def test_kept_variable_timing_and_skipped_duplicates_are_in_the_split() -> None:
     plan = plan_job(
         10, Fraction(25), Fraction(50), deduped.scene_starts, 4, positions=positions, input_frames=12
     )
-    split = job_split(uuid.UUID(int=9), plan, deduped, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
-    assert (split.source_frame_count, split.planned_frame_count, split.duplicates_skipped) == (12, 10, 2)
-    assert split.scene_cuts == (7,), "the cut as the user counts frames: input frame 7"
-    assert split.out_frame_count == 24, "the output covers the whole input"
+    announced = plan_event(uuid.UUID(int=9), plan, deduped, ENCODING, started_at=STARTED, split_at=SPLIT_AT)
+    assert (announced.source_frame_count, announced.planned_frame_count, announced.duplicates_skipped) == (
+        12,
+        10,
+        2,
+    )
+    assert announced.scene_cuts == (7,), "the cut as the user counts frames: input frame 7"
+    assert announced.out_frame_count == 24, "the output covers the whole input"
     specs = chunk_specs(_event(), plan, deduped, ENCODING, model="auto")
     assert specs[0].source is not None
     assert specs[0].source.frame_indices == (0, 1, 2, 4)

@@ -15,7 +15,7 @@ from services.muxer.assemble import MuxError, OutputTiming, timing_of
 from services.muxer.report import timing_report
 
 
-def _split(**overrides: Any) -> JobSplit:
+def _plan(**overrides: Any) -> JobSplit:
     values: dict[str, Any] = {
         "job_id": uuid.UUID(int=1), "chunk_count": 2, "source_frame_count": 90, "in_fps_num": 30000,
         "in_fps_den": 1001, "out_fps_num": 60000, "out_fps_den": 1001, "out_frame_count": 180,
@@ -24,7 +24,7 @@ def _split(**overrides: Any) -> JobSplit:
     return JobSplit(**(values | overrides))
 
 
-SPLIT = _split()
+PLAN = _plan()
 
 
 def test_the_output_is_read_from_ffprobe_streams() -> None:
@@ -55,7 +55,7 @@ def test_an_output_without_audio_has_no_drift_and_one_without_video_is_an_error(
 
 
 def test_the_report_puts_the_plan_next_to_the_measured_output() -> None:
-    report = timing_report(SPLIT, input_vfr=False, measured=OutputTiming(180, 0.0, 3.003, 0.0, 2.99))
+    report = timing_report(PLAN, input_vfr=False, measured=OutputTiming(180, 0.0, 3.003, 0.0, 2.99))
     assert report.in_duration_s == pytest.approx(3.003)
     assert report.scene_cut_frames == (31, 62)
     assert report.scene_cut_times_s == pytest.approx((31 * 1001 / 30000, 62 * 1001 / 30000))
@@ -76,8 +76,8 @@ def test_the_report_puts_the_plan_next_to_the_measured_output() -> None:
 
 
 def test_a_vfr_input_made_constant_says_so_and_an_integer_rate_keeps_its_denominator() -> None:
-    split = _split(in_fps_num=25, in_fps_den=1, vfr_converted=True, scene_cuts=())
-    report = timing_report(split, input_vfr=True, measured=OutputTiming(180, 0.0, 3.6, None, None))
+    plan = _plan(in_fps_num=25, in_fps_den=1, vfr_converted=True, scene_cuts=())
+    report = timing_report(plan, input_vfr=True, measured=OutputTiming(180, 0.0, 3.6, None, None))
     view = timing_view(report, in_rate=Fraction(25), out_rate=Fraction(50), in_frames=90).model_dump(
         mode="json"
     )

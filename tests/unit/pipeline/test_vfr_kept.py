@@ -24,7 +24,7 @@ from services.muxer.report import timing_report
 PTS = (0, 33, 67, 100, 133, 200, 267, 333)
 
 
-def _split(**overrides: Any) -> JobSplit:
+def _plan(**overrides: Any) -> JobSplit:
     values: dict[str, Any] = {
         "job_id": uuid.UUID(int=2), "chunk_count": 1, "source_frame_count": 8, "in_fps_num": 24,
         "in_fps_den": 1, "out_fps_num": 48, "out_fps_den": 1, "out_frame_count": 16, "scene_cuts": (5,),
@@ -34,11 +34,11 @@ def _split(**overrides: Any) -> JobSplit:
     return JobSplit(**(values | overrides))
 
 
-SPLIT = _split()
+PLAN = _plan()
 
 
 def test_each_source_frame_keeps_its_time_and_the_added_ones_split_each_interval() -> None:
-    base, pts = output_stamps(SPLIT)
+    base, pts = output_stamps(PLAN)
     assert base == Fraction(1, 2000)
     assert len(pts) == 16
     seconds = [p * base for p in pts]
@@ -50,12 +50,12 @@ def test_each_source_frame_keeps_its_time_and_the_added_ones_split_each_interval
 
 
 def test_without_kept_timestamps_the_stamps_are_the_constant_rate() -> None:
-    base, pts = output_stamps(_split(vfr_kept=False, vfr_pts=None))
+    base, pts = output_stamps(_plan(vfr_kept=False, vfr_pts=None))
     assert [p * base for p in pts] == [Fraction(k, 48) for k in range(16)]
 
 
 def test_a_kept_variable_rate_is_muxed_with_its_timestamps_passed_through() -> None:
-    base, _ = output_stamps(SPLIT)
+    base, _ = output_stamps(PLAN)
     command = remux_command(Path("v.mp4"), Path("s"), Path("o.mp4"), [], timescale=base.denominator)
     assert "-r" not in command
     assert "-vf" not in command
@@ -65,7 +65,7 @@ def test_a_kept_variable_rate_is_muxed_with_its_timestamps_passed_through() -> N
 
 
 def test_scene_cut_times_and_the_input_duration_come_from_the_timestamps() -> None:
-    report = timing_report(SPLIT, input_vfr=True, measured=OutputTiming(16, 0.0, 0.4, None, None))
+    report = timing_report(PLAN, input_vfr=True, measured=OutputTiming(16, 0.0, 0.4, None, None))
     assert report.scene_cut_times_s == (0.2,)
     assert report.in_duration_s == pytest.approx(0.399), "the last frame lasts as long as the one before"
     assert (report.input_vfr, report.vfr_converted) == (True, False)
@@ -80,7 +80,7 @@ def test_concatenated_frames_carry_exactly_the_planned_timestamps(tmp_path: Path
         with ChunkEncoder(path, encoding, width=32, height=16, rate=Fraction(48), timeout_s=60) as encoder:
             for i in range(8):
                 encoder.write_rgb(np.full((16, 32, 3), 10 * (8 * part + i), np.uint8))
-    base, stamps = output_stamps(SPLIT)
+    base, stamps = output_stamps(PLAN)
     concatenate(paths, [8, 8], Fraction(48), tmp_path / "v.mp4", base, stamps)
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "packet=pts,dts:stream=time_base", "-of", "json",
