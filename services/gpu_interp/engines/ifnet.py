@@ -93,6 +93,15 @@ class Warper:
         sample_at = grid + flow.permute(0, 2, 3, 1) * norm
         return F.grid_sample(image, sample_at, mode="bilinear", padding_mode="border", align_corners=True)
 
+    def blend(
+        self, img0: torch.Tensor, img1: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Warp both frames by their flows (t→0, t→1) and mix them with the sigmoid of the mask logit."""
+        weight = torch.sigmoid(mask)
+        warped0 = self(img0, flow[:, :2])
+        warped1 = self(img1, flow[:, 2:4])
+        return warped1 + weight * (warped0 - warped1)
+
 
 def swap_directions(flow: torch.Tensor) -> torch.Tensor:
     """(t→0, t→1) flows as seen from the reversed pair: (t→1, t→0)."""
@@ -137,10 +146,7 @@ class IFNet(nn.Module):
         self, img0: torch.Tensor, img1: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Warp both frames by their flows and mix them with the sigmoid of the mask logit."""
-        weight = torch.sigmoid(mask)
-        warped0 = self.warp(img0, flow[:, :2])
-        warped1 = self.warp(img1, flow[:, 2:4])
-        return warped1 + weight * (warped0 - warped1)
+        return self.warp.blend(img0, img1, flow, mask)
 
 
 _PUBLISHED = re.compile(r"^block(\d)\.(.+)$")

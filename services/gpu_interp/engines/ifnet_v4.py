@@ -134,10 +134,7 @@ class IFNetV4(nn.Module):
         self, img0: torch.Tensor, img1: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Warp both frames by their flows and mix them with the sigmoid of the mask logit."""
-        weight = torch.sigmoid(mask)
-        warped0 = self.warp(img0, flow[:, :2])
-        warped1 = self.warp(img1, flow[:, 2:4])
-        return warped1 + weight * (warped0 - warped1)
+        return self.warp.blend(img0, img1, flow, mask)
 
     def forward(
         self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scale: float = 1.0

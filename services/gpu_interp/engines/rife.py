@@ -221,6 +221,15 @@ class RifeFamilyEngine(InterpolationEngine):
     def _scale(self, height: int, width: int) -> float:
         return self.settings.scale or auto_scale(height, width, self.device.type)
 
+    def _choose_dtype(self, precision: Precision) -> torch.dtype:
+        return choose_dtype(precision, self.device)
+
+    def _to_tensor(self, frames: Frames) -> torch.Tensor:
+        return to_bgr_tensor(frames, self.device)
+
+    def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
+        return from_bgr_tensor(x, like)
+
     def memory_scale(self, height: int, width: int) -> float | None:
         return self._scale(height, width)
 
@@ -282,17 +291,6 @@ class RifeEngine(RifeFamilyEngine):
             self.backend = "eager"  # OpenVINO runs fp32 here; bf16 CPUs keep torch's autocast
         self._runners: dict[tuple[float, ...], Runner] = {}
         self._eager = False  # inside `uncompiled()`: the plain module, whatever the backend
-
-    def _choose_dtype(self, precision: Precision) -> torch.dtype:
-        return choose_dtype(precision, self.device)
-
-    # -- frames in and out -------------------------------------------------------------------------
-
-    def _to_tensor(self, frames: Frames) -> torch.Tensor:
-        return to_bgr_tensor(frames, self.device)
-
-    def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
-        return from_bgr_tensor(x, like)
 
     # -- the model ---------------------------------------------------------------------------------
 

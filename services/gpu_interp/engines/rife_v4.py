@@ -21,12 +21,8 @@ from services.gpu_interp.engines.base import Frames
 from services.gpu_interp.engines.ifnet_v4 import PAD_MULTIPLE, SHRINKS, IFNetV4, remap_published_keys
 from services.gpu_interp.engines.rife import (
     AUGMENTS,
-    Precision,
     RifeFamilyEngine,
     RifeSettings,
-    choose_dtype,
-    from_bgr_tensor,
-    to_bgr_tensor,
 )
 
 
@@ -70,15 +66,6 @@ class RifeV4Engine(RifeFamilyEngine):
             yield
         finally:
             self._estimate_net = compiled
-
-    def _choose_dtype(self, precision: Precision) -> torch.dtype:
-        return choose_dtype(precision, self.device)
-
-    def _to_tensor(self, frames: Frames) -> torch.Tensor:
-        return to_bgr_tensor(frames, self.device)
-
-    def _from_tensor(self, x: torch.Tensor, like: Frames) -> Frames:
-        return from_bgr_tensor(x, like)
 
     @torch.inference_mode()
     def frames_at(
