@@ -146,7 +146,7 @@ def test_a_lost_assembly_claim_is_retried_not_dead_lettered() -> None:
 
 @pytest.mark.parametrize(
     ("on", "topic"),
-    [("on_chunk", Topic.CHUNK_INTERPOLATED), ("on_split", Topic.JOB_SPLIT)],
+    [("on_chunk", Topic.CHUNK_INTERPOLATED), ("on_plan", Topic.JOB_SPLIT)],
 )
 async def test_a_record_of_another_type_is_refused_before_the_muxer_touches_the_job(
     schema_catalog: SchemaCatalog, publish: InMemoryPublish, on: str, topic: Topic
