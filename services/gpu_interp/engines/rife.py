@@ -209,14 +209,24 @@ def wants_tiles(frames: Frames, tile: int | None) -> TypeGuard[FrameArray]:
 class RifeFamilyEngine(InterpolationEngine):
     """What the RIFE engines share: the flow scale, the memory settings and running a pair in tiles.
 
-    A subclass sets `settings`, `_configured` (the settings it was built with), `device` and
-    `pad_multiple` (what its network pads a frame to at scale 1), and implements `_whole_times`.
+    A subclass calls `_configure` with the settings it was built with, sets `pad_multiple` (what its
+    network pads a frame to at scale 1), and implements `_whole_times`.
     """
 
     settings: RifeSettings
     _configured: RifeSettings
     device: torch.device
+    dtype: torch.dtype
     pad_multiple: ClassVar[int] = 32
+
+    def _configure(self, settings: RifeSettings) -> RifeSettings:
+        """Take `settings` as built with: the device, CPU threads and dtype they ask for."""
+        self.settings = self._configured = settings
+        self.device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
+        self.dtype = self._choose_dtype(settings.precision)
+        return settings
 
     def _scale(self, height: int, width: int) -> float:
         return self.settings.scale or auto_scale(height, width, self.device.type)
@@ -268,13 +278,7 @@ class RifeEngine(RifeFamilyEngine):
     def __init__(
         self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
     ) -> None:
-        self.settings = settings or RifeSettings()
-        self._configured = self.settings
-        s = self.settings
-        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cpu":
-            torch.set_num_threads(s.threads or len(os.sched_getaffinity(0)))
-        self.dtype = self._choose_dtype(s.precision)
+        s = self._configure(settings or RifeSettings())
         net = IFNet()
         source = weights or weights_mod.resolve()
         net.load_state_dict(remap_published_keys(weights_mod.load_state_dict(source)))

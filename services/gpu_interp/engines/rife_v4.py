@@ -8,7 +8,6 @@ t is an input, each requested time costs one pass and is exact — no bisection,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -37,13 +36,7 @@ class RifeV4Engine(RifeFamilyEngine):
     def __init__(
         self, settings: RifeSettings | None = None, weights: weights_mod.WeightsSource | None = None
     ) -> None:
-        self.settings = settings or RifeSettings()
-        self._configured = self.settings
-        s = self.settings
-        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cpu":
-            torch.set_num_threads(s.threads or len(os.sched_getaffinity(0)))
-        self.dtype = self._choose_dtype(s.precision)
+        s = self._configure(settings or RifeSettings())
         net = IFNetV4()
         source = weights or weights_mod.resolve(package=weights_mod.V425_PACKAGE)
         net.load_state_dict(remap_published_keys(weights_mod.load_state_dict(source)))
